@@ -5,5 +5,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod format;
+pub mod hsm;
 pub mod keys;
+pub mod store;

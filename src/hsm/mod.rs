@@ -1,0 +1,618 @@
+//! The HSM edge: wrapping and unwrapping per-file data keys with a key-encryption key (KEK)
+//! that never leaves the token.
+//!
+//! [`KeyWrap`] is the small trait the rest of the vault sees; [`Pkcs11KeyWrap`] implements it
+//! over any PKCS#11 module with `cryptoki` (SoftHSM2 by default). KEKs are AES-256 token
+//! objects labelled `<kek_label>.v<N>`: sensitive, never extractable, wrap/unwrap only.
+//! Wrapping is `CKM_AES_KEY_WRAP_PAD` (RFC 5649).
+//!
+//! This module must never print, log or store the PIN or a data key. SoftHSM2 breaks when
+//! several processes log in to one token at once, so every PKCS#11 call here runs under an
+//! exclusive lock on a file beside the token ([`TokenLock`]).
+
+use crate::keys::{DataKey, KEY_LEN};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use zeroize::Zeroizing;
+
+/// The Debian path of SoftHSM2's PKCS#11 module.
+pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// What went wrong talking to the HSM, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HsmError {
+    /// The PKCS#11 module file is missing or could not be loaded.
+    #[error("cannot load PKCS#11 module {path}: {why} (install softhsm2, or set [hsm] module in the vault config)")]
+    Module {
+        /// Module path.
+        path: PathBuf,
+        /// Loader message.
+        why: String,
+    },
+    /// The SoftHSM2 configuration is missing or points at a missing token directory.
+    #[error("SoftHSM2 configuration {path}: {why}")]
+    SoftHsmConf {
+        /// Config path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// No token with the configured label.
+    #[error("no HSM token labelled '{0}' (run `weightvault init`, or check [hsm] token_label)")]
+    TokenMissing(String),
+    /// Login failed with this PIN.
+    #[error("HSM login to token '{0}' failed: wrong PIN")]
+    WrongPin(String),
+    /// The PIN is locked after too many failures.
+    #[error("HSM token '{0}': the user PIN is locked")]
+    PinLocked(String),
+    /// No PIN was configured.
+    #[error("no HSM PIN: set WEIGHTVAULT_HSM_PIN or [hsm] pin_file in the vault config")]
+    NoPin,
+    /// A PIN file could not be read.
+    #[error("cannot read HSM PIN file {0}: {1}")]
+    PinFile(PathBuf, std::io::Error),
+    /// The token has no KEK of that label/version.
+    #[error(
+        "KEK '{label}' version {version} is not on token '{token}' (retired, or a different token)"
+    )]
+    KekMissing {
+        /// KEK label.
+        label: String,
+        /// KEK version.
+        version: u32,
+        /// Token label.
+        token: String,
+    },
+    /// The token has no KEK at all.
+    #[error("token '{token}' holds no KEK labelled '{label}.v<N>' (run `weightvault init`)")]
+    NoKek {
+        /// KEK label.
+        label: String,
+        /// Token label.
+        token: String,
+    },
+    /// Unwrapping failed: the wrapped key was altered or made under another KEK.
+    #[error("the HSM could not unwrap the data key with KEK '{label}' v{version}: wrapped key altered, or wrapped by a different KEK")]
+    UnwrapFailed {
+        /// KEK label.
+        label: String,
+        /// KEK version.
+        version: u32,
+    },
+    /// The lock file beside the token could not be taken.
+    #[error("cannot lock {0}: {1}")]
+    Lock(PathBuf, std::io::Error),
+    /// Any other PKCS#11 failure.
+    #[error("HSM error during {during}: {source}")]
+    Pkcs11 {
+        /// What was being done.
+        during: &'static str,
+        /// The PKCS#11 error.
+        #[source]
+        source: CkError,
+    },
+}
+
+fn ck(during: &'static str) -> impl FnOnce(CkError) -> HsmError {
+    move |source| HsmError::Pkcs11 { during, source }
+}
+
+/// A PIN. Its `Debug` never shows it; it is zeroized on drop.
+#[derive(Clone)]
+pub struct Pin(Zeroizing<String>);
+
+impl Pin {
+    /// Wraps a PIN string.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(Zeroizing::new(s.into()))
+    }
+    /// Reads a PIN from a file (first line, trailing whitespace removed).
+    pub fn from_file(path: &Path) -> Result<Self, HsmError> {
+        let s = Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| HsmError::PinFile(path.into(), e))?,
+        );
+        Ok(Self::new(s.lines().next().unwrap_or("").trim_end()))
+    }
+    /// A random 24-character PIN.
+    pub fn random() -> Self {
+        let mut b = Zeroizing::new([0u8; 18]);
+        getrandom::fill(b.as_mut()).expect("OS randomness");
+        Self::new(hex::encode(b.as_ref()))
+    }
+    fn auth(&self) -> AuthPin {
+        AuthPin::from(self.0.as_str())
+    }
+    /// The PIN text, for writing to a PIN file at init. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pin(<redacted>)")
+    }
+}
+
+/// A data key wrapped by one KEK version: what a key slot stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// KEK label (without version suffix).
+    pub kek_label: String,
+    /// KEK version.
+    pub kek_version: u32,
+    /// Wrapped bytes.
+    pub wrapped: Vec<u8>,
+}
+
+/// Wraps and unwraps data keys with a KEK held elsewhere.
+pub trait KeyWrap: Send + Sync {
+    /// Wraps `dek` under the newest KEK version.
+    fn wrap(&self, dek: &DataKey) -> Result<WrappedKey, HsmError>;
+    /// Unwraps a data key wrapped by KEK `label` version `version`.
+    fn unwrap(&self, wrapped: &WrappedKey) -> Result<DataKey, HsmError>;
+}
+
+/// Where the HSM is and how to log in.
+#[derive(Debug, Clone)]
+pub struct HsmConfig {
+    /// PKCS#11 module path.
+    pub module: PathBuf,
+    /// Token label (tokens are found by label, never by slot number).
+    pub token_label: String,
+    /// KEK label prefix; versions are `<label>.v<N>`.
+    pub kek_label: String,
+    /// User PIN.
+    pub pin: Pin,
+    /// SoftHSM2 configuration file to use (sets `SOFTHSM2_CONF`), if any.
+    pub softhsm2_conf: Option<PathBuf>,
+    /// Lock file serialising PKCS#11 use across processes.
+    pub lock_file: PathBuf,
+}
+
+/// An exclusive lock on the file beside the token, held while PKCS#11 calls run.
+pub struct TokenLock(File);
+
+impl TokenLock {
+    /// Blocks until the lock is ours.
+    pub fn acquire(path: &Path) -> Result<Self, HsmError> {
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| HsmError::Lock(path.into(), e))?;
+        f.lock().map_err(|e| HsmError::Lock(path.into(), e))?;
+        Ok(Self(f))
+    }
+}
+
+impl Drop for TokenLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// Checks a SoftHSM2 config and points this process at it. SoftHSM2 reports a bad config only
+/// as `CKR_GENERAL_ERROR` at initialise, so the file and its token directory are checked first.
+pub fn use_softhsm2_conf(conf: &Path) -> Result<(), HsmError> {
+    let bad = |why: String| HsmError::SoftHsmConf {
+        path: conf.into(),
+        why,
+    };
+    let text = std::fs::read_to_string(conf).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let dir = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "directories.tokendir")
+        .map(|(_, v)| PathBuf::from(v.trim()))
+        .ok_or_else(|| bad("no directories.tokendir line".into()))?;
+    if !dir.is_dir() {
+        return Err(bad(format!(
+            "token directory {} does not exist",
+            dir.display()
+        )));
+    }
+    // Edition 2021: set_var is safe. It runs before the module is loaded and before this
+    // process starts any thread that reads the environment.
+    if std::env::var_os("SOFTHSM2_CONF").as_deref() != Some(conf.as_os_str()) {
+        std::env::set_var("SOFTHSM2_CONF", conf);
+    }
+    Ok(())
+}
+
+fn load_module(cfg: &HsmConfig) -> Result<Pkcs11, HsmError> {
+    if let Some(conf) = &cfg.softhsm2_conf {
+        use_softhsm2_conf(conf)?;
+    }
+    if !cfg.module.exists() {
+        return Err(HsmError::Module {
+            path: cfg.module.clone(),
+            why: "file not found".into(),
+        });
+    }
+    let p = Pkcs11::new(&cfg.module).map_err(|e| HsmError::Module {
+        path: cfg.module.clone(),
+        why: e.to_string(),
+    })?;
+    match p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(p),
+        Err(e) => Err(HsmError::Pkcs11 {
+            during: "C_Initialize (check SOFTHSM2_CONF and the token directory)",
+            source: e,
+        }),
+    }
+}
+
+fn find_token(p: &Pkcs11, label: &str) -> Result<Option<Slot>, HsmError> {
+    for slot in p
+        .get_slots_with_initialized_token()
+        .map_err(ck("listing slots"))?
+    {
+        let info = p.get_token_info(slot).map_err(ck("reading token info"))?;
+        if info.label().trim_end() == label {
+            return Ok(Some(slot));
+        }
+    }
+    Ok(None)
+}
+
+fn login(session: &Session, user: UserType, pin: &Pin, token: &str) -> Result<(), HsmError> {
+    match session.login(user, Some(&pin.auth())) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(HsmError::WrongPin(token.into())),
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(HsmError::PinLocked(token.into())),
+        Err(e) => Err(HsmError::Pkcs11 {
+            during: "login",
+            source: e,
+        }),
+    }
+}
+
+/// The attributes every KEK gets, set explicitly because token defaults are permissive.
+pub fn kek_template(label: &str, version: u32) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen((KEY_LEN as u64).into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Wrap(true),
+        Attribute::Unwrap(true),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+        Attribute::Modifiable(false),
+        Attribute::Copyable(false),
+        Attribute::Destroyable(true),
+        Attribute::Label(kek_object_label(label, version).into_bytes()),
+        Attribute::Id(version.to_be_bytes().to_vec()),
+    ]
+}
+
+/// The token object label of a KEK version.
+pub fn kek_object_label(label: &str, version: u32) -> String {
+    format!("{label}.v{version}")
+}
+
+fn kek_versions(session: &Session, label: &str) -> Result<BTreeMap<u32, ObjectHandle>, HsmError> {
+    let handles = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(true),
+        ])
+        .map_err(ck("finding KEKs"))?;
+    let prefix = format!("{label}.v");
+    let mut out = BTreeMap::new();
+    for h in handles {
+        let attrs = session
+            .get_attributes(h, &[AttributeType::Label])
+            .map_err(ck("reading KEK label"))?;
+        for a in attrs {
+            if let Attribute::Label(l) = a {
+                if let Some(v) = std::str::from_utf8(&l)
+                    .ok()
+                    .and_then(|s| s.strip_prefix(&prefix))
+                    .and_then(|v| v.parse::<u32>().ok())
+                {
+                    out.insert(v, h);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Makes a fresh SoftHSM2 token: writes `softhsm2.conf` and the token directory under `dir`,
+/// initialises a token labelled `token_label` with the SO and user PINs, and creates KEK
+/// version 1. Idempotence is the caller's business (it checks whether the token exists).
+pub fn init_softhsm2_token(
+    dir: &Path,
+    module: &Path,
+    token_label: &str,
+    kek_label: &str,
+    so_pin: &Pin,
+    user_pin: &Pin,
+    lock_file: &Path,
+) -> Result<PathBuf, HsmError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let tokens = dir.join("tokens");
+    let io = |e: std::io::Error| HsmError::SoftHsmConf {
+        path: dir.into(),
+        why: e.to_string(),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&tokens)
+        .map_err(io)?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# SoftHSM2 configuration of this vault (made by weightvault init)\n\
+             directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+            tokens.canonicalize().map_err(io)?.display()
+        ),
+    )
+    .map_err(io)?;
+    let _lock = TokenLock::acquire(lock_file)?;
+    use_softhsm2_conf(&conf)?;
+    let cfg = HsmConfig {
+        module: module.into(),
+        token_label: token_label.into(),
+        kek_label: kek_label.into(),
+        pin: user_pin.clone(),
+        softhsm2_conf: Some(conf.clone()),
+        lock_file: lock_file.into(),
+    };
+    let p = load_module(&cfg)?;
+    if find_token(&p, token_label)?.is_none() {
+        let mut free = None;
+        for slot in p.get_all_slots().map_err(ck("listing slots"))? {
+            if let Ok(info) = p.get_token_info(slot) {
+                if !info.token_initialized() {
+                    free = Some(slot);
+                    break;
+                }
+            }
+        }
+        let slot =
+            free.ok_or_else(|| HsmError::TokenMissing(format!("{token_label} (no free slot)")))?;
+        p.init_token(slot, &so_pin.auth(), token_label)
+            .map_err(ck("C_InitToken"))?;
+        // SoftHSM2 renumbers slots after C_InitToken: find the token again by label.
+        let slot = find_token(&p, token_label)?
+            .ok_or_else(|| HsmError::TokenMissing(token_label.into()))?;
+        let s = p.open_rw_session(slot).map_err(ck("opening session"))?;
+        login(&s, UserType::So, so_pin, token_label)?;
+        s.init_pin(&user_pin.auth()).map_err(ck("C_InitPIN"))?;
+        s.logout().map_err(ck("logout"))?;
+    }
+    let slot =
+        find_token(&p, token_label)?.ok_or_else(|| HsmError::TokenMissing(token_label.into()))?;
+    let s = p.open_rw_session(slot).map_err(ck("opening session"))?;
+    login(&s, UserType::User, user_pin, token_label)?;
+    if kek_versions(&s, kek_label)?.is_empty() {
+        s.generate_key(&Mechanism::AesKeyGen, &kek_template(kek_label, 1))
+            .map_err(ck("generating the KEK"))?;
+    }
+    drop(s);
+    p.finalize().map_err(ck("C_Finalize"))?;
+    Ok(conf)
+}
+
+struct Inner {
+    session: Session,
+    keks: BTreeMap<u32, ObjectHandle>,
+}
+
+/// [`KeyWrap`] over a PKCS#11 token.
+pub struct Pkcs11KeyWrap {
+    cfg: HsmConfig,
+    inner: Mutex<Inner>,
+    // Kept last so it is dropped after the session.
+    _ctx: Pkcs11,
+}
+
+impl std::fmt::Debug for Pkcs11KeyWrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11KeyWrap")
+            .field("module", &self.cfg.module)
+            .field("token", &self.cfg.token_label)
+            .field("kek", &self.cfg.kek_label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11KeyWrap {
+    /// Loads the module, finds the token by label, logs in and finds the KEK versions.
+    pub fn open(cfg: HsmConfig) -> Result<Self, HsmError> {
+        let _lock = TokenLock::acquire(&cfg.lock_file)?;
+        let ctx = load_module(&cfg)?;
+        let slot = find_token(&ctx, &cfg.token_label)?
+            .ok_or_else(|| HsmError::TokenMissing(cfg.token_label.clone()))?;
+        let session = ctx.open_rw_session(slot).map_err(ck("opening session"))?;
+        login(&session, UserType::User, &cfg.pin, &cfg.token_label)?;
+        let keks = kek_versions(&session, &cfg.kek_label)?;
+        if keks.is_empty() {
+            return Err(HsmError::NoKek {
+                label: cfg.kek_label.clone(),
+                token: cfg.token_label.clone(),
+            });
+        }
+        Ok(Self {
+            cfg,
+            inner: Mutex::new(Inner { session, keks }),
+            _ctx: ctx,
+        })
+    }
+
+    /// KEK versions present on the token.
+    pub fn kek_versions(&self) -> Vec<u32> {
+        self.inner
+            .lock()
+            .expect("hsm mutex")
+            .keks
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Runs `f` with the session, under the cross-process token lock.
+    pub fn with_session<T>(
+        &self,
+        f: impl FnOnce(&Session, &BTreeMap<u32, ObjectHandle>) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let inner = self.inner.lock().expect("hsm mutex");
+        let _lock = TokenLock::acquire(&self.cfg.lock_file)?;
+        f(&inner.session, &inner.keks)
+    }
+
+    fn kek(
+        &self,
+        keks: &BTreeMap<u32, ObjectHandle>,
+        label: &str,
+        version: u32,
+    ) -> Result<ObjectHandle, HsmError> {
+        if label != self.cfg.kek_label {
+            return Err(HsmError::KekMissing {
+                label: label.into(),
+                version,
+                token: self.cfg.token_label.clone(),
+            });
+        }
+        keks.get(&version)
+            .copied()
+            .ok_or_else(|| HsmError::KekMissing {
+                label: label.into(),
+                version,
+                token: self.cfg.token_label.clone(),
+            })
+    }
+}
+
+/// Session-object template for a data key while it is on the token for wrapping.
+fn dek_template(value: Option<&DataKey>) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(false),
+        Attribute::Extractable(true),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+    ];
+    if let Some(k) = value {
+        t.push(Attribute::Value(k.expose().to_vec()));
+    }
+    t
+}
+
+impl KeyWrap for Pkcs11KeyWrap {
+    fn wrap(&self, dek: &DataKey) -> Result<WrappedKey, HsmError> {
+        self.with_session(|s, keks| {
+            let (&version, &kek) = keks.last_key_value().ok_or_else(|| HsmError::NoKek {
+                label: self.cfg.kek_label.clone(),
+                token: self.cfg.token_label.clone(),
+            })?;
+            let mut template = dek_template(Some(dek));
+            let obj = s.create_object(&template);
+            // The template held a copy of the key: clear it.
+            for a in template.iter_mut() {
+                if let Attribute::Value(v) = a {
+                    zeroize::Zeroize::zeroize(v);
+                }
+            }
+            let obj = obj.map_err(ck("importing the data key"))?;
+            let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, kek, obj);
+            let destroyed = s.destroy_object(obj);
+            let wrapped = wrapped.map_err(ck("wrapping the data key"))?;
+            destroyed.map_err(ck("destroying the data key session object"))?;
+            Ok(WrappedKey {
+                kek_label: self.cfg.kek_label.clone(),
+                kek_version: version,
+                wrapped,
+            })
+        })
+    }
+
+    fn unwrap(&self, w: &WrappedKey) -> Result<DataKey, HsmError> {
+        self.with_session(|s, keks| {
+            let kek = self.kek(keks, &w.kek_label, w.kek_version)?;
+            let failed = || HsmError::UnwrapFailed {
+                label: w.kek_label.clone(),
+                version: w.kek_version,
+            };
+            let obj = match s.unwrap_key(
+                &Mechanism::AesKeyWrapPad,
+                kek,
+                &w.wrapped,
+                &dek_template(None),
+            ) {
+                Ok(o) => o,
+                // SoftHSM2 reports a failed integrity check as CKR_GENERAL_ERROR.
+                Err(CkError::Pkcs11(
+                    RvError::GeneralError
+                    | RvError::WrappedKeyInvalid
+                    | RvError::WrappedKeyLenRange
+                    | RvError::EncryptedDataInvalid
+                    | RvError::EncryptedDataLenRange,
+                    _,
+                )) => return Err(failed()),
+                Err(e) => return Err(ck("unwrapping the data key")(e)),
+            };
+            let attrs = s.get_attributes(obj, &[AttributeType::Value]);
+            let destroyed = s.destroy_object(obj);
+            let attrs = attrs.map_err(ck("reading the unwrapped data key"))?;
+            destroyed.map_err(ck("destroying the data key session object"))?;
+            // get_attributes silently omits unreadable attributes: check presence and length.
+            let mut key = None;
+            for a in attrs {
+                if let Attribute::Value(mut v) = a {
+                    key = DataKey::from_slice(&v);
+                    zeroize::Zeroize::zeroize(&mut v);
+                }
+            }
+            key.ok_or_else(failed)
+        })
+    }
+}
+
+/// Logs in to an existing token (any PKCS#11 module) and creates KEK version 1 if the token
+/// holds no KEK of the configured label yet.
+pub fn ensure_kek(cfg: &HsmConfig) -> Result<(), HsmError> {
+    let _lock = TokenLock::acquire(&cfg.lock_file)?;
+    let p = load_module(cfg)?;
+    let slot = find_token(&p, &cfg.token_label)?
+        .ok_or_else(|| HsmError::TokenMissing(cfg.token_label.clone()))?;
+    let s = p.open_rw_session(slot).map_err(ck("opening session"))?;
+    login(&s, UserType::User, &cfg.pin, &cfg.token_label)?;
+    if kek_versions(&s, &cfg.kek_label)?.is_empty() {
+        s.generate_key(&Mechanism::AesKeyGen, &kek_template(&cfg.kek_label, 1))
+            .map_err(ck("generating the KEK"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1231 @@
+//! The vault on disk: its configuration, the HSM it uses, and sealed revisions of models.
+//!
+//! ```text
+//! <vault>/vault.toml                                   configuration
+//! <vault>/hsm/{softhsm2.conf,tokens/,user.pin,token.lock}   embedded SoftHSM2 token
+//! <vault>/models/<model>/<revision>/manifest.sealed    the revision's manifest
+//! <vault>/models/<model>/<revision>/files/<path>.sealed one per checkpoint file
+//! ```
+//! A revision appears under its name only once every file and the manifest are written and
+//! fsynced (staging directory, then rename), so an interrupted seal leaves nothing `list` shows.
+//! Plaintext is written only by `open`, to the place the operator names.
+
+pub mod checkpoint;
+pub mod sealed;
+
+use crate::format::{FileKind, FormatError, SealedHeader};
+use crate::hsm::{HsmConfig, HsmError, KeyWrap, Pin, Pkcs11KeyWrap};
+use crate::keys::DataKey;
+use checkpoint::CheckpointFile;
+use sealed::{OpenedFile, Progress, SealParams, SealedFile};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in the vault, each with what and where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No vault at that directory.
+    #[error("no vault at {0} (run `weightvault init --vault {0}`, or set WEIGHTVAULT_HOME)")]
+    NoVault(PathBuf),
+    /// The vault config is invalid.
+    #[error("vault config {path}: {why}")]
+    Config {
+        /// Config path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// Input that is not acceptable, with the reason.
+    #[error("{0}")]
+    BadInput(String),
+    /// A file that should be safetensors is not.
+    #[error("{path}: not a valid safetensors file: {why}")]
+    NotSafetensors {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The revision exists already.
+    #[error("{model}@{revision} is already sealed in this vault (revisions are immutable; choose a new revision name)")]
+    AlreadySealed {
+        /// Model.
+        model: String,
+        /// Revision.
+        revision: String,
+    },
+    /// No such model or revision.
+    #[error("{0}")]
+    NotFound(String),
+    /// A sealed file is damaged or does not belong where it is.
+    #[error("{what}: {source}")]
+    Format {
+        /// Which file, shard, model.
+        what: String,
+        /// What is wrong.
+        #[source]
+        source: FormatError,
+    },
+    /// A revision's files do not match its manifest.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The HSM refused or failed.
+    #[error("{what}: {source}")]
+    Hsm {
+        /// Which file (or "HSM").
+        what: String,
+        /// What the HSM said.
+        #[source]
+        source: HsmError,
+    },
+    /// The disk is full.
+    #[error(
+        "disk full while {action} {path} — free space and try again; nothing partial was kept"
+    )]
+    DiskFull {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+    },
+    /// Any other I/O failure.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Wraps an I/O error with what was being done where; a full disk gets its own message.
+    pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::StorageFull
+            || source.raw_os_error() == Some(28)
+            || source.raw_os_error() == Some(122)
+        {
+            return StoreError::DiskFull {
+                action,
+                path: path.into(),
+            };
+        }
+        StoreError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `[hsm]` in `vault.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmSection {
+    /// PKCS#11 module path.
+    pub module: PathBuf,
+    /// Token label.
+    pub token_label: String,
+    /// KEK label prefix (versions are `<label>.v<N>`).
+    pub kek_label: String,
+    /// File holding the user PIN (relative paths are under the vault). `WEIGHTVAULT_HSM_PIN`
+    /// overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_file: Option<PathBuf>,
+    /// SoftHSM2 configuration for an embedded token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub softhsm2_conf: Option<PathBuf>,
+    /// Lock file serialising PKCS#11 use across processes.
+    pub lock_file: PathBuf,
+}
+
+/// `[seal]` in `vault.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealSection {
+    /// Chunk size in bytes (default 1 MiB).
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: u32,
+    /// Worker threads (0 = one per core).
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn default_chunk_size() -> u32 {
+    crate::format::DEFAULT_CHUNK_SIZE
+}
+
+impl Default for SealSection {
+    fn default() -> Self {
+        Self {
+            chunk_size: default_chunk_size(),
+            threads: 0,
+        }
+    }
+}
+
+/// `vault.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// HSM settings.
+    pub hsm: HsmSection,
+    /// Sealing settings.
+    #[serde(default)]
+    pub seal: SealSection,
+}
+
+/// Training facts recorded at seal time (the model inventory's classification inputs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingFacts {
+    /// Export Control Classification Number, e.g. `4E091`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eccn: Option<String>,
+    /// Training compute in operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_ops: Option<f64>,
+    /// Whether the weights are published (open).
+    #[serde(default)]
+    pub open_weights: bool,
+}
+
+/// One file of a revision, as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Path relative to the checkpoint root.
+    pub path: String,
+    /// Safetensors shard or other file.
+    pub kind: FileKind,
+    /// Shard index (safetensors) or 0.
+    pub shard_index: u32,
+    /// Shard count (safetensors) or 0.
+    pub shard_count: u32,
+    /// Length of the original file.
+    pub original_len: u64,
+    /// Length of the sealed file.
+    pub sealed_len: u64,
+    /// Number of tensors (safetensors) or 0.
+    pub tensors: usize,
+    /// Hex SHA-256 of the sealed file's prelude + header.
+    pub header_hash: String,
+}
+
+/// The manifest of a revision: binds all its files together. Sealed like any other file
+/// (its JSON is the authenticated clear metadata of `manifest.sealed`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always `weightvault-manifest/1`.
+    pub format: String,
+    /// Model name.
+    pub model: String,
+    /// Revision name.
+    pub revision: String,
+    /// RFC 3339 time of sealing.
+    pub sealed_at: String,
+    /// Chunk size used.
+    pub chunk_size: u32,
+    /// Training facts given at seal time.
+    pub training: TrainingFacts,
+    /// Files, sorted by path.
+    pub files: Vec<ManifestEntry>,
+}
+
+/// The manifest format string.
+pub const MANIFEST_FORMAT: &str = "weightvault-manifest/1";
+/// File name of a revision's sealed manifest.
+pub const MANIFEST_FILE: &str = "manifest.sealed";
+/// Path recorded in the manifest's own header.
+pub const MANIFEST_PATH: &str = "MANIFEST";
+
+/// Checks a model or revision name: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+pub fn check_name(what: &str, s: &str) -> Result<(), StoreError> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && !s.starts_with('.')
+        && !s.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadInput(format!(
+            "{what} '{s}' is not allowed: use 1-128 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        )))
+    }
+}
+
+/// `NAME@REV` (or `NAME` alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionRef {
+    /// Model.
+    pub model: String,
+    /// Revision, if given.
+    pub revision: Option<String>,
+}
+
+impl std::str::FromStr for RevisionRef {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        let (m, r) = match s.split_once('@') {
+            Some((m, r)) => (m, Some(r.to_string())),
+            None => (s, None),
+        };
+        check_name("model name", m)?;
+        if let Some(r) = &r {
+            check_name("revision", r)?;
+        }
+        Ok(Self {
+            model: m.into(),
+            revision: r,
+        })
+    }
+}
+
+/// What `seal` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SealRequest {
+    /// Model name.
+    pub model: String,
+    /// Revision name.
+    pub revision: String,
+    /// Training facts.
+    pub training: TrainingFacts,
+}
+
+/// What `seal` did.
+#[derive(Debug, Clone)]
+pub struct SealReport {
+    /// The manifest written.
+    pub manifest: Manifest,
+    /// Where the revision lives.
+    pub dir: PathBuf,
+    /// Plaintext bytes sealed.
+    pub bytes: u64,
+}
+
+/// A revision as `list` shows it (read without the HSM, so not authenticated).
+#[derive(Debug, Clone)]
+pub struct ListedRevision {
+    /// The manifest as found in the clear header.
+    pub manifest: Manifest,
+    /// Total size of the sealed files.
+    pub sealed_bytes: u64,
+}
+
+/// A vault directory.
+pub struct Vault {
+    dir: PathBuf,
+    config: VaultConfig,
+}
+
+/// Removes a staging directory unless told the work was committed.
+struct Staging {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("OS randomness");
+    hex::encode(b)
+}
+
+fn sync_dir(p: &Path) -> Result<(), StoreError> {
+    File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::io("syncing directory", p, e))
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting the current time")
+}
+
+/// Number of worker threads: the configured number, or one per core.
+pub fn threads(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+impl Vault {
+    /// The default vault directory: `$WEIGHTVAULT_HOME`, else `./vault`.
+    pub fn default_dir() -> PathBuf {
+        std::env::var_os("WEIGHTVAULT_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("vault"))
+    }
+
+    /// Makes a vault at `dir` with an embedded SoftHSM2 token and KEK, keeping whatever is
+    /// already there. Returns the vault and a line per thing created.
+    pub fn init(dir: &Path, module: Option<&Path>) -> Result<(Self, Vec<String>), StoreError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let mut done = Vec::new();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join("models"))
+            .map_err(io("creating", dir))?;
+        let cfg_path = dir.join("vault.toml");
+        if !cfg_path.exists() {
+            let config = VaultConfig {
+                hsm: HsmSection {
+                    module: module
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| PathBuf::from(crate::hsm::SOFTHSM2_MODULE)),
+                    token_label: "weightvault".into(),
+                    kek_label: "weightvault-kek".into(),
+                    pin_file: Some("hsm/user.pin".into()),
+                    softhsm2_conf: module.is_none().then(|| "hsm/softhsm2.conf".into()),
+                    lock_file: "hsm/token.lock".into(),
+                },
+                seal: SealSection::default(),
+            };
+            let text = format!(
+                "# weightvault vault configuration (made by `weightvault init`).\n\
+                 # Relative paths are under this directory. WEIGHTVAULT_HSM_PIN overrides pin_file.\n{}",
+                toml::to_string_pretty(&config).expect("config serialises")
+            );
+            std::fs::write(&cfg_path, text).map_err(io("writing", &cfg_path))?;
+            done.push(format!("wrote {}", cfg_path.display()));
+        }
+        let vault = Self::open(dir)?;
+        let hsm_dir = dir.join("hsm");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&hsm_dir)
+            .map_err(io("creating", &hsm_dir))?;
+        let write_pin = |p: &Path, pin: &Pin| -> Result<(), StoreError> {
+            use std::io::Write;
+            let mut f = File::options()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(io("writing", p))?;
+            writeln!(f, "{}", pin.expose()).map_err(io("writing", p))
+        };
+        if vault.config.hsm.softhsm2_conf.is_some() {
+            let user_pin_path = vault.resolve(
+                vault
+                    .config
+                    .hsm
+                    .pin_file
+                    .as_deref()
+                    .unwrap_or(Path::new("hsm/user.pin")),
+            );
+            let user_pin = if user_pin_path.exists() {
+                Pin::from_file(&user_pin_path).map_err(|e| StoreError::Hsm {
+                    what: "init".into(),
+                    source: e,
+                })?
+            } else {
+                let p = Pin::random();
+                write_pin(&user_pin_path, &p)?;
+                done.push(format!(
+                    "wrote the user PIN to {} (mode 0600)",
+                    user_pin_path.display()
+                ));
+                p
+            };
+            let so_path = hsm_dir.join("so.pin");
+            let so_pin = if so_path.exists() {
+                Pin::from_file(&so_path).map_err(|e| StoreError::Hsm {
+                    what: "init".into(),
+                    source: e,
+                })?
+            } else {
+                let p = Pin::random();
+                write_pin(&so_path, &p)?;
+                p
+            };
+            crate::hsm::init_softhsm2_token(
+                &hsm_dir,
+                &vault.config.hsm.module,
+                &vault.config.hsm.token_label,
+                &vault.config.hsm.kek_label,
+                &so_pin,
+                &user_pin,
+                &vault.resolve(&vault.config.hsm.lock_file),
+            )
+            .map_err(|e| StoreError::Hsm {
+                what: "init".into(),
+                source: e,
+            })?;
+        } else {
+            crate::hsm::ensure_kek(&vault.hsm_config()?).map_err(|e| StoreError::Hsm {
+                what: "init".into(),
+                source: e,
+            })?;
+        }
+        // Prove the token, PIN and KEK work before saying so.
+        let kw = vault.key_wrap()?;
+        done.push(format!(
+            "token '{}' ready with KEK '{}' versions {:?}",
+            vault.config.hsm.token_label,
+            vault.config.hsm.kek_label,
+            kw.kek_versions()
+        ));
+        Ok((vault, done))
+    }
+
+    /// Opens an existing vault.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let cfg_path = dir.join("vault.toml");
+        if !cfg_path.is_file() {
+            return Err(StoreError::NoVault(dir.into()));
+        }
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| StoreError::io("reading", &cfg_path, e))?;
+        let config: VaultConfig = toml::from_str(&text).map_err(|e| StoreError::Config {
+            path: cfg_path.clone(),
+            why: e.to_string(),
+        })?;
+        if !(crate::format::MIN_CHUNK_SIZE..=crate::format::MAX_CHUNK_SIZE)
+            .contains(&config.seal.chunk_size)
+        {
+            return Err(StoreError::Config {
+                path: cfg_path,
+                why: format!("seal.chunk_size {} is out of range", config.seal.chunk_size),
+            });
+        }
+        Ok(Self {
+            dir: dir.into(),
+            config,
+        })
+    }
+
+    /// The vault directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    /// Overrides the chunk size (tests and benchmarks).
+    pub fn set_chunk_size(&mut self, cs: u32) {
+        self.config.seal.chunk_size = cs;
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.into()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    /// The HSM settings, with the PIN from `WEIGHTVAULT_HSM_PIN` or the PIN file.
+    pub fn hsm_config(&self) -> Result<HsmConfig, StoreError> {
+        let h = &self.config.hsm;
+        let hsm = |e| StoreError::Hsm {
+            what: "HSM".into(),
+            source: e,
+        };
+        let pin = match std::env::var("WEIGHTVAULT_HSM_PIN") {
+            Ok(p) if !p.is_empty() => Pin::new(p),
+            _ => match &h.pin_file {
+                Some(f) => Pin::from_file(&self.resolve(f)).map_err(hsm)?,
+                None => return Err(hsm(HsmError::NoPin)),
+            },
+        };
+        Ok(HsmConfig {
+            module: std::env::var_os("WEIGHTVAULT_HSM_MODULE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| h.module.clone()),
+            token_label: std::env::var("WEIGHTVAULT_HSM_TOKEN")
+                .unwrap_or_else(|_| h.token_label.clone()),
+            kek_label: h.kek_label.clone(),
+            pin,
+            softhsm2_conf: h.softhsm2_conf.as_deref().map(|p| self.resolve(p)),
+            lock_file: self.resolve(&h.lock_file),
+        })
+    }
+
+    /// Logs in to the HSM.
+    pub fn key_wrap(&self) -> Result<Pkcs11KeyWrap, StoreError> {
+        Pkcs11KeyWrap::open(self.hsm_config()?).map_err(|e| StoreError::Hsm {
+            what: "HSM".into(),
+            source: e,
+        })
+    }
+
+    fn model_dir(&self, model: &str) -> PathBuf {
+        self.dir.join("models").join(model)
+    }
+
+    /// Seals a checkpoint (a `.safetensors` file or a directory) as `model@revision`.
+    pub fn seal(
+        &self,
+        src: &Path,
+        req: &SealRequest,
+        kw: &dyn KeyWrap,
+        progress: &dyn SealProgress,
+    ) -> Result<SealReport, StoreError> {
+        check_name("model name", &req.model)?;
+        check_name("revision", &req.revision)?;
+        let target = self.model_dir(&req.model).join(&req.revision);
+        if target.exists() {
+            return Err(StoreError::AlreadySealed {
+                model: req.model.clone(),
+                revision: req.revision.clone(),
+            });
+        }
+        let plan = checkpoint::plan(src)?;
+        let total: u64 = plan.iter().map(|f| f.data_len).sum();
+        progress.start(total, plan.len());
+        let model_dir = self.model_dir(&req.model);
+        std::fs::create_dir_all(&model_dir)
+            .map_err(|e| StoreError::io("creating", &model_dir, e))?;
+        let mut staging = Staging {
+            path: model_dir.join(format!(".staging-{}-{}", req.revision, random_hex(6))),
+            keep: false,
+        };
+        std::fs::create_dir(&staging.path)
+            .map_err(|e| StoreError::io("creating", &staging.path, e))?;
+        let threads = threads(self.config.seal.threads);
+        let mut entries = Vec::with_capacity(plan.len());
+        let mut dirs = vec![staging.path.clone()];
+        for f in &plan {
+            progress.file(&f.rel);
+            let out = staging.path.join("files").join(format!("{}.sealed", f.rel));
+            let parent = out.parent().expect("has a parent");
+            if !dirs.iter().any(|d| d == parent) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::io("creating", parent, e))?;
+                dirs.push(parent.to_path_buf());
+            }
+            let summary = self.seal_one(f, req, kw, &out, threads, progress.bytes())?;
+            entries.push(ManifestEntry {
+                path: f.rel.clone(),
+                kind: f.kind,
+                shard_index: f.shard_index,
+                shard_count: f.shard_count,
+                original_len: f.src_len,
+                sealed_len: summary.file_len,
+                tensors: f.tensors,
+                header_hash: hex::encode(summary.header_hash),
+            });
+        }
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT.into(),
+            model: req.model.clone(),
+            revision: req.revision.clone(),
+            sealed_at: now_rfc3339(),
+            chunk_size: self.config.seal.chunk_size,
+            training: req.training.clone(),
+            files: entries,
+        };
+        let meta = serde_json::to_vec(&manifest).expect("manifest serialises");
+        let header = self.header_for(FileKind::Manifest, req, MANIFEST_PATH, 0, 0, 0, meta);
+        let dek =
+            DataKey::random().map_err(|e| StoreError::BadInput(format!("OS randomness: {e}")))?;
+        let wrapped = kw.wrap(&dek).map_err(|e| StoreError::Hsm {
+            what: "wrapping the manifest key".into(),
+            source: e,
+        })?;
+        let empty = tempfile_empty()?;
+        sealed::seal_file(
+            crate::format::aead::AwsLc,
+            SealParams {
+                header,
+                dek: &dek,
+                wrapped,
+                threads: 1,
+            },
+            &empty,
+            0,
+            &staging.path.join(MANIFEST_FILE),
+            &(),
+        )?;
+        for d in dirs.iter().rev() {
+            sync_dir(d)?;
+        }
+        match std::fs::rename(&staging.path, &target) {
+            Ok(()) => staging.keep = true,
+            Err(e) if target.exists() => {
+                let _ = e;
+                return Err(StoreError::AlreadySealed {
+                    model: req.model.clone(),
+                    revision: req.revision.clone(),
+                });
+            }
+            Err(e) => return Err(StoreError::io("renaming into place", &target, e)),
+        }
+        sync_dir(&model_dir)?;
+        progress.finish();
+        Ok(SealReport {
+            manifest,
+            dir: target,
+            bytes: total,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn header_for(
+        &self,
+        kind: FileKind,
+        req: &SealRequest,
+        path: &str,
+        shard_index: u32,
+        shard_count: u32,
+        len: u64,
+        meta: Vec<u8>,
+    ) -> SealedHeader {
+        let mut file_id = [0u8; 16];
+        getrandom::fill(&mut file_id).expect("OS randomness");
+        SealedHeader {
+            file_id,
+            kind,
+            model: req.model.clone(),
+            revision: req.revision.clone(),
+            path: path.into(),
+            shard_index,
+            shard_count,
+            chunk_size: self.config.seal.chunk_size,
+            plaintext_len: len,
+            key_check: [0; 32],
+            meta,
+        }
+    }
+
+    fn seal_one(
+        &self,
+        f: &CheckpointFile,
+        req: &SealRequest,
+        kw: &dyn KeyWrap,
+        out: &Path,
+        threads: usize,
+        progress: &dyn Progress,
+    ) -> Result<sealed::SealedSummary, StoreError> {
+        let header = self.header_for(
+            f.kind,
+            req,
+            &f.rel,
+            f.shard_index,
+            f.shard_count,
+            f.data_len,
+            f.meta.clone(),
+        );
+        let dek =
+            DataKey::random().map_err(|e| StoreError::BadInput(format!("OS randomness: {e}")))?;
+        let wrapped = kw.wrap(&dek).map_err(|e| StoreError::Hsm {
+            what: format!("wrapping the data key of {}", f.rel),
+            source: e,
+        })?;
+        let src = File::open(&f.src).map_err(|e| StoreError::io("opening", &f.src, e))?;
+        let summary = sealed::seal_file(
+            crate::format::aead::AwsLc,
+            SealParams {
+                header,
+                dek: &dek,
+                wrapped,
+                threads,
+            },
+            &src,
+            f.data_start,
+            out,
+            progress,
+        )?;
+        let now = src
+            .metadata()
+            .map_err(|e| StoreError::io("reading", &f.src, e))?
+            .len();
+        if now != f.src_len {
+            return Err(StoreError::BadInput(format!(
+                "{}: the file changed size while it was being sealed ({} -> {now} bytes); seal it again once it is complete",
+                f.src.display(),
+                f.src_len
+            )));
+        }
+        Ok(summary)
+    }
+
+    /// Revisions of a model, sorted by name.
+    pub fn revisions(&self, model: &str) -> Result<Vec<String>, StoreError> {
+        let d = self.model_dir(model);
+        if !d.is_dir() {
+            return Err(StoreError::NotFound(format!(
+                "no model '{model}' in this vault"
+            )));
+        }
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&d).map_err(|e| StoreError::io("listing", &d, e))? {
+            let e = e.map_err(|e| StoreError::io("listing", &d, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && e.path().join(MANIFEST_FILE).exists() {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn resolve_revision(&self, r: &RevisionRef) -> Result<(String, PathBuf), StoreError> {
+        let rev = match &r.revision {
+            Some(rev) => rev.clone(),
+            None => {
+                let revs = self.revisions(&r.model)?;
+                match revs.as_slice() {
+                    [one] => one.clone(),
+                    [] => {
+                        return Err(StoreError::NotFound(format!(
+                            "model '{}' has no sealed revision",
+                            r.model
+                        )))
+                    }
+                    _ => {
+                        return Err(StoreError::BadInput(format!(
+                            "model '{}' has several revisions ({}): name one as {}@REV",
+                            r.model,
+                            revs.join(", "),
+                            r.model
+                        )))
+                    }
+                }
+            }
+        };
+        let dir = self.model_dir(&r.model).join(&rev);
+        if !dir.join(MANIFEST_FILE).is_file() {
+            if dir.is_dir() {
+                return Err(StoreError::Mismatch(format!(
+                    "{}@{rev}: the manifest is missing — revision damaged",
+                    r.model
+                )));
+            }
+            return Err(StoreError::NotFound(format!(
+                "no revision {}@{rev} in this vault",
+                r.model
+            )));
+        }
+        Ok((rev, dir))
+    }
+
+    /// Opens a revision: authenticates its manifest, checks that the files present are exactly
+    /// the ones it lists, and authenticates every file's header against it. Chunks are not read.
+    pub fn open_revision(
+        &self,
+        r: &RevisionRef,
+        kw: &dyn KeyWrap,
+    ) -> Result<OpenedRevision, StoreError> {
+        let (rev, dir) = self.resolve_revision(r)?;
+        let label = format!("{}@{rev}", r.model);
+        let mpath = dir.join(MANIFEST_FILE);
+        let mfile = SealedFile::open(&mpath)?;
+        let m = mfile.unlock(kw, &format!("{label} manifest"))?;
+        let h = m.header();
+        if h.kind != FileKind::Manifest {
+            return Err(StoreError::Mismatch(format!(
+                "{label}: manifest.sealed is not a manifest"
+            )));
+        }
+        if h.model != r.model || h.revision != rev {
+            return Err(StoreError::Mismatch(format!(
+                "{label}: the manifest belongs to {}@{} — revision rolled back or swapped",
+                h.model, h.revision
+            )));
+        }
+        m.verify(1, &())?;
+        let manifest: Manifest = serde_json::from_slice(&h.meta)
+            .map_err(|e| StoreError::Mismatch(format!("{label}: manifest JSON is invalid: {e}")))?;
+        if manifest.format != MANIFEST_FORMAT
+            || manifest.model != h.model
+            || manifest.revision != h.revision
+        {
+            return Err(StoreError::Mismatch(format!(
+                "{label}: manifest contents disagree with its header"
+            )));
+        }
+        // The files present must be exactly those listed.
+        let files_dir = dir.join("files");
+        let mut present = Vec::new();
+        if files_dir.is_dir() {
+            let mut found = Vec::new();
+            list_sealed(&files_dir, &files_dir, &mut found)?;
+            present = found;
+        }
+        let listed: BTreeMap<&str, &ManifestEntry> = manifest
+            .files
+            .iter()
+            .map(|e| (e.path.as_str(), e))
+            .collect();
+        for p in &present {
+            if !listed.contains_key(p.as_str()) {
+                return Err(StoreError::Mismatch(format!(
+                    "{label}: {p}.sealed is not in the manifest — file added or spliced in"
+                )));
+            }
+        }
+        let mut files = Vec::with_capacity(manifest.files.len());
+        for e in &manifest.files {
+            let what = describe(&label, e);
+            let path = files_dir.join(format!("{}.sealed", e.path));
+            if !present.iter().any(|p| p == &e.path) {
+                return Err(StoreError::Mismatch(format!(
+                    "{what}: missing — shard dropped"
+                )));
+            }
+            let sf = SealedFile::open(&path).map_err(|err| match err {
+                StoreError::Format { source, .. } => StoreError::Format {
+                    what: what.clone(),
+                    source,
+                },
+                other => other,
+            })?;
+            let hh = hex::encode(crate::format::header_hash(&sf.head.encoded_header));
+            let sh = &sf.head.header;
+            if sh.model != r.model || sh.revision != rev {
+                return Err(StoreError::Mismatch(format!(
+                    "{what}: this sealed file belongs to {}@{} — swapped in from another model or revision",
+                    sh.model, sh.revision
+                )));
+            }
+            if sh.path != e.path
+                || sh.kind != e.kind
+                || sh.shard_index != e.shard_index
+                || sh.shard_count != e.shard_count
+            {
+                return Err(StoreError::Mismatch(format!(
+                    "{what}: the sealed file is {} (shard {} of {}) — files swapped",
+                    sh.path, sh.shard_index, sh.shard_count
+                )));
+            }
+            if hh != e.header_hash {
+                return Err(StoreError::Mismatch(format!(
+                    "{what}: header hash differs from the manifest — header altered or file replaced"
+                )));
+            }
+            files.push((e.clone(), sf.unlock(kw, &what)?));
+        }
+        Ok(OpenedRevision {
+            label,
+            manifest,
+            files,
+        })
+    }
+
+    /// Every sealed revision, read from the clear (unauthenticated) manifest headers.
+    pub fn list(&self) -> Result<Vec<ListedRevision>, StoreError> {
+        let models = self.dir.join("models");
+        let mut out = Vec::new();
+        let mut names: Vec<String> = match std::fs::read_dir(&models) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(StoreError::io("listing", &models, e)),
+        };
+        names.sort();
+        for model in names {
+            for rev in self.revisions(&model)? {
+                let dir = self.model_dir(&model).join(&rev);
+                let sf = SealedFile::open(&dir.join(MANIFEST_FILE))?;
+                let manifest: Manifest =
+                    serde_json::from_slice(&sf.head.header.meta).map_err(|e| {
+                        StoreError::Mismatch(format!(
+                            "{model}@{rev}: manifest JSON is invalid: {e}"
+                        ))
+                    })?;
+                let sealed_bytes = manifest.files.iter().map(|f| f.sealed_len).sum::<u64>()
+                    + sf.head.layout.file_len();
+                out.push(ListedRevision {
+                    manifest,
+                    sealed_bytes,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// "acme@r1 shard 2 of 3 (model-00002-of-00003.safetensors)" or "acme@r1 config.json".
+pub fn describe(label: &str, e: &ManifestEntry) -> String {
+    match e.kind {
+        FileKind::Safetensors => format!(
+            "{label} shard {} of {} ({})",
+            e.shard_index + 1,
+            e.shard_count,
+            e.path
+        ),
+        _ => format!("{label} {}", e.path),
+    }
+}
+
+fn list_sealed(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), StoreError> {
+    for e in std::fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))? {
+        let e = e.map_err(|e| StoreError::io("listing", dir, e))?;
+        let p = e.path();
+        let ft = e
+            .file_type()
+            .map_err(|e| StoreError::io("reading", &p, e))?;
+        if ft.is_dir() {
+            list_sealed(root, &p, out)?;
+        } else {
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            match rel.strip_suffix(".sealed") {
+                Some(r) => out.push(r.to_string()),
+                None => {
+                    return Err(StoreError::Mismatch(format!(
+                        "{}: unexpected file in a sealed revision",
+                        p.display()
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn io<'a>(a: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |e| StoreError::io(a, p, e)
+}
+
+fn tempfile_empty() -> Result<File, StoreError> {
+    File::open("/dev/null").map_err(|e| StoreError::io("opening", Path::new("/dev/null"), e))
+}
+
+/// Progress reporting for `seal`.
+pub trait SealProgress: Sync {
+    /// Sealing starts: total bytes and number of files.
+    fn start(&self, _total: u64, _files: usize) {}
+    /// Now sealing this file.
+    fn file(&self, _rel: &str) {}
+    /// Byte counter.
+    fn bytes(&self) -> &dyn Progress;
+    /// Done.
+    fn finish(&self) {}
+}
+
+impl SealProgress for () {
+    fn bytes(&self) -> &dyn Progress {
+        &()
+    }
+}
+
+/// A revision whose manifest and file headers are authenticated.
+pub struct OpenedRevision {
+    /// `model@revision`.
+    pub label: String,
+    /// The authenticated manifest.
+    pub manifest: Manifest,
+    /// Files in manifest order.
+    pub files: Vec<(ManifestEntry, OpenedFile<crate::format::aead::AwsLc>)>,
+}
+
+impl OpenedRevision {
+    /// Total plaintext bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|(_, f)| f.header().plaintext_len)
+            .sum()
+    }
+
+    /// Authenticates every chunk of every file.
+    pub fn verify(&self, threads: usize, progress: &dyn Progress) -> Result<(), StoreError> {
+        for (_, f) in &self.files {
+            f.verify(threads, progress)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the original files, byte for byte, into a new directory `out` (which must not
+    /// exist, or be empty). Files appear only when all are written; on error nothing is left.
+    pub fn open_to(
+        &self,
+        out: &Path,
+        threads: usize,
+        progress: &dyn Progress,
+    ) -> Result<(), StoreError> {
+        let staging = prepare_output(out)?;
+        let mut staging = Staging {
+            path: staging,
+            keep: false,
+        };
+        for (e, f) in &self.files {
+            let dst = staging.path.join(&e.path);
+            if let Some(parent) = dst.parent() {
+                create_private_dir(parent)?;
+            }
+            let file = create_private_file(&dst)?;
+            let meta = &f.header().meta;
+            file.write_all_at_(meta, &dst)?;
+            f.decrypt_into(&file, &dst, meta.len() as u64, threads, progress)?;
+            file.set_len(meta.len() as u64 + f.header().plaintext_len)
+                .map_err(|err| StoreError::io("writing", &dst, err))?;
+            file.sync_all()
+                .map_err(|err| StoreError::io("syncing", &dst, err))?;
+        }
+        commit_output(&mut staging, out)
+    }
+
+    /// Finds a tensor: (shard index in `files`, dtype, shape, data offsets).
+    pub fn find_tensor(
+        &self,
+        name: &str,
+    ) -> Result<(usize, String, Vec<usize>, (usize, usize)), StoreError> {
+        for (i, (e, f)) in self.files.iter().enumerate() {
+            if e.kind != FileKind::Safetensors {
+                continue;
+            }
+            let md = checkpoint::parse_safetensors_meta(&f.header().meta)
+                .map_err(|w| StoreError::Mismatch(format!("{}: {w}", describe(&self.label, e))))?;
+            if let Some(info) = md.info(name) {
+                return Ok((
+                    i,
+                    format!("{:?}", info.dtype),
+                    info.shape.clone(),
+                    info.data_offsets,
+                ));
+            }
+        }
+        Err(StoreError::NotFound(format!(
+            "{} has no tensor named '{name}'",
+            self.label
+        )))
+    }
+
+    /// Writes one tensor as a single-tensor safetensors file at `out` (which must not exist).
+    pub fn open_tensor_to(&self, name: &str, out: &Path) -> Result<(), StoreError> {
+        let (i, dtype, shape, (s, e)) = self.find_tensor(name)?;
+        if out.exists() {
+            return Err(StoreError::BadInput(format!(
+                "{} exists already; give a new file name",
+                out.display()
+            )));
+        }
+        let f = &self.files[i].1;
+        let mut tensors = serde_json::Map::new();
+        tensors.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [0, e - s]}),
+        );
+        let mut json = serde_json::to_vec(&tensors).expect("json");
+        while (8 + json.len()) % 8 != 0 {
+            json.push(b' ');
+        }
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = parent.join(format!(".weightvault-tensor-{}", random_hex(6)));
+        let mut staging = Staging {
+            path: tmp.clone(),
+            keep: false,
+        };
+        let file = create_private_file(&tmp)?;
+        let mut head = (json.len() as u64).to_le_bytes().to_vec();
+        head.extend_from_slice(&json);
+        file.write_all_at_(&head, &tmp)?;
+        f.copy_range_into(s as u64, e as u64, &file, &tmp, head.len() as u64)?;
+        file.sync_all()
+            .map_err(|err| StoreError::io("syncing", &tmp, err))?;
+        std::fs::rename(&tmp, out)
+            .map_err(|err| StoreError::io("renaming into place", out, err))?;
+        staging.keep = true;
+        Ok(())
+    }
+}
+
+trait WriteAt {
+    fn write_all_at_(&self, b: &[u8], p: &Path) -> Result<(), StoreError>;
+}
+impl WriteAt for File {
+    fn write_all_at_(&self, b: &[u8], p: &Path) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        self.write_all_at(b, 0)
+            .map_err(|e| StoreError::io("writing", p, e))
+    }
+}
+
+fn create_private_dir(p: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)
+        .map_err(|e| StoreError::io("creating", p, e))
+}
+
+fn create_private_file(p: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
+        .map_err(|e| StoreError::io("creating", p, e))
+}
+
+/// Checks `out` is absent or an empty directory and makes a staging directory beside it.
+fn prepare_output(out: &Path) -> Result<PathBuf, StoreError> {
+    if out.exists() {
+        let empty = out.is_dir()
+            && std::fs::read_dir(out)
+                .map_err(|e| StoreError::io("listing", out, e))?
+                .next()
+                .is_none();
+        if !empty {
+            return Err(StoreError::BadInput(format!(
+                "{} exists and is not an empty directory; give a new output directory",
+                out.display()
+            )));
+        }
+    }
+    let name = out.file_name().ok_or_else(|| {
+        StoreError::BadInput(format!("{}: not a usable output directory", out.display()))
+    })?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    create_private_dir(parent)?;
+    let staging = parent.join(format!(
+        ".{}.weightvault-partial-{}",
+        name.to_string_lossy(),
+        random_hex(6)
+    ));
+    create_private_dir(&staging)?;
+    Ok(staging)
+}
+
+fn commit_output(staging: &mut Staging, out: &Path) -> Result<(), StoreError> {
+    sync_dir(&staging.path)?;
+    if out.is_dir() {
+        // Checked empty in prepare_output; rename(2) replaces an empty directory.
+    }
+    std::fs::rename(&staging.path, out)
+        .map_err(|e| StoreError::io("renaming into place", out, e))?;
+    staging.keep = true;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}

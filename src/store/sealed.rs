@@ -1,0 +1,373 @@
+//! Sealed files on disk: writing one from a source file, and reading one back (whole, by byte
+//! range, or just checking it), chunk by chunk with bounded memory on every core.
+
+use super::StoreError;
+use crate::format::aead::{AwsLc, ChunkAead, TAG_LEN};
+use crate::format::{
+    encode_head, ChunkCodec, FormatError, KeySlot, Layout, ParsedHead, SealedHeader, KEY_SLOTS,
+};
+use crate::hsm::{KeyWrap, WrappedKey};
+use crate::keys::DataKey;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Something that is told how many bytes were processed (a progress bar, or nothing).
+pub trait Progress: Sync {
+    /// `n` more bytes done.
+    fn inc(&self, n: u64);
+}
+
+impl Progress for () {
+    fn inc(&self, _: u64) {}
+}
+
+impl Progress for indicatif::ProgressBar {
+    fn inc(&self, n: u64) {
+        indicatif::ProgressBar::inc(self, n)
+    }
+}
+
+/// Runs `f(index, buffer)` for every chunk of `layout` on up to `threads` threads, each with one
+/// reusable buffer of at most one chunk. Stops at the first error and returns it.
+pub fn for_each_chunk<E: Send>(
+    layout: &Layout,
+    threads: usize,
+    f: impl Fn(u64, &mut [u8]) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    let next = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let first_err: Mutex<Option<(u64, E)>> = Mutex::new(None);
+    let buf_len = (layout.plaintext_len.min(u64::from(layout.chunk_size))) as usize;
+    let threads = threads.clamp(1, layout.chunk_count.min(64) as usize);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut buf = vec![0u8; buf_len];
+                loop {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= layout.chunk_count {
+                        break;
+                    }
+                    let (s, e) = layout.chunk_range(i);
+                    if let Err(err) = f(i, &mut buf[..(e - s) as usize]) {
+                        failed.store(true, Ordering::Relaxed);
+                        let mut slot = first_err.lock().expect("error mutex");
+                        // Report the lowest failing chunk, so messages are deterministic.
+                        if slot.as_ref().is_none_or(|(j, _)| i < *j) {
+                            *slot = Some((i, err));
+                        }
+                        break;
+                    }
+                }
+                use zeroize::Zeroize;
+                buf.zeroize();
+            });
+        }
+    });
+    match first_err.into_inner().expect("error mutex") {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What a sealed file's writer needs besides the source bytes.
+pub struct SealParams<'a> {
+    /// The immutable header (its `key_check` is filled in here).
+    pub header: SealedHeader,
+    /// The data key.
+    pub dek: &'a DataKey,
+    /// The data key wrapped by the HSM.
+    pub wrapped: WrappedKey,
+    /// Threads to use.
+    pub threads: usize,
+}
+
+/// Result of sealing one file.
+#[derive(Debug, Clone)]
+pub struct SealedSummary {
+    /// SHA-256 of prelude + header.
+    pub header_hash: [u8; 32],
+    /// Length of the sealed file.
+    pub file_len: u64,
+}
+
+/// Seals `header.plaintext_len` bytes of `src` starting at `src_offset` into a new file `out`
+/// (which must not exist), then fsyncs it. Never writes plaintext.
+pub fn seal_file<A: ChunkAead>(
+    aead: A,
+    p: SealParams<'_>,
+    src: &File,
+    src_offset: u64,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<SealedSummary, StoreError> {
+    let mut header = p.header;
+    header.key_check = ChunkCodec::<A>::key_check(p.dek, &header.file_id);
+    let encoded = header
+        .encode()
+        .map_err(|e| StoreError::BadInput(format!("{}: {e}", header.path)))?;
+    let (codec, header_tag) = ChunkCodec::for_sealing(aead, p.dek, &header, &encoded);
+    let layout = *codec.layout();
+    let f = File::options()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| StoreError::io("creating", out, e))?;
+    let tags = Mutex::new(vec![[0u8; TAG_LEN]; layout.chunk_count as usize]);
+    for_each_chunk(&layout, p.threads, |i, buf| {
+        let (s, _) = layout.chunk_range(i);
+        src.read_exact_at(buf, src_offset + s)
+            .map_err(|e| StoreError::io("reading the source of", Path::new(&header.path), e))?;
+        let tag = codec.seal_chunk(i, buf);
+        f.write_all_at(buf, layout.data_offset + s)
+            .map_err(|e| StoreError::io("writing", out, e))?;
+        tags.lock().expect("tag mutex")[i as usize] = tag;
+        progress.inc(buf.len() as u64);
+        Ok(())
+    })?;
+    let slot = KeySlot {
+        generation: 1,
+        kek_label: p.wrapped.kek_label,
+        kek_version: p.wrapped.kek_version,
+        wrapped: p.wrapped.wrapped,
+    };
+    let slots: [Option<KeySlot>; KEY_SLOTS] = [Some(slot), None];
+    let head = encode_head(
+        &encoded,
+        &header_tag,
+        &slots,
+        &tags.into_inner().expect("tag mutex"),
+        &layout,
+    )
+    .map_err(|e| StoreError::BadInput(format!("{}: {e}", header.path)))?;
+    f.write_all_at(&head, 0)
+        .map_err(|e| StoreError::io("writing", out, e))?;
+    // An empty tail still needs the file to reach its full length.
+    f.set_len(layout.file_len())
+        .map_err(|e| StoreError::io("writing", out, e))?;
+    f.sync_all()
+        .map_err(|e| StoreError::io("syncing", out, e))?;
+    Ok(SealedSummary {
+        header_hash: crate::format::header_hash(&encoded),
+        file_len: layout.file_len(),
+    })
+}
+
+/// A sealed file whose head has been parsed but not yet authenticated.
+pub struct SealedFile {
+    /// Where it is.
+    pub path: PathBuf,
+    file: File,
+    /// The parsed head.
+    pub head: ParsedHead,
+}
+
+impl SealedFile {
+    /// Opens and parses the head: magic, header, key slots, tag table, length and padding.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::io("opening", path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| StoreError::io("reading", path, e))?
+            .len();
+        let fe = |e: FormatError| StoreError::Format {
+            what: path.display().to_string(),
+            source: e,
+        };
+        let read = |n: u64| -> Result<Vec<u8>, StoreError> {
+            let n = n.min(file_len) as usize;
+            let mut b = vec![0u8; n];
+            file.read_exact_at(&mut b, 0)
+                .map_err(|e| StoreError::io("reading", path, e))?;
+            Ok(b)
+        };
+        let mut prefix = read(64 * 1024)?;
+        if prefix.len() < crate::format::PRELUDE_LEN {
+            return Err(fe(FormatError::BadMagic));
+        }
+        loop {
+            let need = ParsedHead::needed(&prefix).map_err(fe)?;
+            if need <= prefix.len() as u64 || prefix.len() as u64 == file_len {
+                break;
+            }
+            prefix = read(need)?;
+        }
+        let head = ParsedHead::parse(&prefix, file_len).map_err(fe)?;
+        Ok(Self {
+            path: path.into(),
+            file,
+            head,
+        })
+    }
+
+    /// The wrapped key of the active key slot.
+    pub fn wrapped_key(&self) -> Result<WrappedKey, FormatError> {
+        let s = KeySlot::active(&self.head.slots)?;
+        Ok(WrappedKey {
+            kek_label: s.kek_label.clone(),
+            kek_version: s.kek_version,
+            wrapped: s.wrapped.clone(),
+        })
+    }
+
+    /// Unwraps the data key with the HSM and authenticates the header.
+    pub fn unlock(self, kw: &dyn KeyWrap, what: &str) -> Result<OpenedFile<AwsLc>, StoreError> {
+        let w = self.wrapped_key().map_err(|e| StoreError::Format {
+            what: what.into(),
+            source: e,
+        })?;
+        let dek = kw.unwrap(&w).map_err(|e| StoreError::Hsm {
+            what: what.into(),
+            source: e,
+        })?;
+        self.unlock_with(AwsLc, &dek, what)
+    }
+
+    /// Authenticates the header with a known data key.
+    pub fn unlock_with<A: ChunkAead>(
+        self,
+        aead: A,
+        dek: &DataKey,
+        what: &str,
+    ) -> Result<OpenedFile<A>, StoreError> {
+        let codec = ChunkCodec::new(
+            aead,
+            dek,
+            &self.head.header,
+            &self.head.encoded_header,
+            &self.head.header_tag,
+        )
+        .map_err(|e| StoreError::Format {
+            what: what.into(),
+            source: e,
+        })?;
+        Ok(OpenedFile {
+            what: what.into(),
+            file: self.file,
+            path: self.path,
+            head: self.head,
+            codec,
+        })
+    }
+}
+
+/// A sealed file with an authenticated header and a known data key.
+pub struct OpenedFile<A: ChunkAead> {
+    what: String,
+    /// Where it is.
+    pub path: PathBuf,
+    file: File,
+    /// The authenticated head.
+    pub head: ParsedHead,
+    codec: ChunkCodec<A>,
+}
+
+impl<A: ChunkAead> OpenedFile<A> {
+    /// The authenticated header.
+    pub fn header(&self) -> &SealedHeader {
+        &self.head.header
+    }
+
+    /// SHA-256 of prelude + header.
+    pub fn header_hash(&self) -> [u8; 32] {
+        *self.codec.header_hash()
+    }
+
+    fn read_open_chunk(&self, i: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        let l = self.codec.layout();
+        let (s, _) = l.chunk_range(i);
+        self.file
+            .read_exact_at(buf, l.data_offset + s)
+            .map_err(|e| StoreError::io("reading", &self.path, e))?;
+        self.codec
+            .open_chunk(i, buf, &self.head.tags[i as usize])
+            .map_err(|e| StoreError::Format {
+                what: self.what.clone(),
+                source: e,
+            })
+    }
+
+    /// Authenticates every chunk without writing plaintext anywhere.
+    pub fn verify(&self, threads: usize, progress: &dyn Progress) -> Result<(), StoreError> {
+        for_each_chunk(self.codec.layout(), threads, |i, buf| {
+            self.read_open_chunk(i, buf)?;
+            progress.inc(buf.len() as u64);
+            Ok(())
+        })
+    }
+
+    /// Decrypts every chunk into `out` at `out_offset` + plaintext offset. Each chunk is
+    /// authenticated before any of its bytes are written.
+    pub fn decrypt_into(
+        &self,
+        out: &File,
+        out_path: &Path,
+        out_offset: u64,
+        threads: usize,
+        progress: &dyn Progress,
+    ) -> Result<(), StoreError> {
+        let layout = *self.codec.layout();
+        for_each_chunk(&layout, threads, |i, buf| {
+            self.read_open_chunk(i, buf)?;
+            let (s, _) = layout.chunk_range(i);
+            out.write_all_at(buf, out_offset + s)
+                .map_err(|e| StoreError::io("writing", out_path, e))?;
+            progress.inc(buf.len() as u64);
+            Ok(())
+        })
+    }
+
+    /// Decrypts plaintext bytes `[start, end)`, reading only the chunks that cover them.
+    pub fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, StoreError> {
+        let l = *self.codec.layout();
+        if start > end || end > l.plaintext_len {
+            return Err(StoreError::Format {
+                what: self.what.clone(),
+                source: FormatError::RangeOutOfBounds {
+                    start,
+                    end,
+                    len: l.plaintext_len,
+                },
+            });
+        }
+        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; l.chunk_size as usize]);
+        for i in l.chunks_covering(start, end) {
+            let (cs, ce) = l.chunk_range(i);
+            let b = &mut buf[..(ce - cs) as usize];
+            self.read_open_chunk(i, b)?;
+            let from = start.max(cs) - cs;
+            let to = end.min(ce) - cs;
+            out.extend_from_slice(&b[from as usize..to as usize]);
+        }
+        Ok(out)
+    }
+
+    /// Streams plaintext bytes `[start, end)` to `out` at `out_offset`, one chunk at a time.
+    pub fn copy_range_into(
+        &self,
+        start: u64,
+        end: u64,
+        out: &File,
+        out_path: &Path,
+        out_offset: u64,
+    ) -> Result<(), StoreError> {
+        let l = *self.codec.layout();
+        let step = u64::from(l.chunk_size);
+        let mut pos = start;
+        while pos < end {
+            let stop = (pos - pos % step + step).min(end);
+            let bytes = zeroize::Zeroizing::new(self.read_range(pos, stop)?);
+            out.write_all_at(&bytes, out_offset + pos - start)
+                .map_err(|e| StoreError::io("writing", out_path, e))?;
+            pos = stop;
+        }
+        Ok(())
+    }
+}
