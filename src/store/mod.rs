@@ -1029,6 +1029,19 @@ impl SealProgress for () {
     }
 }
 
+/// Where a tensor is: which file of the revision, its dtype, shape and data offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorLocation {
+    /// Index into [`OpenedRevision::files`].
+    pub file: usize,
+    /// Safetensors dtype name (`F32`, `BF16`, ...).
+    pub dtype: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// `[start, end)` within the shard's data region.
+    pub offsets: (usize, usize),
+}
+
 /// A revision whose manifest and file headers are authenticated.
 pub struct OpenedRevision {
     /// `model@revision`.
@@ -1114,7 +1127,12 @@ impl OpenedRevision {
 
     /// Writes one tensor as a single-tensor safetensors file at `out` (which must not exist).
     pub fn open_tensor_to(&self, name: &str, out: &Path) -> Result<(), StoreError> {
-        let (i, dtype, shape, (s, e)) = self.find_tensor(name)?;
+        let TensorLocation {
+            file: i,
+            dtype,
+            shape,
+            offsets: (s, e),
+        } = self.find_tensor(name)?;
         if out.exists() {
             return Err(StoreError::BadInput(format!(
                 "{} exists already; give a new file name",
@@ -1128,7 +1146,7 @@ impl OpenedRevision {
             serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [0, e - s]}),
         );
         let mut json = serde_json::to_vec(&tensors).expect("json");
-        while (8 + json.len()) % 8 != 0 {
+        while !(8 + json.len()).is_multiple_of(8) {
             json.push(b' ');
         }
         let parent = out
