@@ -1099,11 +1099,8 @@ impl OpenedRevision {
         commit_output(&mut staging, out)
     }
 
-    /// Finds a tensor: (shard index in `files`, dtype, shape, data offsets).
-    pub fn find_tensor(
-        &self,
-        name: &str,
-    ) -> Result<(usize, String, Vec<usize>, (usize, usize)), StoreError> {
+    /// Finds a tensor in the authenticated shard headers.
+    pub fn find_tensor(&self, name: &str) -> Result<TensorLocation, StoreError> {
         for (i, (e, f)) in self.files.iter().enumerate() {
             if e.kind != FileKind::Safetensors {
                 continue;
@@ -1111,12 +1108,12 @@ impl OpenedRevision {
             let md = checkpoint::parse_safetensors_meta(&f.header().meta)
                 .map_err(|w| StoreError::Mismatch(format!("{}: {w}", describe(&self.label, e))))?;
             if let Some(info) = md.info(name) {
-                return Ok((
-                    i,
-                    format!("{:?}", info.dtype),
-                    info.shape.clone(),
-                    info.data_offsets,
-                ));
+                return Ok(TensorLocation {
+                    file: i,
+                    dtype: info.dtype.to_string(),
+                    shape: info.shape.clone(),
+                    offsets: info.data_offsets,
+                });
             }
         }
         Err(StoreError::NotFound(format!(
