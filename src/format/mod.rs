@@ -62,6 +62,12 @@ pub enum FormatError {
     /// The header tag did not verify with the unwrapped data key.
     #[error("header failed authentication — header altered")]
     HeaderAuth,
+    /// The data key could not be unwrapped from the active key slot.
+    #[error("the data key could not be unwrapped from the key slot")]
+    Unwrap,
+    /// The key slot's MAC did not verify.
+    #[error("key slot failed authentication — key slot altered")]
+    KeySlotAuth,
     /// The unwrapped data key is not this file's.
     #[error("the data key does not belong to this file — key slot or header copied from another file, or wrong KEK")]
     KeyMismatch,
@@ -431,7 +437,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// One key slot: a data key wrapped by a versioned key-encryption key.
+/// One key slot: a data key wrapped by a versioned key-encryption key, authenticated by an
+/// HMAC-SHA256 keyed from the data key and bound to the header hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySlot {
     /// Increases with every rewrap; the non-empty slot with the highest generation is used.
@@ -442,13 +449,36 @@ pub struct KeySlot {
     pub kek_version: u32,
     /// The wrapped data key (RFC 5649 output for the default mechanism).
     pub wrapped: Vec<u8>,
+    /// HMAC-SHA256(slot key, header hash || slot body).
+    pub mac: [u8; 32],
 }
 
 const SLOT_MAX_WRAPPED: usize = 160;
+/// Length of a key slot's body (everything before its MAC).
+pub const KEY_SLOT_BODY_LEN: usize = KEY_SLOT_LEN - 32;
+
+fn slot_mac(key: &crate::keys::SymmetricKey, header_hash: &[u8; 32], body: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut m = hmac::Hmac::<Sha256>::new_from_slice(key.expose()).expect("HMAC takes any key");
+    m.update(header_hash);
+    m.update(body);
+    m.finalize().into_bytes().into()
+}
 
 impl KeySlot {
-    /// Encodes into exactly [`KEY_SLOT_LEN`] bytes, zero-padded.
-    pub fn encode(&self) -> Result<[u8; KEY_SLOT_LEN], FormatError> {
+    /// A new slot; its MAC is filled in by [`ChunkCodec::seal_key_slot`].
+    pub fn new(generation: u32, kek_label: &str, kek_version: u32, wrapped: Vec<u8>) -> Self {
+        Self {
+            generation,
+            kek_label: kek_label.into(),
+            kek_version,
+            wrapped,
+            mac: [0; 32],
+        }
+    }
+
+    /// The slot body: every field but the MAC, zero-padded to [`KEY_SLOT_BODY_LEN`].
+    pub fn body(&self) -> Result<[u8; KEY_SLOT_BODY_LEN], FormatError> {
         if self.generation == 0 {
             return Err(FormatError::Malformed(
                 "key slot generation 0 means empty".into(),
@@ -464,8 +494,8 @@ impl KeySlot {
                 "wrapped key must be 1..={SLOT_MAX_WRAPPED} bytes"
             )));
         }
-        let mut out = [0u8; KEY_SLOT_LEN];
-        let mut v = Vec::with_capacity(KEY_SLOT_LEN);
+        let mut out = [0u8; KEY_SLOT_BODY_LEN];
+        let mut v = Vec::with_capacity(KEY_SLOT_BODY_LEN);
         v.extend_from_slice(&self.generation.to_be_bytes());
         v.extend_from_slice(&self.kek_version.to_be_bytes());
         v.push(self.kek_label.len() as u8);
@@ -476,7 +506,15 @@ impl KeySlot {
         Ok(out)
     }
 
-    /// Parses a slot; `Ok(None)` for an empty (all-zero) slot.
+    /// Encodes into exactly [`KEY_SLOT_LEN`] bytes: body, then MAC.
+    pub fn encode(&self) -> Result<[u8; KEY_SLOT_LEN], FormatError> {
+        let mut out = [0u8; KEY_SLOT_LEN];
+        out[..KEY_SLOT_BODY_LEN].copy_from_slice(&self.body()?);
+        out[KEY_SLOT_BODY_LEN..].copy_from_slice(&self.mac);
+        Ok(out)
+    }
+
+    /// Parses a slot; `Ok(None)` for an empty (all-zero) slot. The MAC is not checked here.
     pub fn parse(slot: usize, b: &[u8]) -> Result<Option<Self>, FormatError> {
         let bad = |why: &str| FormatError::BadKeySlot {
             slot,
@@ -504,7 +542,7 @@ impl KeySlot {
             return Err(bad("wrapped key length out of range"));
         }
         let end = p + 2 + wl;
-        if b[end..].iter().any(|&x| x != 0) {
+        if b[end..KEY_SLOT_BODY_LEN].iter().any(|&x| x != 0) {
             return Err(bad("non-zero padding"));
         }
         Ok(Some(Self {
@@ -512,6 +550,7 @@ impl KeySlot {
             kek_label: label.to_string(),
             kek_version,
             wrapped: b[p + 2..end].to_vec(),
+            mac: b[KEY_SLOT_BODY_LEN..].try_into().expect("32"),
         }))
     }
 
@@ -547,13 +586,14 @@ impl<A: ChunkAead> ChunkCodec<A> {
     }
 
     /// Builds the codec for a header, checking that the DEK belongs to it and that the header
-    /// tag verifies. `encoded` is prelude + header as stored.
+    /// tag and the key slot's MAC verify. `encoded` is prelude + header as stored.
     pub fn new(
         aead: A,
         dek: &DataKey,
         header: &SealedHeader,
         encoded: &[u8],
         header_tag: &[u8; TAG_LEN],
+        slot: &KeySlot,
     ) -> Result<Self, FormatError> {
         let keys = FileKeys::new(dek, &header.file_id);
         if keys.key_check() != header.key_check {
@@ -568,7 +608,22 @@ impl<A: ChunkAead> ChunkCodec<A> {
             header_tag,
         )
         .map_err(|_| FormatError::HeaderAuth)?;
-        Ok(Self::unchecked(aead, keys, header, encoded))
+        let codec = Self::unchecked(aead, keys, header, encoded);
+        let want = slot_mac(
+            &codec.keys.key_slot_key(),
+            &codec.header_hash,
+            &slot.body()?,
+        );
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&want, &slot.mac).is_err() {
+            return Err(FormatError::KeySlotAuth);
+        }
+        Ok(codec)
+    }
+
+    /// Fills in a key slot's MAC for this file.
+    pub fn seal_key_slot(&self, mut slot: KeySlot) -> Result<KeySlot, FormatError> {
+        slot.mac = slot_mac(&self.keys.key_slot_key(), &self.header_hash, &slot.body()?);
+        Ok(slot)
     }
 
     /// For a writer: the codec and the header tag to store.
@@ -750,6 +805,64 @@ impl ParsedHead {
     }
 }
 
+/// Seals `plaintext` into a complete sealed file in memory (small files, tests, vectors).
+/// `header.key_check` and `header.plaintext_len` are filled in here; `slot` gets its MAC.
+pub fn seal_to_vec<A: ChunkAead>(
+    aead: A,
+    mut header: SealedHeader,
+    dek: &DataKey,
+    slot: KeySlot,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    header.key_check = FileKeys::new(dek, &header.file_id).key_check();
+    header.plaintext_len = plaintext.len() as u64;
+    let encoded = header.encode()?;
+    let (codec, header_tag) = ChunkCodec::for_sealing(aead, dek, &header, &encoded);
+    let layout = *codec.layout();
+    let mut data = plaintext.to_vec();
+    let mut tags = Vec::with_capacity(layout.chunk_count as usize);
+    for i in 0..layout.chunk_count {
+        let (s, e) = layout.chunk_range(i);
+        tags.push(codec.seal_chunk(i, &mut data[s as usize..e as usize]));
+    }
+    let slots = [Some(codec.seal_key_slot(slot)?), None];
+    let mut out = encode_head(&encoded, &header_tag, &slots, &tags, &layout)?;
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+/// Opens a complete sealed file held in memory. `unwrap` turns the active key slot into the
+/// data key (the HSM's job at the edge). Returns the authenticated header and the plaintext.
+pub fn open_from_slice<A: ChunkAead>(
+    aead: A,
+    sealed: &[u8],
+    unwrap: impl FnOnce(&KeySlot) -> Option<DataKey>,
+) -> Result<(SealedHeader, Vec<u8>), FormatError> {
+    let head = ParsedHead::parse(sealed, sealed.len() as u64)?;
+    let slot = KeySlot::active(&head.slots)?;
+    let dek = unwrap(slot).ok_or(FormatError::Unwrap)?;
+    let codec = ChunkCodec::new(
+        aead,
+        &dek,
+        &head.header,
+        &head.encoded_header,
+        &head.header_tag,
+        slot,
+    )?;
+    let l = head.layout;
+    let mut data = sealed[l.data_offset as usize..].to_vec();
+    for i in 0..l.chunk_count {
+        let (s, e) = l.chunk_range(i);
+        if let Err(err) =
+            codec.open_chunk(i, &mut data[s as usize..e as usize], &head.tags[i as usize])
+        {
+            zeroize::Zeroize::zeroize(&mut data);
+            return Err(err);
+        }
+    }
+    Ok((head.header, data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,17 +928,13 @@ mod tests {
 
     #[test]
     fn key_slot_round_trip_and_strictness() {
-        let s = KeySlot {
-            generation: 1,
-            kek_label: "weightvault-kek".into(),
-            kek_version: 1,
-            wrapped: vec![9; 40],
-        };
+        let mut s = KeySlot::new(1, "weightvault-kek", 1, vec![9; 40]);
+        s.mac = [7; 32];
         let b = s.encode().unwrap();
         assert_eq!(KeySlot::parse(0, &b).unwrap(), Some(s));
         assert_eq!(KeySlot::parse(0, &[0; KEY_SLOT_LEN]).unwrap(), None);
         let mut p = b;
-        p[KEY_SLOT_LEN - 1] = 1;
+        p[KEY_SLOT_BODY_LEN - 1] = 1;
         assert!(KeySlot::parse(0, &p).is_err());
     }
 }

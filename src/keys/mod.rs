@@ -18,6 +18,7 @@ pub const KEY_LEN: usize = 32;
 const INFO_HEADER: &[u8] = b"weightvault/v1 header";
 const INFO_KEY_CHECK: &[u8] = b"weightvault/v1 key-check";
 const INFO_CHUNK: &[u8] = b"weightvault/v1 chunk";
+const INFO_KEY_SLOT: &[u8] = b"weightvault/v1 key-slot";
 
 /// A 256-bit symmetric key. Zeroized on drop; its `Debug` never shows the bytes.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -88,6 +89,12 @@ impl FileKeys {
     /// does not belong to this file" apart from "the header was altered".
     pub fn key_check(&self) -> [u8; 32] {
         *self.expand(&[INFO_KEY_CHECK]).expose()
+    }
+
+    /// The HMAC-SHA256 key that authenticates a key slot (which changes on rewrap, so it is
+    /// kept out of the header hash and authenticated on its own).
+    pub fn key_slot_key(&self) -> SymmetricKey {
+        self.expand(&[INFO_KEY_SLOT])
     }
 
     /// The AES-256-GCM key of chunk `index`, bound to the hash of the immutable header.

@@ -131,12 +131,14 @@ pub fn seal_file<A: ChunkAead>(
         progress.inc(buf.len() as u64);
         Ok(())
     })?;
-    let slot = KeySlot {
-        generation: 1,
-        kek_label: p.wrapped.kek_label,
-        kek_version: p.wrapped.kek_version,
-        wrapped: p.wrapped.wrapped,
-    };
+    let slot = codec
+        .seal_key_slot(KeySlot::new(
+            1,
+            &p.wrapped.kek_label,
+            p.wrapped.kek_version,
+            p.wrapped.wrapped,
+        ))
+        .map_err(|e| StoreError::BadInput(format!("{}: {e}", header.path)))?;
     let slots: [Option<KeySlot>; KEY_SLOTS] = [Some(slot), None];
     let head = encode_head(
         &encoded,
@@ -236,17 +238,20 @@ impl SealedFile {
         dek: &DataKey,
         what: &str,
     ) -> Result<OpenedFile<A>, StoreError> {
+        let fe = |e| StoreError::Format {
+            what: what.into(),
+            source: e,
+        };
+        let slot = KeySlot::active(&self.head.slots).map_err(fe)?;
         let codec = ChunkCodec::new(
             aead,
             dek,
             &self.head.header,
             &self.head.encoded_header,
             &self.head.header_tag,
+            slot,
         )
-        .map_err(|e| StoreError::Format {
-            what: what.into(),
-            source: e,
-        })?;
+        .map_err(fe)?;
         Ok(OpenedFile {
             what: what.into(),
             file: self.file,
