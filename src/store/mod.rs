@@ -907,7 +907,7 @@ impl Vault {
                 || sh.shard_count != e.shard_count
             {
                 return Err(StoreError::Mismatch(format!(
-                    "{what}: the sealed file is {} (shard {} of {}) — files swapped",
+                    "{what}: the sealed file is {} (shard index {} of {}) — files swapped",
                     sh.path, sh.shard_index, sh.shard_count
                 )));
             }
