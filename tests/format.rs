@@ -113,10 +113,9 @@ fn bless() {
         let mut fields = BTreeMap::new();
         let seed = |tag: u8, n: usize| -> String {
             hex::encode(
-                Sha256::digest(
+                &Sha256::digest(
                     [b"weightvault vector ".as_slice(), name.as_bytes(), &[tag]].concat(),
-                )[..n]
-                    .to_vec(),
+                )[..n],
             )
         };
         fields.insert("dek", seed(1, 32));
@@ -128,10 +127,7 @@ fn bless() {
         fields.insert("revision", "r1".into());
         fields.insert("path", format!("file-{i}"));
         fields.insert("kind", kind.into());
-        fields.insert(
-            "shard_index",
-            if kind == "safetensors" { "0" } else { "0" }.into(),
-        );
+        fields.insert("shard_index", "0".into());
         fields.insert(
             "shard_count",
             if kind == "safetensors" { "1" } else { "0" }.into(),

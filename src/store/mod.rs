@@ -495,9 +495,15 @@ impl Vault {
         }
         let text = std::fs::read_to_string(&cfg_path)
             .map_err(|e| StoreError::io("reading", &cfg_path, e))?;
-        let config: VaultConfig = toml::from_str(&text).map_err(|e| StoreError::Config {
-            path: cfg_path.clone(),
-            why: e.to_string(),
+        let config: VaultConfig = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|sp| text[..sp.start.min(text.len())].lines().count().max(1))
+                .unwrap_or(0);
+            StoreError::Config {
+                path: cfg_path.clone(),
+                why: format!("line {line}: {}", e.message().trim()),
+            }
         })?;
         if !(crate::format::MIN_CHUNK_SIZE..=crate::format::MAX_CHUNK_SIZE)
             .contains(&config.seal.chunk_size)
@@ -811,6 +817,12 @@ impl Vault {
             if dir.is_dir() {
                 return Err(StoreError::Mismatch(format!(
                     "{}@{rev}: the manifest is missing — revision damaged",
+                    r.model
+                )));
+            }
+            if !self.model_dir(&r.model).is_dir() {
+                return Err(StoreError::NotFound(format!(
+                    "no model '{}' in this vault",
                     r.model
                 )));
             }

@@ -1,0 +1,392 @@
+//! The command line as a person uses it: one-line errors, exit codes, several processes at
+//! once against one token, a full disk, a killed seal. Each test has its own vault and runs the
+//! real binary, so each has its own SoftHSM2 configuration.
+
+mod common;
+
+use common::*;
+use safetensors::Dtype;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn init(vault: &Path) {
+    require_softhsm();
+    let (ok, out, err) = cli(vault, &["init"]);
+    assert!(ok, "init failed: {out} {err}");
+}
+
+fn small_checkpoint(dir: &Path, seed: u64, n: usize) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("model.safetensors");
+    write_safetensors(&p, &[("w", Dtype::F32, vec![n], bytes(seed, n * 4))]);
+    std::fs::write(dir.join("config.json"), b"{}").unwrap();
+    dir.to_path_buf()
+}
+
+/// A failing command: exit non-zero, exactly one line on stderr that names the problem.
+fn assert_fails(r: (bool, String, String), want: &str) {
+    let (ok, out, err) = r;
+    assert!(!ok, "succeeded but should fail with '{want}': {out}");
+    assert_eq!(err.lines().count(), 1, "error is not one line: {err}");
+    assert!(err.starts_with("weightvault: error: "), "{err}");
+    assert!(err.contains(want), "stderr '{}' lacks '{want}'", err.trim());
+}
+
+#[test]
+fn errors_are_one_line_and_actionable() {
+    let tmp = scratch();
+    let v = tmp.path().join("vault");
+    assert_fails(cli(&v, &["list"]), "no vault at");
+    init(&v);
+    // init is idempotent and keeps the token.
+    let (ok, out, _) = cli(&v, &["init"]);
+    assert!(ok && out.contains("versions [1]"), "{out}");
+    let ck = small_checkpoint(&tmp.path().join("ck"), 1, 1000);
+    let s = ck.to_str().unwrap();
+    assert_fails(
+        cli(
+            &v,
+            &["seal", "/nonexistent", "--model", "m", "--revision", "r"],
+        ),
+        "/nonexistent",
+    );
+    let txt = tmp.path().join("notes.safetensors");
+    std::fs::write(&txt, b"hello world, not tensors").unwrap();
+    assert_fails(
+        cli(
+            &v,
+            &[
+                "seal",
+                txt.to_str().unwrap(),
+                "--model",
+                "m",
+                "--revision",
+                "r",
+            ],
+        ),
+        "not a valid safetensors file",
+    );
+    assert_fails(
+        cli(&v, &["seal", s, "--model", "m/x", "--revision", "r"]),
+        "model name 'm/x' is not allowed",
+    );
+    let (ok, out, err) = cli(&v, &["seal", s, "--model", "m", "--revision", "r1"]);
+    assert!(ok, "{out}{err}");
+    assert_fails(
+        cli(&v, &["seal", s, "--model", "m", "--revision", "r1"]),
+        "already sealed",
+    );
+    assert_fails(cli(&v, &["verify", "m@r9"]), "no revision m@r9");
+    assert_fails(cli(&v, &["verify", "nomodel@r1"]), "no model 'nomodel'");
+    let out_dir = tmp.path().join("nonempty");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::write(out_dir.join("x"), b"x").unwrap();
+    assert_fails(
+        cli(&v, &["open", "m@r1", "--out", out_dir.to_str().unwrap()]),
+        "is not an empty directory",
+    );
+    // Wrong PIN.
+    let out = Command::new(bin())
+        .args(["--vault", v.to_str().unwrap(), "verify", "m@r1"])
+        .env("WEIGHTVAULT_HSM_PIN", "not-the-pin")
+        .output()
+        .unwrap();
+    assert_fails(
+        (
+            out.status.success(),
+            String::new(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        ),
+        "wrong PIN",
+    );
+    // Token missing, module missing: edit the config.
+    let cfg = std::fs::read_to_string(v.join("vault.toml")).unwrap();
+    std::fs::write(
+        v.join("vault.toml"),
+        cfg.replace("token_label = \"weightvault\"", "token_label = \"gone\""),
+    )
+    .unwrap();
+    assert_fails(cli(&v, &["verify", "m@r1"]), "no HSM token labelled 'gone'");
+    std::fs::write(
+        v.join("vault.toml"),
+        cfg.replace("libsofthsm2.so", "libnothere.so"),
+    )
+    .unwrap();
+    assert_fails(cli(&v, &["verify", "m@r1"]), "cannot load PKCS#11 module");
+    std::fs::write(
+        v.join("vault.toml"),
+        cfg.replace("[seal]", "[seal]\nbogus = 1"),
+    )
+    .unwrap();
+    assert_fails(cli(&v, &["list"]), "vault.toml");
+    std::fs::write(v.join("vault.toml"), &cfg).unwrap();
+    let (ok, out, err) = cli(&v, &["verify", "m@r1"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("authentic"), "{out}");
+}
+
+#[test]
+fn a_revision_under_another_kek_does_not_open() {
+    let tmp = scratch();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init(&a);
+    init(&b);
+    let ck = small_checkpoint(&tmp.path().join("ck"), 2, 5000);
+    let (ok, _, err) = cli(
+        &a,
+        &[
+            "seal",
+            ck.to_str().unwrap(),
+            "--model",
+            "m",
+            "--revision",
+            "r1",
+        ],
+    );
+    assert!(ok, "{err}");
+    // Copy the sealed revision into vault b, whose token has a different KEK of the same label.
+    let st = Command::new("cp")
+        .args([
+            "-r",
+            a.join("models").to_str().unwrap(),
+            b.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_fails(
+        cli(&b, &["verify", "m@r1"]),
+        "could not unwrap the data key",
+    );
+    let out = tmp.path().join("out");
+    assert_fails(
+        cli(&b, &["open", "m@r1", "--out", out.to_str().unwrap()]),
+        "could not unwrap",
+    );
+    assert!(!out.exists());
+    // The CLI round trip in the right vault is byte-identical.
+    let (ok, _, err) = cli(&a, &["open", "m@r1", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(tree_hashes(&out), tree_hashes(&ck));
+}
+
+#[test]
+fn many_processes_share_one_token() {
+    let tmp = scratch();
+    let v = tmp.path().join("vault");
+    init(&v);
+    let ck = small_checkpoint(&tmp.path().join("ck"), 3, 300_000);
+    let (ok, _, err) = cli(
+        &v,
+        &[
+            "seal",
+            ck.to_str().unwrap(),
+            "--model",
+            "m",
+            "--revision",
+            "base",
+        ],
+    );
+    assert!(ok, "{err}");
+    // 3 rounds of 6 processes at once: 3 sealing new revisions, 3 verifying, all logging in.
+    for round in 0..3 {
+        let mut children = Vec::new();
+        for i in 0..6 {
+            let mut c = Command::new(bin());
+            c.args(["--vault", v.to_str().unwrap(), "--quiet"]);
+            if i % 2 == 0 {
+                c.args(["seal", ck.to_str().unwrap(), "--model", "m", "--revision"])
+                    .arg(format!("r{round}-{i}"));
+            } else {
+                c.args(["verify", "m@base"]);
+            }
+            children.push(
+                c.stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let (ok, out, _) = cli(&v, &["list"]);
+    assert!(ok);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("m ")).count(),
+        10,
+        "{out}"
+    );
+}
+
+/// A killed seal leaves nothing that `list` shows and no plaintext; the revision can be sealed
+/// again afterwards.
+#[test]
+fn a_killed_seal_leaves_nothing_visible() {
+    let tmp = scratch();
+    let v = tmp.path().join("vault");
+    init(&v);
+    // 256 MiB, so that the seal is still running when it is killed.
+    let ck = small_checkpoint(&tmp.path().join("ck"), 4, 64 << 20);
+    let model_dir = v.join("models/big");
+    let mut killed_mid_seal = false;
+    for _attempt in 0..5 {
+        let mut child = Command::new(bin())
+            .args([
+                "--vault",
+                v.to_str().unwrap(),
+                "--quiet",
+                "seal",
+                ck.to_str().unwrap(),
+            ])
+            .args(["--model", "big", "--revision", "r1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        // Wait until a sealed file is being written, then kill.
+        let staged = loop {
+            let found = std::fs::read_dir(&model_dir).ok().and_then(|rd| {
+                rd.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(".staging-")
+                        && p.join("files").exists()
+                })
+            });
+            if found.is_some() || t.elapsed() > Duration::from_secs(20) {
+                break found;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        if status.success() {
+            // Finished before the kill: not the case under test; start again.
+            std::fs::remove_dir_all(model_dir.join("r1")).unwrap();
+            continue;
+        }
+        let staged = staged.expect("a staging directory appeared");
+        killed_mid_seal = true;
+        let (ok, out, _) = cli(&v, &["list"]);
+        assert!(ok);
+        assert!(!out.contains("big"), "a killed seal is listed: {out}");
+        // What was left is ciphertext only.
+        for e in walk(&staged) {
+            assert!(
+                e.to_string_lossy().ends_with(".sealed"),
+                "non-sealed file left: {}",
+                e.display()
+            );
+        }
+        break;
+    }
+    assert!(
+        killed_mid_seal,
+        "could not kill a seal mid-way in 5 attempts"
+    );
+    let (ok, _, err) = cli(
+        &v,
+        &[
+            "seal",
+            ck.to_str().unwrap(),
+            "--model",
+            "big",
+            "--revision",
+            "r1",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&v, &["list"]);
+    assert!(ok && out.contains("big"), "{out}");
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+struct Mount(PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk: a clear refusal, nothing listed, nothing partial kept.
+#[test]
+fn a_full_disk_is_a_clear_refusal() {
+    let tmp = scratch();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=3m",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
+        .status()
+        .expect("mount(8)");
+    assert!(
+        st.success(),
+        "mounting a 3 MiB tmpfs failed (the test suite runs as root)"
+    );
+    let _m = Mount(mnt.clone());
+    let v = mnt.join("vault");
+    init(&v);
+    let ck = small_checkpoint(&tmp.path().join("ck"), 5, 2 << 20); // 8 MiB
+    assert_fails(
+        cli(
+            &v,
+            &[
+                "seal",
+                ck.to_str().unwrap(),
+                "--model",
+                "m",
+                "--revision",
+                "r1",
+            ],
+        ),
+        "disk full while writing",
+    );
+    let (ok, out, _) = cli(&v, &["list"]);
+    assert!(ok && out.contains("no sealed models"), "{out}");
+    let left: Vec<_> = std::fs::read_dir(v.join("models/m")).unwrap().collect();
+    assert!(left.is_empty(), "partial seal kept: {left:?}");
+    // A small checkpoint still seals and opens in the space left.
+    let small = small_checkpoint(&tmp.path().join("ck2"), 6, 1000);
+    let (ok, _, err) = cli(
+        &v,
+        &[
+            "seal",
+            small.to_str().unwrap(),
+            "--model",
+            "m",
+            "--revision",
+            "r2",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&v, &["verify", "m@r2"]);
+    assert!(ok, "{err}");
+}
