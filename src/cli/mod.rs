@@ -24,6 +24,10 @@ pub struct Cli {
     /// No progress bars
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Worker threads for sealing, verifying and opening [default: [seal] threads in the
+    /// vault config; 0 there means one per core]
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -149,6 +153,13 @@ fn human(bytes: u64) -> String {
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<()> {
     let dir = cli.vault.clone().unwrap_or_else(Vault::default_dir);
+    let open_vault = |dir: &std::path::Path| -> Result<Vault> {
+        let mut v = Vault::open(dir)?;
+        if let Some(t) = cli.threads {
+            v.set_threads(t);
+        }
+        Ok(v)
+    };
     match cli.command {
         Command::Init { hsm_module } => {
             let (v, done) = Vault::init(&dir, hsm_module.as_deref())?;
@@ -165,7 +176,7 @@ pub fn run(cli: Cli) -> Result<()> {
             training_ops,
             open_weights,
         } => {
-            let v = Vault::open(&dir)?;
+            let v = open_vault(&dir)?;
             if let Some(ops) = training_ops {
                 anyhow::ensure!(
                     ops.is_finite() && ops >= 0.0,
@@ -208,7 +219,7 @@ pub fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::List { json } => {
-            let v = Vault::open(&dir)?;
+            let v = open_vault(&dir)?;
             let revs = v.list()?;
             if json {
                 let ms: Vec<_> = revs.iter().map(|r| &r.manifest).collect();
@@ -256,7 +267,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Verify { revision } => {
-            let v = Vault::open(&dir)?;
+            let v = open_vault(&dir)?;
             let kw = v.key_wrap()?;
             let rev = v.open_revision(&revision, &kw)?;
             let bars = Bars::new(cli.quiet);
@@ -279,7 +290,7 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             tensor,
         } => {
-            let v = Vault::open(&dir)?;
+            let v = open_vault(&dir)?;
             let kw = v.key_wrap()?;
             let rev = v.open_revision(&revision, &kw)?;
             match tensor {

@@ -35,6 +35,20 @@ pub trait ChunkAead: Send + Sync {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), AuthFailed>;
+    /// Checks `tag` and decrypts `ciphertext` into `out` (same length). On failure `out` is
+    /// zeroed.
+    fn open_to(
+        &self,
+        key: &SymmetricKey,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> Result<(), AuthFailed> {
+        out.copy_from_slice(ciphertext);
+        self.open_in_place(key, nonce, aad, out, tag)
+    }
 }
 
 /// aws-lc-rs: the implementation used for bulk work.
@@ -52,6 +66,18 @@ impl AwsLc {
 impl ChunkAead for AwsLc {
     fn name(&self) -> &'static str {
         "aws-lc-rs"
+    }
+
+    fn open_to(
+        &self,
+        key: &SymmetricKey,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> Result<(), AuthFailed> {
+        Self::open_to_impl(key, nonce, aad, ciphertext, tag, out)
     }
 
     fn seal_in_place(
@@ -94,6 +120,30 @@ impl ChunkAead for AwsLc {
                 Err(AuthFailed)
             }
         }
+    }
+}
+
+impl AwsLc {
+    fn open_to_impl(
+        key: &SymmetricKey,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> Result<(), AuthFailed> {
+        Self::key(key)
+            .open_separate_gather(
+                aws_lc_rs::aead::Nonce::assume_unique_for_key(*nonce),
+                aws_lc_rs::aead::Aad::from(aad),
+                ciphertext,
+                tag,
+                out,
+            )
+            .map_err(|_| {
+                out.fill(0);
+                AuthFailed
+            })
     }
 }
 

@@ -691,6 +691,29 @@ impl<A: ChunkAead> ChunkCodec<A> {
     }
 }
 
+impl<A: ChunkAead> ChunkCodec<A> {
+    /// Opens chunk `index` from `ciphertext` into `out` (same length); on failure `out` is
+    /// zeroed.
+    pub fn open_chunk_to(
+        &self,
+        index: u64,
+        ciphertext: &[u8],
+        out: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), FormatError> {
+        self.check_len(index, ciphertext.len());
+        assert_eq!(ciphertext.len(), out.len(), "output has the wrong length");
+        let key = self.keys.chunk_key(&self.header_hash, index);
+        let nonce = chunk_nonce(index, self.layout.is_last(index));
+        self.aead
+            .open_to(&key, &nonce, &[], ciphertext, tag, out)
+            .map_err(|AuthFailed| FormatError::ChunkAuth {
+                index,
+                count: self.layout.chunk_count,
+            })
+    }
+}
+
 /// Writes the head of a sealed file: prelude, header, header tag, key slots, tag table, padding.
 /// Returns exactly `layout.data_offset` bytes.
 pub fn encode_head(

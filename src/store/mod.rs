@@ -11,6 +11,7 @@
 //! Plaintext is written only by `open`, to the place the operator names.
 
 pub mod checkpoint;
+pub mod mapped;
 pub mod sealed;
 
 use crate::format::{FileKind, FormatError, SealedHeader};
@@ -527,6 +528,11 @@ impl Vault {
     /// The configuration.
     pub fn config(&self) -> &VaultConfig {
         &self.config
+    }
+
+    /// Overrides the number of worker threads (0 = one per core).
+    pub fn set_threads(&mut self, n: usize) {
+        self.config.seal.threads = n;
     }
 
     /// Overrides the chunk size (tests and benchmarks).
