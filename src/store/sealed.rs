@@ -76,6 +76,35 @@ pub fn for_each_chunk<E: Send>(
     }
 }
 
+/// Bytes written between two background flushes.
+const WRITEBACK_STEP: u64 = 64 << 20;
+
+/// Runs `work` while a helper thread asks the kernel to write `f`'s dirty pages to disk every
+/// [`WRITEBACK_STEP`] bytes that `work` reports in its counter, so that the fsync that follows
+/// has little left to do and disk writes overlap encryption. Flush errors are ignored here:
+/// the caller's final `sync_all` reports them.
+pub fn with_writeback<T>(f: &File, work: impl FnOnce(&AtomicU64) -> T) -> T {
+    let written = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut flushed = 0;
+            while !done.load(Ordering::Relaxed) {
+                let w = written.load(Ordering::Relaxed);
+                if w >= flushed + WRITEBACK_STEP {
+                    let _ = f.sync_data();
+                    flushed = w;
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            }
+        });
+        let r = work(&written);
+        done.store(true, Ordering::Relaxed);
+        r
+    })
+}
+
 /// What a sealed file's writer needs besides the source bytes.
 pub struct SealParams<'a> {
     /// The immutable header (its `key_check` is filled in here).
@@ -120,16 +149,19 @@ pub fn seal_file<A: ChunkAead>(
         .open(out)
         .map_err(|e| StoreError::io("creating", out, e))?;
     let tags = Mutex::new(vec![[0u8; TAG_LEN]; layout.chunk_count as usize]);
-    for_each_chunk(&layout, p.threads, |i, buf| {
-        let (s, _) = layout.chunk_range(i);
-        src.read_exact_at(buf, src_offset + s)
-            .map_err(|e| StoreError::io("reading the source of", Path::new(&header.path), e))?;
-        let tag = codec.seal_chunk(i, buf);
-        f.write_all_at(buf, layout.data_offset + s)
-            .map_err(|e| StoreError::io("writing", out, e))?;
-        tags.lock().expect("tag mutex")[i as usize] = tag;
-        progress.inc(buf.len() as u64);
-        Ok(())
+    with_writeback(&f, |written| {
+        for_each_chunk(&layout, p.threads, |i, buf| {
+            let (s, _) = layout.chunk_range(i);
+            src.read_exact_at(buf, src_offset + s)
+                .map_err(|e| StoreError::io("reading the source of", Path::new(&header.path), e))?;
+            let tag = codec.seal_chunk(i, buf);
+            f.write_all_at(buf, layout.data_offset + s)
+                .map_err(|e| StoreError::io("writing", out, e))?;
+            tags.lock().expect("tag mutex")[i as usize] = tag;
+            written.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            progress.inc(buf.len() as u64);
+            Ok(())
+        })
     })?;
     let slot = codec
         .seal_key_slot(KeySlot::new(
@@ -328,13 +360,16 @@ impl<A: ChunkAead> OpenedFile<A> {
         progress: &dyn Progress,
     ) -> Result<(), StoreError> {
         let layout = *self.codec.layout();
-        for_each_chunk(&layout, threads, |i, buf| {
-            self.read_open_chunk(i, buf)?;
-            let (s, _) = layout.chunk_range(i);
-            out.write_all_at(buf, out_offset + s)
-                .map_err(|e| StoreError::io("writing", out_path, e))?;
-            progress.inc(buf.len() as u64);
-            Ok(())
+        with_writeback(out, |written| {
+            for_each_chunk(&layout, threads, |i, buf| {
+                self.read_open_chunk(i, buf)?;
+                let (s, _) = layout.chunk_range(i);
+                out.write_all_at(buf, out_offset + s)
+                    .map_err(|e| StoreError::io("writing", out_path, e))?;
+                written.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                progress.inc(buf.len() as u64);
+                Ok(())
+            })
         })
     }
 
