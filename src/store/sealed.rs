@@ -30,6 +30,101 @@ impl Progress for indicatif::ProgressBar {
     }
 }
 
+/// Runs `produce(index, buffer)` for every chunk on `producers` threads and hands each filled
+/// buffer to `consume(index, buffer)` on the calling thread, which is the only writer.
+///
+/// One writer because buffered writes to one file serialise on its inode lock anyway (perf
+/// showed two writing threads spending a quarter of their time spinning on it); the producers
+/// read and encrypt or decrypt meanwhile. Each producer owns two buffers of at most one chunk,
+/// so memory stays bounded; buffers are zeroized at the end. Stops at the first error.
+pub fn pipeline_chunks<E: Send>(
+    layout: &Layout,
+    producers: usize,
+    produce: impl Fn(u64, &mut [u8]) -> Result<(), E> + Sync,
+    mut consume: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    use std::sync::mpsc::{sync_channel, SyncSender};
+    use zeroize::Zeroizing;
+    type Buf = Zeroizing<Vec<u8>>;
+    type Filled<E> = (usize, u64, Result<Buf, (Buf, E)>);
+    let next = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let buf_len = (layout.plaintext_len.min(u64::from(layout.chunk_size))) as usize;
+    let producers = producers.clamp(1, layout.chunk_count.min(64) as usize);
+    let (full_tx, full_rx) = sync_channel::<Filled<E>>(producers * 2);
+    let mut returns: Vec<SyncSender<Buf>> = Vec::with_capacity(producers);
+    let mut first_err: Option<(u64, E)> = None;
+    std::thread::scope(|scope| {
+        for p in 0..producers {
+            let (ret_tx, ret_rx) = sync_channel::<Buf>(2);
+            returns.push(ret_tx);
+            let full_tx = full_tx.clone();
+            let (next, failed, produce) = (&next, &failed, &produce);
+            scope.spawn(move || {
+                let mut spare: Vec<Buf> = vec![Zeroizing::new(vec![0u8; buf_len]); 2];
+                loop {
+                    let buf = match spare.pop() {
+                        Some(b) => b,
+                        None => match ret_rx.recv() {
+                            Ok(b) => b,
+                            Err(_) => break,
+                        },
+                    };
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if failed.load(Ordering::Relaxed) || i >= layout.chunk_count {
+                        break;
+                    }
+                    let (s, e) = layout.chunk_range(i);
+                    let mut buf = buf;
+                    let r = match produce(i, &mut buf[..(e - s) as usize]) {
+                        Ok(()) => Ok(buf),
+                        Err(err) => Err((buf, err)),
+                    };
+                    if full_tx.send((p, i, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(full_tx);
+        for (p, i, r) in full_rx.iter() {
+            let buf = match r {
+                Ok(buf) => {
+                    if first_err.is_none() {
+                        let (s, e) = layout.chunk_range(i);
+                        if let Err(err) = consume(i, &buf[..(e - s) as usize]) {
+                            failed.store(true, Ordering::Relaxed);
+                            first_err = Some((i, err));
+                        }
+                    }
+                    buf
+                }
+                Err((buf, err)) => {
+                    failed.store(true, Ordering::Relaxed);
+                    // Report the lowest failing chunk, so messages are deterministic.
+                    if first_err.as_ref().is_none_or(|(j, _)| i < *j) {
+                        first_err = Some((i, err));
+                    }
+                    buf
+                }
+            };
+            if failed.load(Ordering::Relaxed) {
+                // Producers waiting for a buffer must wake up and stop: close their returns.
+                returns.clear();
+                continue;
+            }
+            // A producer that has finished no longer takes buffers back; the buffer is
+            // dropped (and zeroized) here then.
+            let _ = returns[p].send(buf);
+        }
+        returns.clear();
+    });
+    match first_err {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// Runs `f(index, buffer)` for every chunk of `layout` on up to `threads` threads, each with one
 /// reusable buffer of at most one chunk. Stops at the first error and returns it.
 pub fn for_each_chunk<E: Send>(
@@ -74,6 +169,12 @@ pub fn for_each_chunk<E: Send>(
         Some((_, e)) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Producer threads for a pipeline with one writer: one fewer than the threads allowed, at
+/// least one.
+fn producers(threads: usize) -> usize {
+    threads.saturating_sub(1).max(1)
 }
 
 /// Bytes written between two background flushes.
@@ -150,18 +251,27 @@ pub fn seal_file<A: ChunkAead>(
         .map_err(|e| StoreError::io("creating", out, e))?;
     let tags = Mutex::new(vec![[0u8; TAG_LEN]; layout.chunk_count as usize]);
     with_writeback(&f, |written| {
-        for_each_chunk(&layout, p.threads, |i, buf| {
-            let (s, _) = layout.chunk_range(i);
-            src.read_exact_at(buf, src_offset + s)
-                .map_err(|e| StoreError::io("reading the source of", Path::new(&header.path), e))?;
-            let tag = codec.seal_chunk(i, buf);
-            f.write_all_at(buf, layout.data_offset + s)
-                .map_err(|e| StoreError::io("writing", out, e))?;
-            tags.lock().expect("tag mutex")[i as usize] = tag;
-            written.fetch_add(buf.len() as u64, Ordering::Relaxed);
-            progress.inc(buf.len() as u64);
-            Ok(())
-        })
+        pipeline_chunks(
+            &layout,
+            producers(p.threads),
+            |i, buf| {
+                let (s, _) = layout.chunk_range(i);
+                src.read_exact_at(buf, src_offset + s).map_err(|e| {
+                    StoreError::io("reading the source of", Path::new(&header.path), e)
+                })?;
+                let tag = codec.seal_chunk(i, buf);
+                tags.lock().expect("tag mutex")[i as usize] = tag;
+                Ok(())
+            },
+            |i, buf| {
+                let (s, _) = layout.chunk_range(i);
+                f.write_all_at(buf, layout.data_offset + s)
+                    .map_err(|e| StoreError::io("writing", out, e))?;
+                written.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                progress.inc(buf.len() as u64);
+                Ok(())
+            },
+        )
     })?;
     let slot = codec
         .seal_key_slot(KeySlot::new(
@@ -361,15 +471,19 @@ impl<A: ChunkAead> OpenedFile<A> {
     ) -> Result<(), StoreError> {
         let layout = *self.codec.layout();
         with_writeback(out, |written| {
-            for_each_chunk(&layout, threads, |i, buf| {
-                self.read_open_chunk(i, buf)?;
-                let (s, _) = layout.chunk_range(i);
-                out.write_all_at(buf, out_offset + s)
-                    .map_err(|e| StoreError::io("writing", out_path, e))?;
-                written.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                progress.inc(buf.len() as u64);
-                Ok(())
-            })
+            pipeline_chunks(
+                &layout,
+                producers(threads),
+                |i, buf| self.read_open_chunk(i, buf),
+                |i, buf| {
+                    let (s, _) = layout.chunk_range(i);
+                    out.write_all_at(buf, out_offset + s)
+                        .map_err(|e| StoreError::io("writing", out_path, e))?;
+                    written.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    progress.inc(buf.len() as u64);
+                    Ok(())
+                },
+            )
         })
     }
 
@@ -419,5 +533,64 @@ impl<A: ChunkAead> OpenedFile<A> {
             pos = stop;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(chunks: u64) -> Layout {
+        Layout::new(100, 16, chunks * 16).unwrap()
+    }
+
+    #[test]
+    fn pipeline_visits_every_chunk_once() {
+        for producers in [1, 2, 5] {
+            let l = layout(1000);
+            let mut seen = vec![0u32; 1000];
+            pipeline_chunks(
+                &l,
+                producers,
+                |i, buf| {
+                    buf.fill(i as u8);
+                    Ok::<_, u64>(())
+                },
+                |i, buf| {
+                    assert!(buf.iter().all(|&b| b == i as u8));
+                    seen[i as usize] += 1;
+                    Ok(())
+                },
+            )
+            .unwrap();
+            assert!(seen.iter().all(|&n| n == 1));
+        }
+    }
+
+    #[test]
+    fn pipeline_stops_on_a_failing_writer_or_producer() {
+        for producers in [1, 3] {
+            let l = layout(500);
+            let r = pipeline_chunks(
+                &l,
+                producers,
+                |_, _| Ok::<_, u64>(()),
+                |i, _| {
+                    if i >= 7 {
+                        Err(i)
+                    } else {
+                        Ok(())
+                    }
+                },
+            );
+            assert!(r.unwrap_err() >= 7);
+            let r = pipeline_chunks(
+                &l,
+                producers,
+                |i, _| if i == 42 { Err(i) } else { Ok(()) },
+                |_, _| Ok(()),
+            );
+            assert_eq!(r.unwrap_err(), 42);
+        }
     }
 }
