@@ -24,6 +24,10 @@ fn small_checkpoint(dir: &Path, seed: u64, n: usize) -> PathBuf {
     dir.to_path_buf()
 }
 
+fn seal(vault: &Path, src: &str, model: &str, rev: &str) -> (bool, String, String) {
+    cli(vault, &["seal", src, "--model", model, "--revision", rev])
+}
+
 /// A failing command: exit non-zero, exactly one line on stderr that names the problem.
 fn assert_fails(r: (bool, String, String), want: &str) {
     let (ok, out, err) = r;
@@ -44,39 +48,17 @@ fn errors_are_one_line_and_actionable() {
     assert!(ok && out.contains("versions [1]"), "{out}");
     let ck = small_checkpoint(&tmp.path().join("ck"), 1, 1000);
     let s = ck.to_str().unwrap();
-    assert_fails(
-        cli(
-            &v,
-            &["seal", "/nonexistent", "--model", "m", "--revision", "r"],
-        ),
-        "/nonexistent",
-    );
+    assert_fails(seal(&v, "/nonexistent", "m", "r"), "/nonexistent");
     let txt = tmp.path().join("notes.safetensors");
     std::fs::write(&txt, b"hello world, not tensors").unwrap();
     assert_fails(
-        cli(
-            &v,
-            &[
-                "seal",
-                txt.to_str().unwrap(),
-                "--model",
-                "m",
-                "--revision",
-                "r",
-            ],
-        ),
+        seal(&v, txt.to_str().unwrap(), "m", "r"),
         "not a valid safetensors file",
     );
-    assert_fails(
-        cli(&v, &["seal", s, "--model", "m/x", "--revision", "r"]),
-        "model name 'm/x' is not allowed",
-    );
-    let (ok, out, err) = cli(&v, &["seal", s, "--model", "m", "--revision", "r1"]);
+    assert_fails(seal(&v, s, "m/x", "r"), "model name 'm/x' is not allowed");
+    let (ok, out, err) = seal(&v, s, "m", "r1");
     assert!(ok, "{out}{err}");
-    assert_fails(
-        cli(&v, &["seal", s, "--model", "m", "--revision", "r1"]),
-        "already sealed",
-    );
+    assert_fails(seal(&v, s, "m", "r1"), "already sealed");
     assert_fails(cli(&v, &["verify", "m@r9"]), "no revision m@r9");
     assert_fails(cli(&v, &["verify", "nomodel@r1"]), "no model 'nomodel'");
     let out_dir = tmp.path().join("nonempty");
@@ -133,17 +115,7 @@ fn a_revision_under_another_kek_does_not_open() {
     init(&a);
     init(&b);
     let ck = small_checkpoint(&tmp.path().join("ck"), 2, 5000);
-    let (ok, _, err) = cli(
-        &a,
-        &[
-            "seal",
-            ck.to_str().unwrap(),
-            "--model",
-            "m",
-            "--revision",
-            "r1",
-        ],
-    );
+    let (ok, _, err) = seal(&a, ck.to_str().unwrap(), "m", "r1");
     assert!(ok, "{err}");
     // Copy the sealed revision into vault b, whose token has a different KEK of the same label.
     let st = Command::new("cp")
@@ -177,17 +149,7 @@ fn many_processes_share_one_token() {
     let v = tmp.path().join("vault");
     init(&v);
     let ck = small_checkpoint(&tmp.path().join("ck"), 3, 300_000);
-    let (ok, _, err) = cli(
-        &v,
-        &[
-            "seal",
-            ck.to_str().unwrap(),
-            "--model",
-            "m",
-            "--revision",
-            "base",
-        ],
-    );
+    let (ok, _, err) = seal(&v, ck.to_str().unwrap(), "m", "base");
     assert!(ok, "{err}");
     // 3 rounds of 6 processes at once: 3 sealing new revisions, 3 verifying, all logging in.
     for round in 0..3 {
@@ -294,17 +256,7 @@ fn a_killed_seal_leaves_nothing_visible() {
         killed_mid_seal,
         "could not kill a seal mid-way in 5 attempts"
     );
-    let (ok, _, err) = cli(
-        &v,
-        &[
-            "seal",
-            ck.to_str().unwrap(),
-            "--model",
-            "big",
-            "--revision",
-            "r1",
-        ],
-    );
+    let (ok, _, err) = seal(&v, ck.to_str().unwrap(), "big", "r1");
     assert!(ok, "{err}");
     let (ok, out, _) = cli(&v, &["list"]);
     assert!(ok && out.contains("big"), "{out}");
@@ -356,17 +308,7 @@ fn a_full_disk_is_a_clear_refusal() {
     init(&v);
     let ck = small_checkpoint(&tmp.path().join("ck"), 5, 2 << 20); // 8 MiB
     assert_fails(
-        cli(
-            &v,
-            &[
-                "seal",
-                ck.to_str().unwrap(),
-                "--model",
-                "m",
-                "--revision",
-                "r1",
-            ],
-        ),
+        seal(&v, ck.to_str().unwrap(), "m", "r1"),
         "disk full while writing",
     );
     let (ok, out, _) = cli(&v, &["list"]);
@@ -375,17 +317,7 @@ fn a_full_disk_is_a_clear_refusal() {
     assert!(left.is_empty(), "partial seal kept: {left:?}");
     // A small checkpoint still seals and opens in the space left.
     let small = small_checkpoint(&tmp.path().join("ck2"), 6, 1000);
-    let (ok, _, err) = cli(
-        &v,
-        &[
-            "seal",
-            small.to_str().unwrap(),
-            "--model",
-            "m",
-            "--revision",
-            "r2",
-        ],
-    );
+    let (ok, _, err) = seal(&v, small.to_str().unwrap(), "m", "r2");
     assert!(ok, "{err}");
     let (ok, _, err) = cli(&v, &["verify", "m@r2"]);
     assert!(ok, "{err}");

@@ -433,31 +433,26 @@ impl Vault {
                     .as_deref()
                     .unwrap_or(Path::new("hsm/user.pin")),
             );
-            let user_pin = if user_pin_path.exists() {
-                Pin::from_file(&user_pin_path).map_err(|e| StoreError::Hsm {
-                    what: "init".into(),
-                    source: e,
-                })?
-            } else {
-                let p = Pin::random();
-                write_pin(&user_pin_path, &p)?;
+            let load_or_create = |path: &Path| -> Result<(Pin, bool), StoreError> {
+                if path.exists() {
+                    let pin = Pin::from_file(path).map_err(|e| StoreError::Hsm {
+                        what: "init".into(),
+                        source: e,
+                    })?;
+                    return Ok((pin, false));
+                }
+                let pin = Pin::random();
+                write_pin(path, &pin)?;
+                Ok((pin, true))
+            };
+            let (user_pin, created) = load_or_create(&user_pin_path)?;
+            if created {
                 done.push(format!(
                     "wrote the user PIN to {} (mode 0600)",
                     user_pin_path.display()
                 ));
-                p
-            };
-            let so_path = hsm_dir.join("so.pin");
-            let so_pin = if so_path.exists() {
-                Pin::from_file(&so_path).map_err(|e| StoreError::Hsm {
-                    what: "init".into(),
-                    source: e,
-                })?
-            } else {
-                let p = Pin::random();
-                write_pin(&so_path, &p)?;
-                p
-            };
+            }
+            let (so_pin, _) = load_or_create(&hsm_dir.join("so.pin"))?;
             crate::hsm::init_softhsm2_token(
                 &hsm_dir,
                 &vault.config.hsm.module,
