@@ -109,7 +109,21 @@ pub fn parse_safetensors_meta(meta: &[u8]) -> Result<safetensors::tensor::Metada
         .map_err(|e| format!("invalid header: {e}"))
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<(), StoreError> {
+/// How deep a checkpoint directory may nest (also stops symlink loops).
+const MAX_DEPTH: usize = 32;
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    out: &mut Vec<(PathBuf, String)>,
+) -> Result<(), StoreError> {
+    if depth > MAX_DEPTH {
+        return Err(StoreError::BadInput(format!(
+            "{}: nested more than {MAX_DEPTH} directories deep (a symlink loop?)",
+            dir.display()
+        )));
+    }
     let rd = std::fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))?;
     for entry in rd {
         let entry = entry.map_err(|e| StoreError::io("listing", dir, e))?;
@@ -117,7 +131,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<(),
         // Follow symlinks: Hugging Face cache snapshots are symlinks to blobs.
         let md = std::fs::metadata(&p).map_err(|e| StoreError::io("reading", &p, e))?;
         if md.is_dir() {
-            walk(root, &p, out)?;
+            walk(root, &p, depth + 1, out)?;
         } else if md.is_file() {
             let rel = p
                 .strip_prefix(root)
@@ -144,7 +158,7 @@ pub fn plan(src: &Path) -> Result<Vec<CheckpointFile>, StoreError> {
     let md = std::fs::metadata(src).map_err(|e| StoreError::io("reading", src, e))?;
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     if md.is_dir() {
-        walk(src, src, &mut files)?;
+        walk(src, src, 0, &mut files)?;
         if files.is_empty() {
             return Err(StoreError::BadInput(format!(
                 "{}: directory is empty",
