@@ -10,4 +10,5 @@ pub mod cli;
 pub mod format;
 pub mod hsm;
 pub mod keys;
+pub mod policy;
 pub mod store;

@@ -1,0 +1,116 @@
+//! Name normalisation for restricted-party screening: "Ａcme Électronique, S.A." and
+//! "ACME ELECTRONIQUE" compare equal.
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Legal-form words dropped from the end of a name (after case folding and punctuation removal).
+const LEGAL_SUFFIXES: &[&str] = &[
+    "ltd",
+    "limited",
+    "llc",
+    "llp",
+    "lp",
+    "inc",
+    "incorporated",
+    "corp",
+    "corporation",
+    "co",
+    "company",
+    "plc",
+    "gmbh",
+    "ag",
+    "sa",
+    "sas",
+    "sarl",
+    "srl",
+    "spa",
+    "bv",
+    "nv",
+    "oy",
+    "oyj",
+    "ab",
+    "as",
+    "asa",
+    "kk",
+    "pte",
+    "pty",
+    "jsc",
+    "pjsc",
+    "ojsc",
+    "ooo",
+    "zao",
+    "oao",
+    "sdn",
+    "bhd",
+    "kg",
+    "mbh",
+    "se",
+    "group",
+    "holding",
+    "holdings",
+];
+
+/// Case-folds, strips accents (NFKD, combining marks dropped), turns punctuation into spaces,
+/// collapses spaces and drops trailing legal-form words. Returns words joined by one space.
+pub fn normalise(name: &str) -> String {
+    let folded: String = name
+        .nfkd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    let mut words: Vec<&str> = folded.split_whitespace().collect();
+    // "S.A." became "s a": join runs of single letters first, so it reads "sa".
+    let mut joined: Vec<String> = Vec::with_capacity(words.len());
+    let mut run = String::new();
+    for w in words.drain(..) {
+        if w.chars().count() == 1 {
+            run.push_str(w);
+        } else {
+            if !run.is_empty() {
+                joined.push(std::mem::take(&mut run));
+            }
+            joined.push(w.to_string());
+        }
+    }
+    if !run.is_empty() {
+        joined.push(run);
+    }
+    while joined.len() > 1 && LEGAL_SUFFIXES.contains(&joined[joined.len() - 1].as_str()) {
+        joined.pop();
+    }
+    joined.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise;
+
+    #[test]
+    fn spellings_that_must_match() {
+        let cases = [
+            ("Huawei Technologies Co., Ltd.", "HUAWEI TECHNOLOGIES"),
+            (
+                "Huawei Technologies Co., Ltd.",
+                "huawei technologies company limited",
+            ),
+            (
+                "Société Générale d'Électronique S.A.",
+                "SOCIETE GENERALE D ELECTRONIQUE",
+            ),
+            ("Ｆｕｌｌｗｉｄｔｈ Labs", "fullwidth labs inc"),
+            ("Müller-Lüdenscheidt GmbH", "muller ludenscheidt"),
+            ("Acme, Inc.", "ACME Incorporated"),
+        ];
+        for (a, b) in cases {
+            assert_eq!(normalise(a), normalise(b), "{a} vs {b}");
+        }
+        assert_ne!(normalise("Acme Labs"), normalise("Acme Lab"));
+        assert_eq!(
+            normalise("Ltd"),
+            "ltd",
+            "a name that is only a suffix keeps it"
+        );
+        assert_eq!(normalise("  "), "");
+    }
+}
