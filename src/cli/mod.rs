@@ -99,6 +99,182 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         tensor: Option<String>,
     },
+    /// Release policy: dry-run a decision, or validate the policy files
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `weightvault policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Decide a what-if release and print every check with its reason
+    ///
+    /// Host evidence is not evaluated in a dry run (the service verifies it); the network
+    /// origin is evaluated when --source-ip is given. Exits 0 when the release would be
+    /// allowed, 1 when denied.
+    ///
+    /// Example: weightvault policy check --requester raj@globex.example --host-country IN --model acme-frontier
+    Check {
+        /// Policy directory [default: $WEIGHTVAULT_POLICIES, else ./policies]
+        #[arg(long, value_name = "DIR")]
+        policies: Option<PathBuf>,
+        /// Requester id (e-mail of a person, URI of a workload)
+        #[arg(long)]
+        requester: String,
+        /// Country of the host (ISO 3166-1 alpha-2)
+        #[arg(long, value_name = "CC")]
+        host_country: String,
+        /// Region of the host
+        #[arg(long, default_value = "")]
+        host_region: String,
+        /// Host id
+        #[arg(long, default_value = "dry-run-host")]
+        host_id: String,
+        /// Model name
+        #[arg(long)]
+        model: String,
+        /// Decide as on this day (YYYY-MM-DD) [default: today]
+        #[arg(long, value_name = "DATE")]
+        date: Option<String>,
+        /// Source address of the request, for the network-origin check
+        #[arg(long, value_name = "IP")]
+        source_ip: Option<std::net::IpAddr>,
+        /// IP-geolocation database (MaxMind format; tools/fetch-geoip fetches it)
+        /// [default: $WEIGHTVAULT_GEOIP]
+        #[arg(long, value_name = "FILE")]
+        geoip: Option<PathBuf>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate every policy file; print what was loaded
+    Lint {
+        /// Policy directory [default: $WEIGHTVAULT_POLICIES, else ./policies]
+        #[arg(long, value_name = "DIR")]
+        policies: Option<PathBuf>,
+    },
+}
+
+fn policy_dir(p: Option<PathBuf>) -> PathBuf {
+    p.or_else(|| std::env::var_os("WEIGHTVAULT_POLICIES").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("policies"))
+}
+
+/// A geolocation source that knows nothing (used when no source address is checked).
+struct NoGeo;
+impl crate::policy::GeoLookup for NoGeo {
+    fn country(&self, _: std::net::IpAddr) -> Option<String> {
+        None
+    }
+}
+
+fn run_policy(cmd: PolicyCommand) -> Result<()> {
+    use crate::policy::data::PolicyData;
+    match cmd {
+        PolicyCommand::Lint { policies } => {
+            let dir = policy_dir(policies);
+            let p = PolicyData::load_dir(&dir)?;
+            println!(
+                "{}: valid — {} tier changes, {} models, {} organisations, {} requesters, {} licences, {} restricted parties, {} attesters, {} Cedar policies",
+                dir.display(),
+                p.tiers.changes.len(),
+                p.models.len(),
+                p.organisations.len(),
+                p.requesters.len(),
+                p.licences.len(),
+                p.restricted.len(),
+                p.attesters.len(),
+                p.org_rules.len()
+            );
+        }
+        PolicyCommand::Check {
+            policies,
+            requester,
+            host_country,
+            host_region,
+            host_id,
+            model,
+            date,
+            source_ip,
+            geoip,
+            json,
+        } => {
+            let dir = policy_dir(policies);
+            let p = PolicyData::load_dir(&dir)?;
+            let time = match date {
+                Some(d) => {
+                    let d = time::Date::parse(
+                        &d,
+                        time::macros::format_description!("[year]-[month]-[day]"),
+                    )
+                    .with_context(|| format!("--date {d}: expected YYYY-MM-DD"))?;
+                    d.with_hms(12, 0, 0).expect("noon").assume_utc()
+                }
+                None => time::OffsetDateTime::now_utc(),
+            };
+            let geo: Box<dyn crate::policy::GeoLookup> = match (source_ip, geoip.or_else(|| std::env::var_os("WEIGHTVAULT_GEOIP").map(PathBuf::from))) {
+                (None, _) => Box::new(NoGeo),
+                (Some(_), None) => anyhow::bail!(
+                    "--source-ip needs an IP-geolocation database: run tools/fetch-geoip and pass --geoip FILE (or set WEIGHTVAULT_GEOIP)"
+                ),
+                (Some(_), Some(f)) => {
+                    let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                    Box::new(crate::policy::MaxMindGeo::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?)
+                }
+            };
+            let req = crate::policy::ReleaseRequest {
+                requester,
+                model,
+                sealed_facts: None,
+                host: crate::policy::HostClaims {
+                    host_id,
+                    country: host_country,
+                    region: host_region,
+                    attester: String::new(),
+                    issued_at: time,
+                    expires_at: time,
+                    signature_valid: false,
+                    nonce_fresh: false,
+                },
+                source_ip,
+                time,
+                dry_run: true,
+            };
+            let d = crate::policy::decide(&p, geo.as_ref(), &req);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                println!("{:<20} {:<8} REASON", "CHECK", "VERDICT");
+                for c in &d.checks {
+                    let v = match c.verdict {
+                        crate::policy::Verdict::Pass => "pass",
+                        crate::policy::Verdict::Fail => "FAIL",
+                        crate::policy::Verdict::NotApplicable => "n/a",
+                    };
+                    println!("{:<20} {:<8} {}", c.check.name(), v, c.reason);
+                }
+                let relies = match &d.authority {
+                    Some(crate::policy::Authority::NotControlled) => "not controlled".to_string(),
+                    Some(crate::policy::Authority::LicenceException { name }) => name.clone(),
+                    Some(crate::policy::Authority::Licence { id }) => format!("licence {id}"),
+                    None => "-".into(),
+                };
+                println!(
+                    "\ndecision: {} on {} (dry run; relies on: {relies})",
+                    if d.allowed { "ALLOW" } else { "DENY" },
+                    time.date()
+                );
+                if !d.allowed {
+                    let f: Vec<_> = d.failed().iter().map(|c| c.name()).collect();
+                    println!("failed checks: {}", f.join(", "));
+                }
+            }
+            if !d.allowed {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
 }
 
 struct Bars {
@@ -161,6 +337,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Ok(v)
     };
     match cli.command {
+        Command::Policy(cmd) => run_policy(cmd)?,
         Command::Init { hsm_module } => {
             let (v, done) = Vault::init(&dir, hsm_module.as_deref())?;
             for d in done {

@@ -157,6 +157,7 @@ impl OrgRules {
                             super::data::RequesterKind::Workload => "workload",
                         }),
                     ),
+                    ("organisation".into(), s(&who.organisation)),
                     (
                         "nationalities".into(),
                         RestrictedExpression::new_set(who.nationalities.iter().map(|n| s(n))),

@@ -164,17 +164,18 @@ impl CountryTiers {
         let f: TiersFile = ctx.parse()?;
         let mut changes = Vec::new();
         for c in f.changes {
-            let tier =
-                match *c.tier.get_ref() {
-                    1 => Tier::One,
-                    3 => Tier::Three,
-                    t => return Err(ctx.at(
+            let tier = match *c.tier.get_ref() {
+                1 => Tier::One,
+                3 => Tier::Three,
+                t => {
+                    return Err(ctx.at(
                         &c.tier,
                         format!(
                             "tier {t}: only tier 1 and tier 3 are listed (tier 2 is everyone else)"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             let set = |v: &[Spanned<String>]| -> Result<BTreeSet<String>, PolicyError> {
                 v.iter()
                     .map(|s| check_country(s.get_ref()).map_err(|m| ctx.at(s, m)))

