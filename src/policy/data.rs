@@ -67,10 +67,11 @@ impl Ctx<'_> {
 
 /// An ISO 3166-1 alpha-2 code, checked against the standard's list.
 pub fn check_country(code: &str) -> Result<String, String> {
-    if code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) {
-        if celes::Country::from_alpha2(code).is_ok() {
-            return Ok(code.to_string());
-        }
+    if code.len() == 2
+        && code.bytes().all(|b| b.is_ascii_uppercase())
+        && celes::Country::from_alpha2(code).is_ok()
+    {
+        return Ok(code.to_string());
     }
     Err(format!(
         "unknown country code '{code}' (use ISO 3166-1 alpha-2, upper case, e.g. US, DE, IN)"
@@ -268,9 +269,10 @@ struct ModelFile {
     owner: Spanned<String>,
 }
 
-fn parse_models(
-    ctx: &Ctx<'_>,
-) -> Result<(BTreeMap<String, ModelEntry>, Vec<Spanned<String>>), PolicyError> {
+/// Models by name, and the owner fields still to be checked against the organisations.
+type Models = (BTreeMap<String, ModelEntry>, Vec<Spanned<String>>);
+
+fn parse_models(ctx: &Ctx<'_>) -> Result<Models, PolicyError> {
     let f: ModelsFile = ctx.parse()?;
     let mut out = BTreeMap::new();
     let mut owners = Vec::new();

@@ -632,7 +632,7 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
     let allowed = !c.0.iter().any(|r| r.verdict == Fail);
     ReleaseDecision {
         allowed,
-        obligations: allowed.then(|| Obligations {
+        obligations: allowed.then_some(Obligations {
             watermark: true,
             consume_licence: consume,
         }),
