@@ -1017,3 +1017,43 @@ proptest! {
         let _ = decide(policy(), geo(), &req);
     }
 }
+
+#[test]
+fn a_failed_reload_keeps_the_policy_in_force() {
+    let tmp = common::scratch();
+    let dir = tmp.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    for (f, t) in read_policy_files() {
+        std::fs::write(dir.join(f), t).unwrap();
+    }
+    let h = weightvault::policy::PolicyHandle::load(&dir).unwrap();
+    let raj = row("reload", "raj@globex.example", "IN", "acme-frontier").request();
+    assert!(decide(&h.current(), geo(), &raj).allowed);
+    // The licence is suspended, but the file also has an error: the reload is refused and
+    // the old policy (licence active) stays in force.
+    let lic = std::fs::read_to_string(dir.join("licences.toml")).unwrap();
+    let suspended = lic.replacen("status = \"active\"", "status = \"suspended\"", 1);
+    std::fs::write(
+        dir.join("licences.toml"),
+        suspended.replacen("destinations = [\"IN\"]", "destinations = [\"IQQ\"]", 1),
+    )
+    .unwrap();
+    let e = h.reload().unwrap_err();
+    assert!(
+        e.to_string().contains("licences.toml") && e.to_string().contains("IQQ"),
+        "{e}"
+    );
+    assert!(
+        decide(&h.current(), geo(), &raj).allowed,
+        "an invalid reload changed the policy"
+    );
+    // A valid reload takes effect at once.
+    std::fs::write(dir.join("licences.toml"), suspended).unwrap();
+    h.reload().unwrap();
+    let d = decide(&h.current(), geo(), &raj);
+    assert!(
+        !d.allowed && d.failed().contains(&Licence),
+        "{:?}",
+        d.failed()
+    );
+}

@@ -696,3 +696,32 @@ fn find_licence<'a>(
     }
     Err(format!("no usable licence: {}", why.join("; ")))
 }
+
+/// The policy a running service decides with, reloadable in place. A reload that fails to
+/// load or validate leaves the policy in force untouched and returns the error.
+pub struct PolicyHandle {
+    dir: std::path::PathBuf,
+    current: std::sync::RwLock<std::sync::Arc<PolicyData>>,
+}
+
+impl PolicyHandle {
+    /// Loads the policy directory.
+    pub fn load(dir: &std::path::Path) -> Result<Self, data::PolicyError> {
+        Ok(Self {
+            dir: dir.into(),
+            current: std::sync::RwLock::new(std::sync::Arc::new(PolicyData::load_dir(dir)?)),
+        })
+    }
+
+    /// The policy in force (decisions hold on to it for their whole duration).
+    pub fn current(&self) -> std::sync::Arc<PolicyData> {
+        self.current.read().expect("policy lock").clone()
+    }
+
+    /// Reads the directory again; on any error the old policy stays in force.
+    pub fn reload(&self) -> Result<(), data::PolicyError> {
+        let new = PolicyData::load_dir(&self.dir)?;
+        *self.current.write().expect("policy lock") = std::sync::Arc::new(new);
+        Ok(())
+    }
+}

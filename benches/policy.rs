@@ -1,0 +1,193 @@
+//! Release decisions at scale: 10,000 people, 10,000 licences, 1,000 restricted parties and
+//! 200 Cedar policies on top of `policies/`. Reports load time, decisions per second on one
+//! core and latency percentiles. `cargo bench --bench policy` (under `cargo test` it runs a
+//! small smoke version).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Instant;
+use weightvault::policy::data::{PolicyData, FILES};
+use weightvault::policy::{decide, GeoLookup, HostClaims, ReleaseRequest};
+
+const COUNTRIES: [&str; 10] = ["IN", "BR", "SG", "AE", "MX", "ID", "TH", "VN", "PL", "PT"];
+
+struct FixedGeo;
+impl GeoLookup for FixedGeo {
+    fn country(&self, ip: std::net::IpAddr) -> Option<String> {
+        // The real database is exercised by the tests; here a constant keeps the benchmark
+        // about the decision, not the lookup (measured separately below when available).
+        // 1.0.0.k is in COUNTRIES[k].
+        match ip {
+            std::net::IpAddr::V4(v4) => COUNTRIES
+                .get(v4.octets()[3] as usize)
+                .map(|c| c.to_string()),
+            _ => None,
+        }
+    }
+}
+
+fn data(
+    n_people: usize,
+    n_licences: usize,
+    n_parties: usize,
+    n_cedar: usize,
+) -> BTreeMap<String, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let mut files: BTreeMap<String, String> = FILES
+        .iter()
+        .map(|f| {
+            (
+                f.to_string(),
+                std::fs::read_to_string(root.join(f)).unwrap(),
+            )
+        })
+        .collect();
+    let countries = COUNTRIES;
+    let people = files.get_mut("people.toml").unwrap();
+    for i in 0..n_people / 10 {
+        let c = countries[i % countries.len()];
+        writeln!(people, "[[organisation]]\nid = \"org{i}\"\nname = \"Generated Org {i} Ltd.\"\ncountry = \"{c}\"").unwrap();
+    }
+    for i in 0..n_people {
+        let c = countries[(i / 10) % countries.len()];
+        writeln!(
+            people,
+            "[[person]]\nid = \"p{i}@org{}.example\"\nname = \"Person {i}\"\norganisation = \"org{}\"\nnationalities = [\"{c}\", \"US\"]",
+            i / 10,
+            i / 10
+        )
+        .unwrap();
+    }
+    let lic = files.get_mut("licences.toml").unwrap();
+    for i in 0..n_licences {
+        let org = (i * 7) % (n_people / 10);
+        let c = countries[org % countries.len()];
+        writeln!(
+            lic,
+            "[[licence]]\nid = \"G-{i}\"\nlicensee = \"org{org}\"\neccn = \"4E091\"\ndestinations = [\"{c}\"]\nend_users = [\"org{org}\"]\nvalid_from = 2026-01-01\nvalid_until = 2026-12-31\nstatus = \"active\"\nmax_releases = 1000\nreleases_used = {}",
+            i % 900
+        )
+        .unwrap();
+    }
+    let rp = files.get_mut("restricted-parties.csv").unwrap();
+    for i in 0..n_parties {
+        writeln!(rp, "Listed Company Number {i} Limited,CN,Entity List").unwrap();
+    }
+    let cedar = files.get_mut("org.cedar").unwrap();
+    for i in 0..n_cedar {
+        writeln!(
+            cedar,
+            "@id(\"rule-{i}\")\npermit (principal, action == WeightVault::Action::\"fetch\", resource == WeightVault::Model::\"acme-frontier\")\nwhen {{ principal.organisation == \"org{i}\" && context.tier <= 2 }};"
+        )
+        .unwrap();
+        if i % 10 == 0 {
+            writeln!(cedar, "@id(\"deny-{i}\")\nforbid (principal, action, resource)\nwhen {{ context.host_region == \"blocked-{i}\" }};").unwrap();
+        }
+    }
+    files
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (people, licences, parties, cedar, n) = if full {
+        (10_000, 10_000, 1_000, 200, 50_000)
+    } else {
+        (100, 100, 10, 5, 200)
+    };
+    let files = data(people, licences, parties, cedar);
+    let mut loads = Vec::new();
+    let mut p = None;
+    for _ in 0..if full { 5 } else { 1 } {
+        let t = Instant::now();
+        p = Some(PolicyData::parse(&files).expect("generated policy loads"));
+        loads.push(t.elapsed());
+    }
+    let p = p.unwrap();
+    loads.sort();
+    println!(
+        "policy: {} requesters, {} licences, {} restricted parties, {} Cedar policies; load median {:.1} ms",
+        p.requesters.len(),
+        p.licences.len(),
+        p.restricted.len(),
+        p.org_rules.len(),
+        loads[loads.len() / 2].as_secs_f64() * 1e3
+    );
+    let now = time::macros::datetime!(2026-06-01 12:00 UTC);
+    let countries = COUNTRIES;
+    let reqs: Vec<ReleaseRequest> = (0..1000)
+        .map(|i| {
+            // People of the first 200 organisations, whom the generated Cedar rules permit.
+            let person = (i * 37) % people.min(2000);
+            ReleaseRequest {
+                requester: format!("p{person}@org{}.example", person / 10),
+                model: if i % 5 == 0 {
+                    "acme-small"
+                } else {
+                    "acme-frontier"
+                }
+                .into(),
+                sealed_facts: None,
+                host: HostClaims {
+                    host_id: format!("h{i}"),
+                    country: countries[(person / 10) % countries.len()].into(),
+                    region: "r".into(),
+                    attester: "weightvault-test-attester".into(),
+                    issued_at: now - time::Duration::minutes(1),
+                    expires_at: now + time::Duration::minutes(4),
+                    signature_valid: true,
+                    nonce_fresh: true,
+                },
+                source_ip: Some(std::net::IpAddr::from([
+                    1,
+                    0,
+                    0,
+                    ((person / 10) % countries.len()) as u8,
+                ])),
+                time: now,
+                dry_run: false,
+            }
+        })
+        .collect();
+    let mut lat = Vec::with_capacity(n);
+    let mut allowed = 0;
+    let mut failed: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let t0 = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        let d = decide(&p, &FixedGeo, &reqs[i % reqs.len()]);
+        lat.push(t.elapsed());
+        allowed += usize::from(d.allowed);
+        for c in d.failed() {
+            *failed.entry(c.name()).or_default() += 1;
+        }
+    }
+    let total = t0.elapsed();
+    lat.sort();
+    let pct =
+        |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    println!(
+        "{n} decisions on one core: {:.0}/s; latency p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; {allowed} allowed",
+        n as f64 / total.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        lat[lat.len() - 1].as_secs_f64() * 1e6
+    );
+    println!("failing checks over the run: {failed:?}");
+    let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-data/geoip/geo-whois-asn-country.mmdb");
+    if let Ok(bytes) = std::fs::read(&db) {
+        let g = weightvault::policy::MaxMindGeo::from_bytes(bytes).unwrap();
+        let t = Instant::now();
+        let k = if full { 200_000 } else { 1000 };
+        let mut hits = 0;
+        for i in 0..k {
+            let ip =
+                std::net::IpAddr::from([(i % 223 + 1) as u8, (i >> 8) as u8, (i * 7) as u8, 1]);
+            hits += usize::from(g.country(ip).is_some());
+        }
+        println!(
+            "geolocation lookups: {:.2} µs each ({hits} of {k} found)",
+            t.elapsed().as_secs_f64() * 1e6 / k as f64
+        );
+    }
+}
