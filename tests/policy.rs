@@ -1057,3 +1057,96 @@ fn a_failed_reload_keeps_the_policy_in_force() {
         d.failed()
     );
 }
+
+#[test]
+fn policy_commands() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .args(args)
+            .arg("--policies")
+            .arg(policy_dir())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["policy", "lint"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("valid"), "{out}");
+    let check = [
+        "policy",
+        "check",
+        "--date",
+        "2026-06-01",
+        "--model",
+        "acme-frontier",
+        "--json",
+    ];
+    let (code, out, _) = run(&[
+        &check[..],
+        &["--requester", "raj@globex.example", "--host-country", "IN"],
+    ]
+    .concat());
+    assert_eq!(code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["authority"]["id"], "D-2026-0001");
+    assert_eq!(v["checks"].as_array().unwrap().len(), 9);
+    let (code, out, _) = run(&[
+        &check[..],
+        &["--requester", "alice@acme.example", "--host-country", "CN"],
+    ]
+    .concat());
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["allowed"], false);
+    let failed: Vec<_> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["verdict"] == "fail")
+        .map(|c| c["check"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(failed, ["destination", "licence"]);
+    let (code, _, err) = run(&[
+        &check[..],
+        &[
+            "--requester",
+            "alice@acme.example",
+            "--host-country",
+            "US",
+            "--source-ip",
+            "8.8.8.8",
+            "--geoip",
+            "/nonexistent.mmdb",
+        ],
+    ]
+    .concat());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/nonexistent.mmdb"), "{err}");
+    // A broken policy directory: one line naming file and line.
+    let tmp = common::scratch();
+    for (f, t) in read_policy_files() {
+        let t = if f == "people.toml" {
+            t.replacen("nationalities = [\"US\"]", "nationalities = [\"USA\"]", 1)
+        } else {
+            t
+        };
+        std::fs::write(tmp.path().join(f), t).unwrap();
+    }
+    let out = std::process::Command::new(common::bin())
+        .args(["policy", "lint", "--policies"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("people.toml:") && err.contains("unknown country code 'USA'"),
+        "{err}"
+    );
+}
