@@ -941,6 +941,7 @@ fn pool() -> (Vec<&'static str>, Vec<&'static str>, Vec<&'static str>) {
             "spiffe://hooli.example/sa/llm",
             "spiffe://umbrella.example/sa/llm",
             "spiffe://shadow.example/sa/llm",
+            "spiffe://nordlicht.example/sa/llm",
             "nobody",
         ],
         vec![
@@ -961,12 +962,12 @@ proptest! {
 
     #[test]
     fn deny_iff_a_check_fails_and_the_decision_is_pure(
-        w in 0usize..14, m in 0usize..5, c in 0usize..12, ipc in 0usize..12,
+        w in 0usize..64, m in 0usize..5, c in 0usize..12, ipc in 0usize..12,
         ev in 0usize..6, day in 0i64..1200, quarantine in any::<bool>(),
     ) {
         let (who, models, ccs) = pool();
         let evs = [Ev::Ok, Ev::UntrustedAttester, Ev::BadSignature, Ev::ReusedNonce, Ev::Expired, Ev::FromTheFuture];
-        let mut r = row("prop", who[w], ccs[c], models[m])
+        let mut r = row("prop", who[w % who.len()], ccs[c], models[m])
             .on(datetime!(2024-01-01 12:00 UTC) + Duration::days(day))
             .ev(evs[ev]);
         r.ip = Some(ip_in(ccs[ipc]));
