@@ -320,6 +320,14 @@ fn table() -> Vec<Row> {
         .deny(&[RestrictedParties])
         .says(RestrictedParties, "IVAN PETROV"),
         row(
+            "restricted organisation (accents, hyphen, GmbH)",
+            "spiffe://nordlicht.example/sa/llm",
+            "DE",
+            "all-minilm-l6-v2",
+        )
+        .deny(&[RestrictedParties])
+        .says(RestrictedParties, "Nordlicht Rechenzentrum GmbH"),
+        row(
             "restricted party, open weights too",
             "spiffe://shadow.example/sa/llm",
             "AE",
