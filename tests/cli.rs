@@ -322,3 +322,86 @@ fn a_full_disk_is_a_clear_refusal() {
     let (ok, _, err) = cli(&v, &["verify", "m@r2"]);
     assert!(ok, "{err}");
 }
+
+/// A model sealed with training facts that disagree with the inventory is never released.
+#[test]
+fn sealed_facts_that_disagree_with_the_inventory_deny() {
+    let tmp = scratch();
+    let v = tmp.path().join("vault");
+    init(&v);
+    let ck = small_checkpoint(&tmp.path().join("ck"), 7, 1000);
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let check = |model: &str| {
+        Command::new(bin())
+            .args([
+                "--vault",
+                v.to_str().unwrap(),
+                "policy",
+                "check",
+                "--json",
+                "--date",
+                "2026-06-01",
+            ])
+            .args([
+                "--requester",
+                "alice@acme.example",
+                "--host-country",
+                "US",
+                "--model",
+                model,
+            ])
+            .arg("--policies")
+            .arg(&policies)
+            .output()
+            .unwrap()
+    };
+    // acme-small is 4e24 closed in the inventory; sealed claiming 5e26 operations.
+    let (ok, _, err) = cli(
+        &v,
+        &[
+            "seal",
+            ck.to_str().unwrap(),
+            "--model",
+            "acme-small",
+            "--revision",
+            "r1",
+            "--training-ops",
+            "5e26",
+        ],
+    );
+    assert!(ok, "{err}");
+    let out = check("acme-small");
+    assert_eq!(out.status.code(), Some(1));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &d["checks"][1];
+    assert_eq!(
+        (c["check"].as_str(), c["verdict"].as_str()),
+        (Some("classification"), Some("fail")),
+        "{d}"
+    );
+    assert!(c["reason"].as_str().unwrap().contains("disagree"), "{c}");
+    // Sealed with the inventory's facts, it passes.
+    let (ok, _, err) = cli(
+        &v,
+        &[
+            "seal",
+            ck.to_str().unwrap(),
+            "--model",
+            "acme-threshold",
+            "--revision",
+            "r1",
+            "--training-ops",
+            "1e26",
+            "--eccn",
+            "4E091",
+        ],
+    );
+    assert!(ok, "{err}");
+    let out = check("acme-threshold");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

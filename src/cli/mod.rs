@@ -110,7 +110,8 @@ pub enum PolicyCommand {
     /// Decide a what-if release and print every check with its reason
     ///
     /// Host evidence is not evaluated in a dry run (the service verifies it); the network
-    /// origin is evaluated when --source-ip is given. Exits 0 when the release would be
+    /// origin is evaluated when --source-ip is given. When the model is sealed in the vault
+    /// (--vault), the training facts recorded at seal time must agree with the inventory. Exits 0 when the release would be
     /// allowed, 1 when denied.
     ///
     /// Example: weightvault policy check --requester raj@globex.example --host-country IN --model acme-frontier
@@ -168,7 +169,7 @@ impl crate::policy::GeoLookup for NoGeo {
     }
 }
 
-fn run_policy(cmd: PolicyCommand) -> Result<()> {
+fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
     use crate::policy::data::PolicyData;
     match cmd {
         PolicyCommand::Lint { policies } => {
@@ -222,10 +223,28 @@ fn run_policy(cmd: PolicyCommand) -> Result<()> {
                     Box::new(crate::policy::MaxMindGeo::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?)
                 }
             };
+            // When the model is sealed in the vault, its recorded training facts must agree
+            // with the inventory (read from the newest revision's manifest header).
+            let sealed = Vault::open(vault_dir)
+                .ok()
+                .and_then(|v| v.list().ok())
+                .and_then(|revs| {
+                    revs.into_iter()
+                        .filter(|r| r.manifest.model == model)
+                        .max_by(|a, b| a.manifest.sealed_at.cmp(&b.manifest.sealed_at))
+                });
+            if let (Some(r), false) = (&sealed, json) {
+                println!(
+                    "sealed facts from {}@{} in {}",
+                    r.manifest.model,
+                    r.manifest.revision,
+                    vault_dir.display()
+                );
+            }
             let req = crate::policy::ReleaseRequest {
                 requester,
                 model,
-                sealed_facts: None,
+                sealed_facts: sealed.map(|r| r.manifest.training),
                 host: crate::policy::HostClaims {
                     host_id,
                     country: host_country,
@@ -337,7 +356,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Ok(v)
     };
     match cli.command {
-        Command::Policy(cmd) => run_policy(cmd)?,
+        Command::Policy(cmd) => run_policy(cmd, &dir)?,
         Command::Init { hsm_module } => {
             let (v, done) = Vault::init(&dir, hsm_module.as_deref())?;
             for d in done {
