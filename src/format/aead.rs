@@ -77,7 +77,18 @@ impl ChunkAead for AwsLc {
         tag: &[u8; TAG_LEN],
         out: &mut [u8],
     ) -> Result<(), AuthFailed> {
-        Self::open_to_impl(key, nonce, aad, ciphertext, tag, out)
+        Self::key(key)
+            .open_separate_gather(
+                aws_lc_rs::aead::Nonce::assume_unique_for_key(*nonce),
+                aws_lc_rs::aead::Aad::from(aad),
+                ciphertext,
+                tag,
+                out,
+            )
+            .map_err(|_| {
+                out.fill(0);
+                AuthFailed
+            })
     }
 
     fn seal_in_place(
@@ -120,30 +131,6 @@ impl ChunkAead for AwsLc {
                 Err(AuthFailed)
             }
         }
-    }
-}
-
-impl AwsLc {
-    fn open_to_impl(
-        key: &SymmetricKey,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        ciphertext: &[u8],
-        tag: &[u8; TAG_LEN],
-        out: &mut [u8],
-    ) -> Result<(), AuthFailed> {
-        Self::key(key)
-            .open_separate_gather(
-                aws_lc_rs::aead::Nonce::assume_unique_for_key(*nonce),
-                aws_lc_rs::aead::Aad::from(aad),
-                ciphertext,
-                tag,
-                out,
-            )
-            .map_err(|_| {
-                out.fill(0);
-                AuthFailed
-            })
     }
 }
 
