@@ -10,5 +10,6 @@ pub mod cli;
 pub mod format;
 pub mod hsm;
 pub mod keys;
+pub mod ledger;
 pub mod policy;
 pub mod store;
