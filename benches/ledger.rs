@@ -39,12 +39,22 @@ fn main() {
         );
     }
     let n = if full { 1_000_000 } else { 1000 };
-    let leaves: Vec<merkle::Hash> = (0..n as u64).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect();
+    let leaves: Vec<merkle::Hash> = (0..n as u64)
+        .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
+        .collect();
     let t = Instant::now();
     let r = merkle::root(&leaves);
-    println!("tree head of {n} leaves: {:.1} ms ({})", t.elapsed().as_secs_f64() * 1e3, &hex::encode(r)[..16]);
+    println!(
+        "tree head of {n} leaves: {:.1} ms ({})",
+        t.elapsed().as_secs_f64() * 1e3,
+        &hex::encode(r)[..16]
+    );
     let t = Instant::now();
     let p = merkle::inclusion_proof(&leaves, (n / 3) as u64).unwrap();
-    println!("inclusion proof at {n} leaves (recomputed from leaves): {:.1} ms, {} hashes", t.elapsed().as_secs_f64() * 1e3, p.len());
+    println!(
+        "inclusion proof at {n} leaves (recomputed from leaves): {:.1} ms, {} hashes",
+        t.elapsed().as_secs_f64() * 1e3,
+        p.len()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

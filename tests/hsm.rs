@@ -135,3 +135,68 @@ fn wrap_is_rfc5649_sized_and_tampering_is_named() {
     };
     assert!(sh.kw.unwrap(&short).is_err());
 }
+
+#[test]
+fn checkpoints_are_signed_by_the_hsm_and_verify_offline() {
+    use weightvault::ledger::checkpoint::{Checkpoint, CheckpointError};
+    use weightvault::ledger::merkle;
+    let sh = shared();
+    sh.kw.ensure_ledger_key().unwrap(); // idempotent
+    let public = sh.kw.ledger_public_key().unwrap();
+    let leaves: Vec<_> = (0..10u32)
+        .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
+        .collect();
+    let cp = Checkpoint {
+        origin: "weightvault.test/ledger".into(),
+        size: 10,
+        root: merkle::root(&leaves),
+        time: 1_795_000_000,
+    };
+    let sig = sh.kw.sign_ledger(cp.body().as_bytes()).unwrap();
+    let note = cp.signed_note("weightvault.test/ledger", &public, &sig);
+    assert!(
+        note.contains("\n\n\u{2014} weightvault.test/ledger "),
+        "{note}"
+    );
+    assert_eq!(
+        Checkpoint::verify(&note, "weightvault.test/ledger", &public).unwrap(),
+        cp
+    );
+    // Altered size, root or time: refused.
+    for (from, to) in [("\n10\n", "\n11\n"), ("time 1795", "time 1796")] {
+        let bad = note.replacen(from, to, 1);
+        assert_eq!(
+            Checkpoint::verify(&bad, "weightvault.test/ledger", &public),
+            Err(CheckpointError::BadSignature(
+                "weightvault.test/ledger".into()
+            )),
+            "{from}"
+        );
+    }
+    // Re-signed with another key under the same name: not accepted with the vault's key.
+    use ed25519_dalek::Signer;
+    let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let forged = cp.signed_note(
+        "weightvault.test/ledger",
+        &other.verifying_key().to_bytes(),
+        &other.sign(cp.body().as_bytes()).to_bytes(),
+    );
+    assert!(Checkpoint::verify(&forged, "weightvault.test/ledger", &public).is_err());
+    // The ledger private key cannot be read out.
+    sh.kw
+        .with_session(|s, _| {
+            let keys = s
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::Label(weightvault::hsm::LEDGER_KEY_LABEL.as_bytes().to_vec()),
+                ])
+                .unwrap();
+            assert_eq!(keys.len(), 1);
+            match s.get_attributes(keys[0], &[AttributeType::Value]) {
+                Err(_) => {}
+                Ok(a) => assert!(!a.iter().any(|x| matches!(x, Attribute::Value(_)))),
+            }
+            Ok(())
+        })
+        .unwrap();
+}

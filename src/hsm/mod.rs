@@ -616,3 +616,125 @@ pub fn ensure_kek(cfg: &HsmConfig) -> Result<(), HsmError> {
     }
     Ok(())
 }
+
+/// Token label of the ledger's checkpoint signing key pair (Ed25519).
+pub const LEDGER_KEY_LABEL: &str = "weightvault-ledger-signing";
+
+/// DER of the Ed25519 curve OID 1.3.101.112, for `CKA_EC_PARAMS`.
+const ED25519_OID_DER: [u8; 5] = [0x06, 0x03, 0x2B, 0x65, 0x70];
+
+fn find_one(
+    session: &Session,
+    class: ObjectClass,
+    label: &str,
+) -> Result<Option<ObjectHandle>, HsmError> {
+    let found = session
+        .find_objects(&[
+            Attribute::Class(class),
+            Attribute::KeyType(KeyType::EC_EDWARDS),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(ck("finding the ledger signing key"))?;
+    Ok(found.first().copied())
+}
+
+/// Creates the ledger's Ed25519 signing key pair on the token if it is missing (CKM_EDDSA;
+/// the private key is sensitive, not extractable, sign only).
+pub fn ensure_ledger_key(session: &Session) -> Result<(), HsmError> {
+    if find_one(session, ObjectClass::PRIVATE_KEY, LEDGER_KEY_LABEL)?.is_some() {
+        return Ok(());
+    }
+    let public = [
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Derive(false),
+        Attribute::Modifiable(false),
+        Attribute::EcParams(ED25519_OID_DER.to_vec()),
+        Attribute::Label(LEDGER_KEY_LABEL.as_bytes().to_vec()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Modifiable(false),
+        Attribute::Copyable(false),
+        Attribute::Label(LEDGER_KEY_LABEL.as_bytes().to_vec()),
+    ];
+    session
+        .generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public, &private)
+        .map_err(ck("generating the ledger signing key (Ed25519)"))?;
+    Ok(())
+}
+
+impl Pkcs11KeyWrap {
+    /// Creates the ledger signing key if missing.
+    pub fn ensure_ledger_key(&self) -> Result<(), HsmError> {
+        self.with_session(|s, _| ensure_ledger_key(s))
+    }
+
+    /// The ledger's Ed25519 public key.
+    pub fn ledger_public_key(&self) -> Result<[u8; 32], HsmError> {
+        self.with_session(|s, _| {
+            let h = find_one(s, ObjectClass::PUBLIC_KEY, LEDGER_KEY_LABEL)?.ok_or_else(|| {
+                HsmError::TokenMissing(format!(
+                    "{} (no ledger signing key: run `weightvault init`)",
+                    self.cfg.token_label
+                ))
+            })?;
+            let attrs = s
+                .get_attributes(h, &[AttributeType::EcPoint])
+                .map_err(ck("reading the ledger public key"))?;
+            for a in attrs {
+                if let Attribute::EcPoint(p) = a {
+                    // A DER OCTET STRING (04 20 || key) or the raw 32 bytes.
+                    let raw = match p.as_slice() {
+                        [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
+                        rest if rest.len() == 32 => rest,
+                        _ => continue,
+                    };
+                    return Ok(raw.try_into().expect("32"));
+                }
+            }
+            Err(HsmError::Pkcs11 {
+                during: "reading the ledger public key",
+                source: CkError::Pkcs11(
+                    RvError::AttributeTypeInvalid,
+                    cryptoki::context::Function::GetAttributeValue,
+                ),
+            })
+        })
+    }
+
+    /// Signs `msg` with the ledger key (pure Ed25519, CKM_EDDSA).
+    pub fn sign_ledger(&self, msg: &[u8]) -> Result<[u8; 64], HsmError> {
+        self.with_session(|s, _| {
+            let h = find_one(s, ObjectClass::PRIVATE_KEY, LEDGER_KEY_LABEL)?.ok_or_else(|| {
+                HsmError::TokenMissing(format!(
+                    "{} (no ledger signing key: run `weightvault init`)",
+                    self.cfg.token_label
+                ))
+            })?;
+            let sig = s
+                .sign(
+                    &Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
+                        cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
+                    )),
+                    h,
+                    msg,
+                )
+                .map_err(ck("signing a ledger checkpoint"))?;
+            sig.try_into().map_err(|_| HsmError::Pkcs11 {
+                during: "signing a ledger checkpoint (signature is not 64 bytes)",
+                source: CkError::Pkcs11(RvError::GeneralError, cryptoki::context::Function::Sign),
+            })
+        })
+    }
+}

@@ -474,11 +474,16 @@ impl Vault {
         }
         // Prove the token, PIN and KEK work before saying so.
         let kw = vault.key_wrap()?;
+        kw.ensure_ledger_key().map_err(|e| StoreError::Hsm {
+            what: "init".into(),
+            source: e,
+        })?;
         done.push(format!(
-            "token '{}' ready with KEK '{}' versions {:?}",
+            "token '{}' ready with KEK '{}' versions {:?} and ledger signing key '{}' (Ed25519)",
             vault.config.hsm.token_label,
             vault.config.hsm.kek_label,
-            kw.kek_versions()
+            kw.kek_versions(),
+            crate::hsm::LEDGER_KEY_LABEL
         ));
         Ok((vault, done))
     }

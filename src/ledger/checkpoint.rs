@@ -1,0 +1,138 @@
+//! Signed checkpoints in the C2SP tlog-checkpoint / signed-note text form, so that existing
+//! transparency-log tooling (witnesses, verifiers) can read them.
+//!
+//! ```text
+//! <origin>
+//! <tree size>
+//! <root hash, base64>
+//! time <unix seconds>
+//!
+//! — <key name> <base64(key id (4 bytes) || Ed25519 signature (64 bytes))>
+//! ```
+//! The key id is the first 4 bytes of SHA-256(key name || "\n" || 0x01 || public key). The
+//! signature covers the body (every line up to and including the blank line's preceding
+//! newline). Pure: signing is done by whoever holds the key (the HSM).
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A tree head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Log origin line (e.g. `weightvault.example/ledger`).
+    pub origin: String,
+    /// Number of entries.
+    pub size: u64,
+    /// RFC 6962 root.
+    pub root: [u8; 32],
+    /// Unix seconds when it was made.
+    pub time: u64,
+}
+
+/// Why a signed checkpoint was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    /// Not in the expected text form.
+    #[error("checkpoint is malformed: {0}")]
+    Malformed(String),
+    /// No signature line for this key.
+    #[error("no signature by key '{0}' on the checkpoint")]
+    NoSignature(String),
+    /// Signature does not verify.
+    #[error("checkpoint signature by '{0}' does not verify — altered, or signed by another key")]
+    BadSignature(String),
+}
+
+/// The 4-byte key id of an Ed25519 key in signed notes.
+pub fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n\x01");
+    h.update(public);
+    h.finalize()[..4].try_into().expect("4")
+}
+
+impl Checkpoint {
+    /// The signed text (body), ending in a newline.
+    pub fn body(&self) -> String {
+        format!(
+            "{}\n{}\n{}\ntime {}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root),
+            self.time
+        )
+    }
+
+    /// The full signed note, given a signature over [`Checkpoint::body`].
+    pub fn signed_note(&self, key_name: &str, public: &[u8; 32], signature: &[u8; 64]) -> String {
+        let mut sig = key_id(key_name, public).to_vec();
+        sig.extend_from_slice(signature);
+        format!("{}\n\u{2014} {key_name} {}\n", self.body(), B64.encode(sig))
+    }
+
+    /// Parses a signed note and verifies the signature of `key_name` with `public`.
+    pub fn verify(note: &str, key_name: &str, public: &[u8; 32]) -> Result<Self, CheckpointError> {
+        let bad = |m: &str| CheckpointError::Malformed(m.into());
+        let (body, sigs) = note
+            .split_once("\n\n")
+            .ok_or_else(|| bad("no blank line before signatures"))?;
+        let body = format!("{body}\n");
+        let mut lines = body.lines();
+        let origin = lines
+            .next()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| bad("no origin"))?
+            .to_string();
+        let size: u64 = lines
+            .next()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| bad("bad tree size"))?;
+        let root: [u8; 32] = lines
+            .next()
+            .and_then(|l| B64.decode(l).ok())
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| bad("bad root hash"))?;
+        let time: u64 = lines
+            .next()
+            .and_then(|l| l.strip_prefix("time "))
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| bad("bad time line"))?;
+        if lines.next().is_some() {
+            return Err(bad("unexpected extra lines"));
+        }
+        let id = key_id(key_name, public);
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(public)
+            .map_err(|_| bad("public key is not a valid Ed25519 key"))?;
+        for line in sigs.lines() {
+            let Some(rest) = line.strip_prefix("\u{2014} ") else {
+                return Err(bad("signature line does not start with an em dash"));
+            };
+            let Some((name, b64)) = rest.split_once(' ') else {
+                return Err(bad("signature line lacks a key name"));
+            };
+            if name != key_name {
+                continue;
+            }
+            let raw = B64
+                .decode(b64)
+                .map_err(|_| bad("signature is not base64"))?;
+            if raw.len() != 68 || raw[..4] != id {
+                continue;
+            }
+            let sig = ed25519_dalek::Signature::from_bytes(raw[4..].try_into().expect("64"));
+            return vk
+                .verify_strict(body.as_bytes(), &sig)
+                .map(|()| Self {
+                    origin,
+                    size,
+                    root,
+                    time,
+                })
+                .map_err(|_| CheckpointError::BadSignature(key_name.into()));
+        }
+        Err(CheckpointError::NoSignature(key_name.into()))
+    }
+}
