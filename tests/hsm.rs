@@ -200,3 +200,144 @@ fn checkpoints_are_signed_by_the_hsm_and_verify_offline() {
         })
         .unwrap();
 }
+
+fn record(i: u64) -> weightvault::ledger::record::Record {
+    weightvault::ledger::record::Record {
+        kind: "release-decision".into(),
+        time: "2026-06-01T12:00:00Z".into(),
+        requester: format!("user{i}@acme.example"),
+        requester_kind: "person".into(),
+        organisation: Some("acme".into()),
+        nationalities: vec!["US".into()],
+        host_id: Some(format!("host-{i}")),
+        host_country: Some("US".into()),
+        host_region: Some("east".into()),
+        attester: Some("weightvault-test-attester".into()),
+        source: Some("8.8.8.8".into()),
+        model: "acme-frontier".into(),
+        revision: Some("r1".into()),
+        shards: vec!["model.safetensors".into()],
+        outcome: if i % 3 == 0 { "denied" } else { "allowed" }.into(),
+        failed_checks: if i % 3 == 0 {
+            vec!["licence".into()]
+        } else {
+            vec![]
+        },
+        authority: None,
+        codeword: None,
+        bytes: None,
+        follows: None,
+    }
+}
+
+/// `verify` catches every kind of tampering with the stored ledger.
+#[test]
+fn ledger_tampering_is_detected() {
+    use weightvault::ledger::{log::LogFile, merkle, Ledger};
+    let sh = shared();
+    let public = sh.kw.ledger_public_key().unwrap();
+    let name = "weightvault.test/ledger";
+    let sign = |m: &[u8]| sh.kw.sign_ledger(m).map_err(|e| e.to_string());
+    let tmp = common::scratch();
+    let dir = tmp.path().join("ledger");
+    let (l, _) = Ledger::open(&dir, name).unwrap();
+    for i in 0..12 {
+        assert_eq!(l.append(&record(i)).unwrap(), i);
+        if i == 4 || i == 9 {
+            l.checkpoint(name, &public, &sign).unwrap();
+        }
+    }
+    l.checkpoint(name, &public, &sign).unwrap();
+    drop(l);
+    let rep = Ledger::verify(&dir, name, &public).unwrap();
+    assert_eq!((rep.entries, rep.checkpoints, rep.latest_size), (12, 3, 12));
+
+    let log = dir.join("ledger.log");
+    let cps = dir.join("checkpoints.log");
+    let good_log = std::fs::read(&log).unwrap();
+    let good_cps = std::fs::read(&cps).unwrap();
+    let entries = LogFile::entries(&log).unwrap();
+    let frame = |e: &[u8]| {
+        let mut f = (e.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(e);
+        f.extend_from_slice(&merkle::leaf_hash(e));
+        f
+    };
+    let rebuild = |es: &[Vec<u8>]| es.iter().flat_map(|e| frame(e)).collect::<Vec<u8>>();
+    let mut cases: Vec<(&str, Vec<u8>, Vec<u8>, &str)> = Vec::new();
+    let mut b = good_log.clone();
+    b[4 + 10] ^= 1; // a byte inside record 0
+    cases.push(("byte changed", b, good_cps.clone(), "entry 0"));
+    let mut es = entries.clone();
+    es[6] = record(99).canonical(); // rewritten with a valid frame hash
+    cases.push((
+        "record rewritten",
+        rebuild(&es),
+        good_cps.clone(),
+        "entries 5..10",
+    ));
+    let mut es = entries.clone();
+    es.remove(2);
+    cases.push((
+        "record deleted",
+        rebuild(&es),
+        good_cps.clone(),
+        "entries 0..5",
+    ));
+    let mut es = entries.clone();
+    es.swap(7, 8);
+    cases.push((
+        "records swapped",
+        rebuild(&es),
+        good_cps.clone(),
+        "entries 5..10",
+    ));
+    cases.push((
+        "truncated below the last checkpoint",
+        rebuild(&entries[..10]),
+        good_cps.clone(),
+        "log holds 10",
+    ));
+    // The last checkpoint re-signed with another key under the same name.
+    use ed25519_dalek::Signer;
+    let other = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let text = String::from_utf8(good_cps.clone()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let body = last["note"]
+        .as_str()
+        .unwrap()
+        .split("\n\n")
+        .next()
+        .unwrap()
+        .to_string()
+        + "\n";
+    let cp = weightvault::ledger::checkpoint::Checkpoint::verify(
+        last["note"].as_str().unwrap(),
+        name,
+        &public,
+    )
+    .unwrap();
+    let forged = cp.signed_note(
+        name,
+        &other.verifying_key().to_bytes(),
+        &other.sign(body.as_bytes()).to_bytes(),
+    );
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let n = lines.len();
+    lines[n - 1] = serde_json::json!({"size": cp.size, "note": forged}).to_string();
+    cases.push((
+        "checkpoint re-signed",
+        good_log.clone(),
+        (lines.join("\n") + "\n").into_bytes(),
+        "checkpoint 3",
+    ));
+    for (what, l, c, want) in cases {
+        std::fs::write(&log, &l).unwrap();
+        std::fs::write(&cps, &c).unwrap();
+        let e = Ledger::verify(&dir, name, &public).unwrap_err().to_string();
+        assert!(e.contains(want), "{what}: '{e}' lacks '{want}'");
+    }
+    std::fs::write(&log, &good_log).unwrap();
+    std::fs::write(&cps, &good_cps).unwrap();
+    Ledger::verify(&dir, name, &public).unwrap();
+}
