@@ -38,6 +38,9 @@ pub enum LedgerError {
     Verify(String),
 }
 
+/// Signs a checkpoint body with the ledger key (the HSM in production).
+pub type Signer<'a> = dyn Fn(&[u8]) -> Result<[u8; 64], String> + 'a;
+
 /// An open ledger.
 pub struct Ledger {
     dir: PathBuf,
@@ -92,7 +95,7 @@ impl Ledger {
         &self,
         key_name: &str,
         public: &[u8; 32],
-        sign: &dyn Fn(&[u8]) -> Result<[u8; 64], String>,
+        sign: &Signer<'_>,
     ) -> Result<String, LedgerError> {
         let leaves = self.log.leaves();
         let cp = Checkpoint {
