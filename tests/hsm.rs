@@ -217,8 +217,13 @@ fn record(i: u64) -> weightvault::ledger::record::Record {
         model: "acme-frontier".into(),
         revision: Some("r1".into()),
         shards: vec!["model.safetensors".into()],
-        outcome: if i % 3 == 0 { "denied" } else { "allowed" }.into(),
-        failed_checks: if i % 3 == 0 {
+        outcome: if i.is_multiple_of(3) {
+            "denied"
+        } else {
+            "allowed"
+        }
+        .into(),
+        failed_checks: if i.is_multiple_of(3) {
             vec!["licence".into()]
         } else {
             vec![]
