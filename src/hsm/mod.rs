@@ -680,15 +680,19 @@ impl Pkcs11KeyWrap {
         self.with_session(|s, _| ensure_ledger_key(s))
     }
 
+    fn ledger_key(&self, s: &Session, class: ObjectClass) -> Result<ObjectHandle, HsmError> {
+        find_one(s, class, LEDGER_KEY_LABEL)?.ok_or_else(|| {
+            HsmError::TokenMissing(format!(
+                "{} (no ledger signing key: run `weightvault init`)",
+                self.cfg.token_label
+            ))
+        })
+    }
+
     /// The ledger's Ed25519 public key.
     pub fn ledger_public_key(&self) -> Result<[u8; 32], HsmError> {
         self.with_session(|s, _| {
-            let h = find_one(s, ObjectClass::PUBLIC_KEY, LEDGER_KEY_LABEL)?.ok_or_else(|| {
-                HsmError::TokenMissing(format!(
-                    "{} (no ledger signing key: run `weightvault init`)",
-                    self.cfg.token_label
-                ))
-            })?;
+            let h = self.ledger_key(s, ObjectClass::PUBLIC_KEY)?;
             let attrs = s
                 .get_attributes(h, &[AttributeType::EcPoint])
                 .map_err(ck("reading the ledger public key"))?;
@@ -716,12 +720,7 @@ impl Pkcs11KeyWrap {
     /// Signs `msg` with the ledger key (pure Ed25519, CKM_EDDSA).
     pub fn sign_ledger(&self, msg: &[u8]) -> Result<[u8; 64], HsmError> {
         self.with_session(|s, _| {
-            let h = find_one(s, ObjectClass::PRIVATE_KEY, LEDGER_KEY_LABEL)?.ok_or_else(|| {
-                HsmError::TokenMissing(format!(
-                    "{} (no ledger signing key: run `weightvault init`)",
-                    self.cfg.token_label
-                ))
-            })?;
+            let h = self.ledger_key(s, ObjectClass::PRIVATE_KEY)?;
             let sig = s
                 .sign(
                     &Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
