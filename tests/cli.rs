@@ -405,3 +405,79 @@ fn sealed_facts_that_disagree_with_the_inventory_deny() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `open` is recorded in the ledger; checkpoints are signed by the HSM; `audit verify`,
+/// `audit prove` and the offline `audit verify-proof` agree, and a tampered ledger fails.
+#[test]
+fn opens_are_audited() {
+    let tmp = scratch();
+    let v = tmp.path().join("vault");
+    init(&v);
+    let ck = small_checkpoint(&tmp.path().join("ck"), 8, 1000);
+    let (ok, _, err) = seal(&v, ck.to_str().unwrap(), "m", "r1");
+    assert!(ok, "{err}");
+    for i in 0..3 {
+        let out = tmp.path().join(format!("out{i}"));
+        let (ok, stdout, err) = cli(&v, &["open", "m@r1", "--out", out.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        assert!(stdout.contains(&format!("(ledger entry {i})")), "{stdout}");
+    }
+    let (ok, note, err) = cli(&v, &["audit", "checkpoint"]);
+    assert!(ok, "{err}");
+    assert!(note.starts_with("weightvault.local/ledger\n3\n"), "{note}");
+    let (ok, out, _) = cli(&v, &["audit", "show"]);
+    assert!(
+        ok && out.lines().count() == 3 && out.contains("operator-open"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&v, &["audit", "verify"]);
+    assert!(ok && out.contains("3 entries, 1 checkpoints"), "{out}{err}");
+    let (ok, key, _) = cli(&v, &["audit", "public-key"]);
+    assert!(ok);
+    let key = key.trim().to_string();
+    let (ok, proof, err) = cli(&v, &["audit", "prove", "1"]);
+    assert!(ok, "{err}");
+    let pf = tmp.path().join("proof.json");
+    std::fs::write(&pf, &proof).unwrap();
+    // Offline: no vault needed.
+    let (ok, out, err) = cli(
+        &tmp.path().join("no-vault"),
+        &[
+            "audit",
+            "verify-proof",
+            pf.to_str().unwrap(),
+            "--public-key",
+            &key,
+        ],
+    );
+    assert!(
+        ok && out.contains("entry 1 is in the ledger at checkpoint size 3"),
+        "{out}{err}"
+    );
+    let tampered = proof.replacen("operator-open", "operator-opem", 1);
+    std::fs::write(&pf, tampered).unwrap();
+    let (ok, _, _) = cli(
+        &tmp.path().join("no-vault"),
+        &[
+            "audit",
+            "verify-proof",
+            pf.to_str().unwrap(),
+            "--public-key",
+            &key,
+        ],
+    );
+    assert!(!ok, "a tampered proof verified");
+    // Tamper with the stored ledger: audit verify names the entry.
+    let log = v.join("ledger/ledger.log");
+    let mut b = std::fs::read(&log).unwrap();
+    b[20] ^= 1;
+    std::fs::write(&log, b).unwrap();
+    assert_fails(cli(&v, &["audit", "verify"]), "entry 0");
+    // An open that cannot be recorded does not happen.
+    let out = tmp.path().join("refused");
+    assert_fails(
+        cli(&v, &["open", "m@r1", "--out", out.to_str().unwrap()]),
+        "nothing was opened",
+    );
+    assert!(!out.exists());
+}

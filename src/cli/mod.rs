@@ -102,6 +102,143 @@ pub enum Command {
     /// Release policy: dry-run a decision, or validate the policy files
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The release ledger: verify it, sign checkpoints, show entries, prove inclusion
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `weightvault audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every entry and the tree, check every checkpoint signature and the
+    /// consistency between consecutive checkpoints; exit non-zero naming the first problem
+    Verify {
+        /// The checkpoint public key (64 hex digits) [default: read from the HSM]
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
+    },
+    /// Sign a checkpoint of the current tree with the HSM key and print it (for witnesses)
+    Checkpoint,
+    /// Print the ledger's entries
+    Show {
+        /// Print JSON lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an inclusion proof of entry INDEX against the latest checkpoint (JSON)
+    Prove {
+        /// Entry index
+        index: u64,
+    },
+    /// Check a proof from `audit prove` offline, with the public key alone
+    VerifyProof {
+        /// The proof file
+        file: PathBuf,
+        /// The checkpoint public key (64 hex digits)
+        #[arg(long, value_name = "HEX")]
+        public_key: String,
+        /// The checkpoint key name (the ledger origin)
+        #[arg(long, default_value = "weightvault.local/ledger")]
+        key_name: String,
+    },
+    /// Print the checkpoint public key (hex) for auditors
+    PublicKey,
+}
+
+fn parse_key(hex_key: &str) -> Result<[u8; 32]> {
+    hex::decode(hex_key)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!("--public-key must be 64 hex digits (an Ed25519 public key)")
+        })
+}
+
+/// Runs an `audit` command; `vault` opens the vault for the commands that need it
+/// (`verify-proof` works offline without one).
+fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()> {
+    use crate::ledger::Ledger;
+    if let AuditCommand::VerifyProof {
+        file,
+        public_key,
+        key_name,
+    } = &cmd
+    {
+        let p: crate::ledger::InclusionProof = serde_json::from_str(
+            &std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?,
+        )
+        .with_context(|| format!("{}: not a proof from `audit prove`", file.display()))?;
+        let cp = p.verify(key_name, &parse_key(public_key)?)?;
+        println!(
+            "entry {} is in the ledger at checkpoint size {} (signed by {key_name})",
+            p.index, cp.size
+        );
+        return Ok(());
+    }
+    let v = vault()?;
+    let origin = v.config().ledger.origin.clone();
+    match cmd {
+        AuditCommand::VerifyProof { .. } => {}
+        AuditCommand::Verify { public_key } => {
+            let key = match public_key {
+                Some(k) => parse_key(&k)?,
+                None => v.key_wrap()?.ledger_public_key()?,
+            };
+            let r = Ledger::verify(&v.ledger_dir(), &origin, &key)?;
+            println!(
+                "ledger verified: {} entries, {} checkpoints (latest covers {}), {} entries not yet under a checkpoint",
+                r.entries, r.checkpoints, r.latest_size, r.uncovered
+            );
+        }
+        AuditCommand::Checkpoint => {
+            let kw = v.key_wrap()?;
+            let public = kw.ledger_public_key()?;
+            let (l, rec) = v.ledger()?;
+            if rec.discarded_bytes > 0 {
+                eprintln!(
+                    "ledger: discarded a torn final write of {} bytes",
+                    rec.discarded_bytes
+                );
+            }
+            let note = l.checkpoint(&origin, &public, &|m| {
+                kw.sign_ledger(m).map_err(|e| e.to_string())
+            })?;
+            print!("{note}");
+        }
+        AuditCommand::Show { json } => {
+            let entries = crate::ledger::log::LogFile::entries(&v.ledger_dir().join("ledger.log"))?;
+            for (i, e) in entries.iter().enumerate() {
+                let r = crate::ledger::record::Record::parse(e)
+                    .map_err(|w| anyhow::anyhow!("entry {i}: {w}"))?;
+                if json {
+                    println!(
+                        "{{\"index\":{i},\"record\":{}}}",
+                        String::from_utf8_lossy(e)
+                    );
+                } else {
+                    println!(
+                        "{i:>6} {} {:<16} {:<32} {}@{} {} {}",
+                        r.time,
+                        r.kind,
+                        r.requester,
+                        r.model,
+                        r.revision.as_deref().unwrap_or("-"),
+                        r.outcome,
+                        r.failed_checks.join(",")
+                    );
+                }
+            }
+        }
+        AuditCommand::Prove { index } => {
+            let p = Ledger::prove(&v.ledger_dir(), index)?;
+            println!("{}", serde_json::to_string_pretty(&p)?);
+        }
+        AuditCommand::PublicKey => {
+            println!("{}", hex::encode(v.key_wrap()?.ledger_public_key()?));
+        }
+    }
+    Ok(())
 }
 
 /// `weightvault policy ...`
@@ -357,6 +494,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Policy(cmd) => run_policy(cmd, &dir)?,
+        Command::Audit(cmd) => run_audit(cmd, || open_vault(&dir))?,
         Command::Init { hsm_module } => {
             let (v, done) = Vault::init(&dir, hsm_module.as_deref())?;
             for d in done {
@@ -489,11 +627,51 @@ pub fn run(cli: Cli) -> Result<()> {
             let v = open_vault(&dir)?;
             let kw = v.key_wrap()?;
             let rev = v.open_revision(&revision, &kw)?;
+            // Operator decryption is recorded before any plaintext is written; if the ledger
+            // cannot be written, nothing is opened (fail closed).
+            crate::store::check_output(&out, tensor.is_some())?;
+            let (ledger, _) = v
+                .ledger()
+                .context("opening the ledger (nothing was opened)")?;
+            let shards: Vec<String> = match &tensor {
+                Some(t) => vec![format!("tensor:{t}")],
+                None => rev.manifest.files.iter().map(|f| f.path.clone()).collect(),
+            };
+            let index = ledger
+                .append(&crate::ledger::record::Record {
+                    kind: "operator-open".into(),
+                    time: time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .expect("time formats"),
+                    requester: std::env::var("USER").unwrap_or_else(|_| "operator".into()),
+                    requester_kind: "operator".into(),
+                    organisation: None,
+                    nationalities: vec![],
+                    host_id: None,
+                    host_country: None,
+                    host_region: None,
+                    attester: None,
+                    source: None,
+                    model: rev.manifest.model.clone(),
+                    revision: Some(rev.manifest.revision.clone()),
+                    shards,
+                    outcome: "allowed".into(),
+                    failed_checks: vec![],
+                    authority: None,
+                    codeword: None,
+                    bytes: None,
+                    follows: None,
+                })
+                .context("recording the open in the ledger (nothing was opened)")?;
             match tensor {
                 Some(name) => {
                     rev.open_tensor_to(&name, &out)
                         .with_context(|| format!("writing tensor {name}"))?;
-                    println!("{}: wrote tensor {name} to {}", rev.label, out.display());
+                    println!(
+                        "{}: wrote tensor {name} to {} (ledger entry {index})",
+                        rev.label,
+                        out.display()
+                    );
                 }
                 None => {
                     let bars = Bars::new(cli.quiet);
@@ -507,7 +685,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     )?;
                     bars.bar.finish_and_clear();
                     println!(
-                        "{}: wrote {} files ({}) to {} in {:.2}s",
+                        "{}: wrote {} files ({}) to {} in {:.2}s (ledger entry {index})",
                         rev.label,
                         rev.files.len(),
                         human(rev.total_bytes()),

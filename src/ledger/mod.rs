@@ -54,6 +54,47 @@ struct CheckpointLine {
     note: String,
 }
 
+/// A self-contained inclusion proof, checkable offline with the public key alone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InclusionProof {
+    /// Entry index.
+    pub index: u64,
+    /// The record (canonical JSON).
+    pub entry: String,
+    /// Audit path, hex.
+    pub proof: Vec<String>,
+    /// The signed checkpoint note it is against.
+    pub checkpoint: String,
+}
+
+impl InclusionProof {
+    /// Checks the checkpoint signature and the path; returns the checkpoint.
+    pub fn verify(&self, key_name: &str, public: &[u8; 32]) -> Result<Checkpoint, LedgerError> {
+        let cp = Checkpoint::verify(&self.checkpoint, key_name, public)
+            .map_err(|e| LedgerError::Verify(e.to_string()))?;
+        let proof: Vec<merkle::Hash> = self
+            .proof
+            .iter()
+            .map(|h| hex::decode(h).ok().and_then(|v| v.try_into().ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| LedgerError::Verify("proof node is not a 32-byte hex hash".into()))?;
+        if merkle::verify_inclusion(
+            self.index,
+            cp.size,
+            &merkle::leaf_hash(self.entry.as_bytes()),
+            &proof,
+            &cp.root,
+        ) {
+            Ok(cp)
+        } else {
+            Err(LedgerError::Verify(format!(
+                "entry {} is not in the tree of checkpoint size {}",
+                self.index, cp.size
+            )))
+        }
+    }
+}
+
 /// What `verify` checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -205,6 +246,36 @@ impl Ledger {
             checkpoints: n,
             latest_size: latest,
             uncovered: leaves.len() as u64 - latest,
+        })
+    }
+
+    /// An inclusion proof of entry `index` against the latest stored checkpoint.
+    pub fn prove(dir: &Path, index: u64) -> Result<InclusionProof, LedgerError> {
+        let entries = log::LogFile::entries(&dir.join("ledger.log"))?;
+        let path = dir.join("checkpoints.log");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| LedgerError::Io { path, source: e })?;
+        let last = text.lines().last().ok_or_else(|| {
+            LedgerError::Verify("no checkpoint yet: run `weightvault audit checkpoint`".into())
+        })?;
+        let cl: CheckpointLine = serde_json::from_str(last)
+            .map_err(|e| LedgerError::Verify(format!("last checkpoint: {e}")))?;
+        if index >= cl.size {
+            return Err(LedgerError::Verify(format!(
+                "entry {index} is not covered by the latest checkpoint (size {}); make a new checkpoint first",
+                cl.size
+            )));
+        }
+        let leaves: Vec<merkle::Hash> = entries[..cl.size as usize]
+            .iter()
+            .map(|e| merkle::leaf_hash(e))
+            .collect();
+        let proof = merkle::inclusion_proof(&leaves, index).expect("index < size");
+        Ok(InclusionProof {
+            index,
+            entry: String::from_utf8_lossy(&entries[index as usize]).into_owned(),
+            proof: proof.iter().map(hex::encode).collect(),
+            checkpoint: cl.note,
         })
     }
 

@@ -180,6 +180,30 @@ pub struct VaultConfig {
     /// Sealing settings.
     #[serde(default)]
     pub seal: SealSection,
+    /// Ledger settings.
+    #[serde(default)]
+    pub ledger: LedgerSection,
+}
+
+/// `[ledger]` in `vault.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// Checkpoint origin line and signing key name.
+    #[serde(default = "default_origin")]
+    pub origin: String,
+}
+
+fn default_origin() -> String {
+    "weightvault.local/ledger".into()
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        Self {
+            origin: default_origin(),
+        }
+    }
 }
 
 /// Training facts recorded at seal time (the model inventory's classification inputs).
@@ -398,6 +422,7 @@ impl Vault {
                     lock_file: "hsm/token.lock".into(),
                 },
                 seal: SealSection::default(),
+                ledger: LedgerSection::default(),
             };
             let text = format!(
                 "# weightvault vault configuration (made by `weightvault init`).\n\
@@ -573,6 +598,19 @@ impl Vault {
             softhsm2_conf: h.softhsm2_conf.as_deref().map(|p| self.resolve(p)),
             lock_file: self.resolve(&h.lock_file),
         })
+    }
+
+    /// Opens the vault's ledger (`<vault>/ledger`).
+    pub fn ledger(
+        &self,
+    ) -> Result<(crate::ledger::Ledger, crate::ledger::log::Recovery), crate::ledger::LedgerError>
+    {
+        crate::ledger::Ledger::open(&self.ledger_dir(), &self.config.ledger.origin)
+    }
+
+    /// Where the ledger lives.
+    pub fn ledger_dir(&self) -> PathBuf {
+        self.dir.join("ledger")
     }
 
     /// Logs in to the HSM.
@@ -1148,12 +1186,7 @@ impl OpenedRevision {
             shape,
             offsets: (s, e),
         } = self.find_tensor(name)?;
-        if out.exists() {
-            return Err(StoreError::BadInput(format!(
-                "{} exists already; give a new file name",
-                out.display()
-            )));
-        }
+        check_output(out, true)?;
         let f = &self.files[i].1;
         let mut tensors = serde_json::Map::new();
         tensors.insert(
@@ -1217,8 +1250,18 @@ fn create_private_file(p: &Path) -> Result<File, StoreError> {
         .map_err(|e| StoreError::io("creating", p, e))
 }
 
-/// Checks `out` is absent or an empty directory and makes a staging directory beside it.
-fn prepare_output(out: &Path) -> Result<PathBuf, StoreError> {
+/// Checks that `out` can receive an `open`: for a directory, absent or empty; for a single
+/// file (`--tensor`), absent.
+pub fn check_output(out: &Path, single_file: bool) -> Result<(), StoreError> {
+    if single_file {
+        if out.exists() {
+            return Err(StoreError::BadInput(format!(
+                "{} exists already; give a new file name",
+                out.display()
+            )));
+        }
+        return Ok(());
+    }
     if out.exists() {
         let empty = out.is_dir()
             && std::fs::read_dir(out)
@@ -1232,6 +1275,12 @@ fn prepare_output(out: &Path) -> Result<PathBuf, StoreError> {
             )));
         }
     }
+    Ok(())
+}
+
+/// Checks `out` is absent or an empty directory and makes a staging directory beside it.
+fn prepare_output(out: &Path) -> Result<PathBuf, StoreError> {
+    check_output(out, false)?;
     let name = out.file_name().ok_or_else(|| {
         StoreError::BadInput(format!("{}: not a usable output directory", out.display()))
     })?;
