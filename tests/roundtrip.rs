@@ -246,3 +246,30 @@ fn bad_inputs_are_refused_before_anything_is_written() {
         .to_string();
     assert!(e.contains("already sealed"), "{e}");
 }
+
+#[test]
+fn a_failed_tensor_open_leaves_no_file() {
+    let sh = shared();
+    let tmp = scratch();
+    let src = tmp.path().join("t.safetensors");
+    write_safetensors(&src, &[("w", Dtype::F32, vec![4000], bytes(9, 16_000))]);
+    let v = sh.vault(4096);
+    v.seal(&src, &req("tensorfail", "r1"), &sh.kw, &()).unwrap();
+    // Damage the last chunk: the tensor's first chunks are written before the failure.
+    let sealed = sh
+        .vault_dir()
+        .join("models/tensorfail/r1/files/t.safetensors.sealed");
+    let mut b = std::fs::read(&sealed).unwrap();
+    let n = b.len();
+    b[n - 10] ^= 1;
+    std::fs::write(&sealed, b).unwrap();
+    let r = v.open_revision(&rref("tensorfail@r1"), &sh.kw).unwrap();
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let e = r
+        .open_tensor_to("w", &out_dir.join("w.safetensors"))
+        .unwrap_err();
+    assert!(e.to_string().contains("failed authentication"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert!(left.is_empty(), "a failed tensor open left {left:?}");
+}

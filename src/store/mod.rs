@@ -358,7 +358,12 @@ struct Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
+            // A staging directory (seal, open) or a single staging file (open --tensor).
+            if self.path.is_dir() {
+                let _ = std::fs::remove_dir_all(&self.path);
+            } else {
+                let _ = std::fs::remove_file(&self.path);
+            }
         }
     }
 }
@@ -1145,7 +1150,7 @@ impl OpenedRevision {
             }
             let file = create_private_file(&dst)?;
             let meta = &f.header().meta;
-            file.write_all_at_(meta, &dst)?;
+            write_head(&file, meta, &dst)?;
             f.decrypt_into(&file, &dst, meta.len() as u64, threads, progress)?;
             file.set_len(meta.len() as u64 + f.header().plaintext_len)
                 .map_err(|err| StoreError::io("writing", &dst, err))?;
@@ -1209,7 +1214,7 @@ impl OpenedRevision {
         let file = create_private_file(&tmp)?;
         let mut head = (json.len() as u64).to_le_bytes().to_vec();
         head.extend_from_slice(&json);
-        file.write_all_at_(&head, &tmp)?;
+        write_head(&file, &head, &tmp)?;
         f.copy_range_into(s as u64, e as u64, &file, &tmp, head.len() as u64)?;
         file.sync_all()
             .map_err(|err| StoreError::io("syncing", &tmp, err))?;
@@ -1220,15 +1225,11 @@ impl OpenedRevision {
     }
 }
 
-trait WriteAt {
-    fn write_all_at_(&self, b: &[u8], p: &Path) -> Result<(), StoreError>;
-}
-impl WriteAt for File {
-    fn write_all_at_(&self, b: &[u8], p: &Path) -> Result<(), StoreError> {
-        use std::os::unix::fs::FileExt;
-        self.write_all_at(b, 0)
-            .map_err(|e| StoreError::io("writing", p, e))
-    }
+/// Writes `b` at the start of `file` (the clear safetensors header before the tensor data).
+fn write_head(file: &File, b: &[u8], p: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(b, 0)
+        .map_err(|e| StoreError::io("writing", p, e))
 }
 
 fn create_private_dir(p: &Path) -> Result<(), StoreError> {
