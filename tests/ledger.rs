@@ -70,6 +70,11 @@ fn a_torn_tail_is_discarded_at_every_byte_and_said() {
     for cut in start + 1..full.len() {
         let p = tmp.path().join("cut.log");
         std::fs::write(&p, &full[..cut]).unwrap();
+        // A reader (the auditor) is told of the torn write rather than skipping it.
+        assert!(
+            matches!(LogFile::entries(&p), Err(LogError::Torn { index: 9, .. })),
+            "cut at {cut}"
+        );
         let (log, rec) = LogFile::open(&p).unwrap();
         assert_eq!(rec.entries, 9, "cut at {cut}");
         assert_eq!(rec.discarded_bytes, (cut - start) as u64);

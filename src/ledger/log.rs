@@ -47,9 +47,61 @@ pub enum LogError {
         /// Byte offset of its frame.
         offset: u64,
     },
+    /// The final write is incomplete (a crash; reopening the log discards it).
+    #[error("ledger {path}: a torn final write of {bytes} bytes after entry {index} — a crash; reopening the ledger discards it")]
+    Torn {
+        /// Log path.
+        path: PathBuf,
+        /// Entries before it.
+        index: u64,
+        /// Bytes of the torn write.
+        bytes: u64,
+    },
     /// Entry too large.
     #[error("ledger entry of {0} bytes exceeds {MAX_ENTRY}")]
     TooLarge(usize),
+}
+
+/// The frames of a log file: each entry's byte range and leaf hash, and where the valid frames
+/// end. A bad frame followed by more data is alteration (an error); an incomplete or
+/// mismatching final frame is a torn write, left after `end`.
+struct Scan {
+    frames: Vec<(std::ops::Range<usize>, Hash)>,
+    end: usize,
+}
+
+fn scan(path: &Path, bytes: &[u8]) -> Result<Scan, LogError> {
+    let corrupt = |index: usize, offset: usize| LogError::Corrupt {
+        path: path.into(),
+        index: index as u64,
+        offset: offset as u64,
+    };
+    let n = bytes.len();
+    let mut frames = Vec::new();
+    let mut off = 0usize;
+    while n - off >= 4 {
+        let len = u32::from_be_bytes(bytes[off..off + 4].try_into().expect("4")) as usize;
+        let end = off + 4 + len + 32;
+        if len > MAX_ENTRY || end > n {
+            // An incomplete final frame (or a length field torn mid-write) is a torn tail,
+            // unless a plausible frame continues after it, which means alteration.
+            if len > MAX_ENTRY && end <= n {
+                return Err(corrupt(frames.len(), off));
+            }
+            break;
+        }
+        let entry = off + 4..off + 4 + len;
+        let h = leaf_hash(&bytes[entry.clone()]);
+        if h[..] != bytes[off + 4 + len..end] {
+            if end == n {
+                break; // the last frame was torn: its bytes are not all there
+            }
+            return Err(corrupt(frames.len(), off));
+        }
+        frames.push((entry, h));
+        off = end;
+    }
+    Ok(Scan { frames, end: off })
 }
 
 /// What reopening found.
@@ -97,42 +149,9 @@ impl LogFile {
             .open(path)
             .map_err(|e| io("opening", e))?;
         let bytes = std::fs::read(path).map_err(|e| io("reading", e))?;
-        let mut leaves = Vec::new();
-        let mut off = 0usize;
-        let n = bytes.len();
-        while off < n {
-            if n - off < 4 {
-                break;
-            }
-            let len = u32::from_be_bytes(bytes[off..off + 4].try_into().expect("4")) as usize;
-            let end = off + 4 + len + 32;
-            if len > MAX_ENTRY || end > n {
-                // Incomplete final frame (or a length field torn mid-write): a torn tail,
-                // unless a plausible frame continues after it, which means alteration.
-                if len > MAX_ENTRY && end <= n {
-                    return Err(LogError::Corrupt {
-                        path: path.into(),
-                        index: leaves.len() as u64,
-                        offset: off as u64,
-                    });
-                }
-                break;
-            }
-            let entry = &bytes[off + 4..off + 4 + len];
-            let h = leaf_hash(entry);
-            if h[..] != bytes[off + 4 + len..end] {
-                if end == n {
-                    break; // the last frame was torn: its bytes are not all there
-                }
-                return Err(LogError::Corrupt {
-                    path: path.into(),
-                    index: leaves.len() as u64,
-                    offset: off as u64,
-                });
-            }
-            leaves.push(h);
-            off = end;
-        }
+        let scan = scan(path, &bytes)?;
+        let leaves: Vec<Hash> = scan.frames.iter().map(|(_, h)| *h).collect();
+        let (n, off) = (bytes.len(), scan.end);
         let discarded = (n - off) as u64;
         if discarded > 0 {
             file.flush().map_err(|e| io("flushing", e))?;
@@ -235,32 +254,26 @@ impl LogFile {
         self.len() == 0
     }
 
-    /// Reads every entry back (for verification and `audit show`).
+    /// Reads every entry back (for verification and `audit show`). A torn final write (a
+    /// crash the log was not reopened after) is reported, not skipped.
     pub fn entries(path: &Path) -> Result<Vec<Vec<u8>>, LogError> {
         let bytes = std::fs::read(path).map_err(|e| LogError::Io {
             path: path.into(),
             action: "reading",
             source: e,
         })?;
-        let mut out = Vec::new();
-        let mut off = 0;
-        while off + 4 <= bytes.len() {
-            let len = u32::from_be_bytes(bytes[off..off + 4].try_into().expect("4")) as usize;
-            let end = off + 4 + len + 32;
-            if end > bytes.len() {
-                break;
-            }
-            let e = &bytes[off + 4..off + 4 + len];
-            if leaf_hash(e)[..] != bytes[off + 4 + len..end] {
-                return Err(LogError::Corrupt {
-                    path: path.into(),
-                    index: out.len() as u64,
-                    offset: off as u64,
-                });
-            }
-            out.push(e.to_vec());
-            off = end;
+        let scan = scan(path, &bytes)?;
+        if scan.end < bytes.len() {
+            return Err(LogError::Torn {
+                path: path.into(),
+                index: scan.frames.len() as u64,
+                bytes: (bytes.len() - scan.end) as u64,
+            });
         }
-        Ok(out)
+        Ok(scan
+            .frames
+            .into_iter()
+            .map(|(r, _)| bytes[r].to_vec())
+            .collect())
     }
 }

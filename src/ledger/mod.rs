@@ -95,6 +95,23 @@ impl InclusionProof {
     }
 }
 
+/// Every stored checkpoint line, in order (none when the file does not exist yet).
+fn read_checkpoints(dir: &Path) -> Result<Vec<CheckpointLine>, LedgerError> {
+    let path = dir.join("checkpoints.log");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(LedgerError::Io { path, source: e }),
+    };
+    text.lines()
+        .enumerate()
+        .map(|(k, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| LedgerError::Verify(format!("checkpoint line {}: {e}", k + 1)))
+        })
+        .collect()
+}
+
 /// What `verify` checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -183,17 +200,9 @@ impl Ledger {
             })?;
         }
         let leaves: Vec<merkle::Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-        let path = dir.join("checkpoints.log");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(LedgerError::Io { path, source: e }),
-        };
         let mut prev: Option<Checkpoint> = None;
         let mut n = 0;
-        for (k, line) in text.lines().enumerate() {
-            let cl: CheckpointLine = serde_json::from_str(line)
-                .map_err(|e| LedgerError::Verify(format!("checkpoint line {}: {e}", k + 1)))?;
+        for (k, cl) in read_checkpoints(dir)?.into_iter().enumerate() {
             let cp = Checkpoint::verify(&cl.note, key_name, public).map_err(|e| {
                 LedgerError::Verify(format!("checkpoint {} (size {}): {e}", k + 1, cl.size))
             })?;
@@ -252,14 +261,9 @@ impl Ledger {
     /// An inclusion proof of entry `index` against the latest stored checkpoint.
     pub fn prove(dir: &Path, index: u64) -> Result<InclusionProof, LedgerError> {
         let entries = log::LogFile::entries(&dir.join("ledger.log"))?;
-        let path = dir.join("checkpoints.log");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| LedgerError::Io { path, source: e })?;
-        let last = text.lines().last().ok_or_else(|| {
+        let cl = read_checkpoints(dir)?.pop().ok_or_else(|| {
             LedgerError::Verify("no checkpoint yet: run `weightvault audit checkpoint`".into())
         })?;
-        let cl: CheckpointLine = serde_json::from_str(last)
-            .map_err(|e| LedgerError::Verify(format!("last checkpoint: {e}")))?;
         if index >= cl.size {
             return Err(LedgerError::Verify(format!(
                 "entry {index} is not covered by the latest checkpoint (size {}); make a new checkpoint first",
