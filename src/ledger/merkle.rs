@@ -37,71 +37,169 @@ fn split(n: u64) -> u64 {
     1 << (63 - (n - 1).leading_zeros())
 }
 
-/// MTH over leaf hashes (RFC 6962 §2.1).
-pub fn root(leaves: &[Hash]) -> Hash {
+/// Where the hashes of complete, aligned subtrees come from: level `k`, index `j` is the root
+/// of leaves `j·2^k .. (j+1)·2^k`. A slice of leaves computes them; [`Levels`] and the
+/// segmented log look them up, which makes every tree head and proof O(log² n).
+pub trait Subtrees {
+    /// The root of complete subtree `index` at `level`; only asked for subtrees that exist.
+    fn subtree(&self, level: u32, index: u64) -> Hash;
+}
+
+impl Subtrees for [Hash] {
+    fn subtree(&self, level: u32, index: u64) -> Hash {
+        let a = (index << level) as usize;
+        root_of(&self[a..a + (1usize << level)])
+    }
+}
+
+fn root_of(leaves: &[Hash]) -> Hash {
     match leaves.len() {
         0 => empty_root(),
         1 => leaves[0],
         n => {
             let k = split(n as u64) as usize;
-            node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
+            node_hash(&root_of(&leaves[..k]), &root_of(&leaves[k..]))
         }
     }
 }
 
-/// Inclusion proof (audit path) of leaf `index` in the tree of `leaves` (RFC 6962 §2.1.1).
-pub fn inclusion_proof(leaves: &[Hash], index: u64) -> Option<Vec<Hash>> {
-    if index >= leaves.len() as u64 {
+/// MTH of leaves `a..b` (RFC 6962 §2.1). Every left part of a split is a complete aligned
+/// subtree, so this costs O(log n) lookups.
+pub fn range_root<S: Subtrees + ?Sized>(s: &S, a: u64, b: u64) -> Hash {
+    let n = b - a;
+    if n == 0 {
+        return empty_root();
+    }
+    if n.is_power_of_two() && a.is_multiple_of(n) {
+        return s.subtree(n.trailing_zeros(), a >> n.trailing_zeros());
+    }
+    let k = split(n);
+    node_hash(&range_root(s, a, a + k), &range_root(s, a + k, b))
+}
+
+/// MTH over leaf hashes (RFC 6962 §2.1).
+pub fn root(leaves: &[Hash]) -> Hash {
+    root_of(leaves)
+}
+
+/// Inclusion proof (audit path) of leaf `index` in the tree of the first `size` leaves of `s`
+/// (RFC 6962 §2.1.1).
+pub fn inclusion_proof_in<S: Subtrees + ?Sized>(s: &S, index: u64, size: u64) -> Option<Vec<Hash>> {
+    if index >= size {
         return None;
     }
-    fn path(leaves: &[Hash], m: usize, out: &mut Vec<Hash>) {
-        let n = leaves.len();
-        if n <= 1 {
-            return;
-        }
-        let k = split(n as u64) as usize;
-        if m < k {
-            path(&leaves[..k], m, out);
-            out.push(root(&leaves[k..]));
+    let mut out = Vec::new();
+    let (mut a, mut b) = (0, size);
+    // Walk down, collecting siblings top first, then reverse to leaf-first order.
+    while b - a > 1 {
+        let k = split(b - a);
+        if index < a + k {
+            out.push(range_root(s, a + k, b));
+            b = a + k;
         } else {
-            path(&leaves[k..], m - k, out);
-            out.push(root(&leaves[..k]));
+            out.push(range_root(s, a, a + k));
+            a += k;
         }
     }
+    out.reverse();
+    Some(out)
+}
+
+/// Inclusion proof (audit path) of leaf `index` in the tree of `leaves` (RFC 6962 §2.1.1).
+pub fn inclusion_proof(leaves: &[Hash], index: u64) -> Option<Vec<Hash>> {
+    inclusion_proof_in(leaves, index, leaves.len() as u64)
+}
+
+/// Consistency proof between the trees of the first `old` and the first `size` leaves of `s`
+/// (RFC 6962 §2.1.2).
+pub fn consistency_proof_in<S: Subtrees + ?Sized>(s: &S, old: u64, size: u64) -> Option<Vec<Hash>> {
+    if old > size {
+        return None;
+    }
+    if old == 0 || old == size {
+        return Some(vec![]);
+    }
     let mut out = Vec::new();
-    path(leaves, index as usize, &mut out);
+    let (mut a, mut b, mut complete) = (0, size, true);
+    let m = old;
+    loop {
+        if m == b {
+            if !complete {
+                out.push(range_root(s, a, b));
+            }
+            break;
+        }
+        let k = split(b - a);
+        if m <= a + k {
+            out.push(range_root(s, a + k, b));
+            b = a + k;
+        } else {
+            out.push(range_root(s, a, a + k));
+            a += k;
+            complete = false;
+        }
+    }
+    // Collected top-down; the RFC lists them bottom-up.
+    out.reverse();
     Some(out)
 }
 
 /// Consistency proof between the first `old` leaves and all of `leaves` (RFC 6962 §2.1.2).
 pub fn consistency_proof(leaves: &[Hash], old: u64) -> Option<Vec<Hash>> {
-    let n = leaves.len() as u64;
-    if old > n {
-        return None;
-    }
-    if old == 0 || old == n {
-        return Some(vec![]);
-    }
-    fn subproof(m: usize, leaves: &[Hash], complete: bool, out: &mut Vec<Hash>) {
-        let n = leaves.len();
-        if m == n {
-            if !complete {
-                out.push(root(leaves));
+    consistency_proof_in(leaves, old, leaves.len() as u64)
+}
+
+/// Hashes of complete, aligned subtrees, kept as leaves arrive: level 0 holds the leaves,
+/// level `k` the root of every complete run of `2^k` of them (about 2n hashes in all).
+#[derive(Debug, Default, Clone)]
+pub struct Levels {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Levels {
+    /// Adds the next leaf, completing any subtrees it closes.
+    pub fn push(&mut self, leaf: Hash) {
+        if self.levels.is_empty() {
+            self.levels.push(Vec::new());
+        }
+        self.levels[0].push(leaf);
+        let mut k = 0;
+        while self.levels[k].len().is_multiple_of(2) {
+            let n = self.levels[k].len();
+            let h = node_hash(&self.levels[k][n - 2], &self.levels[k][n - 1]);
+            if self.levels.len() == k + 1 {
+                self.levels.push(Vec::new());
             }
-            return;
-        }
-        let k = split(n as u64) as usize;
-        if m <= k {
-            subproof(m, &leaves[..k], complete, out);
-            out.push(root(&leaves[k..]));
-        } else {
-            subproof(m - k, &leaves[k..], false, out);
-            out.push(root(&leaves[..k]));
+            self.levels[k + 1].push(h);
+            k += 1;
         }
     }
-    let mut out = Vec::new();
-    subproof(old as usize, leaves, true, &mut out);
-    Some(out)
+
+    /// Number of leaves.
+    pub fn len(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    /// Whether there is no leaf.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The root of all leaves.
+    pub fn root(&self) -> Hash {
+        range_root(self, 0, self.len())
+    }
+
+    /// The leaf hashes.
+    pub fn leaves(&self) -> &[Hash] {
+        self.levels.first().map_or(&[], |l| l)
+    }
+}
+
+impl Subtrees for Levels {
+    fn subtree(&self, level: u32, index: u64) -> Hash {
+        self.levels[level as usize][index as usize]
+    }
 }
 
 /// Verifies an inclusion proof (RFC 9162 §2.1.3.2).
@@ -226,6 +324,133 @@ mod tests {
             hex::encode(empty_root()),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    /// Known answers of transparency-dev/merkle (proof/verify_test.go), from Certificate
+    /// Transparency's reference tests: (1-based leaf or old size, tree size, expected proof).
+    const KNOWN_INCLUSION: &[(u64, u64, &[&str])] = &[
+        (1, 1, &[]),
+        (
+            1,
+            8,
+            &[
+                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+            ],
+        ),
+        (
+            6,
+            8,
+            &[
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
+        (
+            3,
+            3,
+            &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
+        ),
+        (
+            2,
+            5,
+            &[
+                "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            ],
+        ),
+    ];
+
+    const KNOWN_CONSISTENCY: &[(u64, u64, &[&str])] = &[
+        (1, 1, &[]),
+        (
+            1,
+            8,
+            &[
+                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+            ],
+        ),
+        (
+            6,
+            8,
+            &[
+                "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
+        (
+            2,
+            5,
+            &[
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            ],
+        ),
+        (
+            6,
+            7,
+            &[
+                "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
+    ];
+
+    #[test]
+    fn known_inclusion_and_consistency_proofs() {
+        let l = ct_leaves();
+        let mut lv = Levels::default();
+        l.iter().for_each(|h| lv.push(*h));
+        let hexes = |p: Vec<Hash>| p.iter().map(hex::encode).collect::<Vec<_>>();
+        for (leaf, size, want) in KNOWN_INCLUSION {
+            let (i, n) = (leaf - 1, *size);
+            let t = &l[..n as usize];
+            let p = inclusion_proof(t, i).unwrap();
+            assert_eq!(hexes(p.clone()), *want, "inclusion {leaf}/{size}");
+            assert_eq!(inclusion_proof_in(&lv, i, n).unwrap(), p);
+            assert!(verify_inclusion(i, n, &l[i as usize], &p, &root(t)));
+        }
+        for (old, size, want) in KNOWN_CONSISTENCY {
+            let t = &l[..*size as usize];
+            let p = consistency_proof(t, *old).unwrap();
+            assert_eq!(hexes(p.clone()), *want, "consistency {old}->{size}");
+            assert_eq!(consistency_proof_in(&lv, *old, *size).unwrap(), p);
+            assert!(verify_consistency(
+                *old,
+                *size,
+                &root(&l[..*old as usize]),
+                &root(t),
+                &p
+            ));
+        }
+    }
+
+    #[test]
+    fn cached_subtrees_give_the_same_heads_and_proofs() {
+        let leaves: Vec<Hash> = (0..300u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut lv = Levels::default();
+        for (n, l) in leaves.iter().enumerate() {
+            lv.push(*l);
+            let n = n as u64 + 1;
+            assert_eq!(lv.root(), root(&leaves[..n as usize]), "root {n}");
+            for i in (0..n).step_by(7) {
+                assert_eq!(
+                    inclusion_proof_in(&lv, i, n),
+                    inclusion_proof(&leaves[..n as usize], i)
+                );
+                assert_eq!(
+                    consistency_proof_in(&lv, i, n),
+                    consistency_proof(&leaves[..n as usize], i)
+                );
+            }
+        }
     }
 
     #[test]
