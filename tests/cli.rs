@@ -431,7 +431,35 @@ fn opens_are_audited() {
         "{out}"
     );
     let (ok, out, err) = cli(&v, &["audit", "verify"]);
-    assert!(ok && out.contains("3 entries, 1 checkpoints"), "{out}{err}");
+    assert!(
+        ok && out.contains("3 entries (0 closed segments), 1 checkpoints"),
+        "{out}{err}"
+    );
+    // Filters: by model, requester and time; JSON lines carry the index.
+    let (ok, out, err) = cli(&v, &["audit", "show", "--model", "m", "--json"]);
+    assert!(ok && out.lines().count() == 3, "{out}{err}");
+    assert!(
+        out.starts_with("{\"index\":0,\"record\":{\"kind\":\"operator-open\""),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&v, &["audit", "show", "--model", "other"]);
+    assert!(ok && out.is_empty(), "{out}");
+    let (ok, out, _) = cli(&v, &["audit", "show", "--requester", "nobody@example"]);
+    assert!(ok && out.is_empty(), "{out}");
+    let (ok, out, _) = cli(&v, &["audit", "show", "--since", "2000-01-01"]);
+    assert!(ok && out.lines().count() == 3, "{out}");
+    let (ok, out, _) = cli(&v, &["audit", "show", "--since", "2999-01-01T00:00:00Z"]);
+    assert!(ok && out.is_empty(), "{out}");
+    assert_fails(
+        cli(&v, &["audit", "show", "--since", "yesterday"]),
+        "expected an RFC 3339 time",
+    );
+    // A witness holding the checkpoint of size 1 gets a consistency proof to the latest.
+    let (ok, out, err) = cli(&v, &["audit", "consistency", "--from", "1"]);
+    assert!(ok, "{err}");
+    let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(c["old_size"], 1);
+    assert_eq!(c["proof"].as_array().unwrap().len(), 2, "{c}");
     let (ok, key, _) = cli(&v, &["audit", "public-key"]);
     assert!(ok);
     let key = key.trim().to_string();
@@ -468,7 +496,7 @@ fn opens_are_audited() {
     );
     assert!(!ok, "a tampered proof verified");
     // Tamper with the stored ledger: audit verify names the entry.
-    let log = v.join("ledger/ledger.log");
+    let log = v.join(format!("ledger/segments/seg-{:020}.log", 0));
     let mut b = std::fs::read(&log).unwrap();
     b[20] ^= 1;
     std::fs::write(&log, b).unwrap();

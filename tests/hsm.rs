@@ -201,53 +201,20 @@ fn checkpoints_are_signed_by_the_hsm_and_verify_offline() {
         .unwrap();
 }
 
-fn record(i: u64) -> weightvault::ledger::record::Record {
-    weightvault::ledger::record::Record {
-        kind: "release-decision".into(),
-        time: "2026-06-01T12:00:00Z".into(),
-        requester: format!("user{i}@acme.example"),
-        requester_kind: "person".into(),
-        organisation: Some("acme".into()),
-        nationalities: vec!["US".into()],
-        host_id: Some(format!("host-{i}")),
-        host_country: Some("US".into()),
-        host_region: Some("east".into()),
-        attester: Some("weightvault-test-attester".into()),
-        source: Some("8.8.8.8".into()),
-        model: "acme-frontier".into(),
-        revision: Some("r1".into()),
-        shards: vec!["model.safetensors".into()],
-        outcome: if i.is_multiple_of(3) {
-            "denied"
-        } else {
-            "allowed"
-        }
-        .into(),
-        failed_checks: if i.is_multiple_of(3) {
-            vec!["licence".into()]
-        } else {
-            vec![]
-        },
-        authority: None,
-        codeword: None,
-        bytes: None,
-        follows: None,
-    }
-}
-
 /// `verify` catches every kind of tampering with the stored ledger.
 #[test]
 fn ledger_tampering_is_detected() {
-    use weightvault::ledger::{log::LogFile, merkle, Ledger};
+    use weightvault::ledger::{merkle, Ledger};
     let sh = shared();
     let public = sh.kw.ledger_public_key().unwrap();
     let name = "weightvault.test/ledger";
     let sign = |m: &[u8]| sh.kw.sign_ledger(m).map_err(|e| e.to_string());
     let tmp = common::scratch();
     let dir = tmp.path().join("ledger");
-    let (l, _) = Ledger::open(&dir, name).unwrap();
+    // Segments of 4 entries: 12 entries fill three closed (write-once) segments.
+    let (l, _) = Ledger::open_with(&dir, name, 2).unwrap();
     for i in 0..12 {
-        assert_eq!(l.append(&record(i)).unwrap(), i);
+        assert_eq!(l.append(&common::record(i)).unwrap(), i);
         if i == 4 || i == 9 {
             l.checkpoint(name, &public, &sign).unwrap();
         }
@@ -255,26 +222,90 @@ fn ledger_tampering_is_detected() {
     l.checkpoint(name, &public, &sign).unwrap();
     drop(l);
     let rep = Ledger::verify(&dir, name, &public).unwrap();
-    assert_eq!((rep.entries, rep.checkpoints, rep.latest_size), (12, 3, 12));
+    assert_eq!(
+        (
+            rep.entries,
+            rep.closed_segments,
+            rep.checkpoints,
+            rep.latest_size
+        ),
+        (12, 3, 3, 12)
+    );
 
-    let log = dir.join("ledger.log");
+    // The log as a list of segment files (name, bytes).
+    type Segs = Vec<(String, Vec<u8>)>;
+    let segdir = dir.join("segments");
+    let read_segs = || -> Segs {
+        let mut v: Segs = std::fs::read_dir(&segdir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let write_segs = |segs: &Segs| {
+        std::fs::remove_dir_all(&segdir).unwrap();
+        std::fs::create_dir(&segdir).unwrap();
+        for (n, b) in segs {
+            std::fs::write(segdir.join(n), b).unwrap();
+        }
+    };
     let cps = dir.join("checkpoints.log");
-    let good_log = std::fs::read(&log).unwrap();
+    let good_log = read_segs();
+    assert_eq!(good_log.len(), 4, "three closed segments and the open one");
     let good_cps = std::fs::read(&cps).unwrap();
-    let entries = LogFile::entries(&log).unwrap();
+    let mut entries = Vec::new();
+    Ledger::entries(&dir, &mut |_, e| {
+        entries.push(e.to_vec());
+        Ok(())
+    })
+    .unwrap();
     let frame = |e: &[u8]| {
         let mut f = (e.len() as u32).to_be_bytes().to_vec();
         f.extend_from_slice(e);
         f.extend_from_slice(&merkle::leaf_hash(e));
         f
     };
-    let rebuild = |es: &[Vec<u8>]| es.iter().flat_map(|e| frame(e)).collect::<Vec<u8>>();
-    let mut cases: Vec<(&str, Vec<u8>, Vec<u8>, &str)> = Vec::new();
+    // Entries re-framed (valid frame hashes) into segments of 4.
+    let rebuild = |es: &[Vec<u8>]| -> Segs {
+        let mut segs: Segs = es
+            .chunks(4)
+            .enumerate()
+            .map(|(k, c)| {
+                (
+                    format!("seg-{:020}.log", 4 * k),
+                    c.iter().flat_map(|e| frame(e)).collect(),
+                )
+            })
+            .collect();
+        if es.len().is_multiple_of(4) {
+            segs.push((format!("seg-{:020}.log", es.len()), Vec::new()));
+        }
+        segs
+    };
+    let mut cases: Vec<(&str, Segs, Vec<u8>, &str)> = Vec::new();
     let mut b = good_log.clone();
-    b[4 + 10] ^= 1; // a byte inside record 0
+    b[0].1[4 + 10] ^= 1; // a byte inside record 0
     cases.push(("byte changed", b, good_cps.clone(), "entry 0"));
+    let mut b = good_log.clone();
+    b[2].1[4 + 10] ^= 1; // a byte inside record 8, in a closed segment
+    cases.push(("byte changed in segment 2", b, good_cps.clone(), "entry 8"));
+    let mut b = good_log.clone();
+    b.remove(1);
+    cases.push((
+        "a closed segment deleted",
+        b,
+        good_cps.clone(),
+        "a segment is missing",
+    ));
     let mut es = entries.clone();
-    es[6] = record(99).canonical(); // rewritten with a valid frame hash
+    es[6] = common::record(99).canonical(); // rewritten with a valid frame hash
     cases.push((
         "record rewritten",
         rebuild(&es),
@@ -337,12 +368,12 @@ fn ledger_tampering_is_detected() {
         "checkpoint 3",
     ));
     for (what, l, c, want) in cases {
-        std::fs::write(&log, &l).unwrap();
+        write_segs(&l);
         std::fs::write(&cps, &c).unwrap();
         let e = Ledger::verify(&dir, name, &public).unwrap_err().to_string();
         assert!(e.contains(want), "{what}: '{e}' lacks '{want}'");
     }
-    std::fs::write(&log, &good_log).unwrap();
+    write_segs(&good_log);
     std::fs::write(&cps, &good_cps).unwrap();
     Ledger::verify(&dir, name, &public).unwrap();
 }

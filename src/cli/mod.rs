@@ -119,11 +119,27 @@ pub enum AuditCommand {
     },
     /// Sign a checkpoint of the current tree with the HSM key and print it (for witnesses)
     Checkpoint,
-    /// Print the ledger's entries
+    /// Print the ledger's entries, oldest first, optionally filtered
     Show {
-        /// Print JSON lines
+        /// Only entries at or after this time (RFC 3339, e.g. 2026-11-22T10:00:00Z, or a date)
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only entries for this model
+        #[arg(long, value_name = "MODEL")]
+        model: Option<String>,
+        /// Only entries of this requester (certificate identity or operator)
+        #[arg(long, value_name = "ID")]
+        requester: Option<String>,
+        /// Print JSON lines ({"index":N,"record":{...}})
         #[arg(long)]
         json: bool,
+    },
+    /// Print a consistency proof from an older tree size to the latest checkpoint (JSON), for a
+    /// witness that saw the older checkpoint
+    Consistency {
+        /// The tree size of the checkpoint the witness holds
+        #[arg(long, value_name = "SIZE")]
+        from: u64,
     },
     /// Print an inclusion proof of entry INDEX against the latest checkpoint (JSON)
     Prove {
@@ -143,6 +159,22 @@ pub enum AuditCommand {
     },
     /// Print the checkpoint public key (hex) for auditors
     PublicKey,
+}
+
+/// `--since`: RFC 3339, or a date meaning its midnight UTC.
+fn parse_since(s: &str) -> Result<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &fmt)
+        .map(|d| d.midnight().assume_utc())
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--since {s:?}: expected an RFC 3339 time (2026-11-22T10:00:00Z) or a date (2026-11-22)"
+            )
+        })
 }
 
 fn parse_key(hex_key: &str) -> Result<[u8; 32]> {
@@ -187,8 +219,8 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
             };
             let r = Ledger::verify(&v.ledger_dir(), &origin, &key)?;
             println!(
-                "ledger verified: {} entries, {} checkpoints (latest covers {}), {} entries not yet under a checkpoint",
-                r.entries, r.checkpoints, r.latest_size, r.uncovered
+                "ledger verified: {} entries ({} closed segments), {} checkpoints (latest covers {}), {} entries not yet under a checkpoint",
+                r.entries, r.closed_segments, r.checkpoints, r.latest_size, r.uncovered
             );
         }
         AuditCommand::Checkpoint => {
@@ -206,11 +238,27 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
             })?;
             print!("{note}");
         }
-        AuditCommand::Show { json } => {
-            let entries = crate::ledger::log::LogFile::entries(&v.ledger_dir().join("ledger.log"))?;
-            for (i, e) in entries.iter().enumerate() {
+        AuditCommand::Show {
+            since,
+            model,
+            requester,
+            json,
+        } => {
+            let since = since.as_deref().map(parse_since).transpose()?;
+            Ledger::entries(&v.ledger_dir(), &mut |i, e| {
                 let r = crate::ledger::record::Record::parse(e)
-                    .map_err(|w| anyhow::anyhow!("entry {i}: {w}"))?;
+                    .map_err(|w| format!("not a canonical record: {w}"))?;
+                let at = time::OffsetDateTime::parse(
+                    &r.time,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map_err(|e| format!("bad time {:?}: {e}", r.time))?;
+                if since.is_some_and(|s| at < s)
+                    || model.as_ref().is_some_and(|m| *m != r.model)
+                    || requester.as_ref().is_some_and(|q| *q != r.requester)
+                {
+                    return Ok(());
+                }
                 if json {
                     println!(
                         "{{\"index\":{i},\"record\":{}}}",
@@ -228,7 +276,12 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
                         r.failed_checks.join(",")
                     );
                 }
-            }
+                Ok(())
+            })?;
+        }
+        AuditCommand::Consistency { from } => {
+            let p = Ledger::prove_consistency(&v.ledger_dir(), from)?;
+            println!("{}", serde_json::to_string_pretty(&p)?);
         }
         AuditCommand::Prove { index } => {
             let p = Ledger::prove(&v.ledger_dir(), index)?;

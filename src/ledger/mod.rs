@@ -2,8 +2,9 @@
 //! signed checkpoints and an auditor's verifier. It must never hold a secret, and an append
 //! that is not durable must never lead to a release (fail closed).
 //!
-//! Files in the ledger directory: `ledger.log` (framed canonical records, see [`log`]) and
-//! `checkpoints.log` (one JSON line per signed checkpoint note, see [`checkpoint`]).
+//! Files in the ledger directory: `segments/` (framed canonical records in write-once
+//! segments, see [`log`]) and `checkpoints.log` (one JSON line per signed checkpoint note, see
+//! [`checkpoint`]).
 
 pub mod checkpoint;
 pub mod log;
@@ -44,7 +45,7 @@ pub type Signer<'a> = dyn Fn(&[u8]) -> Result<[u8; 64], String> + 'a;
 /// An open ledger.
 pub struct Ledger {
     dir: PathBuf,
-    log: log::LogFile,
+    log: log::Log,
     origin: String,
 }
 
@@ -72,12 +73,7 @@ impl InclusionProof {
     pub fn verify(&self, key_name: &str, public: &[u8; 32]) -> Result<Checkpoint, LedgerError> {
         let cp = Checkpoint::verify(&self.checkpoint, key_name, public)
             .map_err(|e| LedgerError::Verify(e.to_string()))?;
-        let proof: Vec<merkle::Hash> = self
-            .proof
-            .iter()
-            .map(|h| hex::decode(h).ok().and_then(|v| v.try_into().ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| LedgerError::Verify("proof node is not a 32-byte hex hash".into()))?;
+        let proof = decode_hashes(&self.proof)?;
         if merkle::verify_inclusion(
             self.index,
             cp.size,
@@ -95,6 +91,78 @@ impl InclusionProof {
     }
 }
 
+/// Where the log's segments are.
+fn segments_dir(dir: &Path) -> PathBuf {
+    dir.join("segments")
+}
+
+/// A consistency proof from an older tree size to a signed checkpoint (RFC 6962 §2.1.2).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConsistencyProof {
+    /// The older tree size.
+    pub old_size: u64,
+    /// Proof nodes, hex.
+    pub proof: Vec<String>,
+    /// The signed checkpoint note it leads to.
+    pub checkpoint: String,
+}
+
+impl ConsistencyProof {
+    /// Checks the checkpoint signature and that the tree (`old_size`, `old_root`) is a prefix
+    /// of it; returns the checkpoint.
+    pub fn verify(
+        &self,
+        old_root: &merkle::Hash,
+        key_name: &str,
+        public: &[u8; 32],
+    ) -> Result<Checkpoint, LedgerError> {
+        let cp = Checkpoint::verify(&self.checkpoint, key_name, public)
+            .map_err(|e| LedgerError::Verify(e.to_string()))?;
+        let proof = decode_hashes(&self.proof)?;
+        if merkle::verify_consistency(self.old_size, cp.size, old_root, &cp.root, &proof) {
+            Ok(cp)
+        } else {
+            Err(LedgerError::Verify(format!(
+                "the tree of size {} is not a prefix of checkpoint size {}",
+                self.old_size, cp.size
+            )))
+        }
+    }
+}
+
+fn decode_hashes(hexes: &[String]) -> Result<Vec<merkle::Hash>, LedgerError> {
+    hexes
+        .iter()
+        .map(|h| hex::decode(h).ok().and_then(|v| v.try_into().ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| LedgerError::Verify("proof node is not a 32-byte hex hash".into()))
+}
+
+/// Discards a torn final checkpoint line (a crash while appending one); returns its length.
+fn repair_checkpoints(dir: &Path) -> Result<u64, LedgerError> {
+    let path = dir.join("checkpoints.log");
+    let io = |e| LedgerError::Io {
+        path: path.clone(),
+        source: e,
+    };
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(e)),
+    };
+    let keep = text.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    if keep < text.len() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        f.set_len(keep as u64)
+            .and_then(|()| f.sync_all())
+            .map_err(io)?;
+    }
+    Ok((text.len() - keep) as u64)
+}
+
 /// Every stored checkpoint line, in order (none when the file does not exist yet).
 fn read_checkpoints(dir: &Path) -> Result<Vec<CheckpointLine>, LedgerError> {
     let path = dir.join("checkpoints.log");
@@ -103,6 +171,12 @@ fn read_checkpoints(dir: &Path) -> Result<Vec<CheckpointLine>, LedgerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(LedgerError::Io { path, source: e }),
     };
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(LedgerError::Verify(format!(
+            "{}: a torn final checkpoint line (a crash; opening the ledger discards it)",
+            path.display()
+        )));
+    }
     text.lines()
         .enumerate()
         .map(|(k, line)| {
@@ -117,6 +191,8 @@ fn read_checkpoints(dir: &Path) -> Result<Vec<CheckpointLine>, LedgerError> {
 pub struct VerifyReport {
     /// Entries in the log.
     pub entries: u64,
+    /// Closed (write-once) segments.
+    pub closed_segments: u64,
     /// Checkpoints verified.
     pub checkpoints: usize,
     /// Size of the latest checkpoint.
@@ -128,11 +204,17 @@ pub struct VerifyReport {
 impl Ledger {
     /// Opens (or creates) the ledger in `dir`; reports torn-tail recovery.
     pub fn open(dir: &Path, origin: &str) -> Result<(Self, log::Recovery), LedgerError> {
-        std::fs::create_dir_all(dir).map_err(|e| LedgerError::Io {
-            path: dir.into(),
-            source: e,
-        })?;
-        let (log, rec) = log::LogFile::open(&dir.join("ledger.log"))?;
+        Self::open_with(dir, origin, log::DEFAULT_SEGMENT_BITS)
+    }
+
+    /// [`Ledger::open`] with segments of `2^bits` entries (small ones for tests).
+    pub fn open_with(
+        dir: &Path,
+        origin: &str,
+        bits: u32,
+    ) -> Result<(Self, log::Recovery), LedgerError> {
+        let (log, mut rec) = log::Log::open_with(&segments_dir(dir), bits)?;
+        rec.discarded_bytes += repair_checkpoints(dir)?;
         Ok((
             Self {
                 dir: dir.into(),
@@ -155,11 +237,11 @@ impl Ledger {
         public: &[u8; 32],
         sign: &Signer<'_>,
     ) -> Result<String, LedgerError> {
-        let leaves = self.log.leaves();
+        let (size, root) = self.log.tree_head()?;
         let cp = Checkpoint {
             origin: self.origin.clone(),
-            size: leaves.len() as u64,
-            root: merkle::root(&leaves),
+            size,
+            root,
             time: time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
         };
         let sig = sign(cp.body().as_bytes()).map_err(LedgerError::Sign)?;
@@ -193,13 +275,12 @@ impl Ledger {
         key_name: &str,
         public: &[u8; 32],
     ) -> Result<VerifyReport, LedgerError> {
-        let entries = log::LogFile::entries(&dir.join("ledger.log"))?;
-        for (i, e) in entries.iter().enumerate() {
-            record::Record::parse(e).map_err(|why| {
-                LedgerError::Verify(format!("entry {i} is not a canonical record: {why}"))
-            })?;
-        }
-        let leaves: Vec<merkle::Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+        let log = log::LogReader::read(&segments_dir(dir), true, &mut |i, e| {
+            record::Record::parse(e)
+                .map(|_| ())
+                .map_err(|why| format!("entry {i} is not a canonical record: {why}"))
+        })?;
+        let total = log.len();
         let mut prev: Option<Checkpoint> = None;
         let mut n = 0;
         for (k, cl) in read_checkpoints(dir)?.into_iter().enumerate() {
@@ -212,15 +293,15 @@ impl Ledger {
                     k + 1
                 )));
             }
-            if cp.size > leaves.len() as u64 {
+            if cp.size > total {
                 return Err(LedgerError::Verify(format!(
                     "checkpoint {} covers {} entries but the log holds {}: entries were deleted or the log truncated",
                     k + 1,
                     cp.size,
-                    leaves.len()
+                    total
                 )));
             }
-            let root = merkle::root(&leaves[..cp.size as usize]);
+            let root = log.root(cp.size)?;
             if root != cp.root {
                 let from = prev.as_ref().map_or(0, |p| p.size);
                 return Err(LedgerError::Verify(format!(
@@ -231,13 +312,12 @@ impl Ledger {
                 )));
             }
             if let Some(p) = &prev {
-                let proof = merkle::consistency_proof(&leaves[..cp.size as usize], p.size)
-                    .ok_or_else(|| {
-                        LedgerError::Verify(format!(
-                            "checkpoint {} is smaller than the one before",
-                            k + 1
-                        ))
-                    })?;
+                let proof = log.consistency_proof(p.size, cp.size)?.ok_or_else(|| {
+                    LedgerError::Verify(format!(
+                        "checkpoint {} is smaller than the one before",
+                        k + 1
+                    ))
+                })?;
                 if !merkle::verify_consistency(p.size, cp.size, &p.root, &cp.root, &proof) {
                     return Err(LedgerError::Verify(format!(
                         "checkpoints {} and {} are not consistent",
@@ -251,16 +331,16 @@ impl Ledger {
         }
         let latest = prev.map_or(0, |p| p.size);
         Ok(VerifyReport {
-            entries: leaves.len() as u64,
+            entries: total,
+            closed_segments: log.closed_segments(),
             checkpoints: n,
             latest_size: latest,
-            uncovered: leaves.len() as u64 - latest,
+            uncovered: total - latest,
         })
     }
 
     /// An inclusion proof of entry `index` against the latest stored checkpoint.
     pub fn prove(dir: &Path, index: u64) -> Result<InclusionProof, LedgerError> {
-        let entries = log::LogFile::entries(&dir.join("ledger.log"))?;
         let cl = read_checkpoints(dir)?.pop().ok_or_else(|| {
             LedgerError::Verify("no checkpoint yet: run `weightvault audit checkpoint`".into())
         })?;
@@ -270,17 +350,63 @@ impl Ledger {
                 cl.size
             )));
         }
-        let leaves: Vec<merkle::Hash> = entries[..cl.size as usize]
-            .iter()
-            .map(|e| merkle::leaf_hash(e))
-            .collect();
-        let proof = merkle::inclusion_proof(&leaves, index).expect("index < size");
+        let mut entry = None;
+        let log = log::LogReader::read(&segments_dir(dir), false, &mut |i, e| {
+            if i == index {
+                entry = Some(String::from_utf8_lossy(e).into_owned());
+            }
+            Ok(())
+        })?;
+        let proof = log.inclusion_proof(index, cl.size)?.ok_or_else(|| {
+            LedgerError::Verify(format!(
+                "the latest checkpoint covers {} entries but the log holds {}",
+                cl.size,
+                log.len()
+            ))
+        })?;
         Ok(InclusionProof {
             index,
-            entry: String::from_utf8_lossy(&entries[index as usize]).into_owned(),
+            entry: entry.expect("index < size <= entries"),
             proof: proof.iter().map(hex::encode).collect(),
             checkpoint: cl.note,
         })
+    }
+
+    /// A consistency proof from the tree of the first `old` entries to the latest checkpoint,
+    /// for a witness holding an older checkpoint.
+    pub fn prove_consistency(dir: &Path, old: u64) -> Result<ConsistencyProof, LedgerError> {
+        let cl = read_checkpoints(dir)?.pop().ok_or_else(|| {
+            LedgerError::Verify("no checkpoint yet: run `weightvault audit checkpoint`".into())
+        })?;
+        if old > cl.size {
+            return Err(LedgerError::Verify(format!(
+                "size {old} is beyond the latest checkpoint (size {})",
+                cl.size
+            )));
+        }
+        let log = log::LogReader::read(&segments_dir(dir), false, &mut |_, _| Ok(()))?;
+        let proof = log.consistency_proof(old, cl.size)?.ok_or_else(|| {
+            LedgerError::Verify(format!(
+                "the latest checkpoint covers {} entries but the log holds {}",
+                cl.size,
+                log.len()
+            ))
+        })?;
+        Ok(ConsistencyProof {
+            old_size: old,
+            proof: proof.iter().map(hex::encode).collect(),
+            checkpoint: cl.note,
+        })
+    }
+
+    /// Reads every entry of the ledger in `dir`, in order (for `audit show`).
+    pub fn entries(dir: &Path, visit: &mut log::Visit<'_>) -> Result<u64, LedgerError> {
+        Ok(log::LogReader::read(&segments_dir(dir), false, visit)?.len())
+    }
+
+    /// The underlying log (tree heads and proofs of the live ledger).
+    pub fn log(&self) -> &log::Log {
+        &self.log
     }
 
     /// Number of durable entries.

@@ -149,3 +149,38 @@ pub fn cli(vault: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A plausible decision record, varied by `i`.
+pub fn record(i: u64) -> weightvault::ledger::record::Record {
+    weightvault::ledger::record::Record {
+        kind: "release-decision".into(),
+        time: "2026-06-01T12:00:00Z".into(),
+        requester: format!("user{i}@acme.example"),
+        requester_kind: "person".into(),
+        organisation: Some("acme".into()),
+        nationalities: vec!["US".into()],
+        host_id: Some(format!("host-{i}")),
+        host_country: Some("US".into()),
+        host_region: Some("east".into()),
+        attester: Some("weightvault-test-attester".into()),
+        source: Some("8.8.8.8".into()),
+        model: "acme-frontier".into(),
+        revision: Some("r1".into()),
+        shards: vec!["model.safetensors".into()],
+        outcome: if i.is_multiple_of(3) {
+            "denied"
+        } else {
+            "allowed"
+        }
+        .into(),
+        failed_checks: if i.is_multiple_of(3) {
+            vec!["licence".into()]
+        } else {
+            vec![]
+        },
+        authority: None,
+        codeword: None,
+        bytes: None,
+        follows: None,
+    }
+}
