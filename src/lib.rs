@@ -12,4 +12,5 @@ pub mod hsm;
 pub mod keys;
 pub mod ledger;
 pub mod policy;
+pub mod release;
 pub mod store;

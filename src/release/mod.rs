@@ -1,0 +1,6 @@
+//! Key release: host evidence, the sealed stream to an attested host, the release service
+//! (`weightvault serve`) and its client (`weightvault fetch`). The protocol is in
+//! `docs/PROTOCOL.md`.
+
+pub mod evidence;
+pub mod stream;
