@@ -102,6 +102,86 @@ pub enum Command {
     /// Release policy: dry-run a decision, or validate the policy files
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run the key-release service: mutual TLS, attested hosts, sealed streaming of shards
+    ///
+    /// Clients present a certificate from the organisation CA (--client-ca) naming a person
+    /// (e-mail SAN) or a workload (URI SAN); that name is the requester in the policy. Every
+    /// decision is in the ledger before anything is answered. Protocol: docs/PROTOCOL.md.
+    ///
+    /// Example: weightvault serve --listen 0.0.0.0:8443 --cert vault.pem --key vault.key --client-ca org-ca.pem --crl org.crl
+    Serve {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// The service's certificate chain (PEM)
+        #[arg(long, value_name = "PEM")]
+        cert: PathBuf,
+        /// The service's private key (PEM)
+        #[arg(long, value_name = "PEM")]
+        key: PathBuf,
+        /// The organisation CA that issues client certificates (PEM)
+        #[arg(long, value_name = "PEM")]
+        client_ca: PathBuf,
+        /// Certificate revocation list(s) of that CA (PEM); repeat for several
+        #[arg(long, value_name = "PEM")]
+        crl: Vec<PathBuf>,
+        /// Policy directory [default: $WEIGHTVAULT_POLICIES, else ./policies]
+        #[arg(long, value_name = "DIR")]
+        policies: Option<PathBuf>,
+        /// IP-geolocation database (MaxMind format; tools/fetch-geoip fetches one). Without
+        /// it, requests from public addresses cannot be located and are refused
+        #[arg(long, value_name = "MMDB", env = "WEIGHTVAULT_GEOIP")]
+        geoip: Option<PathBuf>,
+        /// How long a release id may be used, in seconds
+        #[arg(long, default_value_t = 900, value_name = "SECS")]
+        release_ttl: u64,
+        /// How long a challenge nonce may be used, in seconds
+        #[arg(long, default_value_t = 120, value_name = "SECS")]
+        nonce_ttl: u64,
+        /// Write the bound address to this file once listening (for scripts using port 0)
+        #[arg(long, value_name = "FILE")]
+        addr_file: Option<PathBuf>,
+    },
+    /// Fetch a released model as a serving node: the whole protocol, then a loadable directory
+    ///
+    /// Runs the attestation agent (--attest, a shell command that gets WEIGHTVAULT_NONCE and
+    /// WEIGHTVAULT_HOST_PUBLIC_KEY in its environment and prints the evidence JSON), asks for
+    /// the release, downloads the shards in parallel, checks every chunk and writes DIR only
+    /// when every file is complete. Interrupted, it resumes where it stopped. A denial prints
+    /// every check and exits 2.
+    ///
+    /// Example: weightvault fetch acme-7b@step-42000 --out /models/acme-7b --server https://vault:8443 --ca org-ca.pem --cert node.pem --key node.key --host-key host.x25519 --attest 'attest-agent --json'
+    Fetch {
+        /// MODEL or MODEL@REVISION
+        model: RevisionRef,
+        /// Output directory (must not exist, or be empty)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The vault's URL
+        #[arg(long, env = "WEIGHTVAULT_SERVER", value_name = "URL")]
+        server: String,
+        /// The organisation CA (PEM) that issued the vault's certificate
+        #[arg(long, env = "WEIGHTVAULT_CA", value_name = "PEM")]
+        ca: PathBuf,
+        /// This client's certificate (PEM)
+        #[arg(long, env = "WEIGHTVAULT_CERT", value_name = "PEM")]
+        cert: PathBuf,
+        /// This client's private key (PEM)
+        #[arg(long, env = "WEIGHTVAULT_KEY", value_name = "PEM")]
+        key: PathBuf,
+        /// This host's X25519 secret key file (64 hex digits)
+        #[arg(long, env = "WEIGHTVAULT_HOST_KEY", value_name = "FILE")]
+        host_key: PathBuf,
+        /// Attestation agent command (see above)
+        #[arg(long, env = "WEIGHTVAULT_ATTEST", value_name = "CMD")]
+        attest: String,
+        /// Shards downloaded at once
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        parallel: usize,
+        /// Print the release and the decision as JSON on success
+        #[arg(long)]
+        json: bool,
+    },
     /// The release ledger: verify it, sign checkpoints, show entries, prove inclusion
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -547,6 +627,129 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Policy(cmd) => run_policy(cmd, &dir)?,
+        Command::Serve {
+            listen,
+            cert,
+            key,
+            client_ca,
+            crl,
+            policies,
+            geoip,
+            release_ttl,
+            nonce_ttl,
+            addr_file,
+        } => {
+            use crate::release::service::{ServeConfig, Server};
+            let policies = policy_dir(policies);
+            if geoip.is_none() {
+                eprintln!("weightvault: warning: no --geoip database: requests from public addresses will be refused");
+            }
+            let server = Server::start(ServeConfig {
+                vault: dir.clone(),
+                policies,
+                geoip,
+                tls: crate::release::tls::ServerTls {
+                    cert,
+                    key,
+                    client_ca,
+                    crls: crl,
+                },
+                listen,
+                release_ttl: std::time::Duration::from_secs(release_ttl),
+                nonce_ttl: std::time::Duration::from_secs(nonce_ttl),
+            })?;
+            eprintln!(
+                "weightvault: serving {} on https://{}",
+                dir.display(),
+                server.addr()
+            );
+            if let Some(f) = addr_file {
+                std::fs::write(&f, server.addr().to_string())
+                    .with_context(|| format!("writing {}", f.display()))?;
+            }
+            server.wait();
+        }
+        Command::Fetch {
+            model,
+            out,
+            server,
+            ca,
+            cert,
+            key,
+            host_key,
+            attest,
+            parallel,
+            json,
+        } => {
+            use crate::release::fetch::{fetch, FetchConfig, FetchError};
+            let cfg = FetchConfig {
+                server,
+                ca,
+                cert,
+                key,
+                host_key,
+                attest,
+                parallel,
+                progress: !cli.quiet,
+            };
+            let t = Instant::now();
+            match fetch(&cfg, &model, &out) {
+                Ok(r) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "release": r.release,
+                                "ledger_index": r.ledger_index,
+                                "resumed": r.resumed,
+                                "downloaded": r.downloaded,
+                                "bytes": r.bytes,
+                            })
+                        );
+                    } else {
+                        println!(
+                            "fetched {}@{} into {}: {} files, {} bytes in {:.1}s (release {}{}{})",
+                            r.release.model,
+                            r.release.revision,
+                            out.display(),
+                            r.release.shards.len(),
+                            r.bytes,
+                            t.elapsed().as_secs_f64(),
+                            r.release.id,
+                            r.ledger_index
+                                .map(|i| format!(", ledger entry {i}"))
+                                .unwrap_or_default(),
+                            if r.resumed {
+                                format!(", resumed: {} bytes downloaded this time", r.downloaded)
+                            } else {
+                                String::new()
+                            }
+                        );
+                    }
+                }
+                Err(FetchError::Denied {
+                    message,
+                    decision,
+                    ledger_index,
+                }) => {
+                    eprintln!("weightvault: {message} (ledger entry {ledger_index})");
+                    for c in decision["checks"].as_array().into_iter().flatten() {
+                        eprintln!(
+                            "  {:<5} {:<19} {}",
+                            match c["verdict"].as_str() {
+                                Some("pass") => "pass",
+                                Some("fail") => "FAIL",
+                                _ => "n/a",
+                            },
+                            c["check"].as_str().unwrap_or(""),
+                            c["reason"].as_str().unwrap_or("")
+                        );
+                    }
+                    std::process::exit(2);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         Command::Audit(cmd) => run_audit(cmd, || open_vault(&dir))?,
         Command::Init { hsm_module } => {
             let (v, done) = Vault::init(&dir, hsm_module.as_deref())?;

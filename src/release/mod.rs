@@ -3,4 +3,8 @@
 //! `docs/PROTOCOL.md`.
 
 pub mod evidence;
+pub mod fetch;
+pub mod service;
 pub mod stream;
+pub mod testkit;
+pub mod tls;

@@ -250,6 +250,14 @@ impl Opener {
         &self.header
     }
 
+    /// The tag chunk `i` has when its plaintext is `plain`: re-sealing what was written checks
+    /// it against the tag recorded when it arrived (resuming a download).
+    pub fn tag_of(&self, i: u64, plain: &[u8]) -> [u8; TAG_LEN] {
+        let mut b = zeroize::Zeroizing::new(plain.to_vec());
+        let nonce = chunk_nonce(i, i + 1 == self.header.chunks());
+        AwsLc.seal_in_place(&self.key, &nonce, &[], &mut b)
+    }
+
     /// Authenticates and decrypts chunk `i` (ciphertext in `buf`, then its tag) in place. On
     /// failure `buf` holds no plaintext.
     pub fn open_chunk(

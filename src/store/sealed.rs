@@ -426,7 +426,8 @@ impl<A: ChunkAead> OpenedFile<A> {
         *self.codec.header_hash()
     }
 
-    fn read_open_chunk(&self, i: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+    /// Reads and authenticates chunk `i` into `buf` (its exact plaintext length).
+    pub fn read_chunk(&self, i: u64, buf: &mut [u8]) -> Result<(), StoreError> {
         let l = self.codec.layout();
         let (s, _) = l.chunk_range(i);
         self.file
@@ -474,7 +475,7 @@ impl<A: ChunkAead> OpenedFile<A> {
             pipeline_chunks(
                 &layout,
                 producers(threads),
-                |i, buf| self.read_open_chunk(i, buf),
+                |i, buf| self.read_chunk(i, buf),
                 |i, buf| {
                     let (s, _) = layout.chunk_range(i);
                     out.write_all_at(buf, out_offset + s)
@@ -505,7 +506,7 @@ impl<A: ChunkAead> OpenedFile<A> {
         for i in l.chunks_covering(start, end) {
             let (cs, ce) = l.chunk_range(i);
             let b = &mut buf[..(ce - cs) as usize];
-            self.read_open_chunk(i, b)?;
+            self.read_chunk(i, b)?;
             let from = start.max(cs) - cs;
             let to = end.min(ce) - cs;
             out.extend_from_slice(&b[from as usize..to as usize]);

@@ -1,0 +1,530 @@
+//! `weightvault fetch`: the serving node's side of the protocol. Challenge, evidence from the
+//! attestation agent, release, then every shard downloaded in parallel, each chunk
+//! authenticated and decrypted with the host key as it arrives, written into a private
+//! partial directory that becomes the output directory only when every file is complete.
+//!
+//! Resuming: the partial directory keeps each shard's stream header and the tag of every chunk
+//! written. A restarted fetch re-seals what is on disk and compares it with those tags (so a
+//! chunk lost in a power cut is fetched again, not trusted), then asks only for the rest with
+//! `Range`, while the release is still valid; otherwise it starts over with a new release.
+
+use super::service::{ReleaseInfo, ReleaseReply, ShardInfo};
+use super::stream::{Opener, StreamHeader, HEADER_LEN};
+use crate::format::aead::TAG_LEN;
+use crate::store::RevisionRef;
+use futures_util::StreamExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use x25519_dalek::StaticSecret;
+
+/// How to reach the vault and prove who and where this host is.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Base URL of the vault, e.g. `https://vault.example:8443`.
+    pub server: String,
+    /// The organisation CA that issued the vault's certificate (PEM).
+    pub ca: PathBuf,
+    /// This client's certificate (PEM).
+    pub cert: PathBuf,
+    /// This client's private key (PEM).
+    pub key: PathBuf,
+    /// This host's X25519 secret key (64 hex digits).
+    pub host_key: PathBuf,
+    /// Shell command of the attestation agent: run with `WEIGHTVAULT_NONCE` and
+    /// `WEIGHTVAULT_HOST_PUBLIC_KEY` in its environment, it prints the evidence JSON.
+    pub attest: String,
+    /// Shards downloaded at once.
+    pub parallel: usize,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The vault refused the release.
+    #[error("{message}")]
+    Denied {
+        /// The vault's message.
+        message: String,
+        /// The decision, with every check.
+        decision: serde_json::Value,
+        /// The ledger entry of the refusal.
+        ledger_index: u64,
+    },
+    /// The vault answered with an error.
+    #[error("the vault refused: {message} ({code})")]
+    Server {
+        /// Stable code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// A sealed chunk failed authentication: nothing was written.
+    #[error("{0}; nothing was written")]
+    Tampered(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(e: impl std::fmt::Display) -> FetchError {
+    FetchError::Other(e.to_string())
+}
+
+/// What a fetch did.
+#[derive(Debug, Clone)]
+pub struct FetchReport {
+    /// The release.
+    pub release: ReleaseInfo,
+    /// Ledger entry of the decision (`None` when resuming an earlier release).
+    pub ledger_index: Option<u64>,
+    /// Whether an interrupted fetch was resumed.
+    pub resumed: bool,
+    /// Stream bytes downloaded by this run.
+    pub downloaded: u64,
+    /// Bytes written (sum of file sizes).
+    pub bytes: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PartialState {
+    server: String,
+    release: ReleaseInfo,
+}
+
+fn partial_dir(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    out.with_file_name(format!(".{name}.weightvault-partial"))
+}
+
+fn mkdir_private(p: &Path) -> Result<(), FetchError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)
+        .map_err(|e| other(format!("{}: {e}", p.display())))
+}
+
+fn read_host_key(p: &Path) -> Result<StaticSecret, FetchError> {
+    let t =
+        std::fs::read_to_string(p).map_err(|e| other(format!("host key {}: {e}", p.display())))?;
+    let b: [u8; 32] = hex::decode(t.trim())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| other(format!("host key {}: not 64 hex digits", p.display())))?;
+    Ok(StaticSecret::from(b))
+}
+
+async fn error_of(resp: reqwest::Response) -> FetchError {
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    let code = v["code"].as_str().unwrap_or("").to_string();
+    let message = v["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    if code == "denied" {
+        return FetchError::Denied {
+            message,
+            decision: v["decision"].clone(),
+            ledger_index: v["ledger_index"].as_u64().unwrap_or(0),
+        };
+    }
+    FetchError::Server { code, message }
+}
+
+fn attest(cmd: &str, nonce: &str, host_public: &[u8; 32]) -> Result<serde_json::Value, FetchError> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("WEIGHTVAULT_NONCE", nonce)
+        .env("WEIGHTVAULT_HOST_PUBLIC_KEY", hex::encode(host_public))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| other(format!("running the attestation agent: {e}")))?;
+    if !out.status.success() {
+        return Err(other(format!(
+            "the attestation agent failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        other(format!(
+            "the attestation agent printed no evidence JSON: {e}"
+        ))
+    })
+}
+
+/// Runs the protocol and writes `out` (a new or empty directory).
+pub fn fetch(cfg: &FetchConfig, r: &RevisionRef, out: &Path) -> Result<FetchReport, FetchError> {
+    crate::store::check_output(out, false).map_err(other)?;
+    let host = read_host_key(&cfg.host_key)?;
+    let tls = super::tls::client_config(&cfg.ca, &cfg.cert, &cfg.key).map_err(other)?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .http1_only()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(other)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(other)?;
+    rt.block_on(run(cfg, client, host, r, out))
+}
+
+async fn new_release(
+    cfg: &FetchConfig,
+    client: &reqwest::Client,
+    host: &StaticSecret,
+    r: &RevisionRef,
+) -> Result<(ReleaseInfo, u64), FetchError> {
+    let base = cfg.server.trim_end_matches('/');
+    let resp = client
+        .post(format!("{base}/v1/challenge"))
+        .send()
+        .await
+        .map_err(|e| other(format!("{base}: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(error_of(resp).await);
+    }
+    let ch: serde_json::Value = resp.json().await.map_err(other)?;
+    let nonce = ch["nonce"]
+        .as_str()
+        .ok_or_else(|| other("no nonce in the challenge"))?;
+    let public = x25519_dalek::PublicKey::from(host).to_bytes();
+    let evidence = tokio::task::block_in_place(|| attest(&cfg.attest, nonce, &public))?;
+    let resp = client
+        .post(format!("{base}/v1/releases"))
+        .json(&serde_json::json!({
+            "model": r.model,
+            "revision": r.revision,
+            "evidence": evidence,
+        }))
+        .send()
+        .await
+        .map_err(|e| other(format!("{base}: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(error_of(resp).await);
+    }
+    let reply: ReleaseReply = resp.json().await.map_err(other)?;
+    let rel = reply
+        .release
+        .ok_or_else(|| other("the vault allowed the release but sent no release"))?;
+    Ok((rel, reply.ledger_index))
+}
+
+async fn run(
+    cfg: &FetchConfig,
+    client: reqwest::Client,
+    host: StaticSecret,
+    r: &RevisionRef,
+    out: &Path,
+) -> Result<FetchReport, FetchError> {
+    let partial = partial_dir(out);
+    let state_path = partial.join("state.json");
+    let previous: Option<PartialState> = std::fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|s: &PartialState| {
+            s.server == cfg.server
+                && s.release.model == r.model
+                && r.revision.as_ref().is_none_or(|v| *v == s.release.revision)
+        });
+    let mut attempt = previous.map(|s| s.release);
+    let resumed_any = attempt.is_some();
+    loop {
+        let (release, ledger_index, resumed) = match attempt.take() {
+            Some(rel) => (rel, None, true),
+            None => {
+                if partial.exists() {
+                    std::fs::remove_dir_all(&partial).map_err(other)?;
+                }
+                let (rel, idx) = new_release(cfg, &client, &host, r).await?;
+                mkdir_private(&partial)?;
+                let st = PartialState {
+                    server: cfg.server.clone(),
+                    release: rel.clone(),
+                };
+                std::fs::write(&state_path, serde_json::to_vec(&st).expect("json"))
+                    .map_err(other)?;
+                (rel, Some(idx), false)
+            }
+        };
+        match download(cfg, &client, &host, &release, &partial).await {
+            Ok(downloaded) => {
+                finish(&partial, out)?;
+                return Ok(FetchReport {
+                    bytes: release.shards.iter().map(|s| s.size).sum(),
+                    release,
+                    ledger_index,
+                    resumed,
+                    downloaded,
+                });
+            }
+            // The earlier release is gone (expired, or the vault restarted): decide anew.
+            Err(FetchError::Server { code, .. })
+                if resumed && matches!(code.as_str(), "unknown_release" | "release_expired") =>
+            {
+                continue;
+            }
+            Err(e @ FetchError::Tampered(_)) => {
+                let _ = std::fs::remove_dir_all(&partial);
+                return Err(e);
+            }
+            Err(e) => {
+                if !resumed_any && !partial.join("files").exists() {
+                    let _ = std::fs::remove_dir_all(&partial);
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Moves the complete files into place.
+fn finish(partial: &Path, out: &Path) -> Result<(), FetchError> {
+    let files = partial.join("files");
+    mkdir_private(&files)?;
+    if out.exists() {
+        std::fs::remove_dir(out).map_err(|e| other(format!("{}: {e}", out.display())))?;
+    }
+    std::fs::rename(&files, out)
+        .map_err(|e| other(format!("moving into {}: {e}", out.display())))?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    std::fs::remove_dir_all(partial).map_err(other)?;
+    Ok(())
+}
+
+async fn download(
+    cfg: &FetchConfig,
+    client: &reqwest::Client,
+    host: &StaticSecret,
+    rel: &ReleaseInfo,
+    partial: &Path,
+) -> Result<u64, FetchError> {
+    for d in ["files", "headers", "tags"] {
+        mkdir_private(&partial.join(d))?;
+    }
+    let total: u64 = rel.shards.iter().map(|s| s.stream_len).sum();
+    let bar = if cfg.progress {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        b.set_message(format!("{}@{}", rel.model, rel.revision));
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let downloaded = Arc::new(AtomicU64::new(0));
+    let results: Vec<Result<(), FetchError>> = futures_util::stream::iter(rel.shards.iter())
+        .map(|s| {
+            let (bar, downloaded) = (bar.clone(), downloaded.clone());
+            async move { shard(cfg, client, host, rel, s, partial, &bar, &downloaded).await }
+        })
+        .buffer_unordered(cfg.parallel.max(1))
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    // A tampered stream wins over other errors: nothing may be kept.
+    let mut first = None;
+    for r in results {
+        match r {
+            Err(e @ FetchError::Tampered(_)) => return Err(e),
+            Err(e) if first.is_none() => first = Some(e),
+            _ => {}
+        }
+    }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(downloaded.load(Ordering::Relaxed)),
+    }
+}
+
+fn rel_path(p: &str) -> Result<&str, FetchError> {
+    crate::store::checkpoint::check_rel_path(p)
+        .map_err(|w| other(format!("the vault named a bad file path {p:?}: {w}")))?;
+    Ok(p)
+}
+
+/// How many chunks already on disk still match their recorded tags.
+fn verified_prefix(opener: &Opener, file: &std::fs::File, tags: &[u8]) -> u64 {
+    let h = opener.header();
+    let mut k = 0;
+    for t in tags.chunks_exact(TAG_LEN) {
+        if k >= h.chunks() {
+            break;
+        }
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; h.plain_len(k) as usize]);
+        if file.read_exact_at(&mut buf, h.plain_offset(k)).is_err() || opener.tag_of(k, &buf) != t {
+            break;
+        }
+        k += 1;
+    }
+    k
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn shard(
+    cfg: &FetchConfig,
+    client: &reqwest::Client,
+    host: &StaticSecret,
+    rel: &ReleaseInfo,
+    s: &ShardInfo,
+    partial: &Path,
+    bar: &indicatif::ProgressBar,
+    downloaded: &AtomicU64,
+) -> Result<(), FetchError> {
+    let path = partial.join("files").join(rel_path(&s.path)?);
+    if let Some(p) = path.parent() {
+        mkdir_private(p)?;
+    }
+    let io = |what: &str, e: std::io::Error| other(format!("{what} {}: {e}", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io("opening", e))?;
+    let hpath = partial.join("headers").join(s.index.to_string());
+    let tpath = partial.join("tags").join(s.index.to_string());
+    // What is on disk from an interrupted run.
+    let mut opener = match std::fs::read(&hpath) {
+        Ok(h) => Some(Opener::new(&h, host).map_err(|e| FetchError::Tampered(e.to_string()))?),
+        Err(_) => None,
+    };
+    let mut done = 0u64;
+    if let Some(o) = &opener {
+        let tags = std::fs::read(&tpath).unwrap_or_default();
+        done = tokio::task::block_in_place(|| verified_prefix(o, &file, &tags));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tpath)
+            .map_err(|e| io("opening tags of", e))?;
+        f.set_len(done * TAG_LEN as u64)
+            .map_err(|e| io("truncating tags of", e))?;
+        bar.inc(o.header().offset(done));
+        if done == o.header().chunks() {
+            return finish_file(&file, o.header(), &path);
+        }
+    }
+    let from = opener.as_ref().map_or(0, |o| o.header().offset(done));
+    let base = cfg.server.trim_end_matches('/');
+    let resp = client
+        .get(format!("{base}/v1/releases/{}/shards/{}", rel.id, s.index))
+        .header(reqwest::header::RANGE, format!("bytes={from}-"))
+        .send()
+        .await
+        .map_err(|e| other(format!("{}: {e}", s.path)))?;
+    if !resp.status().is_success() {
+        return Err(error_of(resp).await);
+    }
+    let mut tags = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&tpath)
+        .map_err(|e| io("opening tags of", e))?;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut pos = from; // stream position of buf[0]
+    let mut next = done; // next chunk to open
+    let mut body = resp.bytes_stream();
+    while let Some(b) = body.next().await {
+        let b = b.map_err(|e| other(format!("{}: the transfer broke: {e}", s.path)))?;
+        downloaded.fetch_add(b.len() as u64, Ordering::Relaxed);
+        bar.inc(b.len() as u64);
+        buf.extend_from_slice(&b);
+        if opener.is_none() && buf.len() >= HEADER_LEN {
+            let o = Opener::new(&buf[..HEADER_LEN], host)
+                .map_err(|e| FetchError::Tampered(format!("{}: {e}", s.path)))?;
+            check_header(o.header(), rel, s)?;
+            std::fs::write(&hpath, &buf[..HEADER_LEN])
+                .map_err(|e| io("saving the header of", e))?;
+            opener = Some(o);
+        }
+        let Some(o) = &opener else { continue };
+        let h = *o.header();
+        // Open every complete chunk in the buffer.
+        let mut used = 0usize;
+        while next < h.chunks() {
+            let start = (h.offset(next) - pos) as usize;
+            let n = h.plain_len(next) as usize;
+            if buf.len() < start + n + TAG_LEN {
+                break;
+            }
+            let tag: [u8; TAG_LEN] = buf[start + n..start + n + TAG_LEN].try_into().expect("16");
+            let chunk = &mut buf[start..start + n];
+            o.open_chunk(next, chunk, &tag)
+                .map_err(|e| FetchError::Tampered(format!("{}: {e}", s.path)))?;
+            file.write_all_at(chunk, h.plain_offset(next))
+                .map_err(|e| io("writing", e))?;
+            std::io::Write::write_all(&mut tags, &tag).map_err(|e| io("writing tags of", e))?;
+            used = start + n + TAG_LEN;
+            next += 1;
+        }
+        if used > 0 {
+            buf.drain(..used);
+            pos += used as u64;
+        }
+    }
+    let Some(o) = &opener else {
+        return Err(other(format!(
+            "{}: the stream ended before its header",
+            s.path
+        )));
+    };
+    if next < o.header().chunks() {
+        return Err(other(format!(
+            "{}: the stream ended after {next} of {} chunks",
+            s.path,
+            o.header().chunks()
+        )));
+    }
+    if !buf.is_empty() {
+        return Err(FetchError::Tampered(format!(
+            "{}: bytes after the last chunk",
+            s.path
+        )));
+    }
+    finish_file(&file, o.header(), &path)
+}
+
+fn check_header(h: &StreamHeader, rel: &ReleaseInfo, s: &ShardInfo) -> Result<(), FetchError> {
+    if hex::encode(h.release) != rel.id
+        || h.shard != s.index
+        || h.file_len() != s.size
+        || h.stream_len() != s.stream_len
+    {
+        return Err(FetchError::Tampered(format!(
+            "{}: the stream header does not match the release",
+            s.path
+        )));
+    }
+    Ok(())
+}
+
+fn finish_file(file: &std::fs::File, h: &StreamHeader, path: &Path) -> Result<(), FetchError> {
+    file.set_len(h.file_len())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| other(format!("syncing {}: {e}", path.display())))
+}

@@ -1,0 +1,810 @@
+//! The key-release service (`weightvault serve`): axum on rustls with mutual TLS. Challenge,
+//! evidence, decision, ledger, then shards streamed sealed to the attested host key. The
+//! protocol is in `docs/PROTOCOL.md`.
+
+use super::evidence::{self, Evidence};
+use super::stream::{Sealer, HEADER_LEN};
+use super::tls::{self, ClientIdentity, ServerTls};
+use crate::hsm::Pkcs11KeyWrap;
+use crate::keys::SymmetricKey;
+use crate::ledger::{record::Record, Ledger};
+use crate::policy::{self, data::RequesterKind, Authority, GeoLookup, HostClaims, PolicyHandle};
+use crate::store::{OpenedRevision, RevisionRef, Vault};
+use axum::body::Body;
+use axum::extract::{Extension, Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// How the service is set up.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The policy directory.
+    pub policies: PathBuf,
+    /// IP-geolocation database (MaxMind format); without one, public source addresses cannot
+    /// be located and are refused.
+    pub geoip: Option<PathBuf>,
+    /// TLS files.
+    pub tls: ServerTls,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// How long a release id may be used.
+    pub release_ttl: Duration,
+    /// How long a challenge nonce may be used.
+    pub nonce_ttl: Duration,
+}
+
+/// Set-up errors of the service (one line each).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Anything that stops the service from starting.
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup(e: impl std::fmt::Display) -> ServeError {
+    ServeError::Setup(e.to_string())
+}
+
+struct NoGeo;
+impl GeoLookup for NoGeo {
+    fn country(&self, _: IpAddr) -> Option<String> {
+        None
+    }
+}
+
+struct Nonce {
+    client: [u8; 32],
+    expires: Instant,
+    used: bool,
+}
+
+struct Release {
+    id: [u8; 16],
+    client: [u8; 32],
+    host_key: [u8; 32],
+    secret: SymmetricKey,
+    expires: Instant,
+    rev: Arc<OpenedRevision>,
+    /// Indices into `rev.files`, in the order of the release's shard list.
+    files: Vec<usize>,
+    decision_index: u64,
+    base: Record,
+}
+
+struct AppState {
+    vault: Vault,
+    kw: Pkcs11KeyWrap,
+    policy: PolicyHandle,
+    geo: Box<dyn GeoLookup + Send>,
+    ledger: Ledger,
+    nonces: Mutex<HashMap<String, Nonce>>,
+    releases: Mutex<HashMap<String, Arc<Release>>>,
+    cfg: ServeConfig,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone)]
+struct Peer {
+    id: ClientIdentity,
+    addr: SocketAddr,
+}
+
+/// An error at the edge: a stable code and a message; internal detail goes to the log only.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Option<serde_json::Value>,
+}
+
+fn api(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: message.into(),
+        extra: None,
+    }
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
+    tracing::error!("{what}: {e}");
+    api(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("{what} failed; see the service log"),
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({"code": self.code, "message": self.message});
+        if let Some(serde_json::Value::Object(m)) = self.extra {
+            for (k, v) in m {
+                body[k] = v;
+            }
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn random16() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("OS randomness");
+    b
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal("a worker", e))
+}
+
+#[derive(Serialize)]
+struct ChallengeReply {
+    nonce: String,
+    expires_at: String,
+}
+
+async fn challenge(
+    State(st): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+) -> Json<ChallengeReply> {
+    let nonce = hex::encode(random16());
+    let now = Instant::now();
+    let mut n = st.nonces.lock().expect("nonce lock");
+    n.retain(|_, v| v.expires > now);
+    n.insert(
+        nonce.clone(),
+        Nonce {
+            client: peer.id.fingerprint,
+            expires: now + st.cfg.nonce_ttl,
+            used: false,
+        },
+    );
+    Json(ChallengeReply {
+        nonce,
+        expires_at: rfc3339(
+            OffsetDateTime::now_utc() + time::Duration::try_from(st.cfg.nonce_ttl).expect("ttl"),
+        ),
+    })
+}
+
+/// A release request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    /// Model.
+    pub model: String,
+    /// Revision (default: the newest sealed).
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// Paths of the files wanted (default: all).
+    #[serde(default)]
+    pub shards: Option<Vec<String>>,
+    /// Host evidence.
+    pub evidence: Evidence,
+}
+
+/// One shard of a release, as the client is told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Index in `/v1/releases/{id}/shards/{index}`.
+    pub index: u32,
+    /// Path in the checkpoint directory.
+    pub path: String,
+    /// File size.
+    pub size: u64,
+    /// Sealed stream size.
+    pub stream_len: u64,
+}
+
+/// An allowed release, as the client is told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    /// Release id (hex).
+    pub id: String,
+    /// When the id stops working.
+    pub expires_at: String,
+    /// Model.
+    pub model: String,
+    /// Revision.
+    pub revision: String,
+    /// Shards.
+    pub shards: Vec<ShardInfo>,
+}
+
+/// The answer to a release request (denials carry it too, under code `denied`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseReply {
+    /// The decision with every check.
+    pub decision: serde_json::Value,
+    /// The ledger entry that records it.
+    pub ledger_index: u64,
+    /// The release, when allowed.
+    pub release: Option<ReleaseInfo>,
+}
+
+/// The source address: the peer, or the address a trusted proxy forwards.
+fn source_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[ipnet::IpNet]) -> IpAddr {
+    if proxies.iter().any(|n| n.contains(&peer)) {
+        if let Some(ip) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return ip;
+        }
+    }
+    peer
+}
+
+async fn releases(
+    State(st): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Result<Json<ReleaseBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<ReleaseReply>, ApiError> {
+    let Json(body) =
+        body.map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let policy = st.policy.current();
+    let (statement, signature_valid) = evidence::open(&body.evidence, |id| {
+        policy.attesters.get(id).map(|a| a.public_key)
+    })
+    .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_evidence", e.to_string()))?;
+    let host_key = statement.host_key().expect("checked by open");
+    // The nonce is spent by this request whatever the outcome, and counts only if it was
+    // issued to this client and is still fresh.
+    let nonce_fresh = {
+        let mut n = st.nonces.lock().expect("nonce lock");
+        match n.get_mut(&statement.nonce) {
+            Some(e) if e.client == peer.id.fingerprint => {
+                let fresh = !e.used && e.expires > Instant::now();
+                e.used = true;
+                fresh
+            }
+            _ => false,
+        }
+    };
+    let r = RevisionRef {
+        model: body.model.clone(),
+        revision: body.revision.clone(),
+    };
+    crate::store::check_name("model name", &r.model)
+        .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    if let Some(rev) = &r.revision {
+        crate::store::check_name("revision", rev)
+            .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    }
+    let st2 = st.clone();
+    let rev = blocking(move || st2.vault.open_revision(&r, &st2.kw))
+        .await?
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound(m) => api(StatusCode::NOT_FOUND, "not_found", m),
+            e => internal("opening the revision", e),
+        })?;
+    let files: Vec<usize> = match &body.shards {
+        None => (0..rev.files.len()).collect(),
+        Some(paths) => paths
+            .iter()
+            .map(|p| {
+                rev.files
+                    .iter()
+                    .position(|(e, _)| &e.path == p)
+                    .ok_or_else(|| {
+                        api(
+                            StatusCode::BAD_REQUEST,
+                            "unknown_shard",
+                            format!("{} has no file {p}", rev.label),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let now = OffsetDateTime::now_utc();
+    let source = source_ip(peer.addr.ip(), &headers, &policy.network.trusted_proxies);
+    let req = policy::ReleaseRequest {
+        requester: peer.id.name.clone(),
+        model: rev.manifest.model.clone(),
+        sealed_facts: Some(rev.manifest.training.clone()),
+        host: HostClaims {
+            host_id: statement.host_id.clone(),
+            country: statement.country.clone(),
+            region: statement.region.clone(),
+            attester: statement.attester.clone(),
+            issued_at: statement.issued_at,
+            expires_at: statement.expires_at,
+            signature_valid,
+            nonce_fresh,
+        },
+        source_ip: Some(source),
+        time: now,
+        dry_run: false,
+    };
+    let decision = policy::decide(&policy, st.geo.as_ref(), &req);
+    let who = policy.requesters.get(&peer.id.name);
+    let base = Record {
+        kind: "release-decision".into(),
+        time: rfc3339(now.replace_nanosecond(0).expect("0")),
+        requester: peer.id.name.clone(),
+        requester_kind: match who.map(|w| w.kind) {
+            Some(RequesterKind::Person) => "person",
+            Some(RequesterKind::Workload) => "workload",
+            None if peer.id.workload => "workload",
+            None => "person",
+        }
+        .into(),
+        organisation: who.map(|w| w.organisation.clone()),
+        nationalities: who.map(|w| w.nationalities.clone()).unwrap_or_default(),
+        host_id: Some(statement.host_id.clone()),
+        host_country: Some(statement.country.clone()),
+        host_region: Some(statement.region.clone()),
+        attester: Some(statement.attester.clone()),
+        source: Some(source.to_string()),
+        model: rev.manifest.model.clone(),
+        revision: Some(rev.manifest.revision.clone()),
+        shards: files.iter().map(|&i| rev.files[i].0.path.clone()).collect(),
+        outcome: if decision.allowed {
+            "allowed"
+        } else {
+            "denied"
+        }
+        .into(),
+        failed_checks: decision
+            .failed()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect(),
+        authority: decision.authority.as_ref().map(|a| match a {
+            Authority::NotControlled => "not-controlled".to_string(),
+            Authority::LicenceException { name } => format!("licence-exception:{name}"),
+            Authority::Licence { id } => format!("licence:{id}"),
+        }),
+        codeword: None,
+        bytes: None,
+        follows: None,
+    };
+    // The decision is durable before anything is answered: no record, no release.
+    let st2 = st.clone();
+    let rec = base.clone();
+    let ledger_index = blocking(move || st2.ledger.append(&rec))
+        .await?
+        .map_err(|e| {
+            tracing::error!("ledger append failed: {e}");
+            api(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ledger_unavailable",
+                "the release ledger cannot be written; nothing is released",
+            )
+        })?;
+    let decision_json = serde_json::to_value(&decision).expect("decision serialises");
+    tracing::info!(
+        requester = %peer.id.name, model = %base.model, outcome = %base.outcome,
+        failed = ?base.failed_checks, ledger_index, "release decision"
+    );
+    if !decision.allowed {
+        let failed = base.failed_checks.join(", ");
+        let mut e = api(
+            StatusCode::FORBIDDEN,
+            "denied",
+            format!("release denied: failed checks: {failed}"),
+        );
+        e.extra = Some(serde_json::json!({
+            "decision": decision_json,
+            "ledger_index": ledger_index,
+        }));
+        return Err(e);
+    }
+    let id = random16();
+    let secret = SymmetricKey::random().map_err(|e| internal("randomness", e))?;
+    let ttl = st.cfg.release_ttl;
+    let mut shards = Vec::new();
+    for (k, &i) in files.iter().enumerate() {
+        let (e, f) = &rev.files[i];
+        let h = f.header();
+        let s = Sealer::new(
+            &secret,
+            &host_key,
+            id,
+            k as u32,
+            h.chunk_size,
+            h.meta.len() as u64,
+            h.plaintext_len,
+        )
+        .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_evidence", e.to_string()))?;
+        shards.push(ShardInfo {
+            index: k as u32,
+            path: e.path.clone(),
+            size: s.header().file_len(),
+            stream_len: s.header().stream_len(),
+        });
+    }
+    let info = ReleaseInfo {
+        id: hex::encode(id),
+        expires_at: rfc3339(now + time::Duration::try_from(ttl).expect("ttl")),
+        model: rev.manifest.model.clone(),
+        revision: rev.manifest.revision.clone(),
+        shards,
+    };
+    let rel = Release {
+        id,
+        client: peer.id.fingerprint,
+        host_key,
+        secret,
+        expires: Instant::now() + ttl,
+        rev: Arc::new(rev),
+        files,
+        decision_index: ledger_index,
+        base,
+    };
+    {
+        let mut rs = st.releases.lock().expect("release lock");
+        let now = Instant::now();
+        rs.retain(|_, r| r.expires > now);
+        rs.insert(info.id.clone(), Arc::new(rel));
+    }
+    Ok(Json(ReleaseReply {
+        decision: decision_json,
+        ledger_index,
+        release: Some(info),
+    }))
+}
+
+/// Parses a `Range: bytes=START-[END]` header against a length.
+fn parse_range(h: Option<&header::HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(h) = h else { return Ok(None) };
+    let bad = || {
+        api(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "bad_range",
+            format!("only one range bytes=START-[END] within {len} bytes is served"),
+        )
+    };
+    let s = h.to_str().map_err(|_| bad())?;
+    let (a, b) = s
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(bad)?;
+    let start: u64 = a.trim().parse().map_err(|_| bad())?;
+    let end = if b.trim().is_empty() {
+        len
+    } else {
+        b.trim()
+            .parse::<u64>()
+            .map_err(|_| bad())?
+            .saturating_add(1)
+            .min(len)
+    };
+    if start >= end {
+        return Err(bad());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn shard(
+    State(st): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    UrlPath((id, n)): UrlPath<(String, u32)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rel = st
+        .releases
+        .lock()
+        .expect("release lock")
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| api(StatusCode::NOT_FOUND, "unknown_release", "no such release"))?;
+    if rel.client != peer.id.fingerprint {
+        tracing::warn!(requester = %peer.id.name, release = %id, "release used by another client");
+        return Err(api(
+            StatusCode::FORBIDDEN,
+            "wrong_client",
+            "this release was made for another client certificate",
+        ));
+    }
+    if Instant::now() > rel.expires {
+        return Err(api(
+            StatusCode::GONE,
+            "release_expired",
+            "this release has expired; request a new one",
+        ));
+    }
+    let fi = *rel.files.get(n as usize).ok_or_else(|| {
+        api(
+            StatusCode::NOT_FOUND,
+            "unknown_shard",
+            format!("no shard {n}"),
+        )
+    })?;
+    let h = rel.rev.files[fi].1.header();
+    let sealer = Sealer::new(
+        &rel.secret,
+        &rel.host_key,
+        rel.id,
+        n,
+        h.chunk_size,
+        h.meta.len() as u64,
+        h.plaintext_len,
+    )
+    .map_err(|e| internal("sealing", e))?;
+    let total = sealer.header().stream_len();
+    let range = parse_range(headers.get(header::RANGE), total)?;
+    let (start, end) = range.unwrap_or((0, total));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    let st2 = st.clone();
+    tokio::task::spawn_blocking(move || produce(&st2, &rel, fi, n, &sealer, start, end, &tx));
+    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let mut resp = Response::builder()
+        .status(if range.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        })
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if range.is_some() {
+        resp = resp.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{total}", end - 1),
+        );
+    }
+    resp.body(body).map_err(|e| internal("a response", e))
+}
+
+/// Decrypts, seals and sends stream bytes `[start, end)` of one shard, then records how the
+/// stream ended.
+#[allow(clippy::too_many_arguments)]
+fn produce(
+    st: &AppState,
+    rel: &Release,
+    fi: usize,
+    n: u32,
+    sealer: &Sealer,
+    start: u64,
+    end: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let h = *sealer.header();
+    let (entry, f) = &rel.rev.files[fi];
+    let mut sent = 0u64;
+    let mut send = |b: Bytes| -> bool {
+        let len = b.len() as u64;
+        if tx.blocking_send(Ok(b)).is_ok() {
+            sent += len;
+            true
+        } else {
+            false
+        }
+    };
+    let mut ok = true;
+    if start < HEADER_LEN as u64 {
+        let hb = h.encode();
+        ok = send(Bytes::copy_from_slice(
+            &hb[start as usize..end.min(HEADER_LEN as u64) as usize],
+        ));
+    }
+    let mut i = h.chunk_at(start.max(HEADER_LEN as u64));
+    while ok && i < h.chunks() && h.offset(i) < end {
+        let off = h.offset(i);
+        let len = h.plain_len(i) as usize;
+        let mut buf = vec![0u8; len + 16];
+        if i == 0 {
+            buf[..len].copy_from_slice(&f.header().meta);
+        } else if let Err(e) = f.read_chunk(i - 1, &mut buf[..len]) {
+            tracing::error!("release {}: {e}", hex::encode(rel.id));
+            let _ = tx.blocking_send(Err(std::io::Error::other(
+                "the vault could not read this shard",
+            )));
+            break;
+        }
+        let tag = sealer.seal_chunk(i, &mut buf[..len]);
+        buf[len..].copy_from_slice(&tag);
+        let s = start.max(off) - off;
+        let e = end.min(off + len as u64 + 16) - off;
+        ok = send(Bytes::from(buf).slice(s as usize..e as usize));
+        i += 1;
+    }
+    let complete = sent == end - start;
+    let mut r = rel.base.clone();
+    r.kind = "stream-end".into();
+    r.time = rfc3339(OffsetDateTime::now_utc().replace_nanosecond(0).expect("0"));
+    r.shards = vec![entry.path.clone()];
+    r.outcome = if complete { "completed" } else { "cut-short" }.into();
+    r.failed_checks = vec![];
+    r.bytes = Some(sent);
+    r.follows = Some(rel.decision_index);
+    match st.ledger.append(&r) {
+        Ok(i) => tracing::info!(
+            shard = n,
+            bytes = sent,
+            complete,
+            ledger_index = i,
+            "stream end"
+        ),
+        Err(e) => tracing::error!("recording the end of a stream: {e}"),
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/challenge", post(challenge))
+        .route("/v1/releases", post(releases))
+        .route("/v1/releases/{id}/shards/{n}", get(shard))
+        .with_state(state)
+}
+
+/// A running service.
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Opens the vault, HSM, ledger and policy, binds, and serves on a background thread.
+    pub fn start(cfg: ServeConfig) -> Result<Self, ServeError> {
+        let vault = Vault::open(&cfg.vault).map_err(setup)?;
+        let kw = vault.key_wrap().map_err(setup)?;
+        let (ledger, rec) = vault.ledger().map_err(setup)?;
+        if rec.discarded_bytes > 0 {
+            tracing::warn!(
+                "ledger: discarded a torn final write of {} bytes",
+                rec.discarded_bytes
+            );
+        }
+        let policy = PolicyHandle::load(&cfg.policies).map_err(setup)?;
+        let geo: Box<dyn GeoLookup + Send> = match &cfg.geoip {
+            Some(p) => Box::new(
+                policy::MaxMindGeo::from_bytes(
+                    std::fs::read(p).map_err(|e| setup(format!("{}: {e}", p.display())))?,
+                )
+                .map_err(|e| setup(format!("{}: {e}", p.display())))?,
+            ),
+            None => Box::new(NoGeo),
+        };
+        let tls = tls::server_config(&cfg.tls).map_err(setup)?;
+        let std_listener = std::net::TcpListener::bind(cfg.listen)
+            .map_err(|e| setup(format!("listening on {}: {e}", cfg.listen)))?;
+        std_listener.set_nonblocking(true).map_err(setup)?;
+        let addr = std_listener.local_addr().map_err(setup)?;
+        let state = Arc::new(AppState {
+            vault,
+            kw,
+            policy,
+            geo,
+            ledger,
+            nonces: Mutex::new(HashMap::new()),
+            releases: Mutex::new(HashMap::new()),
+            cfg,
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("weightvault-serve")
+            .build()
+            .map_err(setup)?;
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                accept_loop(listener, tls, router(state), stop_rx).await;
+            });
+        });
+        Ok(Self {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and waits for the service thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Waits until the service stops (for `weightvault serve`).
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            _ = &mut stop => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::info!(%addr, "TLS handshake refused: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec());
+            let id = match cert.as_deref().map(tls::identity_of) {
+                Some(Ok(id)) => id,
+                Some(Err(e)) => {
+                    tracing::info!(%addr, "client certificate refused: {e}");
+                    return;
+                }
+                None => return,
+            };
+            let app = app.layer(Extension(Peer { id, addr }));
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await
+            {
+                tracing::debug!(%addr, "connection: {e}");
+            }
+        });
+    }
+}
