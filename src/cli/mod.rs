@@ -141,6 +141,10 @@ pub enum Command {
         /// Write the bound address to this file once listening (for scripts using port 0)
         #[arg(long, value_name = "FILE")]
         addr_file: Option<PathBuf>,
+        /// Stop when standard input closes (for supervisors, scripts and tests that must not
+        /// leave a service behind)
+        #[arg(long)]
+        until_stdin_closes: bool,
     },
     /// Fetch a released model as a serving node: the whole protocol, then a loadable directory
     ///
@@ -638,6 +642,7 @@ pub fn run(cli: Cli) -> Result<()> {
             release_ttl,
             nonce_ttl,
             addr_file,
+            until_stdin_closes,
         } => {
             use crate::release::service::{ServeConfig, Server};
             let policies = policy_dir(policies);
@@ -667,7 +672,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 std::fs::write(&f, server.addr().to_string())
                     .with_context(|| format!("writing {}", f.display()))?;
             }
-            server.wait();
+            if until_stdin_closes {
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                server.stop();
+            } else {
+                server.wait();
+            }
         }
         Command::Fetch {
             model,

@@ -352,8 +352,19 @@ pub struct LogReader {
 }
 
 impl LogReader {
-    /// Reads the log in `dir`.
+    /// Reads the log in `dir`. An incomplete final frame is an error (an auditor is told).
     pub fn read(dir: &Path, check: bool, visit: &mut Visit<'_>) -> Result<Self, LogError> {
+        Self::read_with(dir, check, false, visit)
+    }
+
+    /// Like [`LogReader::read`]; with `live`, an incomplete final frame of the open segment is
+    /// skipped as an append in progress (reading while the service writes).
+    pub fn read_with(
+        dir: &Path,
+        check: bool,
+        live: bool,
+        visit: &mut Visit<'_>,
+    ) -> Result<Self, LogError> {
         let (segs, bits) = list_segments(dir)?;
         let bits = bits.unwrap_or(63);
         let mut tree = Tree::default();
@@ -361,7 +372,7 @@ impl LogReader {
         for (k, (first, path)) in segs.iter().enumerate() {
             let bytes = read_file(path)?;
             let s = scan(path, *first, &bytes, check)?;
-            if s.end < bytes.len() {
+            if s.end < bytes.len() && !(live && k == last) {
                 return Err(LogError::Torn {
                     path: path.clone(),
                     index: first + s.frames.len() as u64,

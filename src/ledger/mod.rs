@@ -351,7 +351,7 @@ impl Ledger {
             )));
         }
         let mut entry = None;
-        let log = log::LogReader::read(&segments_dir(dir), false, &mut |i, e| {
+        let log = log::LogReader::read_with(&segments_dir(dir), false, true, &mut |i, e| {
             if i == index {
                 entry = Some(String::from_utf8_lossy(e).into_owned());
             }
@@ -384,7 +384,7 @@ impl Ledger {
                 cl.size
             )));
         }
-        let log = log::LogReader::read(&segments_dir(dir), false, &mut |_, _| Ok(()))?;
+        let log = log::LogReader::read_with(&segments_dir(dir), false, true, &mut |_, _| Ok(()))?;
         let proof = log.consistency_proof(old, cl.size)?.ok_or_else(|| {
             LedgerError::Verify(format!(
                 "the latest checkpoint covers {} entries but the log holds {}",
@@ -399,9 +399,10 @@ impl Ledger {
         })
     }
 
-    /// Reads every entry of the ledger in `dir`, in order (for `audit show`).
+    /// Reads every entry of the ledger in `dir`, in order (for `audit show`; an append in
+    /// progress at the end is not shown).
     pub fn entries(dir: &Path, visit: &mut log::Visit<'_>) -> Result<u64, LedgerError> {
-        Ok(log::LogReader::read(&segments_dir(dir), false, visit)?.len())
+        Ok(log::LogReader::read_with(&segments_dir(dir), false, true, visit)?.len())
     }
 
     /// The underlying log (tree heads and proofs of the live ledger).

@@ -32,10 +32,34 @@ pub fn scratch() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// A scratch directory that lives as long as the test process (for per-process fixtures held
+/// in statics, which are never dropped): `target/test-scratch/fixture-<test target>-<name>`,
+/// emptied when made, so reruns do not pile up.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-scratch")
+        .join(format!("fixture-{target}-{name}"));
+    if dir.exists() {
+        // Made read-only by the ledger's closed segments and SoftHSM2: root removes anyway.
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// One vault and one HSM login per test process: SoftHSM2 reads its configuration once per
 /// process, so every test of a binary shares this token.
 pub struct Shared {
-    pub dir: tempfile::TempDir,
+    pub dir: PathBuf,
     pub kw: Pkcs11KeyWrap,
 }
 
@@ -43,8 +67,8 @@ pub fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
     S.get_or_init(|| {
         require_softhsm();
-        let dir = scratch();
-        let (v, _) = Vault::init(&dir.path().join("vault"), None).expect("vault init");
+        let dir = fixture_dir("shared");
+        let (v, _) = Vault::init(&dir.join("vault"), None).expect("vault init");
         let kw = v.key_wrap().expect("HSM login");
         Shared { dir, kw }
     })
@@ -52,7 +76,7 @@ pub fn shared() -> &'static Shared {
 
 impl Shared {
     pub fn vault_dir(&self) -> PathBuf {
-        self.dir.path().join("vault")
+        self.dir.join("vault")
     }
     /// The shared vault with a chosen chunk size.
     pub fn vault(&self, chunk_size: u32) -> Vault {

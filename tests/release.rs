@@ -1,0 +1,905 @@
+//! The release service and the fetcher end to end: a real `weightvault serve` on loopback (real
+//! SoftHSM2, real TLS with a test PKI made by rcgen), the real MiniLM checkpoint, the test
+//! attester. Allowed fetches, every kind of denial, attacks, resume, concurrency.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use weightvault::release::fetch::{fetch, FetchConfig, FetchError};
+use weightvault::release::testkit::{new_host_key, TestCa};
+use weightvault::store::RevisionRef;
+
+const TESTKIT: &str = env!("CARGO_BIN_EXE_weightvault-testkit");
+const FRONTIER: &str = "acme-frontier@r1";
+const GENERATED: &str = "acme-small@g1";
+
+struct Env {
+    root: PathBuf,
+    vault: PathBuf,
+    server: String,
+    server_pid: u32,
+    /// Dropped with the test process: the service stops when its stdin closes.
+    _child: Mutex<Child>,
+    generated: PathBuf,
+}
+
+fn seed() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/test-attester/seed.hex")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn env() -> &'static Env {
+    static E: OnceLock<Env> = OnceLock::new();
+    E.get_or_init(|| {
+        common::require_softhsm();
+        let root = common::fixture_dir("env");
+        // The repository's policies, plus: every simulated host reaches the vault over
+        // loopback, so loopback is treated like a corporate VPN range (origin may differ from
+        // the attested country; a Tier 3 origin is still refused).
+        let pol = root.join("policies");
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            &pol,
+        );
+        let mut net = std::fs::OpenOptions::new()
+            .append(true)
+            .open(pol.join("network.toml"))
+            .unwrap();
+        writeln!(
+            net,
+            "\n[[vpn]]\ncidr = \"127.0.0.0/8\"\nname = \"test hosts over loopback\""
+        )
+        .unwrap();
+        let vault = root.join("vault");
+        let (ok, _, err) = common::cli(&vault, &["init"]);
+        assert!(ok, "{err}");
+        let minilm = common::minilm_dir();
+        let (ok, _, err) = common::cli(
+            &vault,
+            &[
+                "seal",
+                minilm.to_str().unwrap(),
+                "--model",
+                "acme-frontier",
+                "--revision",
+                "r1",
+                "--eccn",
+                "4E091",
+                "--training-ops",
+                "3.1e26",
+            ],
+        );
+        assert!(ok, "{err}");
+        // A generated 64 MiB model in two shards with an index, for resume and concurrency.
+        let generated = root.join("generated");
+        std::fs::create_dir_all(&generated).unwrap();
+        for k in 0..2u64 {
+            common::write_safetensors(
+                &generated.join(format!("model-0000{}-of-00002.safetensors", k + 1)),
+                &[(
+                    "w",
+                    safetensors::Dtype::F32,
+                    vec![2048, 4096],
+                    common::bytes(k + 77, 32 << 20),
+                )],
+            );
+        }
+        std::fs::write(
+            generated.join("model.safetensors.index.json"),
+            r#"{"metadata":{},"weight_map":{"w":"model-00001-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let (ok, _, err) = common::cli(
+            &vault,
+            &[
+                "seal",
+                generated.to_str().unwrap(),
+                "--model",
+                "acme-small",
+                "--revision",
+                "g1",
+                "--eccn",
+                "EAR99",
+                "--training-ops",
+                "4e24",
+            ],
+        );
+        assert!(ok, "{err}");
+        // The test PKI: the organisation CA, the server, one client per identity, and the
+        // certificates that must fail the handshake.
+        let pki = root.join("pki");
+        let mut ca = TestCa::create(&pki, "test organisation CA").unwrap();
+        ca.issue_server("server").unwrap();
+        for (stem, id) in [
+            ("acme", "spiffe://acme.example/ns/serving/sa/llm"),
+            ("globex", "spiffe://globex.example/ns/inference/sa/llm"),
+            ("initech", "spiffe://initech.example/sa/llm"),
+            ("hooli", "spiffe://hooli.example/sa/llm"),
+            ("umbrella", "spiffe://umbrella.example/sa/llm"),
+            ("shadow", "spiffe://shadow.example/sa/llm"),
+            ("alice", "alice@acme.example"),
+            ("bob", "bob@acme.example"),
+        ] {
+            ca.issue_client(stem, id, None).unwrap();
+        }
+        let now = time::OffsetDateTime::now_utc();
+        ca.issue_client(
+            "expired",
+            "spiffe://acme.example/ns/serving/sa/llm",
+            Some((
+                now - time::Duration::days(30),
+                now - time::Duration::days(1),
+            )),
+        )
+        .unwrap();
+        let revoked = ca
+            .issue_client("revoked", "spiffe://acme.example/ns/serving/sa/llm", None)
+            .unwrap();
+        ca.revoke(&revoked.serial).unwrap();
+        let other = TestCa::create(&root.join("other-ca"), "another CA").unwrap();
+        other
+            .issue_client("acme", "spiffe://acme.example/ns/serving/sa/llm", None)
+            .unwrap();
+        for h in ["host-a", "host-b"] {
+            new_host_key(&root.join(h)).unwrap();
+        }
+        std::fs::write(root.join("rogue.seed"), "42".repeat(32)).unwrap();
+        // The service.
+        let addr_file = root.join("addr");
+        let log = std::fs::File::create(root.join("serve.log")).unwrap();
+        let child = Command::new(common::bin())
+            .env("WEIGHTVAULT_LOG", "info")
+            .args([
+                "--vault",
+                vault.to_str().unwrap(),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .arg("--cert")
+            .arg(pki.join("server.pem"))
+            .arg("--key")
+            .arg(pki.join("server.key"))
+            .arg("--client-ca")
+            .arg(pki.join("ca.pem"))
+            .arg("--crl")
+            .arg(pki.join("crl.pem"))
+            .arg("--policies")
+            .arg(&pol)
+            .arg("--until-stdin-closes")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while !addr_file.exists() {
+            assert!(
+                t.elapsed().as_secs() < 30,
+                "the service did not start: {}",
+                std::fs::read_to_string(root.join("serve.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let server = format!(
+            "https://{}",
+            std::fs::read_to_string(&addr_file).unwrap().trim()
+        );
+        Env {
+            server_pid: child.id(),
+            _child: Mutex::new(child),
+            root,
+            vault,
+            server,
+            generated,
+        }
+    })
+}
+
+/// The test attester's command for a host in `country`; `extra` may name another --seed.
+fn attest_cmd(country: &str, extra: &str) -> String {
+    let seed = if extra.contains("--seed") {
+        String::new()
+    } else {
+        format!("--seed {}", seed().display())
+    };
+    format!(
+        "{TESTKIT} attest {seed} --host-id test-{country} --country {country} --region r1 {extra}"
+    )
+}
+
+/// A fetch as client certificate `who` (a stem in the PKI), from a host in `country`.
+fn cfg(who: &str, country: &str) -> FetchConfig {
+    let e = env();
+    let pki = e.root.join("pki");
+    FetchConfig {
+        server: e.server.clone(),
+        ca: pki.join("ca.pem"),
+        cert: pki.join(format!("{who}.pem")),
+        key: pki.join(format!("{who}.key")),
+        host_key: e.root.join("host-a"),
+        attest: attest_cmd(country, ""),
+        parallel: 4,
+        progress: false,
+    }
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    env().root.join("out").join(name)
+}
+
+fn partial_of(out: &Path) -> PathBuf {
+    out.with_file_name(format!(
+        ".{}.weightvault-partial",
+        out.file_name().unwrap().to_string_lossy()
+    ))
+}
+
+fn rr(s: &str) -> RevisionRef {
+    s.parse().unwrap()
+}
+
+/// The ledger's entries (as the service wrote them).
+fn ledger() -> Vec<serde_json::Value> {
+    let (ok, out, err) = common::cli(&env().vault, &["audit", "show", "--json"]);
+    assert!(ok, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .collect()
+}
+
+fn entry(index: u64) -> serde_json::Value {
+    ledger()
+        .into_iter()
+        .find(|e| e["index"] == index)
+        .unwrap_or_else(|| panic!("no ledger entry {index}"))["record"]
+        .clone()
+}
+
+fn assert_nothing_written(out: &Path) {
+    assert!(!out.exists(), "{} was written", out.display());
+    assert!(!partial_of(out).exists(), "a partial output was left");
+}
+
+#[test]
+fn allowed_fetch_is_byte_identical_and_loads_in_python() {
+    let out = out_dir("allowed");
+    let r = fetch(&cfg("acme", "US"), &rr(FRONTIER), &out).unwrap();
+    assert!(!r.resumed);
+    assert_eq!(
+        common::tree_hashes(&out),
+        common::tree_hashes(&common::minilm_dir()),
+        "the fetched directory differs from the original"
+    );
+    assert!(!partial_of(&out).exists());
+    // Loaded the way users load it.
+    let py = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/python-env"))
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let py = String::from_utf8(py.stdout).unwrap();
+    let check = Command::new(py.trim())
+        .arg("-c")
+        .arg(
+            "import sys, numpy as np\n\
+             from safetensors.numpy import load_file\n\
+             a = load_file(sys.argv[1]); b = load_file(sys.argv[2])\n\
+             assert a.keys() == b.keys(), 'tensor names differ'\n\
+             for k in a:\n\
+             \x20   assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and np.array_equal(a[k], b[k]), k\n\
+             print(len(a), 'tensors equal')",
+        )
+        .arg(out.join("model.safetensors"))
+        .arg(common::minilm_dir().join("model.safetensors"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && said.contains("104 tensors equal"),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // The decision, then one completed stream per file, are in the ledger.
+    let idx = r.ledger_index.unwrap();
+    let d = entry(idx);
+    assert_eq!(d["kind"], "release-decision");
+    assert_eq!(d["outcome"], "allowed");
+    assert_eq!(d["requester"], "spiffe://acme.example/ns/serving/sa/llm");
+    assert_eq!(d["host_country"], "US");
+    assert!(
+        d["authority"]
+            .as_str()
+            .unwrap()
+            .starts_with("licence-exception:License Exception"),
+        "{d}"
+    );
+    let ends: Vec<_> = ledger()
+        .into_iter()
+        .filter(|e| e["record"]["follows"] == idx)
+        .collect();
+    assert_eq!(ends.len(), 13, "one stream-end per file");
+    assert!(ends
+        .iter()
+        .all(|e| e["record"]["outcome"] == "completed" && e["record"]["kind"] == "stream-end"));
+    let sent: u64 = ends
+        .iter()
+        .map(|e| e["record"]["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sent, r.downloaded);
+}
+
+#[test]
+fn a_tier2_host_with_a_licence_is_allowed() {
+    let out = out_dir("tier2-licensed");
+    let r = fetch(&cfg("globex", "IN"), &rr(FRONTIER), &out).unwrap();
+    assert_eq!(
+        common::sha256_file(&out.join("model.safetensors")),
+        common::sha256_file(&common::minilm_dir().join("model.safetensors"))
+    );
+    assert_eq!(
+        entry(r.ledger_index.unwrap())["authority"],
+        "licence:D-2026-0001"
+    );
+}
+
+#[test]
+fn denials_are_explained_recorded_and_release_nothing() {
+    for (who, country, check) in [
+        ("acme", "KP", "destination"),  // Tier 3
+        ("acme", "IN", "licence"),      // Tier 2, no licence
+        ("umbrella", "AE", "licence"),  // expired (and another ECCN)
+        ("initech", "BR", "licence"),   // suspended
+        ("hooli", "SG", "licence"),     // allocation exhausted
+        ("bob", "US", "deemed_export"), // a nationality not cleared
+        ("shadow", "US", "restricted_parties"),
+    ] {
+        let out = out_dir(&format!("denied-{who}-{country}"));
+        match fetch(&cfg(who, country), &rr(FRONTIER), &out) {
+            Err(FetchError::Denied {
+                message,
+                decision,
+                ledger_index,
+            }) => {
+                assert!(message.contains(check), "{who}/{country}: {message}");
+                let failed: Vec<&str> = decision["checks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["verdict"] == "fail")
+                    .map(|c| c["check"].as_str().unwrap())
+                    .collect();
+                assert!(failed.contains(&check), "{who}/{country}: {failed:?}");
+                let rec = entry(ledger_index);
+                assert_eq!(rec["outcome"], "denied");
+                assert!(
+                    rec["failed_checks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|c| c == check),
+                    "{rec}"
+                );
+                assert!(
+                    !ledger()
+                        .iter()
+                        .any(|e| e["record"]["follows"] == ledger_index),
+                    "bytes were streamed for a denial"
+                );
+            }
+            other => panic!("{who}/{country}: expected a denial, got {other:?}"),
+        }
+        assert_nothing_written(&out);
+    }
+    // The command line prints every check and exits 2.
+    let c = cfg("acme", "KP");
+    let out = out_dir("denied-cli");
+    let o = Command::new(common::bin())
+        .args([
+            "fetch",
+            FRONTIER,
+            "--out",
+            out.to_str().unwrap(),
+            "--server",
+            &c.server,
+        ])
+        .arg("--ca")
+        .arg(&c.ca)
+        .arg("--cert")
+        .arg(&c.cert)
+        .arg("--key")
+        .arg(&c.key)
+        .arg("--host-key")
+        .arg(&c.host_key)
+        .args(["--attest", &c.attest, "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("FAIL  destination") && err.contains("Tier 3"),
+        "{err}"
+    );
+    assert!(err.contains("pass  identity"), "{err}");
+    assert_nothing_written(&out);
+}
+
+/// A raw client for the protocol steps the fetcher never does wrong on purpose.
+struct Raw {
+    client: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Raw {
+    fn new(who: &str) -> Self {
+        let c = cfg(who, "US");
+        let tls = weightvault::release::tls::client_config(&c.ca, &c.cert, &c.key).unwrap();
+        Self {
+            client: reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
+                .build()
+                .unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .post(format!("{}{path}", env().server))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json().await.unwrap())
+        })
+    }
+
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .get(format!("{}{path}", env().server))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        })
+    }
+
+    fn nonce(&self) -> String {
+        let (s, v) = self.post("/v1/challenge", serde_json::json!({}));
+        assert_eq!(s, 200, "{v}");
+        v["nonce"].as_str().unwrap().to_string()
+    }
+}
+
+fn evidence(nonce: &str, country: &str, extra: &str) -> serde_json::Value {
+    let public = {
+        let hex = std::fs::read_to_string(env().root.join("host-a")).unwrap();
+        let b: [u8; 32] = hex::decode(hex.trim()).unwrap().try_into().unwrap();
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(b)).to_bytes()
+    };
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(attest_cmd(country, extra))
+        .env("WEIGHTVAULT_NONCE", nonce)
+        .env("WEIGHTVAULT_HOST_PUBLIC_KEY", hex::encode(public))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn evidence_failure(status: u16, v: &serde_json::Value) -> String {
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["code"], "denied", "{v}");
+    let c = v["decision"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "host_evidence")
+        .unwrap()
+        .clone();
+    assert_eq!(c["verdict"], "fail", "{v}");
+    c["reason"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn evidence_attacks_are_refused() {
+    let acme = Raw::new("acme");
+    let body =
+        |ev: serde_json::Value| serde_json::json!({"model": "acme-frontier", "evidence": ev});
+    // Replayed evidence: the nonce is single-use.
+    let ev = evidence(&acme.nonce(), "US", "");
+    let (s, v) = acme.post("/v1/releases", body(ev.clone()));
+    assert_eq!(s, 200, "{v}");
+    let release = v["release"]["id"].as_str().unwrap().to_string();
+    let (s, v) = acme.post("/v1/releases", body(ev));
+    assert!(evidence_failure(s, &v).contains("nonce reused"), "{v}");
+    // Expired evidence.
+    let (s, v) = acme.post(
+        "/v1/releases",
+        body(evidence(&acme.nonce(), "US", "--ttl -60")),
+    );
+    assert!(evidence_failure(s, &v).contains("expired"), "{v}");
+    // An attester the vault does not trust, and a trusted name signed with another key.
+    let rogue = env().root.join("rogue.seed");
+    let extra = format!("--id rogue-attester --seed {}", rogue.display());
+    let (s, v) = acme.post("/v1/releases", body(evidence(&acme.nonce(), "US", &extra)));
+    assert!(evidence_failure(s, &v).contains("not trusted"), "{v}");
+    let extra = format!("--seed {}", rogue.display());
+    let (s, v) = acme.post("/v1/releases", body(evidence(&acme.nonce(), "US", &extra)));
+    assert!(
+        evidence_failure(s, &v).contains("signature does not verify"),
+        "{v}"
+    );
+    // Evidence bound to another client's nonce.
+    let globex = Raw::new("globex");
+    let (s, v) = acme.post("/v1/releases", body(evidence(&globex.nonce(), "US", "")));
+    assert!(evidence_failure(s, &v).contains("nonce"), "{v}");
+    // A release id used by another client certificate.
+    let (s, b) = globex.get(&format!("/v1/releases/{release}/shards/0"));
+    assert_eq!(s, 403, "{}", String::from_utf8_lossy(&b));
+    assert!(String::from_utf8_lossy(&b).contains("wrong_client"));
+    let (s, _) = acme.get(&format!("/v1/releases/{release}/shards/0"));
+    assert_eq!(s, 200);
+    // Unknown ids and garbage get clean JSON errors.
+    let (s, b) = acme.get("/v1/releases/00/shards/0");
+    assert_eq!(s, 404);
+    assert!(String::from_utf8_lossy(&b).contains("unknown_release"));
+    let (s, v) = acme.post("/v1/releases", serde_json::json!({"model": 1}));
+    assert_eq!((s, v["code"].as_str()), (400, Some("bad_request")), "{v}");
+}
+
+#[test]
+fn certificates_from_another_ca_expired_or_revoked_fail_the_handshake() {
+    let e = env();
+    for (what, cert_dir, stem) in [
+        ("another CA", e.root.join("other-ca"), "acme"),
+        ("expired", e.root.join("pki"), "expired"),
+        ("revoked", e.root.join("pki"), "revoked"),
+    ] {
+        let mut c = cfg("acme", "US");
+        c.cert = cert_dir.join(format!("{stem}.pem"));
+        c.key = cert_dir.join(format!("{stem}.key"));
+        let out = out_dir(&format!("tls-{stem}-{}", what.len()));
+        match fetch(&c, &rr(FRONTIER), &out) {
+            Err(FetchError::Other(m)) => assert!(
+                m.contains("error sending request") || m.contains("connection"),
+                "{what}: {m}"
+            ),
+            other => panic!("{what}: expected a refused handshake, got {other:?}"),
+        }
+        assert_nothing_written(&out);
+    }
+    let log = std::fs::read_to_string(e.root.join("serve.log")).unwrap();
+    for why in ["UnknownIssuer", "certificate expired", "Revoked"] {
+        assert!(log.contains(why), "the service log does not say {why}");
+    }
+}
+
+#[test]
+fn a_stream_sealed_to_another_host_key_cannot_be_opened() {
+    let mut c = cfg("acme", "US");
+    // The attester states host-b's key; the fetcher holds host-a's.
+    let hex = std::fs::read_to_string(env().root.join("host-b")).unwrap();
+    let b: [u8; 32] = hex::decode(hex.trim()).unwrap().try_into().unwrap();
+    let other = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(b)).to_bytes();
+    c.attest = format!(
+        "WEIGHTVAULT_HOST_PUBLIC_KEY={} {}",
+        hex::encode(other),
+        attest_cmd("US", "")
+    );
+    let out = out_dir("other-host-key");
+    match fetch(&c, &rr(FRONTIER), &out) {
+        Err(FetchError::Tampered(m)) => assert!(m.contains("another host key"), "{m}"),
+        other => panic!("expected an unopenable stream, got {other:?}"),
+    }
+    assert_nothing_written(&out);
+}
+
+/// A man in the middle holding a certificate of the organisation's CA: it terminates the
+/// fetcher's TLS, connects to the vault with the client's own certificate, and flips one byte
+/// of every response stream at `flip_at`.
+fn tampering_proxy(flip_at: u64) -> (String, std::thread::JoinHandle<()>) {
+    let e = env();
+    let pki = e.root.join("pki");
+    let server_cfg =
+        weightvault::release::tls::server_config(&weightvault::release::tls::ServerTls {
+            cert: pki.join("server.pem"),
+            key: pki.join("server.key"),
+            client_ca: pki.join("ca.pem"),
+            crls: vec![],
+        })
+        .unwrap();
+    let client_cfg = std::sync::Arc::new(
+        weightvault::release::tls::client_config(
+            &pki.join("ca.pem"),
+            &pki.join("acme.pem"),
+            &pki.join("acme.key"),
+        )
+        .unwrap(),
+    );
+    let upstream: std::net::SocketAddr = e.server.trim_start_matches("https://").parse().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
+            let connector = tokio_rustls::TlsConnector::from(client_cfg);
+            // Serve connections until the test is done with the proxy (10 s of idleness).
+            while let Ok(Ok((tcp, _))) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), l.accept()).await
+            {
+                let (acceptor, connector) = (acceptor.clone(), connector.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(down) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                    let up = connector.connect(name, up).await.unwrap();
+                    let (mut dr, mut dw) = tokio::io::split(down);
+                    let (mut ur, mut uw) = tokio::io::split(up);
+                    let a = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut dr, &mut uw).await;
+                    });
+                    let mut seen = 0u64;
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match ur.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if seen <= flip_at && flip_at < seen + n as u64 {
+                            buf[(flip_at - seen) as usize] ^= 0x01;
+                        }
+                        seen += n as u64;
+                        if dw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    a.abort();
+                });
+            }
+        });
+    });
+    (format!("https://{addr}"), h)
+}
+
+#[test]
+fn a_tampered_byte_in_the_sealed_stream_is_rejected_and_nothing_written() {
+    // 5 MB into a connection is inside the body of the model's stream.
+    let (proxy, h) = tampering_proxy(5_000_000);
+    let mut c = cfg("acme", "US");
+    c.server = proxy;
+    c.parallel = 1;
+    let out = out_dir("tampered");
+    match fetch(&c, &rr(FRONTIER), &out) {
+        Err(FetchError::Tampered(m)) => assert!(m.contains("failed authentication"), "{m}"),
+        other => panic!("expected a rejected stream, got {other:?}"),
+    }
+    assert_nothing_written(&out);
+    drop(h);
+}
+
+fn cli_fetch(who: &str, model: &str, out: &Path) -> Command {
+    let c = cfg(who, "US");
+    let mut cmd = Command::new(common::bin());
+    cmd.args([
+        "fetch",
+        model,
+        "--out",
+        out.to_str().unwrap(),
+        "--server",
+        &c.server,
+    ])
+    .arg("--ca")
+    .arg(&c.ca)
+    .arg("--cert")
+    .arg(&c.cert)
+    .arg("--key")
+    .arg(&c.key)
+    .arg("--host-key")
+    .arg(&c.host_key)
+    .args([
+        "--attest",
+        &c.attest,
+        "--quiet",
+        "--json",
+        "--parallel",
+        "1",
+    ]);
+    cmd
+}
+
+/// Stream bytes a resumed fetch still needs, from what the partial directory holds.
+fn remainder(partial: &Path, release: &serde_json::Value) -> u64 {
+    release["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let n = s["index"].as_u64().unwrap();
+            let len = s["stream_len"].as_u64().unwrap();
+            match std::fs::read(partial.join("headers").join(n.to_string())) {
+                Err(_) => len,
+                Ok(h) => {
+                    let h = weightvault::release::stream::StreamHeader::decode(&h).unwrap();
+                    let tags = std::fs::metadata(partial.join("tags").join(n.to_string()))
+                        .map_or(0, |m| m.len());
+                    len - h.offset(tags / 16)
+                }
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn a_killed_fetch_resumes_with_the_remainder_only() {
+    let e = env();
+    for attempt in 0..10 {
+        let out = out_dir(&format!("resume-{attempt}"));
+        let partial = partial_of(&out);
+        let mut child = cli_fetch("acme", GENERATED, &out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill it once the first shard is part-way.
+        let tags = partial.join("tags").join("0");
+        let t = std::time::Instant::now();
+        while std::fs::metadata(&tags).map_or(0, |m| m.len()) < 16 * 4 && t.elapsed().as_secs() < 20
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if out.exists() {
+            continue; // it finished first: try again
+        }
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(partial.join("state.json")).unwrap()).unwrap();
+        let want = remainder(&partial, &state["release"]);
+        let total: u64 = state["release"]["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["stream_len"].as_u64().unwrap())
+            .sum();
+        assert!(want < total);
+        let o = cli_fetch("acme", GENERATED, &out).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["resumed"], true);
+        assert_eq!(
+            r["release"]["id"], state["release"]["id"],
+            "the same release"
+        );
+        assert_eq!(
+            r["downloaded"].as_u64().unwrap(),
+            want,
+            "resuming downloaded more than the remainder ({total} in all)"
+        );
+        assert_eq!(common::tree_hashes(&out), common::tree_hashes(&e.generated));
+        assert!(!partial.exists());
+        return;
+    }
+    panic!("the fetch always finished before it could be killed");
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn concurrent_fetches_complete_and_the_server_stays_small() {
+    let e = env();
+    let want = common::tree_hashes(&e.generated);
+    let handles: Vec<_> = (0..32)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let out = out_dir(&format!("concurrent-{k}"));
+                let mut c = cfg("acme", "US");
+                c.parallel = 2;
+                fetch(&c, &rr(GENERATED), &out).unwrap();
+                let got = common::tree_hashes(&out);
+                std::fs::remove_dir_all(&out).unwrap();
+                got
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), want);
+    }
+    let peak = peak_rss_kib(e.server_pid);
+    eprintln!(
+        "server peak RSS after 32 concurrent fetches: {} MiB",
+        peak / 1024
+    );
+    assert!(peak < 512 * 1024, "server peak RSS {} MiB", peak / 1024);
+}
+
+#[test]
+fn range_requests_give_the_same_bytes_as_a_whole_stream() {
+    let acme = Raw::new("acme");
+    let ev = evidence(&acme.nonce(), "US", "");
+    let (s, v) = acme.post(
+        "/v1/releases",
+        serde_json::json!({"model": "acme-small", "revision": "g1", "shards": ["model.safetensors.index.json", "model-00002-of-00002.safetensors"], "evidence": ev}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let id = v["release"]["id"].as_str().unwrap();
+    assert_eq!(v["release"]["shards"].as_array().unwrap().len(), 2);
+    let (s, whole) = acme.get(&format!("/v1/releases/{id}/shards/1"));
+    assert_eq!(s, 200);
+    assert_eq!(
+        whole.len() as u64,
+        v["release"]["shards"][1]["stream_len"].as_u64().unwrap()
+    );
+    let ranged = |a: u64, b: Option<u64>| -> Vec<u8> {
+        acme.rt.block_on(async {
+            let r = acme
+                .client
+                .get(format!("{}/v1/releases/{id}/shards/1", env().server))
+                .header(
+                    "range",
+                    format!("bytes={a}-{}", b.map(|b| b.to_string()).unwrap_or_default()),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 206);
+            r.bytes().await.unwrap().to_vec()
+        })
+    };
+    for (a, b) in [
+        (0, Some(79)),
+        (80, None),
+        (1_048_000, Some(3_000_000)),
+        (12_345_678, None),
+    ] {
+        let end = b.map_or(whole.len(), |b| b as usize + 1);
+        assert_eq!(ranged(a, b), whole[a as usize..end], "bytes {a}-{b:?}");
+    }
+    let mut r = Vec::new();
+    std::io::Cursor::new(ranged(whole.len() as u64 - 5, None))
+        .read_to_end(&mut r)
+        .unwrap();
+    assert_eq!(r, whole[whole.len() - 5..]);
+}
