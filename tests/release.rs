@@ -571,6 +571,14 @@ fn evidence_attacks_are_refused() {
     assert!(String::from_utf8_lossy(&b).contains("unknown_release"));
     let (s, v) = acme.post("/v1/releases", serde_json::json!({"model": 1}));
     assert_eq!((s, v["code"].as_str()), (400, Some("bad_request")), "{v}");
+    let (s, v) = acme.post("/v1/nothing", serde_json::json!({}));
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (s, b) = acme.get("/v1/challenge");
+    assert_eq!(s, 405);
+    assert!(String::from_utf8_lossy(&b).contains("method_not_allowed"));
+    let (s, b) = acme.get(&format!("/v1/releases/{release}/shards/x"));
+    assert_eq!(s, 400);
+    assert!(String::from_utf8_lossy(&b).contains("bad_request"));
 }
 
 #[test]

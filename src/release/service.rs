@@ -504,9 +504,11 @@ fn parse_range(h: Option<&header::HeaderValue>, len: u64) -> Result<Option<(u64,
 async fn shard(
     State(st): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
-    UrlPath((id, n)): UrlPath<(String, u32)>,
+    path: Result<UrlPath<(String, u32)>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let UrlPath((id, n)) =
+        path.map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let rel = st
         .releases
         .lock()
@@ -651,6 +653,20 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/challenge", post(challenge))
         .route("/v1/releases", post(releases))
         .route("/v1/releases/{id}/shards/{n}", get(shard))
+        .fallback(|| async {
+            api(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint (see docs/PROTOCOL.md)",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            api(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "wrong method for this endpoint (see docs/PROTOCOL.md)",
+            )
+        })
         .with_state(state)
 }
 
