@@ -715,6 +715,9 @@ pub fn run(cli: Cli) -> Result<()> {
                                 "resumed": r.resumed,
                                 "downloaded": r.downloaded,
                                 "bytes": r.bytes,
+                                "seconds": t.elapsed().as_secs_f64(),
+                                "attest_ms": r.attest_time.as_secs_f64() * 1e3,
+                                "first_byte_ms": r.first_byte.map(|d| d.as_secs_f64() * 1e3),
                             })
                         );
                     } else {

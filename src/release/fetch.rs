@@ -87,6 +87,17 @@ pub struct FetchReport {
     pub downloaded: u64,
     /// Bytes written (sum of file sizes).
     pub bytes: u64,
+    /// Time the attestation agent took.
+    pub attest_time: std::time::Duration,
+    /// Time from the start to the first shard byte, without the attestation agent's time.
+    pub first_byte: Option<std::time::Duration>,
+}
+
+/// Clocks of one fetch.
+struct Timing {
+    start: std::time::Instant,
+    attest: std::sync::Mutex<std::time::Duration>,
+    first_byte: std::sync::OnceLock<std::time::Duration>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -178,7 +189,18 @@ pub fn fetch(cfg: &FetchConfig, r: &RevisionRef, out: &Path) -> Result<FetchRepo
         .enable_all()
         .build()
         .map_err(other)?;
-    rt.block_on(run(cfg, client, host, r, out))
+    let timing = Timing {
+        start: std::time::Instant::now(),
+        attest: std::sync::Mutex::new(std::time::Duration::ZERO),
+        first_byte: std::sync::OnceLock::new(),
+    };
+    let mut report = rt.block_on(run(cfg, client, host, r, out, &timing))?;
+    report.attest_time = *timing.attest.lock().expect("timing");
+    report.first_byte = timing
+        .first_byte
+        .get()
+        .map(|t| t.saturating_sub(report.attest_time));
+    Ok(report)
 }
 
 async fn new_release(
@@ -186,6 +208,7 @@ async fn new_release(
     client: &reqwest::Client,
     host: &StaticSecret,
     r: &RevisionRef,
+    timing: &Timing,
 ) -> Result<(ReleaseInfo, u64), FetchError> {
     let base = cfg.server.trim_end_matches('/');
     let resp = client
@@ -201,7 +224,9 @@ async fn new_release(
         .as_str()
         .ok_or_else(|| other("no nonce in the challenge"))?;
     let public = x25519_dalek::PublicKey::from(host).to_bytes();
+    let t = std::time::Instant::now();
     let evidence = tokio::task::block_in_place(|| attest(&cfg.attest, nonce, &public))?;
+    *timing.attest.lock().expect("timing") += t.elapsed();
     let resp = client
         .post(format!("{base}/v1/releases"))
         .json(&serde_json::json!({
@@ -228,6 +253,7 @@ async fn run(
     host: StaticSecret,
     r: &RevisionRef,
     out: &Path,
+    timing: &Timing,
 ) -> Result<FetchReport, FetchError> {
     let partial = partial_dir(out);
     let state_path = partial.join("state.json");
@@ -248,7 +274,7 @@ async fn run(
                 if partial.exists() {
                     std::fs::remove_dir_all(&partial).map_err(other)?;
                 }
-                let (rel, idx) = new_release(cfg, &client, &host, r).await?;
+                let (rel, idx) = new_release(cfg, &client, &host, r, timing).await?;
                 mkdir_private(&partial)?;
                 let st = PartialState {
                     server: cfg.server.clone(),
@@ -259,7 +285,7 @@ async fn run(
                 (rel, Some(idx), false)
             }
         };
-        match download(cfg, &client, &host, &release, &partial).await {
+        match download(cfg, &client, &host, &release, &partial, timing).await {
             Ok(downloaded) => {
                 finish(&partial, out)?;
                 return Ok(FetchReport {
@@ -268,6 +294,8 @@ async fn run(
                     ledger_index,
                     resumed,
                     downloaded,
+                    attest_time: std::time::Duration::ZERO,
+                    first_byte: None,
                 });
             }
             // The earlier release is gone (expired, or the vault restarted): decide anew.
@@ -314,6 +342,7 @@ async fn download(
     host: &StaticSecret,
     rel: &ReleaseInfo,
     partial: &Path,
+    timing: &Timing,
 ) -> Result<u64, FetchError> {
     for d in ["files", "headers", "tags"] {
         mkdir_private(&partial.join(d))?;
@@ -337,7 +366,20 @@ async fn download(
     let results: Vec<Result<(), FetchError>> = futures_util::stream::iter(rel.shards.iter())
         .map(|s| {
             let (bar, downloaded) = (bar.clone(), downloaded.clone());
-            async move { shard(cfg, client, host, rel, s, partial, &bar, &downloaded).await }
+            async move {
+                shard(
+                    cfg,
+                    client,
+                    host,
+                    rel,
+                    s,
+                    partial,
+                    &bar,
+                    &downloaded,
+                    timing,
+                )
+                .await
+            }
         })
         .buffer_unordered(cfg.parallel.max(1))
         .collect()
@@ -391,6 +433,7 @@ async fn shard(
     partial: &Path,
     bar: &indicatif::ProgressBar,
     downloaded: &AtomicU64,
+    timing: &Timing,
 ) -> Result<(), FetchError> {
     let path = partial.join("files").join(rel_path(&s.path)?);
     if let Some(p) = path.parent() {
@@ -451,6 +494,7 @@ async fn shard(
     let mut body = resp.bytes_stream();
     while let Some(b) = body.next().await {
         let b = b.map_err(|e| other(format!("{}: the transfer broke: {e}", s.path)))?;
+        let _ = timing.first_byte.set(timing.start.elapsed());
         downloaded.fetch_add(b.len() as u64, Ordering::Relaxed);
         bar.inc(b.len() as u64);
         buf.extend_from_slice(&b);
