@@ -317,6 +317,32 @@ fn allowed_fetch_is_byte_identical_and_loads_in_python() {
         "{said}{}",
         String::from_utf8_lossy(&check.stderr)
     );
+    // transformers reads the config and tokenizer files the same way (weights need torch,
+    // which this machine does not install; they are checked tensor by tensor above).
+    let check = Command::new(py.trim())
+        .env("HF_HUB_OFFLINE", "1")
+        .arg("-c")
+        .arg(
+            "import sys\n\
+             from transformers import AutoConfig, AutoTokenizer\n\
+             a, b = sys.argv[1], sys.argv[2]\n\
+             c = lambda p: {k: v for k, v in AutoConfig.from_pretrained(p).to_dict().items() if k != '_name_or_path'}\n\
+             assert c(a) == c(b)\n\
+             s = 'Export-controlled weights, released only under policy.'\n\
+             ta, tb = AutoTokenizer.from_pretrained(a), AutoTokenizer.from_pretrained(b)\n\
+             assert ta(s)['input_ids'] == tb(s)['input_ids']\n\
+             print('config and tokenizer equal', AutoConfig.from_pretrained(a).model_type)",
+        )
+        .arg(&out)
+        .arg(common::minilm_dir())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && said.contains("config and tokenizer equal bert"),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     // The decision, then one completed stream per file, are in the ledger.
     let idx = r.ledger_index.unwrap();
     let d = entry(idx);
@@ -910,4 +936,52 @@ fn range_requests_give_the_same_bytes_as_a_whole_stream() {
         .read_to_end(&mut r)
         .unwrap();
     assert_eq!(r, whole[whole.len() - 5..]);
+}
+
+#[test]
+fn fetch_takes_its_settings_from_a_config_file() {
+    let c = cfg("acme", "US");
+    let dir = env().root.join("config-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&c.cert, dir.join("node.pem")).unwrap();
+    std::fs::copy(&c.key, dir.join("node.key")).unwrap();
+    let toml = format!(
+        "server = {:?}\nca = {:?}\ncert = \"node.pem\"\nkey = \"node.key\"\nhost_key = {:?}\nattest = {:?}\nparallel = 2\n",
+        c.server, c.ca, c.host_key, c.attest
+    );
+    std::fs::write(dir.join("fetch.toml"), toml).unwrap();
+    let out = out_dir("from-config");
+    let o = Command::new(common::bin())
+        .args([
+            "fetch",
+            GENERATED,
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .arg("--config")
+        .arg(dir.join("fetch.toml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        common::tree_hashes(&out),
+        common::tree_hashes(&env().generated)
+    );
+    // Without it, the missing setting is named.
+    let o = Command::new(common::bin())
+        .args([
+            "fetch",
+            GENERATED,
+            "--out",
+            out_dir("no-config").to_str().unwrap(),
+        ])
+        .env_remove("WEIGHTVAULT_SERVER")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("fetch needs --server"),
+        "{err}"
+    );
 }

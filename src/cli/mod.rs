@@ -163,25 +163,29 @@ pub enum Command {
         out: PathBuf,
         /// The vault's URL
         #[arg(long, env = "WEIGHTVAULT_SERVER", value_name = "URL")]
-        server: String,
+        server: Option<String>,
         /// The organisation CA (PEM) that issued the vault's certificate
         #[arg(long, env = "WEIGHTVAULT_CA", value_name = "PEM")]
-        ca: PathBuf,
+        ca: Option<PathBuf>,
         /// This client's certificate (PEM)
         #[arg(long, env = "WEIGHTVAULT_CERT", value_name = "PEM")]
-        cert: PathBuf,
+        cert: Option<PathBuf>,
         /// This client's private key (PEM)
         #[arg(long, env = "WEIGHTVAULT_KEY", value_name = "PEM")]
-        key: PathBuf,
+        key: Option<PathBuf>,
         /// This host's X25519 secret key file (64 hex digits)
         #[arg(long, env = "WEIGHTVAULT_HOST_KEY", value_name = "FILE")]
-        host_key: PathBuf,
+        host_key: Option<PathBuf>,
         /// Attestation agent command (see above)
         #[arg(long, env = "WEIGHTVAULT_ATTEST", value_name = "CMD")]
-        attest: String,
-        /// Shards downloaded at once
-        #[arg(long, default_value_t = 4, value_name = "N")]
-        parallel: usize,
+        attest: Option<String>,
+        /// A TOML file with any of: server, ca, cert, key, host_key, attest, parallel (flags
+        /// and environment variables take precedence; relative paths are relative to the file)
+        #[arg(long, env = "WEIGHTVAULT_FETCH_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Shards downloaded at once [default: 4]
+        #[arg(long, value_name = "N")]
+        parallel: Option<usize>,
         /// Print the release and the decision as JSON on success
         #[arg(long)]
         json: bool,
@@ -689,18 +693,31 @@ pub fn run(cli: Cli) -> Result<()> {
             key,
             host_key,
             attest,
+            config,
             parallel,
             json,
         } => {
-            use crate::release::fetch::{fetch, FetchConfig, FetchError};
+            use crate::release::fetch::{fetch, FetchConfig, FetchError, FetchFile};
+            let file = match &config {
+                Some(p) => FetchFile::load(p)?,
+                None => FetchFile::default(),
+            };
+            fn need<T>(v: Option<T>, f: Option<T>, flag: &str) -> Result<T> {
+                v.or(f).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "fetch needs --{flag} (or `{}` in --config)",
+                        flag.replace('-', "_")
+                    )
+                })
+            }
             let cfg = FetchConfig {
-                server,
-                ca,
-                cert,
-                key,
-                host_key,
-                attest,
-                parallel,
+                server: need(server, file.server, "server")?,
+                ca: need(ca, file.ca, "ca")?,
+                cert: need(cert, file.cert, "cert")?,
+                key: need(key, file.key, "key")?,
+                host_key: need(host_key, file.host_key, "host-key")?,
+                attest: need(attest, file.attest, "attest")?,
+                parallel: parallel.or(file.parallel).unwrap_or(4),
                 progress: !cli.quiet,
             };
             let t = Instant::now();

@@ -41,6 +41,46 @@ pub struct FetchConfig {
     pub progress: bool,
 }
 
+/// `fetch --config FILE`: the same settings in TOML (paths relative to the file).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchFile {
+    /// Base URL of the vault.
+    pub server: Option<String>,
+    /// Organisation CA (PEM).
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM).
+    pub key: Option<PathBuf>,
+    /// Host X25519 secret key file.
+    pub host_key: Option<PathBuf>,
+    /// Attestation agent command.
+    pub attest: Option<String>,
+    /// Shards downloaded at once.
+    pub parallel: Option<usize>,
+}
+
+impl FetchFile {
+    /// Reads a config file; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, FetchError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| other(format!("{}: {e}", path.display())))?;
+        let mut f: FetchFile =
+            toml::from_str(&text).map_err(|e| other(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut f.ca, &mut f.cert, &mut f.key, &mut f.host_key]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(f)
+    }
+}
+
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
