@@ -97,6 +97,7 @@ fn concurrent_appends_are_all_durable_and_in_the_tree() {
         (3200, 50, 0)
     );
     assert_eq!(reopened.tree_head().unwrap(), (3200, root));
+    drop(reopened);
     // Opening with another segment size is refused rather than misread.
     assert!(matches!(
         Log::open_with(&dir, 7),
@@ -437,4 +438,25 @@ fn witnesses_check_consistency_offline() {
             .is_err());
     }
     assert!(Ledger::prove_consistency(&dir, 24).is_err());
+}
+
+#[test]
+fn one_process_appends_at_a_time() {
+    let tmp = common::scratch();
+    let dir = tmp.path().join("log");
+    let (log, _) = Log::open(&dir).unwrap();
+    log.append(b"a").unwrap();
+    match Log::open(&dir) {
+        Err(e @ LogError::Busy(_)) => {
+            assert!(e
+                .to_string()
+                .contains("in use by another weightvault process"))
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a second appender was let in"),
+    }
+    // Readers are not held up.
+    assert_eq!(read_all(&dir).unwrap(), vec![b"a".to_vec()]);
+    drop(log);
+    Log::open(&dir).unwrap();
 }

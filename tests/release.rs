@@ -178,7 +178,7 @@ fn env() -> &'static Env {
             .arg(pki.join("crl.pem"))
             .arg("--policies")
             .arg(&pol)
-            .arg("--until-stdin-closes")
+            .args(["--checkpoint-every", "1", "--until-stdin-closes"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
@@ -471,10 +471,15 @@ fn denials_are_explained_recorded_and_release_nothing() {
 struct Raw {
     client: reqwest::Client,
     rt: tokio::runtime::Runtime,
+    server: String,
 }
 
 impl Raw {
     fn new(who: &str) -> Self {
+        Self::at(who, &env().server)
+    }
+
+    fn at(who: &str, server: &str) -> Self {
         let c = cfg(who, "US");
         let tls = weightvault::release::tls::client_config(&c.ca, &c.cert, &c.key).unwrap();
         Self {
@@ -486,6 +491,7 @@ impl Raw {
                 .enable_all()
                 .build()
                 .unwrap(),
+            server: server.to_string(),
         }
     }
 
@@ -493,7 +499,7 @@ impl Raw {
         self.rt.block_on(async {
             let r = self
                 .client
-                .post(format!("{}{path}", env().server))
+                .post(format!("{}{path}", self.server))
                 .json(&body)
                 .send()
                 .await
@@ -506,7 +512,7 @@ impl Raw {
         self.rt.block_on(async {
             let r = self
                 .client
-                .get(format!("{}{path}", env().server))
+                .get(format!("{}{path}", self.server))
                 .send()
                 .await
                 .unwrap();
@@ -747,6 +753,10 @@ fn a_tampered_byte_in_the_sealed_stream_is_rejected_and_nothing_written() {
 }
 
 fn cli_fetch(who: &str, model: &str, out: &Path) -> Command {
+    cli_fetch_at(&env().server, who, model, out)
+}
+
+fn cli_fetch_at(server: &str, who: &str, model: &str, out: &Path) -> Command {
     let c = cfg(who, "US");
     let mut cmd = Command::new(common::bin());
     cmd.args([
@@ -755,7 +765,7 @@ fn cli_fetch(who: &str, model: &str, out: &Path) -> Command {
         "--out",
         out.to_str().unwrap(),
         "--server",
-        &c.server,
+        server,
     ])
     .arg("--ca")
     .arg(&c.ca)
@@ -984,4 +994,163 @@ fn fetch_takes_its_settings_from_a_config_file() {
         !o.status.success() && err.contains("fetch needs --server"),
         "{err}"
     );
+}
+
+#[test]
+fn the_service_holds_the_ledger_and_signs_its_checkpoints() {
+    let e = env();
+    let out = out_dir("checkpointed");
+    let r = fetch(&cfg("acme", "US"), &rr(GENERATED), &out).unwrap();
+    // Another process cannot append while the service runs: it is told why.
+    let (ok, _, err) = common::cli(&e.vault, &["audit", "checkpoint"]);
+    assert!(
+        !ok && err.contains("in use by another weightvault process"),
+        "{err}"
+    );
+    let o = out_dir("operator-open-while-serving");
+    let (ok, _, err) = common::cli(&e.vault, &["open", GENERATED, "--out", o.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("in use by another weightvault process"),
+        "{err}"
+    );
+    assert!(!o.exists());
+    // The service signs checkpoints itself (every second in this test), with the HSM key.
+    let t = std::time::Instant::now();
+    loop {
+        let (ok, said, err) = common::cli(&e.vault, &["audit", "verify"]);
+        assert!(ok, "{err}");
+        let covered: u64 = said
+            .split("latest covers ")
+            .nth(1)
+            .and_then(|x| x.split(')').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        if covered > r.ledger_index.unwrap() {
+            break;
+        }
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "no checkpoint covers the release: {said}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A second service on a copy of the vault (its own token copy and ledger), with releases
+/// that live two seconds.
+fn short_lived_server(root: &Path) -> (String, Child) {
+    let e = env();
+    let v = root.join("vault");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&e.vault)
+        .arg(&v)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let conf = v.join("hsm/softhsm2.conf");
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace(e.vault.to_str().unwrap(), v.to_str().unwrap());
+    std::fs::write(&conf, text).unwrap();
+    let pki = e.root.join("pki");
+    let addr = root.join("addr");
+    let child = Command::new(common::bin())
+        .args([
+            "--vault",
+            v.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--addr-file")
+        .arg(&addr)
+        .arg("--cert")
+        .arg(pki.join("server.pem"))
+        .arg("--key")
+        .arg(pki.join("server.key"))
+        .arg("--client-ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--policies")
+        .arg(e.root.join("policies"))
+        .args(["--release-ttl", "2", "--until-stdin-closes"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&addr).map_or(true, |a| a.is_empty()) {
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "the second service did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (
+        format!("https://{}", std::fs::read_to_string(&addr).unwrap().trim()),
+        child,
+    )
+}
+
+#[test]
+fn release_ids_expire_and_a_fetch_then_starts_over() {
+    let root = env().root.join("short-lived");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let (server, child) = short_lived_server(&root);
+    let acme = Raw::at("acme", &server);
+    let ev = evidence(&acme.nonce(), "US", "");
+    let (s, v) = acme.post(
+        "/v1/releases",
+        serde_json::json!({"model": "acme-small", "evidence": ev}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let id = v["release"]["id"].as_str().unwrap().to_string();
+    let (s, _) = acme.get(&format!("/v1/releases/{id}/shards/2"));
+    assert_eq!(s, 200);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (s, b) = acme.get(&format!("/v1/releases/{id}/shards/2"));
+    assert_eq!(s, 410);
+    assert!(String::from_utf8_lossy(&b).contains("release_expired"));
+    // A fetch interrupted under an expired release asks again, is decided again, completes.
+    let out = root.join("out");
+    let partial = partial_of(&out);
+    let mut c = cfg("acme", "US");
+    c.server = server;
+    let mut first = None;
+    for _ in 0..10 {
+        let mut child = cli_fetch_at(&c.server, "acme", GENERATED, &out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let tags = partial.join("tags").join("0");
+        let t = std::time::Instant::now();
+        while std::fs::metadata(&tags).map_or(0, |m| m.len()) < 16 * 4 && t.elapsed().as_secs() < 20
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if out.exists() {
+            std::fs::remove_dir_all(&out).unwrap();
+            continue;
+        }
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(partial.join("state.json")).unwrap()).unwrap();
+        first = Some(state["release"]["id"].as_str().unwrap().to_string());
+        break;
+    }
+    let first = first.expect("the fetch always finished before it could be killed");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let r = fetch(&c, &rr(GENERATED), &out).unwrap();
+    assert!(!r.resumed, "an expired release was resumed");
+    assert_ne!(r.release.id, first);
+    assert!(r.ledger_index.is_some(), "not decided again");
+    assert_eq!(
+        common::tree_hashes(&out),
+        common::tree_hashes(&env().generated)
+    );
+    drop(child);
 }

@@ -138,6 +138,10 @@ pub enum Command {
         /// How long a challenge nonce may be used, in seconds
         #[arg(long, default_value_t = 120, value_name = "SECS")]
         nonce_ttl: u64,
+        /// Sign a ledger checkpoint this often when there are new entries, in seconds (and
+        /// once more on stopping); `audit checkpoint` cannot run while the service holds the ledger
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        checkpoint_every: u64,
         /// Write the bound address to this file once listening (for scripts using port 0)
         #[arg(long, value_name = "FILE")]
         addr_file: Option<PathBuf>,
@@ -645,6 +649,7 @@ pub fn run(cli: Cli) -> Result<()> {
             geoip,
             release_ttl,
             nonce_ttl,
+            checkpoint_every,
             addr_file,
             until_stdin_closes,
         } => {
@@ -666,6 +671,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 listen,
                 release_ttl: std::time::Duration::from_secs(release_ttl),
                 nonce_ttl: std::time::Duration::from_secs(nonce_ttl),
+                checkpoint_every: std::time::Duration::from_secs(checkpoint_every.max(1)),
             })?;
             eprintln!(
                 "weightvault: serving {} on https://{}",

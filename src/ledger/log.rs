@@ -79,6 +79,9 @@ pub enum LogError {
     /// Entry too large.
     #[error("ledger entry of {0} bytes exceeds {MAX_ENTRY}")]
     TooLarge(usize),
+    /// Another process has the log open for appending.
+    #[error("ledger {0} is in use by another weightvault process (a running `weightvault serve`?): one process appends at a time; the service signs checkpoints itself")]
+    Busy(PathBuf),
 }
 
 fn io_err<'a>(
@@ -479,6 +482,8 @@ struct State {
 pub struct Log {
     dir: PathBuf,
     bits: u32,
+    /// An exclusive lock on `dir/lock`, held while the log is open: one appending process.
+    _lock: File,
     state: Mutex<State>,
     /// Only the appender that is flushing takes this lock.
     writer: Mutex<Writer>,
@@ -530,6 +535,20 @@ impl Log {
     pub fn open_with(dir: &Path, bits: u32) -> Result<(Self, Recovery), LogError> {
         assert!((1..=40).contains(&bits), "segment bits out of range");
         std::fs::create_dir_all(dir).map_err(io_err(dir, "creating the directory"))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path, "opening the lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::Busy(dir.into())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_err(&lock_path, "locking")(e));
+            }
+        }
         let (segs, found) = list_segments(dir)?;
         if let Some(b) = found.filter(|b| *b != bits) {
             return Err(LogError::Segments {
@@ -596,6 +615,7 @@ impl Log {
             Self {
                 dir: dir.into(),
                 bits,
+                _lock: lock,
                 state: Mutex::new(State {
                     queued: Vec::new(),
                     queued_frames: Vec::new(),

@@ -43,6 +43,9 @@ pub struct ServeConfig {
     pub release_ttl: Duration,
     /// How long a challenge nonce may be used.
     pub nonce_ttl: Duration,
+    /// How often the service signs a ledger checkpoint when there are new entries (and once
+    /// more when it stops).
+    pub checkpoint_every: Duration,
 }
 
 /// Set-up errors of the service (one line each).
@@ -648,6 +651,36 @@ fn produce(
     }
 }
 
+/// Signs a checkpoint with the HSM if entries arrived since `last`; returns the size covered.
+fn checkpoint_if_new(st: &AppState, last: u64) -> u64 {
+    let n = st.ledger.len();
+    if n <= last {
+        return last;
+    }
+    let origin = st.vault.config().ledger.origin.clone();
+    let r = st
+        .kw
+        .ledger_public_key()
+        .map_err(|e| e.to_string())
+        .and_then(|public| {
+            st.ledger
+                .checkpoint(&origin, &public, &|m| {
+                    st.kw.sign_ledger(m).map_err(|e| e.to_string())
+                })
+                .map_err(|e| e.to_string())
+        });
+    match r {
+        Ok(_) => {
+            tracing::info!(size = n, "ledger checkpoint signed");
+            n
+        }
+        Err(e) => {
+            tracing::error!("signing a ledger checkpoint: {e}");
+            last
+        }
+    }
+}
+
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/challenge", post(challenge))
@@ -723,7 +756,21 @@ impl Server {
         let thread = std::thread::spawn(move || {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                accept_loop(listener, tls, router(state), stop_rx).await;
+                let st = state.clone();
+                let signer = tokio::spawn(async move {
+                    let mut t = tokio::time::interval(st.cfg.checkpoint_every);
+                    let mut last = 0;
+                    loop {
+                        t.tick().await;
+                        let st = st.clone();
+                        last = tokio::task::spawn_blocking(move || checkpoint_if_new(&st, last))
+                            .await
+                            .unwrap_or(last);
+                    }
+                });
+                accept_loop(listener, tls, router(state.clone()), stop_rx).await;
+                signer.abort();
+                let _ = tokio::task::spawn_blocking(move || checkpoint_if_new(&state, 0)).await;
             });
         });
         Ok(Self {
