@@ -1154,3 +1154,41 @@ fn release_ids_expire_and_a_fetch_then_starts_over() {
     );
     drop(child);
 }
+
+#[test]
+fn evidence_can_come_from_an_attestation_agent_over_http() {
+    let root = env().root.join("http-attester");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let addr = root.join("addr");
+    let agent = Command::new(TESTKIT)
+        .arg("attest-server")
+        .arg("--seed")
+        .arg(seed())
+        .args(["--host-id", "agent-host", "--country", "US", "--addr-file"])
+        .arg(&addr)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&addr).map_or(true, |a| a.is_empty()) {
+        assert!(t.elapsed().as_secs() < 20, "the agent did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut c = cfg("acme", "US");
+    c.attest = format!("http://{}/attest", std::fs::read_to_string(&addr).unwrap());
+    let out = root.join("out");
+    let r = fetch(&c, &rr(GENERATED), &out).unwrap();
+    assert_eq!(entry(r.ledger_index.unwrap())["host_id"], "agent-host");
+    assert_eq!(
+        common::tree_hashes(&out),
+        common::tree_hashes(&env().generated)
+    );
+    drop(agent); // its stdin closes: it stops
+                 // An agent that is not there is named.
+    c.attest = "http://127.0.0.1:9/attest".into();
+    match fetch(&c, &rr(GENERATED), &root.join("out2")) {
+        Err(FetchError::Other(m)) => assert!(m.contains("attestation agent"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -180,7 +180,8 @@ pub enum Command {
         /// This host's X25519 secret key file (64 hex digits)
         #[arg(long, env = "WEIGHTVAULT_HOST_KEY", value_name = "FILE")]
         host_key: Option<PathBuf>,
-        /// Attestation agent command (see above)
+        /// Attestation agent: a command (see above), or an http(s):// URL that answers a POST
+        /// of {"nonce", "host_public_key"} with the evidence JSON
         #[arg(long, env = "WEIGHTVAULT_ATTEST", value_name = "CMD")]
         attest: Option<String>,
         /// A TOML file with any of: server, ca, cert, key, host_key, attest, parallel (flags

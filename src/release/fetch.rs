@@ -32,8 +32,9 @@ pub struct FetchConfig {
     pub key: PathBuf,
     /// This host's X25519 secret key (64 hex digits).
     pub host_key: PathBuf,
-    /// Shell command of the attestation agent: run with `WEIGHTVAULT_NONCE` and
-    /// `WEIGHTVAULT_HOST_PUBLIC_KEY` in its environment, it prints the evidence JSON.
+    /// The attestation agent: a shell command, run with `WEIGHTVAULT_NONCE` and
+    /// `WEIGHTVAULT_HOST_PUBLIC_KEY` in its environment, that prints the evidence JSON; or an
+    /// `http://` / `https://` URL that answers a POST of `{"nonce", "host_public_key"}` with it.
     pub attest: String,
     /// Shards downloaded at once.
     pub parallel: usize,
@@ -214,6 +215,36 @@ fn attest(cmd: &str, nonce: &str, host_public: &[u8; 32]) -> Result<serde_json::
     })
 }
 
+/// Asks an attestation agent over HTTP (a local agent; HTTPS with the system's roots).
+async fn attest_url(
+    url: &str,
+    nonce: &str,
+    host_public: &[u8; 32],
+) -> Result<serde_json::Value, FetchError> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(other)?;
+    let resp = client
+        .post(url)
+        .json(&serde_json::json!({"nonce": nonce, "host_public_key": hex::encode(host_public)}))
+        .send()
+        .await
+        .map_err(|e| other(format!("the attestation agent {url}: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(other(format!(
+            "the attestation agent {url} answered {}: {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default().trim()
+        )));
+    }
+    resp.json().await.map_err(|e| {
+        other(format!(
+            "the attestation agent {url} sent no evidence JSON: {e}"
+        ))
+    })
+}
+
 /// Runs the protocol and writes `out` (a new or empty directory).
 pub fn fetch(cfg: &FetchConfig, r: &RevisionRef, out: &Path) -> Result<FetchReport, FetchError> {
     crate::store::check_output(out, false).map_err(other)?;
@@ -265,7 +296,11 @@ async fn new_release(
         .ok_or_else(|| other("no nonce in the challenge"))?;
     let public = x25519_dalek::PublicKey::from(host).to_bytes();
     let t = std::time::Instant::now();
-    let evidence = tokio::task::block_in_place(|| attest(&cfg.attest, nonce, &public))?;
+    let evidence = if cfg.attest.starts_with("http://") || cfg.attest.starts_with("https://") {
+        attest_url(&cfg.attest, nonce, &public).await?
+    } else {
+        tokio::task::block_in_place(|| attest(&cfg.attest, nonce, &public))?
+    };
     *timing.attest.lock().expect("timing") += t.elapsed();
     let resp = client
         .post(format!("{base}/v1/releases"))

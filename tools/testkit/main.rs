@@ -51,6 +51,68 @@ enum Cmd {
         #[arg(long, default_value_t = 300, allow_hyphen_values = true)]
         ttl: i64,
     },
+    /// Serve the test attester over HTTP on loopback: POST {"nonce", "host_public_key"} gets
+    /// evidence for the host described by the flags (for `fetch --attest http://...`)
+    AttestServer {
+        /// The attester's Ed25519 seed (hex)
+        #[arg(long, default_value = "tools/test-attester/seed.hex")]
+        seed: PathBuf,
+        /// Host id
+        #[arg(long)]
+        host_id: String,
+        /// Country (ISO 3166-1 alpha-2)
+        #[arg(long)]
+        country: String,
+        /// Write the bound address here
+        #[arg(long)]
+        addr_file: PathBuf,
+    },
+}
+
+/// The HTTP test attester: answers until its standard input closes.
+fn attest_server(seed: PathBuf, facts: HostFacts, addr_file: PathBuf) -> Result<(), String> {
+    use axum::{routing::post, Json, Router};
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            &addr_file,
+            l.local_addr().map_err(|e| e.to_string())?.to_string(),
+        )
+        .map_err(|e| e.to_string())?;
+        let app = Router::new().route(
+            "/attest",
+            post(move |Json(q): Json<serde_json::Value>| {
+                let (seed, facts) = (seed.clone(), facts.clone());
+                async move {
+                    let r = attest(
+                        &seed,
+                        "weightvault-test-attester",
+                        &facts,
+                        q["nonce"].as_str().unwrap_or_default(),
+                        q["host_public_key"].as_str().unwrap_or_default(),
+                    );
+                    match r {
+                        Ok(e) => Ok(Json(e)),
+                        Err(e) => Err((axum::http::StatusCode::BAD_REQUEST, e)),
+                    }
+                }
+            }),
+        );
+        let stop = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            })
+            .await;
+        };
+        axum::serve(l, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,6 +154,21 @@ fn main() -> std::process::ExitCode {
             println!("{}", serde_json::to_string(&e).expect("json"));
             Ok(())
         })(),
+        Cmd::AttestServer {
+            seed,
+            host_id,
+            country,
+            addr_file,
+        } => attest_server(
+            seed,
+            HostFacts {
+                host_id,
+                country,
+                region: "region-1".into(),
+                ttl: time::Duration::seconds(300),
+            },
+            addr_file,
+        ),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
