@@ -303,8 +303,13 @@ mod tests {
         for i in 0..h.chunks() {
             let at = h.offset(i) as usize;
             let n = h.plain_len(i) as usize;
-            let mut b = stream[at..at + n].to_vec();
-            let tag: [u8; 16] = stream[at + n..at + n + 16].try_into().unwrap();
+            // A flipped length field in the header: the stream no longer adds up.
+            let (Some(b), Some(t)) = (stream.get(at..at + n), stream.get(at + n..at + n + 16))
+            else {
+                return Err(StreamError::Chunk(i));
+            };
+            let mut b = b.to_vec();
+            let tag: [u8; 16] = t.try_into().unwrap();
             o.open_chunk(i, &mut b, &tag)?;
             file.extend_from_slice(&b);
         }
