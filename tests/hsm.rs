@@ -238,6 +238,10 @@ fn ledger_tampering_is_detected() {
     let read_segs = || -> Segs {
         let mut v: Segs = std::fs::read_dir(&segdir)
             .unwrap()
+            .filter(|e| {
+                let e = e.as_ref().unwrap();
+                e.file_name().to_string_lossy().starts_with("seg-")
+            })
             .map(|e| {
                 let e = e.unwrap();
                 (
