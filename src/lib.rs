@@ -14,3 +14,4 @@ pub mod ledger;
 pub mod policy;
 pub mod release;
 pub mod store;
+pub mod watermark;
