@@ -16,11 +16,16 @@ pub struct Carrier {
 impl Carrier {
     /// The carrier of tensor `tensor` under the watermark key.
     pub fn new(wm_key: &SymmetricKey, tensor: &str) -> Self {
-        let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, wm_key.expose());
         let mut info = b"weightvault watermark carrier v1".to_vec();
         info.extend_from_slice(tensor.as_bytes());
+        Self::stream(wm_key, &info)
+    }
+
+    /// A keystream of 32-bit words for another purpose (`info` names it; see `tardos`).
+    pub fn stream(wm_key: &SymmetricKey, info: &[u8]) -> Self {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, wm_key.expose());
         let mut k = zeroize::Zeroizing::new([0u8; 32]);
-        hk.expand(&info, k.as_mut()).expect("32 bytes");
+        hk.expand(info, k.as_mut()).expect("32 bytes");
         let key =
             EncryptingKey::ctr(UnboundCipherKey::new(&AES_256, k.as_ref()).expect("AES-256 key"))
                 .expect("CTR");

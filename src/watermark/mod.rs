@@ -1,8 +1,9 @@
 //! Per-recipient watermarks (pure): which tensors carry one, the keyed carrier of every
 //! weight, and the one-step move of a weight in the direction carrier × codeword bit.
 //!
-//! Status (issue 6, in progress): the step, eligibility and the carrier stream are built and
-//! tested; the Tardos code, embedding in the release stream, and `trace` are not yet.
+//! Status (issue 6, in progress): the step, eligibility, the carrier stream and the Tardos code
+//! with its score and innocent-tail bound are built and tested; embedding in the release
+//! stream, detection, `trace` and the attack suite are not yet.
 //!
 //! The step: BF16 weights move by one ULP in value (to the next representable number up or
 //! down); F16, F32 and F64 weights move by `2^-rel_bits` of their magnitude (default 2^-8,
@@ -12,6 +13,7 @@
 //! relative for E4M3) is far above the budget of "no more than casting to BF16".
 
 pub mod carrier;
+pub mod tardos;
 
 use safetensors::Dtype;
 
