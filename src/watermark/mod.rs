@@ -13,6 +13,7 @@
 //! relative for E4M3) is far above the budget of "no more than casting to BF16".
 
 pub mod carrier;
+pub mod mark;
 pub mod tardos;
 
 use safetensors::Dtype;

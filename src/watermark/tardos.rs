@@ -107,7 +107,7 @@ impl Code {
         }
         let (mut a, mut b) = (0.0, hi * 2.0);
         let phi = (5f64.sqrt() - 1.0) / 2.0;
-        for _ in 0..200 {
+        for _ in 0..100 {
             let c = b - phi * (b - a);
             let d = a + phi * (b - a);
             if f(c) < f(d) {
@@ -117,6 +117,30 @@ impl Code {
             }
         }
         f((a + b) / 2.0).min(0.0).exp()
+    }
+}
+
+impl Code {
+    /// The smallest score whose innocent tail is at most `p` (bisection; the tail falls as the
+    /// score grows). Only scores above it need their own bound.
+    pub fn threshold(&self, y: &[Option<bool>], p: f64) -> f64 {
+        let m = y.iter().filter(|s| s.is_some()).count() as f64;
+        let (mut lo, mut hi) = (0.0, 1.0 + m.sqrt());
+        while self.innocent_tail(y, hi) > p {
+            hi *= 2.0;
+            if hi > 1e12 {
+                return f64::INFINITY;
+            }
+        }
+        for _ in 0..60 {
+            let mid = (lo + hi) / 2.0;
+            if self.innocent_tail(y, mid) > p {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        hi
     }
 }
 
