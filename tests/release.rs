@@ -38,6 +38,52 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Starts `weightvault serve` on 127.0.0.1:0 for `vault`, with its address and log in `dir`;
+/// it stops when the returned child's stdin closes (when the child is dropped).
+fn start_service(
+    vault: &Path,
+    pki: &Path,
+    policies: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> (String, Child) {
+    let addr = dir.join("addr");
+    let _ = std::fs::remove_file(&addr);
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let child = Command::new(common::bin())
+        .env("WEIGHTVAULT_LOG", "info")
+        .arg("--vault")
+        .arg(vault)
+        .args(["serve", "--listen", "127.0.0.1:0", "--until-stdin-closes"])
+        .arg("--addr-file")
+        .arg(&addr)
+        .arg("--cert")
+        .arg(pki.join("server.pem"))
+        .arg("--key")
+        .arg(pki.join("server.key"))
+        .arg("--client-ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--policies")
+        .arg(policies)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&addr).map_or(true, |a| a.is_empty()) {
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "the service did not start: {}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let url = format!("https://{}", std::fs::read_to_string(&addr).unwrap().trim());
+    (url, child)
+}
+
 fn env() -> &'static Env {
     static E: OnceLock<Env> = OnceLock::new();
     E.get_or_init(|| {
@@ -154,49 +200,18 @@ fn env() -> &'static Env {
             new_host_key(&root.join(h)).unwrap();
         }
         std::fs::write(root.join("rogue.seed"), "42".repeat(32)).unwrap();
-        // The service.
-        let addr_file = root.join("addr");
-        let log = std::fs::File::create(root.join("serve.log")).unwrap();
-        let child = Command::new(common::bin())
-            .env("WEIGHTVAULT_LOG", "info")
-            .args([
-                "--vault",
-                vault.to_str().unwrap(),
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .arg("--cert")
-            .arg(pki.join("server.pem"))
-            .arg("--key")
-            .arg(pki.join("server.key"))
-            .arg("--client-ca")
-            .arg(pki.join("ca.pem"))
-            .arg("--crl")
-            .arg(pki.join("crl.pem"))
-            .arg("--policies")
-            .arg(&pol)
-            .args(["--checkpoint-every", "1", "--until-stdin-closes"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let t = std::time::Instant::now();
-        while !addr_file.exists() {
-            assert!(
-                t.elapsed().as_secs() < 30,
-                "the service did not start: {}",
-                std::fs::read_to_string(root.join("serve.log")).unwrap_or_default()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let server = format!(
-            "https://{}",
-            std::fs::read_to_string(&addr_file).unwrap().trim()
+        // The service (it signs a checkpoint every second here).
+        let (server, child) = start_service(
+            &vault,
+            &pki,
+            &pol,
+            &root,
+            &[
+                "--crl",
+                pki.join("crl.pem").to_str().unwrap(),
+                "--checkpoint-every",
+                "1",
+            ],
         );
         Env {
             server_pid: child.id(),
@@ -786,6 +801,29 @@ fn cli_fetch_at(server: &str, who: &str, model: &str, out: &Path) -> Command {
     cmd
 }
 
+/// A CLI fetch of the generated model killed once its first shard is part-way: the partial
+/// state it left, or `None` (and no output) when it finished before it could be killed.
+fn interrupted_fetch(server: &str, out: &Path) -> Option<serde_json::Value> {
+    let partial = partial_of(out);
+    let mut child = cli_fetch_at(server, "acme", GENERATED, out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tags = partial.join("tags").join("0");
+    let t = std::time::Instant::now();
+    while std::fs::metadata(&tags).map_or(0, |m| m.len()) < 16 * 4 && t.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if out.exists() {
+        std::fs::remove_dir_all(out).unwrap();
+        return None;
+    }
+    Some(serde_json::from_slice(&std::fs::read(partial.join("state.json")).unwrap()).unwrap())
+}
+
 /// Stream bytes a resumed fetch still needs, from what the partial directory holds.
 fn remainder(partial: &Path, release: &serde_json::Value) -> u64 {
     release["shards"]
@@ -814,25 +852,9 @@ fn a_killed_fetch_resumes_with_the_remainder_only() {
     for attempt in 0..10 {
         let out = out_dir(&format!("resume-{attempt}"));
         let partial = partial_of(&out);
-        let mut child = cli_fetch("acme", GENERATED, &out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Kill it once the first shard is part-way.
-        let tags = partial.join("tags").join("0");
-        let t = std::time::Instant::now();
-        while std::fs::metadata(&tags).map_or(0, |m| m.len()) < 16 * 4 && t.elapsed().as_secs() < 20
-        {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        if out.exists() {
+        let Some(state) = interrupted_fetch(&e.server, &out) else {
             continue; // it finished first: try again
-        }
-        let state: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(partial.join("state.json")).unwrap()).unwrap();
+        };
         let want = remainder(&partial, &state["release"]);
         let total: u64 = state["release"]["shards"]
             .as_array()
@@ -1053,43 +1075,12 @@ fn short_lived_server(root: &Path) -> (String, Child) {
         .unwrap()
         .replace(e.vault.to_str().unwrap(), v.to_str().unwrap());
     std::fs::write(&conf, text).unwrap();
-    let pki = e.root.join("pki");
-    let addr = root.join("addr");
-    let child = Command::new(common::bin())
-        .args([
-            "--vault",
-            v.to_str().unwrap(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--addr-file")
-        .arg(&addr)
-        .arg("--cert")
-        .arg(pki.join("server.pem"))
-        .arg("--key")
-        .arg(pki.join("server.key"))
-        .arg("--client-ca")
-        .arg(pki.join("ca.pem"))
-        .arg("--policies")
-        .arg(e.root.join("policies"))
-        .args(["--release-ttl", "2", "--until-stdin-closes"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = std::time::Instant::now();
-    while std::fs::read_to_string(&addr).map_or(true, |a| a.is_empty()) {
-        assert!(
-            t.elapsed().as_secs() < 30,
-            "the second service did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    (
-        format!("https://{}", std::fs::read_to_string(&addr).unwrap().trim()),
-        child,
+    start_service(
+        &v,
+        &e.root.join("pki"),
+        &e.root.join("policies"),
+        root,
+        &["--release-ttl", "2"],
     )
 }
 
@@ -1115,32 +1106,14 @@ fn release_ids_expire_and_a_fetch_then_starts_over() {
     assert!(String::from_utf8_lossy(&b).contains("release_expired"));
     // A fetch interrupted under an expired release asks again, is decided again, completes.
     let out = root.join("out");
-    let partial = partial_of(&out);
     let mut c = cfg("acme", "US");
     c.server = server;
     let mut first = None;
     for _ in 0..10 {
-        let mut child = cli_fetch_at(&c.server, "acme", GENERATED, &out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let tags = partial.join("tags").join("0");
-        let t = std::time::Instant::now();
-        while std::fs::metadata(&tags).map_or(0, |m| m.len()) < 16 * 4 && t.elapsed().as_secs() < 20
-        {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        if let Some(state) = interrupted_fetch(&c.server, &out) {
+            first = Some(state["release"]["id"].as_str().unwrap().to_string());
+            break;
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        if out.exists() {
-            std::fs::remove_dir_all(&out).unwrap();
-            continue;
-        }
-        let state: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(partial.join("state.json")).unwrap()).unwrap();
-        first = Some(state["release"]["id"].as_str().unwrap().to_string());
-        break;
     }
     let first = first.expect("the fetch always finished before it could be killed");
     std::thread::sleep(std::time::Duration::from_millis(2500));
