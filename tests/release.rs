@@ -38,6 +38,27 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Seals `src` as `what` (MODEL@REV) with its export facts.
+fn seal(vault: &Path, src: &Path, what: &str, eccn: &str, ops: &str) {
+    let (model, rev) = what.split_once('@').unwrap();
+    let (ok, _, err) = common::cli(
+        vault,
+        &[
+            "seal",
+            src.to_str().unwrap(),
+            "--model",
+            model,
+            "--revision",
+            rev,
+            "--eccn",
+            eccn,
+            "--training-ops",
+            ops,
+        ],
+    );
+    assert!(ok, "sealing {what}: {err}");
+}
+
 /// Starts `weightvault serve` on 127.0.0.1:0 for `vault`, with its address and log in `dir`;
 /// it stops when the returned child's stdin closes (when the child is dropped).
 fn start_service(
@@ -110,22 +131,7 @@ fn env() -> &'static Env {
         let (ok, _, err) = common::cli(&vault, &["init"]);
         assert!(ok, "{err}");
         let minilm = common::minilm_dir();
-        let (ok, _, err) = common::cli(
-            &vault,
-            &[
-                "seal",
-                minilm.to_str().unwrap(),
-                "--model",
-                "acme-frontier",
-                "--revision",
-                "r1",
-                "--eccn",
-                "4E091",
-                "--training-ops",
-                "3.1e26",
-            ],
-        );
-        assert!(ok, "{err}");
+        seal(&vault, &minilm, "acme-frontier@r1", "4E091", "3.1e26");
         // A generated 64 MiB model in two shards with an index, for resume and concurrency.
         let generated = root.join("generated");
         std::fs::create_dir_all(&generated).unwrap();
@@ -145,22 +151,7 @@ fn env() -> &'static Env {
             r#"{"metadata":{},"weight_map":{"w":"model-00001-of-00002.safetensors"}}"#,
         )
         .unwrap();
-        let (ok, _, err) = common::cli(
-            &vault,
-            &[
-                "seal",
-                generated.to_str().unwrap(),
-                "--model",
-                "acme-small",
-                "--revision",
-                "g1",
-                "--eccn",
-                "EAR99",
-                "--training-ops",
-                "4e24",
-            ],
-        );
-        assert!(ok, "{err}");
+        seal(&vault, &generated, GENERATED, "EAR99", "4e24");
         // The test PKI: the organisation CA, the server, one client per identity, and the
         // certificates that must fail the handshake.
         let pki = root.join("pki");
