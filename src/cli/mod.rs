@@ -149,6 +149,10 @@ pub enum Command {
         /// leave a service behind)
         #[arg(long)]
         until_stdin_closes: bool,
+        /// Release copies without a per-recipient watermark (for measuring its cost only: such
+        /// copies cannot be traced)
+        #[arg(long)]
+        no_watermark: bool,
     },
     /// Fetch a released model as a serving node: the whole protocol, then a loadable directory
     ///
@@ -653,6 +657,7 @@ pub fn run(cli: Cli) -> Result<()> {
             checkpoint_every,
             addr_file,
             until_stdin_closes,
+            no_watermark,
         } => {
             use crate::release::service::{ServeConfig, Server};
             let policies = policy_dir(policies);
@@ -673,6 +678,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 release_ttl: std::time::Duration::from_secs(release_ttl),
                 nonce_ttl: std::time::Duration::from_secs(nonce_ttl),
                 checkpoint_every: std::time::Duration::from_secs(checkpoint_every.max(1)),
+                watermark: !no_watermark,
             })?;
             eprintln!(
                 "weightvault: serving {} on https://{}",

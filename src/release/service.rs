@@ -46,6 +46,8 @@ pub struct ServeConfig {
     /// How often the service signs a ledger checkpoint when there are new entries (and once
     /// more when it stops).
     pub checkpoint_every: Duration,
+    /// Embed a per-recipient watermark in every release (off only for measurements).
+    pub watermark: bool,
 }
 
 /// Set-up errors of the service (one line each).
@@ -73,8 +75,17 @@ struct Nonce {
     used: bool,
 }
 
+/// What marks one release's copy.
+struct Marks {
+    codeword: Vec<bool>,
+    segments: u32,
+    /// Per file of `Release::rev`, its eligible tensors.
+    files: Vec<Vec<crate::watermark::mark::MarkedTensor>>,
+}
+
 struct Release {
     id: [u8; 16],
+    marks: Option<Marks>,
     client: [u8; 32],
     host_key: [u8; 32],
     secret: SymmetricKey,
@@ -89,6 +100,7 @@ struct Release {
 struct AppState {
     vault: Vault,
     kw: Pkcs11KeyWrap,
+    wm_key: SymmetricKey,
     policy: PolicyHandle,
     geo: Box<dyn GeoLookup + Send>,
     ledger: Ledger,
@@ -387,6 +399,9 @@ async fn releases(
         bytes: None,
         follows: None,
     };
+    let mut base = base;
+    let codeword_id = (decision.allowed && st.cfg.watermark).then(random16);
+    base.codeword = codeword_id.map(hex::encode);
     // The decision is durable before anything is answered: no record, no release.
     let st2 = st.clone();
     let rec = base.clone();
@@ -449,8 +464,16 @@ async fn releases(
         revision: rev.manifest.revision.clone(),
         shards,
     };
+    let marks = match codeword_id {
+        None => None,
+        Some(cid) => Some(
+            release_marks(&st.wm_key, &rev, &cid)
+                .map_err(|e| internal("reading tensor headers", e))?,
+        ),
+    };
     let rel = Release {
         id,
+        marks,
         client: peer.id.fingerprint,
         host_key,
         secret,
@@ -471,6 +494,39 @@ async fn releases(
         ledger_index,
         release: Some(info),
     }))
+}
+
+/// The codeword and the eligible tensors of every file of a revision, for one codeword id.
+/// The segment count follows from the eligible weights of the whole revision.
+fn release_marks(
+    wm_key: &SymmetricKey,
+    rev: &OpenedRevision,
+    cid: &[u8; 16],
+) -> Result<Marks, String> {
+    use crate::watermark::{mark, tardos};
+    let mut files = Vec::with_capacity(rev.files.len());
+    let mut eligible = 0u64;
+    for (e, f) in &rev.files {
+        if e.kind != crate::format::FileKind::Safetensors {
+            files.push(Vec::new());
+            continue;
+        }
+        let md = crate::store::checkpoint::parse_safetensors_meta(&f.header().meta)
+            .map_err(|w| format!("{}: {w}", e.path))?;
+        let ts = mark::marked_tensors(&md);
+        eligible += ts
+            .iter()
+            .map(|t| (t.range.1 - t.range.0) / mark::elem_size(t.dtype).expect("eligible") as u64)
+            .sum::<u64>();
+        files.push(ts);
+    }
+    let segments = mark::segments_for(eligible);
+    let code = tardos::Code::new(wm_key, segments, tardos::DEFAULT_CUTOFF);
+    Ok(Marks {
+        codeword: code.codeword(wm_key, cid),
+        segments,
+        files,
+    })
 }
 
 /// Parses a `Range: bytes=START-[END]` header against a length.
@@ -592,6 +648,15 @@ fn produce(
 ) {
     let h = *sealer.header();
     let (entry, f) = &rel.rev.files[fi];
+    let marks = rel.marks.as_ref().map(|m| {
+        crate::watermark::mark::FileMarks::new(
+            &st.wm_key,
+            m.files[fi].clone(),
+            m.segments,
+            &m.codeword,
+            crate::watermark::DEFAULT_REL_BITS,
+        )
+    });
     let mut sent = 0u64;
     let mut send = |b: Bytes| -> bool {
         let len = b.len() as u64;
@@ -616,12 +681,21 @@ fn produce(
         let mut buf = vec![0u8; len + 16];
         if i == 0 {
             buf[..len].copy_from_slice(&f.header().meta);
-        } else if let Err(e) = f.read_chunk(i - 1, &mut buf[..len]) {
-            tracing::error!("release {}: {e}", hex::encode(rel.id));
-            let _ = tx.blocking_send(Err(std::io::Error::other(
-                "the vault could not read this shard",
-            )));
-            break;
+        } else {
+            let at = (i - 1) * u64::from(h.chunk_size);
+            let r = f
+                .read_chunk(i - 1, &mut buf[..len])
+                .and_then(|()| match &marks {
+                    Some(m) => m.apply(at, &mut buf[..len], |o, l| f.read_range(o, o + l)),
+                    None => Ok(()),
+                });
+            if let Err(e) = r {
+                tracing::error!("release {}: {e}", hex::encode(rel.id));
+                let _ = tx.blocking_send(Err(std::io::Error::other(
+                    "the vault could not read this shard",
+                )));
+                break;
+            }
         }
         let tag = sealer.seal_chunk(i, &mut buf[..len]);
         buf[len..].copy_from_slice(&tag);
@@ -715,6 +789,7 @@ impl Server {
     pub fn start(cfg: ServeConfig) -> Result<Self, ServeError> {
         let vault = Vault::open(&cfg.vault).map_err(setup)?;
         let kw = vault.key_wrap().map_err(setup)?;
+        let wm_key = vault.watermark_key(&kw).map_err(setup)?;
         let (ledger, rec) = vault.ledger().map_err(setup)?;
         if rec.discarded_bytes > 0 {
             tracing::warn!(
@@ -740,6 +815,7 @@ impl Server {
         let state = Arc::new(AppState {
             vault,
             kw,
+            wm_key,
             policy,
             geo,
             ledger,

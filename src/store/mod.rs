@@ -613,6 +613,63 @@ impl Vault {
         crate::ledger::Ledger::open(&self.ledger_dir(), &self.config.ledger.origin)
     }
 
+    /// The watermark key: made on first use, kept only wrapped by the KEK in
+    /// `<vault>/watermark.key` (JSON: KEK label, version, RFC 5649 wrapped bytes in hex).
+    pub fn watermark_key(&self, kw: &dyn KeyWrap) -> Result<crate::keys::SymmetricKey, StoreError> {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Stored {
+            kek_label: String,
+            kek_version: u32,
+            wrapped: String,
+        }
+        let path = self.dir.join("watermark.key");
+        let hsm = |e| StoreError::Hsm {
+            what: path.display().to_string(),
+            source: e,
+        };
+        match std::fs::read(&path) {
+            Ok(b) => {
+                let st: Stored = serde_json::from_slice(&b).map_err(|e| {
+                    StoreError::Mismatch(format!(
+                        "{}: not a wrapped watermark key: {e}",
+                        path.display()
+                    ))
+                })?;
+                let w = crate::hsm::WrappedKey {
+                    kek_label: st.kek_label,
+                    kek_version: st.kek_version,
+                    wrapped: hex::decode(&st.wrapped)
+                        .map_err(|e| StoreError::Mismatch(format!("{}: {e}", path.display())))?,
+                };
+                kw.unwrap(&w).map_err(hsm)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = crate::keys::SymmetricKey::random()
+                    .map_err(|e| StoreError::BadInput(format!("randomness: {e}")))?;
+                let w = kw.wrap(&key).map_err(hsm)?;
+                let text = serde_json::to_vec_pretty(&Stored {
+                    kek_label: w.kek_label,
+                    kek_version: w.kek_version,
+                    wrapped: hex::encode(&w.wrapped),
+                })
+                .expect("json");
+                let tmp = self.dir.join(format!(".watermark.key.{}", random_hex(6)));
+                std::fs::write(&tmp, text)
+                    .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                    .map_err(|e| StoreError::io("writing", &tmp, e))?;
+                // Another process may have made it meanwhile: keep the first.
+                if std::fs::hard_link(&tmp, &path).is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                    return self.watermark_key(kw);
+                }
+                let _ = std::fs::remove_file(&tmp);
+                sync_dir(&self.dir)?;
+                Ok(key)
+            }
+            Err(e) => Err(StoreError::io("reading", &path, e)),
+        }
+    }
+
     /// Where the ledger lives.
     pub fn ledger_dir(&self) -> PathBuf {
         self.dir.join("ledger")
