@@ -1270,3 +1270,84 @@ fn evidence_can_come_from_an_attestation_agent_over_http() {
         other => panic!("{other:?}"),
     }
 }
+
+fn trace(suspect: &Path, model: &str) -> serde_json::Value {
+    let (ok, out, err) = common::cli(
+        &env().vault,
+        &[
+            "trace",
+            suspect.to_str().unwrap(),
+            "--model",
+            model,
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn accused(report: &serde_json::Value) -> Vec<u64> {
+    report["accused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["release"]["ledger_index"].as_u64().unwrap())
+        .collect()
+}
+
+/// F32 safetensors bytes of `a` and `b` averaged tensor by tensor (same headers).
+fn averaged(a: &Path, b: &Path, out: &Path) {
+    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let n = 8 + u64::from_le_bytes(x[..8].try_into().unwrap()) as usize;
+    let st = safetensors::SafeTensors::deserialize(&x).unwrap();
+    let mut z = x.clone();
+    for (_, t) in st.tensors() {
+        if t.dtype() != safetensors::Dtype::F32 {
+            continue;
+        }
+        let start = t.data().as_ptr() as usize - x.as_ptr() as usize;
+        for k in (start..start + t.data().len()).step_by(4) {
+            let (p, q) = (
+                f32::from_le_bytes(x[k..k + 4].try_into().unwrap()),
+                f32::from_le_bytes(y[k..k + 4].try_into().unwrap()),
+            );
+            z[k..k + 4].copy_from_slice(&((p + q) / 2.0).to_le_bytes());
+        }
+    }
+    assert!(n < z.len());
+    std::fs::write(out, z).unwrap();
+}
+
+#[test]
+fn trace_names_the_recipient_of_a_leaked_copy_and_both_of_an_averaged_one() {
+    let a = out_dir("trace-a");
+    let b = out_dir("trace-b");
+    let ra = fetch(&cfg("acme", "US"), &rr(FRONTIER), &a).unwrap();
+    let rb = fetch(&cfg("globex", "IN"), &rr(FRONTIER), &b).unwrap();
+    let (ia, ib) = (ra.ledger_index.unwrap(), rb.ledger_index.unwrap());
+    let rep = trace(&a, FRONTIER);
+    assert_eq!(accused(&rep), vec![ia], "{rep:#}");
+    assert!(
+        rep["accused"][0]["bound"].as_f64().unwrap() < 1e-12,
+        "{rep:#}"
+    );
+    assert_eq!(
+        accused(&trace(&b.join("model.safetensors"), FRONTIER)),
+        vec![ib]
+    );
+    // Two recipients pooled and averaged their copies: both are named.
+    let avg = out_dir("trace-avg");
+    std::fs::create_dir_all(&avg).unwrap();
+    averaged(
+        &a.join("model.safetensors"),
+        &b.join("model.safetensors"),
+        &avg.join("model.safetensors"),
+    );
+    let rep = trace(&avg, FRONTIER);
+    let mut got = accused(&rep);
+    got.sort();
+    assert_eq!(got, vec![ia.min(ib), ia.max(ib)], "{rep:#}");
+    // The original, never released, accuses nobody.
+    let rep = trace(&common::minilm_dir(), FRONTIER);
+    assert!(accused(&rep).is_empty(), "{rep:#}");
+}

@@ -102,6 +102,27 @@ pub enum Command {
     /// Release policy: dry-run a decision, or validate the policy files
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Name the recipients of a leaked copy from the watermark it carries
+    ///
+    /// SUSPECT is a safetensors file or a directory of them. Tensors are matched to the
+    /// model's by name; a global scale is estimated; every release of MODEL@REV recorded in the
+    /// ledger is scored. A release is accused only when the bound on an innocent recipient
+    /// scoring as high, times the number of releases, is at most --epsilon.
+    ///
+    /// Example: weightvault trace ./leaked-model --model acme-7b@step-42000
+    Trace {
+        /// The leaked copy: a .safetensors file or a directory
+        suspect: PathBuf,
+        /// MODEL or MODEL@REVISION it is a copy of
+        #[arg(long)]
+        model: RevisionRef,
+        /// Accepted chance of accusing anyone innocent, over all releases
+        #[arg(long, default_value_t = crate::watermark::trace::DEFAULT_EPSILON)]
+        epsilon: f64,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the key-release service: mutual TLS, attested hosts, sealed streaming of shards
     ///
     /// Clients present a certificate from the organisation CA (--client-ca) naming a person
@@ -644,6 +665,80 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Policy(cmd) => run_policy(cmd, &dir)?,
+        Command::Trace {
+            suspect,
+            model,
+            epsilon,
+            json,
+        } => {
+            use crate::watermark::trace::{trace, Candidate};
+            let v = open_vault(&dir)?;
+            if !v.dir().join("watermark.key").exists() {
+                anyhow::bail!(
+                    "this vault has no watermark key: it never released a watermarked copy"
+                );
+            }
+            let kw = v.key_wrap()?;
+            let rev = v.open_revision(&model, &kw)?;
+            let wm = v.watermark_key(&kw)?;
+            let mut candidates = Vec::new();
+            crate::ledger::Ledger::entries(&v.ledger_dir(), &mut |i, e| {
+                let r = crate::ledger::record::Record::parse(e)
+                    .map_err(|w| format!("not a canonical record: {w}"))?;
+                if r.kind == "release-decision"
+                    && r.outcome == "allowed"
+                    && r.model == rev.manifest.model
+                    && r.revision.as_deref() == Some(rev.manifest.revision.as_str())
+                {
+                    if let Some(c) = &r.codeword {
+                        candidates.push(Candidate {
+                            ledger_index: i,
+                            codeword: c.clone(),
+                            record: serde_json::from_slice(e).expect("record JSON"),
+                        });
+                    }
+                }
+                Ok(())
+            })?;
+            let rep =
+                trace(&wm, &rev, &suspect, candidates, epsilon).map_err(|e| anyhow::anyhow!(e))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!(
+                    "suspect {}: {} tensors matched ({} weights), scale {:.4}, {} of {} segments read",
+                    suspect.display(),
+                    rep.matched_tensors,
+                    rep.weights,
+                    rep.scale,
+                    rep.segments_read,
+                    rep.segments
+                );
+                println!(
+                    "{} releases of {} in the ledger; an innocent reaches score {:.1} with probability <= {:.0e} / {}",
+                    rep.releases, rev.label, rep.threshold, rep.epsilon, rep.releases
+                );
+                if rep.accused.is_empty() {
+                    println!("no release accused");
+                }
+                for a in &rep.accused {
+                    let r = &a.release.record;
+                    println!(
+                        "ACCUSED ledger entry {}: {} ({}) on host {} in {}, at {}, codeword {}: score {:.1}, innocent bound {:.1e}",
+                        a.release.ledger_index,
+                        r["requester"].as_str().unwrap_or("?"),
+                        r["organisation"].as_str().unwrap_or("-"),
+                        r["host_id"].as_str().unwrap_or("?"),
+                        r["host_country"].as_str().unwrap_or("?"),
+                        r["time"].as_str().unwrap_or("?"),
+                        a.release.codeword,
+                        a.score,
+                        a.bound
+                    );
+                    println!("  {}", a.release.record);
+                }
+            }
+        }
         Command::Serve {
             listen,
             cert,

@@ -15,6 +15,7 @@
 pub mod carrier;
 pub mod mark;
 pub mod tardos;
+pub mod trace;
 
 use safetensors::Dtype;
 
