@@ -714,17 +714,29 @@ pub fn run(cli: Cli) -> Result<()> {
                     rep.segments_read,
                     rep.segments
                 );
-                println!(
-                    "{} releases of {} in the ledger; an innocent reaches score {:.1} with probability <= {:.0e} / {}",
-                    rep.releases, rev.label, rep.threshold, rep.epsilon, rep.releases
-                );
+                if rep.threshold.is_finite() {
+                    println!(
+                        "{} releases of {} in the ledger; an innocent reaches score {:.1} with probability <= {:.0e} / {}",
+                        rep.releases, rev.label, rep.threshold, rep.epsilon, rep.releases
+                    );
+                } else {
+                    println!(
+                        "{} releases of {} in the ledger; the suspect carries no readable watermark",
+                        rep.releases, rev.label
+                    );
+                }
                 if rep.accused.is_empty() {
                     println!("no release accused");
                 }
                 for a in &rep.accused {
                     let r = &a.release.record;
+                    let bound = if a.bound > 0.0 {
+                        format!("{:.1e}", a.bound)
+                    } else {
+                        "< 1e-300".to_string()
+                    };
                     println!(
-                        "ACCUSED ledger entry {}: {} ({}) on host {} in {}, at {}, codeword {}: score {:.1}, innocent bound {:.1e}",
+                        "ACCUSED ledger entry {}: {} ({}) on host {} in {}, at {}, codeword {}: score {:.1}, innocent bound {bound}",
                         a.release.ledger_index,
                         r["requester"].as_str().unwrap_or("?"),
                         r["organisation"].as_str().unwrap_or("-"),
@@ -733,7 +745,6 @@ pub fn run(cli: Cli) -> Result<()> {
                         r["time"].as_str().unwrap_or("?"),
                         a.release.codeword,
                         a.score,
-                        a.bound
                     );
                     println!("  {}", a.release.record);
                 }

@@ -125,6 +125,9 @@ impl Code {
     /// score grows). Only scores above it need their own bound.
     pub fn threshold(&self, y: &[Option<bool>], p: f64) -> f64 {
         let m = y.iter().filter(|s| s.is_some()).count() as f64;
+        if m == 0.0 {
+            return f64::INFINITY; // nothing was read: nobody can be accused
+        }
         let (mut lo, mut hi) = (0.0, 1.0 + m.sqrt());
         while self.innocent_tail(y, hi) > p {
             hi *= 2.0;
