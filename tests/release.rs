@@ -1171,15 +1171,21 @@ fn the_service_holds_the_ledger_and_signs_its_checkpoints() {
 
 /// A second service on a copy of the vault (its own token copy and ledger), with releases
 /// that live two seconds.
-fn short_lived_server(root: &Path) -> (String, Child) {
+/// A second service on a copy of the vault (its own token copy and ledger), started with
+/// `extra` arguments. The copy is taken under the token's lock, so that no login of the main
+/// service rewrites the token files half-way through.
+fn copied_service(root: &Path, extra: &[&str]) -> (String, Child) {
     let e = env();
     let v = root.join("vault");
+    let lock = std::fs::File::open(e.vault.join("hsm/token.lock")).unwrap();
+    lock.lock().unwrap();
     let st = Command::new("cp")
         .arg("-a")
         .arg(&e.vault)
         .arg(&v)
         .status()
         .unwrap();
+    lock.unlock().unwrap();
     assert!(st.success());
     let conf = v.join("hsm/softhsm2.conf");
     let text = std::fs::read_to_string(&conf)
@@ -1191,16 +1197,38 @@ fn short_lived_server(root: &Path) -> (String, Child) {
         &e.root.join("pki"),
         &e.root.join("policies"),
         root,
-        &["--release-ttl", "2"],
+        extra,
     )
+}
+
+/// A fresh directory under the fixture for one test.
+fn test_root(name: &str) -> PathBuf {
+    let root = env().root.join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+#[test]
+fn without_a_watermark_the_fetched_copy_is_byte_identical() {
+    let root = test_root("no-watermark");
+    let (server, child) = copied_service(&root, &["--no-watermark"]);
+    let mut c = cfg("acme", "US");
+    c.server = server;
+    let out = root.join("out");
+    fetch(&c, &rr(FRONTIER), &out).unwrap();
+    assert_eq!(
+        common::tree_hashes(&out),
+        common::tree_hashes(&common::minilm_dir()),
+        "an unwatermarked copy differs from the original"
+    );
+    drop(child);
 }
 
 #[test]
 fn release_ids_expire_and_a_fetch_then_starts_over() {
-    let root = env().root.join("short-lived");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    let (server, child) = short_lived_server(&root);
+    let root = test_root("short-lived");
+    let (server, child) = copied_service(&root, &["--release-ttl", "2"]);
     let acme = Raw::at("acme", &server);
     let ev = evidence(&acme.nonce(), "US", "");
     let (s, v) = acme.post(
