@@ -512,26 +512,8 @@ fn denials_are_explained_recorded_and_release_nothing() {
         assert_nothing_written(&out);
     }
     // The command line prints every check and exits 2.
-    let c = cfg("acme", "KP");
     let out = out_dir("denied-cli");
-    let o = Command::new(common::bin())
-        .args([
-            "fetch",
-            FRONTIER,
-            "--out",
-            out.to_str().unwrap(),
-            "--server",
-            &c.server,
-        ])
-        .arg("--ca")
-        .arg(&c.ca)
-        .arg("--cert")
-        .arg(&c.cert)
-        .arg("--key")
-        .arg(&c.key)
-        .arg("--host-key")
-        .arg(&c.host_key)
-        .args(["--attest", &c.attest, "--quiet"])
+    let o = cli_fetch_cfg(&cfg("acme", "KP"), FRONTIER, &out)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -843,33 +825,29 @@ fn cli_fetch(who: &str, model: &str, out: &Path) -> Command {
     cli_fetch_at(&env().server, who, model, out)
 }
 
-fn cli_fetch_at(server: &str, who: &str, model: &str, out: &Path) -> Command {
-    let c = cfg(who, "US");
+/// `weightvault fetch` with the settings of `c` (quiet).
+fn cli_fetch_cfg(c: &FetchConfig, model: &str, out: &Path) -> Command {
     let mut cmd = Command::new(common::bin());
-    cmd.args([
-        "fetch",
-        model,
-        "--out",
-        out.to_str().unwrap(),
-        "--server",
-        server,
-    ])
-    .arg("--ca")
-    .arg(&c.ca)
-    .arg("--cert")
-    .arg(&c.cert)
-    .arg("--key")
-    .arg(&c.key)
-    .arg("--host-key")
-    .arg(&c.host_key)
-    .args([
-        "--attest",
-        &c.attest,
-        "--quiet",
-        "--json",
-        "--parallel",
-        "1",
-    ]);
+    cmd.args(["fetch", model, "--quiet", "--server", &c.server])
+        .arg("--out")
+        .arg(out)
+        .arg("--ca")
+        .arg(&c.ca)
+        .arg("--cert")
+        .arg(&c.cert)
+        .arg("--key")
+        .arg(&c.key)
+        .arg("--host-key")
+        .arg(&c.host_key)
+        .args(["--attest", &c.attest]);
+    cmd
+}
+
+fn cli_fetch_at(server: &str, who: &str, model: &str, out: &Path) -> Command {
+    let mut c = cfg(who, "US");
+    c.server = server.to_string();
+    let mut cmd = cli_fetch_cfg(&c, model, out);
+    cmd.args(["--json", "--parallel", "1"]);
     cmd
 }
 
