@@ -153,11 +153,13 @@ pub enum Command {
         /// it, requests from public addresses cannot be located and are refused
         #[arg(long, value_name = "MMDB", env = "WEIGHTVAULT_GEOIP")]
         geoip: Option<PathBuf>,
-        /// How long a release id may be used, in seconds
-        #[arg(long, default_value_t = 900, value_name = "SECS")]
+        /// How long a release id may be used, in seconds (at most a week)
+        #[arg(long, default_value_t = 900, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..=604_800))]
         release_ttl: u64,
-        /// How long a challenge nonce may be used, in seconds
-        #[arg(long, default_value_t = 120, value_name = "SECS")]
+        /// How long a challenge nonce may be used, in seconds (at most an hour)
+        #[arg(long, default_value_t = 120, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..=3_600))]
         nonce_ttl: u64,
         /// Sign a ledger checkpoint this often when there are new entries, in seconds (and
         /// once more on stopping); `audit checkpoint` cannot run while the service holds the ledger
