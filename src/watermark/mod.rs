@@ -35,6 +35,11 @@ pub fn eligible(dtype: Dtype, shape: &[usize]) -> bool {
         && n >= MIN_ELEMENTS
 }
 
+/// `2^-k` exactly, without a call to `exp2` (k < 1023).
+fn pow2_neg(k: u32) -> f64 {
+    f64::from_bits((1023 - u64::from(k.min(1022))) << 52)
+}
+
 /// One BF16 ULP in value, up or down. Untouched: ±0, NaN, ±Inf, and a move that would give
 /// zero or infinity.
 pub fn step_bf16(bits: u16, up: bool) -> u16 {
@@ -60,7 +65,7 @@ pub fn step_f32(bits: u32, up: bool, rel_bits: u32) -> u32 {
         return bits;
     }
     let x64 = f64::from(x);
-    let d = x64.abs() * (-(rel_bits as f64)).exp2();
+    let d = x64.abs() * pow2_neg(rel_bits);
     let y = (if up { x64 + d } else { x64 - d }) as f32;
     if !y.is_finite() || y == 0.0 || y.is_sign_negative() != x.is_sign_negative() {
         return bits;
@@ -75,7 +80,7 @@ pub fn step_f16(bits: u16, up: bool, rel_bits: u32) -> u16 {
         return bits;
     }
     let x64 = x.to_f64();
-    let d = x64.abs() * (-(rel_bits as f64)).exp2();
+    let d = x64.abs() * pow2_neg(rel_bits);
     let y = half::f16::from_f64(if up { x64 + d } else { x64 - d });
     if !y.is_finite() || y.to_f64() == 0.0 || y.is_sign_negative() != x.is_sign_negative() {
         return bits;
@@ -89,7 +94,7 @@ pub fn step_f64(bits: u64, up: bool, rel_bits: u32) -> u64 {
     if !x.is_finite() || x == 0.0 {
         return bits;
     }
-    let d = x.abs() * (-(rel_bits as f64)).exp2();
+    let d = x.abs() * pow2_neg(rel_bits);
     let y = if up { x + d } else { x - d };
     if !y.is_finite() || y == 0.0 || y.is_sign_negative() != x.is_sign_negative() {
         return bits;
