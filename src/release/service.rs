@@ -503,24 +503,8 @@ fn release_marks(
     rev: &OpenedRevision,
     cid: &[u8; 16],
 ) -> Result<Marks, String> {
-    use crate::watermark::{mark, tardos};
-    let mut files = Vec::with_capacity(rev.files.len());
-    let mut eligible = 0u64;
-    for (e, f) in &rev.files {
-        if e.kind != crate::format::FileKind::Safetensors {
-            files.push(Vec::new());
-            continue;
-        }
-        let md = crate::store::checkpoint::parse_safetensors_meta(&f.header().meta)
-            .map_err(|w| format!("{}: {w}", e.path))?;
-        let ts = mark::marked_tensors(&md);
-        eligible += ts
-            .iter()
-            .map(|t| (t.range.1 - t.range.0) / mark::elem_size(t.dtype).expect("eligible") as u64)
-            .sum::<u64>();
-        files.push(ts);
-    }
-    let segments = mark::segments_for(eligible);
+    use crate::watermark::tardos;
+    let (files, segments) = crate::watermark::trace::revision_tensors(rev)?;
     let code = tardos::Code::new(wm_key, segments, tardos::DEFAULT_CUTOFF);
     Ok(Marks {
         codeword: code.codeword(wm_key, cid),

@@ -62,6 +62,29 @@ pub struct TraceReport {
     pub accused: Vec<Accusation>,
 }
 
+/// The watermarked tensors of every file of a revision (empty for files that are not
+/// safetensors), and the revision's segment count, which follows from their weights. The
+/// service marks releases and `trace` reads suspects with this one description.
+pub fn revision_tensors(rev: &OpenedRevision) -> Result<(Vec<Vec<MarkedTensor>>, u32), String> {
+    let mut files = Vec::with_capacity(rev.files.len());
+    let mut eligible = 0u64;
+    for (e, f) in &rev.files {
+        if e.kind != crate::format::FileKind::Safetensors {
+            files.push(Vec::new());
+            continue;
+        }
+        let md = crate::store::checkpoint::parse_safetensors_meta(&f.header().meta)
+            .map_err(|w| format!("{}: {w}", e.path))?;
+        let ts = mark::marked_tensors(&md);
+        eligible += ts
+            .iter()
+            .map(|t| (t.range.1 - t.range.0) / mark::elem_size(t.dtype).expect("eligible") as u64)
+            .sum::<u64>();
+        files.push(ts);
+    }
+    Ok((files, mark::segments_for(eligible)))
+}
+
 /// Suspect safetensors files: a file, or every `.safetensors` file under a directory.
 pub fn suspect_files(p: &Path) -> Result<Vec<PathBuf>, String> {
     fn walk(d: &Path, v: &mut Vec<PathBuf>) -> Result<(), String> {
@@ -96,21 +119,12 @@ pub fn trace(
     epsilon: f64,
 ) -> Result<TraceReport, String> {
     // The original's watermarked tensors, by name.
-    let mut originals: Vec<(usize, MarkedTensor)> = Vec::new();
-    let mut eligible = 0u64;
-    for (i, (e, f)) in rev.files.iter().enumerate() {
-        if e.kind != crate::format::FileKind::Safetensors {
-            continue;
-        }
-        let md = crate::store::checkpoint::parse_safetensors_meta(&f.header().meta)
-            .map_err(|w| format!("{}: {w}", e.path))?;
-        for t in mark::marked_tensors(&md) {
-            eligible +=
-                (t.range.1 - t.range.0) / mark::elem_size(t.dtype).expect("eligible") as u64;
-            originals.push((i, t));
-        }
-    }
-    let segments = mark::segments_for(eligible);
+    let (files, segments) = revision_tensors(rev)?;
+    let originals: Vec<(usize, MarkedTensor)> = files
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, ts)| ts.into_iter().map(move |t| (i, t)))
+        .collect();
     // The suspect, held in memory (its files are read once).
     let files = suspect_files(suspect)?;
     let blobs: Vec<Vec<u8>> = files
