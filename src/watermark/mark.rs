@@ -138,26 +138,42 @@ impl Detector {
     }
 }
 
-/// The least-squares scale `α` with `suspect ≈ α · original`, over the elements the suspect
-/// did not zero (pruning).
+/// The least-squares scale `α` with `suspect ≈ α · original`, fitted over the elements the
+/// suspect did not zero (pruning), across any number of tensors.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScaleFit {
+    xy: f64,
+    xx: f64,
+}
+
+impl ScaleFit {
+    /// Adds one pair of values.
+    pub fn add(&mut self, o: f64, v: f64) {
+        if o.is_finite() && v.is_finite() && v != 0.0 {
+            self.xy += o * v;
+            self.xx += o * o;
+        }
+    }
+
+    /// The fitted scale (1 when nothing fits).
+    pub fn scale(&self) -> f64 {
+        if self.xx > 0.0 && self.xy != 0.0 {
+            self.xy / self.xx
+        } else {
+            1.0
+        }
+    }
+}
+
+/// [`ScaleFit`] over one tensor's `n` elements.
 pub fn estimate_scale(
     original: impl Fn(usize) -> f64,
     suspect: impl Fn(usize) -> f64,
     n: usize,
 ) -> f64 {
-    let (mut xy, mut xx) = (0.0, 0.0);
-    for k in 0..n {
-        let (o, v) = (original(k), suspect(k));
-        if o.is_finite() && v.is_finite() && v != 0.0 {
-            xy += o * v;
-            xx += o * o;
-        }
-    }
-    if xx > 0.0 && xy != 0.0 {
-        xy / xx
-    } else {
-        1.0
-    }
+    let mut f = ScaleFit::default();
+    (0..n).for_each(|k| f.add(original(k), suspect(k)));
+    f.scale()
 }
 
 /// Segments for a model with `eligible` watermarked weights: one per 8,192 weights, between

@@ -163,21 +163,17 @@ pub fn trace(
         );
     }
     // One global scale.
-    let (mut xy, mut xx) = (0.0, 0.0);
+    let mut fit = mark::ScaleFit::default();
     for (t, o, s) in &pairs {
         let n = o.len() / mark::elem_size(t.dtype).expect("eligible");
         for k in 0..n {
-            let (a, b) = (
+            fit.add(
                 mark::value(t.dtype, o, k),
                 mark::value(s.dtype(), s.data(), k),
             );
-            if a.is_finite() && b.is_finite() && b != 0.0 {
-                xy += a * b;
-                xx += a * a;
-            }
         }
     }
-    let scale = if xx > 0.0 && xy != 0.0 { xy / xx } else { 1.0 };
+    let scale = fit.scale();
     let mut d = Detector::new(segments);
     for (t, o, s) in &pairs {
         let n = o.len() / mark::elem_size(t.dtype).expect("eligible");
