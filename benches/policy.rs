@@ -144,6 +144,7 @@ fn main() {
                     ((person / 10) % countries.len()) as u8,
                 ])),
                 time: now,
+                used: Default::default(),
                 dry_run: false,
             }
         })

@@ -5,7 +5,7 @@
 use std::time::Instant;
 use weightvault::keys::SymmetricKey;
 use weightvault::watermark::carrier::Carrier;
-use weightvault::watermark::mark::{embed, value, Detector};
+use weightvault::watermark::mark::{embed, Detector, Values};
 use weightvault::watermark::tardos::{Code, DEFAULT_CUTOFF};
 
 fn main() {
@@ -47,9 +47,8 @@ fn main() {
         d.add(
             &c,
             0,
-            |k| value(dtype, &original, k),
-            |k| value(dtype, &buf, k),
-            n,
+            Values::new(dtype, &original),
+            Values::new(dtype, &buf),
             1.0,
         );
         let dt = t.elapsed().as_secs_f64();

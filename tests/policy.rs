@@ -196,6 +196,7 @@ impl Row {
             },
             source_ip: self.ip,
             time: self.date,
+            used: Default::default(),
             dry_run: false,
         }
     }

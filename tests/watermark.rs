@@ -2,10 +2,11 @@
 //! in all), 4,096 segments, 10,000 recipients. For every attack each colluder must be accused
 //! with an innocent-tail bound <= 1e-12, and no innocent accused (bound × recipients <= 1e-6).
 
+use safetensors::Dtype;
 use std::collections::BTreeSet;
 use weightvault::keys::SymmetricKey;
-use weightvault::watermark::carrier::{segment, Carrier};
-use weightvault::watermark::mark::{embed, estimate_scale, Detector};
+use weightvault::watermark::carrier::Carrier;
+use weightvault::watermark::mark::{embed, estimate_scale, Detector, Values};
 use weightvault::watermark::tardos::{Code, DEFAULT_CUTOFF};
 use weightvault::watermark::DEFAULT_REL_BITS;
 
@@ -87,15 +88,9 @@ impl World {
         let mut d = Detector::new(SEGMENTS);
         for ((o, s), c) in self.original.iter().zip(suspect).zip(&self.carriers) {
             let Some(s) = s else { continue };
-            let alpha = estimate_scale(|k| f64::from(o[k]), |k| f64::from(s[k]), o.len());
-            d.add(
-                c,
-                0,
-                |k| f64::from(o[k]),
-                |k| f64::from(s[k]),
-                o.len(),
-                alpha,
-            );
+            let (o, s) = (to_bytes(o), to_bytes(s));
+            let (o, s) = (Values::new(Dtype::F32, &o), Values::new(Dtype::F32, &s));
+            d.add(c, 0, o, s, estimate_scale(o, s));
         }
         let y = d.symbols(THRESHOLD);
         let limit = self.code.threshold(&y, EPSILON / f64::from(RECIPIENTS));
@@ -183,11 +178,11 @@ fn every_colluder_is_named_and_no_innocent_under_every_attack() {
     let each = |f: &dyn Fn(usize) -> Vec<f32>| -> Suspect { (0..2).map(|t| Some(f(t))).collect() };
     // Segment-wise interleaving: each segment's elements come from one of the four copies.
     let interleaved = each(&|t| {
-        let mut w = vec![0u32; ROWS * COLS];
-        world.carriers[t].words(0, &mut w);
-        w.iter()
+        let (mut signs, mut segs) = (vec![false; ROWS * COLS], vec![0u32; ROWS * COLS]);
+        world.carriers[t].signs_and_segments(0, SEGMENTS, &mut signs, &mut segs, &mut Vec::new());
+        segs.iter()
             .enumerate()
-            .map(|(i, w)| copies[(segment(*w, SEGMENTS) % 4) as usize][t][i])
+            .map(|(i, s)| copies[(s % 4) as usize][t][i])
             .collect()
     });
     let attacks: Vec<(&str, Suspect, &[u32])> = vec![

@@ -102,6 +102,34 @@ pub enum Command {
     /// Release policy: dry-run a decision, or validate the policy files
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Key-encryption key versions on the HSM: list, rotate, retire
+    #[command(subcommand)]
+    Kek(KekCommand),
+    /// Rewrap data keys under the newest KEK version, without touching ciphertext
+    ///
+    /// Every sealed file of MODEL[@REV] (all of the vault, and its watermark key, when none is
+    /// named) gets its data key wrapped by the newest KEK version in its spare key slot; the
+    /// header, the tag table and the ciphertext stay as they are. Safe to interrupt: each file
+    /// keeps opening under its old slot until its new one is written and synced; run it again
+    /// to finish. Typical rotation: `kek rotate`, `rewrap`, `kek retire OLD`.
+    Rewrap {
+        /// MODEL or MODEL@REV (default: the whole vault)
+        what: Option<RevisionRef>,
+    },
+    /// Crypto-shred a revision: destroy its data keys for good, and say so in the ledger
+    ///
+    /// Records the shred in the ledger first (nothing is destroyed if that fails), then
+    /// overwrites every key slot of the revision's files, makes a new KEK version, rewraps
+    /// every other object to it and destroys the older versions, so that no copy of the old
+    /// wrapped keys (backups included) can be opened by the HSM. Finally tries every secret key
+    /// on the token against every wrapped key the revision had. Irreversible: needs --yes.
+    Shred {
+        /// MODEL@REV
+        revision: RevisionRef,
+        /// Confirm that the revision must never be opened again
+        #[arg(long)]
+        yes: bool,
+    },
     /// Name the recipients of a leaked copy from the watermark it carries
     ///
     /// SUSPECT is a safetensors file or a directory of them. Tensors are matched to the
@@ -218,6 +246,9 @@ pub enum Command {
         /// Shards downloaded at once [default: 4]
         #[arg(long, value_name = "N")]
         parallel: Option<usize>,
+        /// Most bytes per second over all shards, e.g. 50M or 1G (K, M, G: powers of 1024)
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        limit_rate: Option<u64>,
         /// Print the release and the decision as JSON on success
         #[arg(long)]
         json: bool,
@@ -567,6 +598,7 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
                 },
                 source_ip,
                 time,
+                used: Default::default(),
                 dry_run: true,
             };
             let d = crate::policy::decide(&p, geo.as_ref(), &req);
@@ -655,6 +687,43 @@ fn human(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()
 }
 
+/// A byte rate: a number with an optional K, M or G suffix (powers of 1024).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let (n, m) = match s.trim().chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: f64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a rate like 500K, 50M or 1G"))?;
+    if !(n > 0.0 && n.is_finite()) {
+        return Err(format!("'{s}': the rate must be positive"));
+    }
+    Ok((n * m as f64) as u64)
+}
+
+/// `weightvault kek ...`
+#[derive(Debug, Subcommand)]
+pub enum KekCommand {
+    /// KEK versions on the token and how many objects each opens
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the next KEK version inside the HSM; new seals and rewraps use it
+    Rotate,
+    /// Destroy a KEK version on the HSM (refused while any object still opens only under it)
+    Retire {
+        /// The version to destroy
+        #[arg(value_name = "VERSION")]
+        kek_version: u32,
+    },
+}
+
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<()> {
     let dir = cli.vault.clone().unwrap_or_else(Vault::default_dir);
@@ -667,6 +736,128 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Policy(cmd) => run_policy(cmd, &dir)?,
+        Command::Kek(cmd) => {
+            let v = open_vault(&dir)?;
+            let kw = v.key_wrap()?;
+            match cmd {
+                KekCommand::List { json } => {
+                    let u = v.kek_use(&kw)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&u)?);
+                    } else {
+                        for ver in &u.on_token {
+                            let n = u.by_version.get(ver).map_or(0, Vec::len);
+                            println!(
+                                "{}.v{ver}: opens {n} object(s){}",
+                                kw.kek_label(),
+                                if Some(ver) == u.on_token.last() {
+                                    " (newest: new seals and rewraps use it)"
+                                } else {
+                                    ""
+                                }
+                            );
+                        }
+                        for (ver, objs) in &u.by_version {
+                            if !u.on_token.contains(ver) {
+                                println!(
+                                    "v{ver} (not on the token!): {} object(s) cannot be opened",
+                                    objs.len()
+                                );
+                            }
+                        }
+                    }
+                }
+                KekCommand::Rotate => {
+                    let n = kw.rotate().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!(
+                        "created KEK {}.v{n} in the HSM; run `weightvault rewrap` to move every data key to it",
+                        kw.kek_label()
+                    );
+                }
+                KekCommand::Retire { kek_version } => {
+                    v.retire_kek(&kw, kek_version)?;
+                    println!("KEK {}.v{kek_version} destroyed in the HSM", kw.kek_label());
+                }
+            }
+        }
+        Command::Shred { revision, yes } => {
+            anyhow::ensure!(
+                yes,
+                "shredding destroys {}@{} for good: run again with --yes to confirm",
+                revision.model,
+                revision.revision.as_deref().unwrap_or("REV")
+            );
+            let v = open_vault(&dir)?;
+            let kw = v.key_wrap()?;
+            let rep = v.shred(&kw, &revision, |label, files| {
+                let (ledger, _) = v
+                    .ledger()
+                    .map_err(|e| format!("opening the ledger (nothing was destroyed): {e}"))?;
+                let (model, rev) = label.split_once('@').expect("MODEL@REV");
+                ledger
+                    .append(&crate::ledger::record::Record::action(
+                        "shred",
+                        &crate::ledger::record::Record::operator(),
+                        model,
+                        Some(rev),
+                        files.to_vec(),
+                        "shredded",
+                    ))
+                    .map(|_| ())
+                    .map_err(|e| {
+                        format!("recording the shred in the ledger (nothing was destroyed): {e}")
+                    })
+            })?;
+            println!(
+                "{}: SHREDDED. The key slots of its {} sealed files are overwritten; every other object was rewrapped to KEK v{} ({} objects) and KEK versions {} destroyed, so copies made earlier cannot be opened either.",
+                rep.label,
+                rep.files,
+                rep.rotated_to,
+                rep.rewrapped,
+                if rep.retired.is_empty() {
+                    "(none older)".to_string()
+                } else {
+                    rep.retired.iter().map(|v| format!("v{v}")).collect::<Vec<_>>().join(", ")
+                }
+            );
+            anyhow::ensure!(
+                rep.still_open.is_empty(),
+                "some keys on the HSM still unwrap a data key of {}: {}",
+                rep.label,
+                rep.still_open.join(", ")
+            );
+            println!(
+                "Checked: none of the {} secret keys on the HSM unwraps any of its former data keys. Its ciphertext can never be opened again.",
+                rep.keys_tried
+            );
+        }
+        Command::Rewrap { what } => {
+            let v = open_vault(&dir)?;
+            let kw = v.key_wrap()?;
+            let bar = if cli.quiet {
+                indicatif::ProgressBar::hidden()
+            } else {
+                indicatif::ProgressBar::new(0)
+            };
+            let rep = v.rewrap(&kw, what.as_ref(), &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish_and_clear();
+            let moved: u64 = rep.rewrapped_from.values().sum();
+            let from: Vec<String> = rep
+                .rewrapped_from
+                .iter()
+                .map(|(v, n)| format!("{n} from v{v}"))
+                .collect();
+            println!(
+                "rewrapped {moved} object(s) to KEK {}.v{}{}; {} already current; no ciphertext changed",
+                kw.kek_label(),
+                rep.newest,
+                if from.is_empty() { String::new() } else { format!(" ({})", from.join(", ")) },
+                rep.current
+            );
+        }
         Command::Trace {
             suspect,
             model,
@@ -716,6 +907,12 @@ pub fn run(cli: Cli) -> Result<()> {
                     rep.segments_read,
                     rep.segments
                 );
+                for r in &rep.renamed {
+                    println!(
+                        "  {} matched to {} by shape and correlation ({:.3})",
+                        r.suspect, r.original, r.correlation
+                    );
+                }
                 if rep.threshold.is_finite() {
                     println!(
                         "{} releases of {} in the ledger; an innocent reaches score {:.1} with probability <= {:.0e} / {}",
@@ -816,6 +1013,7 @@ pub fn run(cli: Cli) -> Result<()> {
             attest,
             config,
             parallel,
+            limit_rate,
             json,
         } => {
             use crate::release::fetch::{fetch, FetchConfig, FetchError, FetchFile};
@@ -840,6 +1038,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 attest: need(attest, file.attest, "attest")?,
                 parallel: parallel.or(file.parallel).unwrap_or(4),
                 progress: !cli.quiet,
+                limit_rate,
             };
             let t = Instant::now();
             match fetch(&cfg, &model, &out) {
@@ -897,6 +1096,10 @@ pub fn run(cli: Cli) -> Result<()> {
                             c["reason"].as_str().unwrap_or("")
                         );
                     }
+                    std::process::exit(2);
+                }
+                Err(e @ FetchError::Revoked(_)) => {
+                    eprintln!("weightvault: {e}");
                     std::process::exit(2);
                 }
                 Err(e) => return Err(e.into()),
@@ -1005,6 +1208,9 @@ pub fn run(cli: Cli) -> Result<()> {
                             .unwrap_or("-".into()),
                         m.sealed_at
                     );
+                    if let Some(t) = &r.shredded {
+                        println!("{:<24} {:<16} SHREDDED{t}: can never be opened", "", "");
+                    }
                 }
             }
         }
@@ -1046,30 +1252,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 None => rev.manifest.files.iter().map(|f| f.path.clone()).collect(),
             };
             let index = ledger
-                .append(&crate::ledger::record::Record {
-                    kind: "operator-open".into(),
-                    time: time::OffsetDateTime::now_utc()
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .expect("time formats"),
-                    requester: std::env::var("USER").unwrap_or_else(|_| "operator".into()),
-                    requester_kind: "operator".into(),
-                    organisation: None,
-                    nationalities: vec![],
-                    host_id: None,
-                    host_country: None,
-                    host_region: None,
-                    attester: None,
-                    source: None,
-                    model: rev.manifest.model.clone(),
-                    revision: Some(rev.manifest.revision.clone()),
+                .append(&crate::ledger::record::Record::action(
+                    "operator-open",
+                    &crate::ledger::record::Record::operator(),
+                    &rev.manifest.model,
+                    Some(&rev.manifest.revision),
                     shards,
-                    outcome: "allowed".into(),
-                    failed_checks: vec![],
-                    authority: None,
-                    codeword: None,
-                    bytes: None,
-                    follows: None,
-                })
+                    "allowed",
+                ))
                 .context("recording the open in the ledger (nothing was opened)")?;
             match tensor {
                 Some(name) => {

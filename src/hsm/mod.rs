@@ -93,6 +93,14 @@ pub enum HsmError {
     /// The lock file beside the token could not be taken.
     #[error("cannot lock {0}: {1}")]
     Lock(PathBuf, std::io::Error),
+    /// The newest KEK version cannot be retired.
+    #[error("KEK '{label}' version {version} is the newest: run `weightvault kek rotate` first, then `rewrap`")]
+    NewestKek {
+        /// KEK label.
+        label: String,
+        /// KEK version.
+        version: u32,
+    },
     /// Any other PKCS#11 failure.
     #[error("HSM error during {during}: {source}")]
     Pkcs11 {
@@ -280,6 +288,71 @@ fn login(session: &Session, user: UserType, pin: &Pin, token: &str) -> Result<()
     }
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum TokenFiles {
+    /// After a good login: keep a copy of each token's `token.object`.
+    Keep,
+    /// The token cannot be found: put back the copies of torn (shorter) token files. Returns
+    /// whether any was.
+    Restore,
+}
+
+/// SoftHSM2 (file backend) rewrites each token's `token.object` in place at every `C_Login`;
+/// a process killed in that window leaves it empty or torn and the token unreadable — with
+/// every key on it. weightvault keeps `token.object.good`, copied after each good login, and
+/// puts it back (atomically) when the token cannot be found. Only for the vault's own
+/// SoftHSM2 configuration; other modules are left alone. Found by the rewrap SIGKILL test.
+fn softhsm_token_files(cfg: &HsmConfig, what: TokenFiles) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(conf) = &cfg.softhsm2_conf else {
+        return false;
+    };
+    let Some(dir) = std::fs::read_to_string(conf).ok().and_then(|t| {
+        t.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "directories.tokendir").then(|| PathBuf::from(v.trim()))
+        })
+    }) else {
+        return false;
+    };
+    let mut restored = false;
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let (cur, good) = (
+            e.path().join("token.object"),
+            e.path().join("token.object.good"),
+        );
+        let (Ok(c), g) = (std::fs::read(&cur), std::fs::read(&good)) else {
+            continue;
+        };
+        let (to, bytes) = match (what, g) {
+            (TokenFiles::Keep, Ok(g)) if g == c => continue,
+            (TokenFiles::Keep, _) if c.is_empty() => continue,
+            (TokenFiles::Keep, _) => (&good, c),
+            // Torn: shorter than the last good copy (a kill between truncating and writing).
+            (TokenFiles::Restore, Ok(g)) if c.len() < g.len() => (&cur, g),
+            (TokenFiles::Restore, _) => continue,
+        };
+        let tmp = e.path().join("token.object.tmp");
+        let ok = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &bytes)?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, to))
+            .and_then(|()| std::fs::File::open(e.path())?.sync_all());
+        match ok {
+            Ok(()) => restored |= what == TokenFiles::Restore,
+            Err(err) => tracing::warn!("keeping a copy of {}: {err}", cur.display()),
+        }
+    }
+    restored
+}
+
 /// The attributes every KEK gets, set explicitly because token defaults are permissive.
 pub fn kek_template(label: &str, version: u32) -> Vec<Attribute> {
     vec![
@@ -445,6 +518,24 @@ impl Pkcs11KeyWrap {
     /// Loads the module, finds the token by label, logs in and finds the KEK versions.
     pub fn open(cfg: HsmConfig) -> Result<Self, HsmError> {
         let _lock = TokenLock::acquire(&cfg.lock_file)?;
+        match Self::open_locked(cfg.clone()) {
+            Ok(kw) => {
+                softhsm_token_files(&cfg, TokenFiles::Keep);
+                Ok(kw)
+            }
+            // A token file torn by a process killed while SoftHSM2 rewrote it: put back the
+            // last good copy and try once more.
+            Err(HsmError::TokenMissing(_)) if softhsm_token_files(&cfg, TokenFiles::Restore) => {
+                tracing::warn!("SoftHSM2 token file was torn (a process killed during login): restored the last good copy");
+                let kw = Self::open_locked(cfg.clone())?;
+                softhsm_token_files(&cfg, TokenFiles::Keep);
+                Ok(kw)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_locked(cfg: HsmConfig) -> Result<Self, HsmError> {
         let ctx = load_module(&cfg)?;
         let slot = find_token(&ctx, &cfg.token_label)?
             .ok_or_else(|| HsmError::TokenMissing(cfg.token_label.clone()))?;
@@ -464,6 +555,11 @@ impl Pkcs11KeyWrap {
         })
     }
 
+    /// The KEK label (without version suffix).
+    pub fn kek_label(&self) -> &str {
+        &self.cfg.kek_label
+    }
+
     /// KEK versions present on the token.
     pub fn kek_versions(&self) -> Vec<u32> {
         self.inner
@@ -473,6 +569,91 @@ impl Pkcs11KeyWrap {
             .keys()
             .copied()
             .collect()
+    }
+
+    /// Finds the KEK versions on the token again (another process may have rotated or
+    /// retired one).
+    pub fn refresh(&self) -> Result<Vec<u32>, HsmError> {
+        let mut inner = self.inner.lock().expect("hsm mutex");
+        let _lock = TokenLock::acquire(&self.cfg.lock_file)?;
+        inner.keks = kek_versions(&inner.session, &self.cfg.kek_label)?;
+        Ok(inner.keks.keys().copied().collect())
+    }
+
+    /// Creates the next KEK version on the token (generated inside it, never extractable);
+    /// new data keys and rewraps use it from now on. Returns the new version.
+    pub fn rotate(&self) -> Result<u32, HsmError> {
+        let mut inner = self.inner.lock().expect("hsm mutex");
+        let _lock = TokenLock::acquire(&self.cfg.lock_file)?;
+        let keks = kek_versions(&inner.session, &self.cfg.kek_label)?;
+        let next = keks.keys().next_back().map_or(1, |v| v + 1);
+        inner
+            .session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &kek_template(&self.cfg.kek_label, next),
+            )
+            .map_err(ck("generating the new KEK version"))?;
+        inner.keks = kek_versions(&inner.session, &self.cfg.kek_label)?;
+        Ok(next)
+    }
+
+    /// Destroys KEK `version` on the token. The newest version cannot be destroyed (rotate
+    /// first); whether anything still depends on it is the caller's check.
+    pub fn destroy_kek(&self, version: u32) -> Result<(), HsmError> {
+        let mut inner = self.inner.lock().expect("hsm mutex");
+        let _lock = TokenLock::acquire(&self.cfg.lock_file)?;
+        let keks = kek_versions(&inner.session, &self.cfg.kek_label)?;
+        let missing = || HsmError::KekMissing {
+            label: self.cfg.kek_label.clone(),
+            version,
+            token: self.cfg.token_label.clone(),
+        };
+        let h = *keks.get(&version).ok_or_else(missing)?;
+        if keks.keys().next_back() == Some(&version) {
+            return Err(HsmError::NewestKek {
+                label: self.cfg.kek_label.clone(),
+                version,
+            });
+        }
+        inner
+            .session
+            .destroy_object(h)
+            .map_err(ck("destroying the KEK"))?;
+        inner.keks = kek_versions(&inner.session, &self.cfg.kek_label)?;
+        Ok(())
+    }
+
+    /// Tries every secret key on the token to unwrap `wrapped` (RFC 5649); returns the labels
+    /// of those that do. Used to show that a shredded data key can no longer be recovered.
+    pub fn keys_that_unwrap(&self, wrapped: &[u8]) -> Result<(usize, Vec<String>), HsmError> {
+        self.with_session(|s, _| {
+            let all = s
+                .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+                .map_err(ck("listing secret keys"))?;
+            let mut opened = Vec::new();
+            for h in &all {
+                if let Ok(obj) =
+                    s.unwrap_key(&Mechanism::AesKeyWrapPad, *h, wrapped, &dek_template(None))
+                {
+                    let _ = s.destroy_object(obj);
+                    let label = s
+                        .get_attributes(*h, &[AttributeType::Label])
+                        .ok()
+                        .and_then(|a| {
+                            a.into_iter().find_map(|a| match a {
+                                Attribute::Label(l) => {
+                                    Some(String::from_utf8_lossy(&l).into_owned())
+                                }
+                                _ => None,
+                            })
+                        })
+                        .unwrap_or_else(|| "(no label)".into());
+                    opened.push(label);
+                }
+            }
+            Ok((all.len(), opened))
+        })
     }
 
     /// Runs `f` with the session, under the cross-process token lock.
@@ -533,6 +714,8 @@ fn dek_template(value: Option<&DataKey>) -> Vec<Attribute> {
 
 impl KeyWrap for Pkcs11KeyWrap {
     fn wrap(&self, dek: &DataKey) -> Result<WrappedKey, HsmError> {
+        // Always under the newest version, even one made by another process since opening.
+        self.refresh()?;
         self.with_session(|s, keks| {
             let (&version, &kek) = keks.last_key_value().ok_or_else(|| HsmError::NoKek {
                 label: self.cfg.kek_label.clone(),
@@ -560,6 +743,19 @@ impl KeyWrap for Pkcs11KeyWrap {
     }
 
     fn unwrap(&self, w: &WrappedKey) -> Result<DataKey, HsmError> {
+        match self.unwrap_once(w) {
+            // A version made by another process since this one opened the token: look again.
+            Err(HsmError::KekMissing { .. }) if w.kek_label == self.cfg.kek_label => {
+                self.refresh()?;
+                self.unwrap_once(w)
+            }
+            r => r,
+        }
+    }
+}
+
+impl Pkcs11KeyWrap {
+    fn unwrap_once(&self, w: &WrappedKey) -> Result<DataKey, HsmError> {
         self.with_session(|s, keks| {
             let kek = self.kek(keks, &w.kek_label, w.kek_version)?;
             let failed = || HsmError::UnwrapFailed {

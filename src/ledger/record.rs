@@ -50,6 +50,47 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record of an operator's or the service's own action (no host, no requester facts):
+    /// `operator-open`, `shred`, `policy-reload`. Time is now.
+    pub fn action(
+        kind: &str,
+        requester: &str,
+        model: &str,
+        revision: Option<&str>,
+        shards: Vec<String>,
+        outcome: &str,
+    ) -> Self {
+        Record {
+            kind: kind.into(),
+            time: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("time formats"),
+            requester: requester.into(),
+            requester_kind: "operator".into(),
+            organisation: None,
+            nationalities: vec![],
+            host_id: None,
+            host_country: None,
+            host_region: None,
+            attester: None,
+            source: None,
+            model: model.into(),
+            revision: revision.map(str::to_string),
+            shards,
+            outcome: outcome.into(),
+            failed_checks: vec![],
+            authority: None,
+            codeword: None,
+            bytes: None,
+            follows: None,
+        }
+    }
+
+    /// The user running this command (for operator records).
+    pub fn operator() -> String {
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    }
+
     /// Canonical bytes: compact JSON, fields in declaration order.
     pub fn canonical(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("records serialise")

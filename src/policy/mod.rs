@@ -82,6 +82,9 @@ pub struct ReleaseRequest {
     pub source_ip: Option<IpAddr>,
     /// Decision time (tiers and licences are judged on its date).
     pub time: OffsetDateTime,
+    /// Releases already made under each licence as counted by the vault (its ledger), added
+    /// to the `releases_used` of the licence file: the allocation left is judged on the sum.
+    pub used: std::collections::BTreeMap<String, u64>,
     /// A compliance officer's what-if (`policy check`): host evidence, and the network origin
     /// when no source address is given, are reported as not evaluated instead of judged. The
     /// release service never sets this.
@@ -391,32 +394,36 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
                 Fail,
                 "destination unknown, so no licence can be judged",
             ),
-            Some(_) => {
-                match (who, org) {
-                    (Some(w), Some(o)) => {
-                        match find_licence(policy, &o.id, &w.id, &req.host.country, today) {
-                            Ok(l) => {
-                                c.add(
-                            CheckId::Licence,
-                            Pass,
-                            format!(
-                                "licence {} ({} to {}, valid {}..{}, {} of {} releases used)",
-                                l.id, l.licensee, req.host.country, l.valid_from, l.valid_until, l.releases_used, l.max_releases
-                            ),
-                        );
-                                authority = Some(Authority::Licence { id: l.id.clone() });
-                                consume = Some(l.id.clone());
-                            }
-                            Err(why) => c.add(CheckId::Licence, Fail, why),
+            Some(_) => match (who, org) {
+                (Some(w), Some(o)) => {
+                    match find_licence(policy, &o.id, &w.id, &req.host.country, today, &req.used) {
+                        Ok(l) => {
+                            c.add(
+                                CheckId::Licence,
+                                Pass,
+                                format!(
+                                    "licence {} ({} to {}, valid {}..{}, {} of {} releases used)",
+                                    l.id,
+                                    l.licensee,
+                                    req.host.country,
+                                    l.valid_from,
+                                    l.valid_until,
+                                    l.releases_used + req.used.get(&l.id).copied().unwrap_or(0),
+                                    l.max_releases
+                                ),
+                            );
+                            authority = Some(Authority::Licence { id: l.id.clone() });
+                            consume = Some(l.id.clone());
                         }
+                        Err(why) => c.add(CheckId::Licence, Fail, why),
                     }
-                    _ => c.add(
-                        CheckId::Licence,
-                        Fail,
-                        "unknown requester: no licence applies",
-                    ),
                 }
-            }
+                _ => c.add(
+                    CheckId::Licence,
+                    Fail,
+                    "unknown requester: no licence applies",
+                ),
+            },
         }
     }
 
@@ -438,7 +445,8 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
                                 "{n}: clearance {} until {}",
                                 cl.reference, cl.until
                             ));
-                        } else if let Ok(l) = find_licence(policy, &w.organisation, &w.id, n, today)
+                        } else if let Ok(l) =
+                            find_licence(policy, &w.organisation, &w.id, n, today, &req.used)
                         {
                             notes.push(format!("{n}: licence {}", l.id));
                         } else {
@@ -649,6 +657,7 @@ fn find_licence<'a>(
     person: &str,
     country: &str,
     today: Date,
+    used: &std::collections::BTreeMap<String, u64>,
 ) -> Result<&'a data::Licence, String> {
     let candidates: Vec<&data::Licence> = policy
         .licences_by_licensee
@@ -683,10 +692,11 @@ fn find_licence<'a>(
             data::LicenceStatus::Suspended => bad.push("suspended".into()),
             data::LicenceStatus::Revoked => bad.push("revoked".into()),
         }
-        if l.releases_used >= l.max_releases {
+        let n = l.releases_used + used.get(&l.id).copied().unwrap_or(0);
+        if n >= l.max_releases {
             bad.push(format!(
-                "allocation used up ({} of {} releases)",
-                l.releases_used, l.max_releases
+                "allocation used up ({n} of {} releases)",
+                l.max_releases
             ));
         }
         if bad.is_empty() {

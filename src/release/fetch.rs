@@ -40,6 +40,8 @@ pub struct FetchConfig {
     pub parallel: usize,
     /// Show progress bars.
     pub progress: bool,
+    /// Most stream bytes per second over all shards (`None`: as fast as possible).
+    pub limit_rate: Option<u64>,
 }
 
 /// `fetch --config FILE`: the same settings in TOML (paths relative to the file).
@@ -106,6 +108,13 @@ pub enum FetchError {
     /// A sealed chunk failed authentication: nothing was written.
     #[error("{0}; nothing was written")]
     Tampered(String),
+    /// The release was withdrawn while it streamed (a licence revoked or suspended, a
+    /// clearance withdrawn): the partial output was removed.
+    #[error("{0}; the partial output was removed")]
+    Revoked(String),
+    /// The transfer broke in the middle of a shard.
+    #[error("{0}")]
+    Broken(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -342,6 +351,7 @@ async fn run(
         });
     let mut attempt = previous.map(|s| s.release);
     let resumed_any = attempt.is_some();
+    let mut retried = false;
     loop {
         let (release, ledger_index, resumed) = match attempt.take() {
             Some(rel) => (rel, None, true),
@@ -382,6 +392,19 @@ async fn run(
             Err(e @ FetchError::Tampered(_)) => {
                 let _ = std::fs::remove_dir_all(&partial);
                 return Err(e);
+            }
+            // A withdrawn release: nothing of it may stay on this host.
+            Err(FetchError::Server { code, message }) if code == "release_revoked" => {
+                let _ = std::fs::remove_dir_all(&partial);
+                return Err(FetchError::Revoked(message));
+            }
+            // The transfer broke: resume once at once, which also learns whether the vault
+            // withdrew the release.
+            Err(FetchError::Broken(m)) if !retried => {
+                tracing::warn!("{m}; resuming");
+                retried = true;
+                attempt = Some(release);
+                continue;
             }
             Err(e) => {
                 if !resumed_any && !partial.join("files").exists() {
@@ -568,7 +591,17 @@ async fn shard(
     let mut next = done; // next chunk to open
     let mut body = resp.bytes_stream();
     while let Some(b) = body.next().await {
-        let b = b.map_err(|e| other(format!("{}: the transfer broke: {e}", s.path)))?;
+        let b =
+            b.map_err(|e| FetchError::Broken(format!("{}: the transfer broke: {e}", s.path)))?;
+        if let Some(limit) = cfg.limit_rate {
+            // Keep the bytes of all shards so far within the rate.
+            let total = downloaded.load(Ordering::Relaxed) + b.len() as u64;
+            let due = std::time::Duration::from_secs_f64(total as f64 / limit.max(1) as f64);
+            let ahead = due.saturating_sub(timing.start.elapsed());
+            if !ahead.is_zero() {
+                tokio::time::sleep(ahead).await;
+            }
+        }
         let _ = timing.first_byte.set(timing.start.elapsed());
         downloaded.fetch_add(b.len() as u64, Ordering::Relaxed);
         bar.inc(b.len() as u64);
@@ -613,7 +646,7 @@ async fn shard(
         )));
     };
     if next < o.header().chunks() {
-        return Err(other(format!(
+        return Err(FetchError::Broken(format!(
             "{}: the stream ended after {next} of {} chunks",
             s.path,
             o.header().chunks()

@@ -95,6 +95,11 @@ struct Release {
     files: Vec<usize>,
     decision_index: u64,
     base: Record,
+    /// The request as decided, to decide again when the policy changes.
+    req: policy::ReleaseRequest,
+    /// Set (with the reason) when a policy reload withdrew the release: new shard requests
+    /// are refused and running streams end at once.
+    cut: tokio::sync::watch::Sender<Option<String>>,
 }
 
 struct AppState {
@@ -106,7 +111,66 @@ struct AppState {
     ledger: Ledger,
     nonces: Mutex<HashMap<String, Nonce>>,
     releases: Mutex<HashMap<String, Arc<Release>>>,
+    /// Releases and bytes per licence, from the ledger; held across decide-and-record so
+    /// that concurrent requests never exceed an allocation.
+    alloc: tokio::sync::Mutex<Allocations>,
     cfg: ServeConfig,
+}
+
+/// What each licence has used, counted from the ledger (so a restart does not reset it).
+#[derive(Debug, Default)]
+struct Allocations {
+    /// Allowed release decisions per licence id.
+    releases: std::collections::BTreeMap<String, u64>,
+    /// Bytes streamed per licence id.
+    bytes: std::collections::BTreeMap<String, u64>,
+    /// Licence of each allowed decision (ledger index), to attribute stream bytes.
+    licence_of: HashMap<u64, String>,
+}
+
+impl Allocations {
+    /// Counts every allowed decision under a licence and every stream's bytes in the ledger.
+    fn from_ledger(dir: &std::path::Path) -> Result<Self, String> {
+        let mut a = Allocations::default();
+        crate::ledger::Ledger::entries(dir, &mut |i, e| {
+            let r = Record::parse(e).map_err(|w| format!("entry {i}: {w}"))?;
+            a.add(i, &r);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(a)
+    }
+
+    /// Releases per licence, not counting the decision at `index` itself (to decide a live
+    /// release again without its own allocation against it).
+    fn used_by_others(&self, index: u64) -> std::collections::BTreeMap<String, u64> {
+        let mut used = self.releases.clone();
+        if let Some(n) = self.licence_of.get(&index).and_then(|id| used.get_mut(id)) {
+            *n = n.saturating_sub(1);
+        }
+        used
+    }
+
+    fn add(&mut self, index: u64, r: &Record) {
+        match r.kind.as_str() {
+            "release-decision" if r.outcome == "allowed" => {
+                if let Some(id) = r
+                    .authority
+                    .as_deref()
+                    .and_then(|a| a.strip_prefix("licence:"))
+                {
+                    *self.releases.entry(id.to_string()).or_default() += 1;
+                    self.licence_of.insert(index, id.to_string());
+                }
+            }
+            "stream-end" => {
+                if let Some(id) = r.follows.and_then(|f| self.licence_of.get(&f)).cloned() {
+                    *self.bytes.entry(id).or_default() += r.bytes.unwrap_or(0);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Who is on the other end of a connection.
@@ -316,6 +380,9 @@ async fn releases(
         .await?
         .map_err(|e| match e {
             crate::store::StoreError::NotFound(m) => api(StatusCode::NOT_FOUND, "not_found", m),
+            e @ crate::store::StoreError::Shredded(..) => {
+                api(StatusCode::GONE, "shredded", e.to_string())
+            }
             e => internal("opening the revision", e),
         })?;
     let files: Vec<usize> = match &body.shards {
@@ -336,6 +403,9 @@ async fn releases(
             })
             .collect::<Result<_, _>>()?,
     };
+    // Decide and record under the allocation lock: a licence's count cannot change between
+    // the check and the durable record, so concurrent requests never exceed it.
+    let mut alloc = st.alloc.lock().await;
     let now = OffsetDateTime::now_utc();
     let source = source_ip(peer.addr.ip(), &headers, &policy.network.trusted_proxies);
     let req = policy::ReleaseRequest {
@@ -354,6 +424,7 @@ async fn releases(
         },
         source_ip: Some(source),
         time: now,
+        used: alloc.releases.clone(),
         dry_run: false,
     };
     let decision = policy::decide(&policy, st.geo.as_ref(), &req);
@@ -415,6 +486,8 @@ async fn releases(
                 "the release ledger cannot be written; nothing is released",
             )
         })?;
+    alloc.add(ledger_index, &base);
+    drop(alloc);
     let decision_json = serde_json::to_value(&decision).expect("decision serialises");
     tracing::info!(
         requester = %peer.id.name, model = %base.model, outcome = %base.outcome,
@@ -482,6 +555,8 @@ async fn releases(
         files,
         decision_index: ledger_index,
         base,
+        req,
+        cut: tokio::sync::watch::channel(None).0,
     };
     {
         let mut rs = st.releases.lock().expect("release lock");
@@ -574,6 +649,13 @@ async fn shard(
             "this release has expired; request a new one",
         ));
     }
+    if let Some(why) = rel.cut.borrow().clone() {
+        return Err(api(
+            StatusCode::FORBIDDEN,
+            "release_revoked",
+            format!("this release was withdrawn by a policy change: {why}"),
+        ));
+    }
     let fi = *rel.files.get(n as usize).ok_or_else(|| {
         api(
             StatusCode::NOT_FOUND,
@@ -597,8 +679,17 @@ async fn shard(
     let (start, end) = range.unwrap_or((0, total));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let st2 = st.clone();
+    let mut cut = rel.cut.subscribe();
     tokio::task::spawn_blocking(move || produce(&st2, &rel, fi, n, &sealer, start, end, &tx));
-    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    // A withdrawn release ends its running streams at once: the body stops short of its
+    // length (the client sees the transfer break) and the producer stops on its next send.
+    let cut = async move {
+        let _ = cut.wait_for(Option::is_some).await;
+    };
+    let body = Body::from_stream(futures_util::StreamExt::take_until(
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)),
+        cut,
+    ));
     let mut resp = Response::builder()
         .status(if range.is_some() {
             StatusCode::PARTIAL_CONTENT
@@ -659,7 +750,7 @@ fn produce(
         ));
     }
     let mut i = h.chunk_at(start.max(HEADER_LEN as u64));
-    while ok && i < h.chunks() && h.offset(i) < end {
+    while ok && i < h.chunks() && h.offset(i) < end && rel.cut.borrow().is_none() {
         let off = h.offset(i);
         let len = h.plain_len(i) as usize;
         let mut buf = vec![0u8; len + 16];
@@ -694,18 +785,92 @@ fn produce(
     r.time = rfc3339(OffsetDateTime::now_utc().replace_nanosecond(0).expect("0"));
     r.shards = vec![entry.path.clone()];
     r.outcome = if complete { "completed" } else { "cut-short" }.into();
-    r.failed_checks = vec![];
+    // Cut by a policy change: the checks that now fail.
+    r.failed_checks = match rel.cut.borrow().as_deref() {
+        Some(why) if !complete => why.split(", ").map(str::to_string).collect(),
+        _ => vec![],
+    };
     r.bytes = Some(sent);
     r.follows = Some(rel.decision_index);
     match st.ledger.append(&r) {
-        Ok(i) => tracing::info!(
-            shard = n,
-            bytes = sent,
-            complete,
-            ledger_index = i,
-            "stream end"
-        ),
+        Ok(i) => {
+            st.alloc.blocking_lock().add(i, &r);
+            tracing::info!(
+                shard = n,
+                bytes = sent,
+                complete,
+                ledger_index = i,
+                "stream end"
+            )
+        }
         Err(e) => tracing::error!("recording the end of a stream: {e}"),
+    }
+}
+
+/// Reads the policy directory again (SIGHUP). An invalid policy is refused and the old one
+/// stays in force. With the new one, every live release is decided again as it was requested
+/// (its own allocation not counted against it): a release that no longer passes — a licence
+/// revoked or suspended, a clearance withdrawn, a party newly restricted — is withdrawn and its
+/// running streams end at once. The reload and its outcome go to the ledger.
+async fn reload_policy(st: &Arc<AppState>) {
+    let st2 = st.clone();
+    let res = tokio::task::spawn_blocking(move || st2.policy.reload())
+        .await
+        .expect("reload task");
+    let mut withdrawn = Vec::new();
+    let (outcome, why) = match res {
+        Err(e) => {
+            tracing::error!("policy reload refused, the old policy stays in force: {e}");
+            ("rejected", vec![e.to_string()])
+        }
+        Ok(()) => {
+            let policy = st.policy.current();
+            let alloc = st.alloc.lock().await;
+            let live: Vec<Arc<Release>> = st
+                .releases
+                .lock()
+                .expect("release lock")
+                .values()
+                .cloned()
+                .collect();
+            for rel in live {
+                if rel.cut.borrow().is_some() || Instant::now() > rel.expires {
+                    continue;
+                }
+                let mut req = rel.req.clone();
+                req.used = alloc.used_by_others(rel.decision_index);
+                let d = policy::decide(&policy, st.geo.as_ref(), &req);
+                if !d.allowed {
+                    let failed: Vec<String> =
+                        d.failed().iter().map(|c| c.name().to_string()).collect();
+                    tracing::warn!(
+                        release = %hex::encode(rel.id), requester = %rel.base.requester,
+                        failed = ?failed, "release withdrawn by the new policy"
+                    );
+                    rel.cut.send_replace(Some(failed.join(", ")));
+                    withdrawn.push(rel.decision_index);
+                }
+            }
+            drop(alloc);
+            tracing::info!(withdrawn = withdrawn.len(), "policy reloaded");
+            ("applied", vec![])
+        }
+    };
+    let mut r = Record::action(
+        "policy-reload",
+        "weightvault-serve",
+        "",
+        None,
+        withdrawn.iter().map(|i| format!("withdrawn:{i}")).collect(),
+        outcome,
+    );
+    r.failed_checks = why;
+    let st2 = st.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || st2.ledger.append(&r))
+        .await
+        .expect("append task")
+    {
+        tracing::error!("recording the policy reload: {e}");
     }
 }
 
@@ -782,6 +947,12 @@ impl Server {
             );
         }
         let policy = PolicyHandle::load(&cfg.policies).map_err(setup)?;
+        let alloc = Allocations::from_ledger(&vault.ledger_dir())
+            .map_err(|e| setup(format!("counting licence allocations in the ledger: {e}")))?;
+        for (id, n) in &alloc.releases {
+            let bytes = alloc.bytes.get(id).copied().unwrap_or(0);
+            tracing::info!(licence = %id, releases = n, bytes, "licence usage in the ledger");
+        }
         let geo: Box<dyn GeoLookup + Send> = match &cfg.geoip {
             Some(p) => Box::new(
                 policy::MaxMindGeo::from_bytes(
@@ -805,6 +976,7 @@ impl Server {
             ledger,
             nonces: Mutex::new(HashMap::new()),
             releases: Mutex::new(HashMap::new()),
+            alloc: tokio::sync::Mutex::new(alloc),
             cfg,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -828,8 +1000,20 @@ impl Server {
                             .unwrap_or(last);
                     }
                 });
+                let st = state.clone();
+                let reloader = tokio::spawn(async move {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                        tracing::error!("cannot listen for SIGHUP: policy reloads disabled");
+                        return;
+                    };
+                    while hup.recv().await.is_some() {
+                        reload_policy(&st).await;
+                    }
+                });
                 accept_loop(listener, tls, router(state.clone()), stop_rx).await;
                 signer.abort();
+                reloader.abort();
                 let _ = tokio::task::spawn_blocking(move || checkpoint_if_new(&state, 0)).await;
             });
         });

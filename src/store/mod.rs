@@ -18,6 +18,8 @@ use crate::format::{FileKind, FormatError, SealedHeader};
 use crate::hsm::{HsmConfig, HsmError, KeyWrap, Pin, Pkcs11KeyWrap};
 use crate::keys::DataKey;
 use checkpoint::CheckpointFile;
+mod rotation;
+pub use rotation::{KekUse, RewrapReport, ShredReport};
 use sealed::{OpenedFile, Progress, SealParams, SealedFile};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -61,6 +63,11 @@ pub enum StoreError {
     /// No such model or revision.
     #[error("{0}")]
     NotFound(String),
+    /// The revision was crypto-shredded: its data keys are destroyed.
+    #[error(
+        "{0} was crypto-shredded{1}: its data keys are destroyed and it can never be opened again"
+    )]
+    Shredded(String, String),
     /// A sealed file is damaged or does not belong where it is.
     #[error("{what}: {source}")]
     Format {
@@ -265,6 +272,29 @@ pub struct Manifest {
 pub const MANIFEST_FORMAT: &str = "weightvault-manifest/1";
 /// File name of a revision's sealed manifest.
 pub const MANIFEST_FILE: &str = "manifest.sealed";
+
+/// The file that marks a revision as crypto-shredded (JSON: when, by whom).
+pub const SHREDDED_FILE: &str = "SHREDDED";
+
+/// `Some(" on <time>")` when the revision in `dir` was shredded.
+fn shredded_at(dir: &Path) -> Option<String> {
+    let b = std::fs::read(dir.join(SHREDDED_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+    Some(
+        v["time"]
+            .as_str()
+            .map(|t| format!(" on {t}"))
+            .unwrap_or_default(),
+    )
+}
+
+/// `watermark.key` as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredWrappedKey {
+    kek_label: String,
+    kek_version: u32,
+    wrapped: String,
+}
 /// Path recorded in the manifest's own header.
 pub const MANIFEST_PATH: &str = "MANIFEST";
 
@@ -341,6 +371,8 @@ pub struct ListedRevision {
     pub manifest: Manifest,
     /// Total size of the sealed files.
     pub sealed_bytes: u64,
+    /// When it was crypto-shredded (it can no longer be opened).
+    pub shredded: Option<String>,
 }
 
 /// A vault directory.
@@ -372,6 +404,14 @@ fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     getrandom::fill(&mut b).expect("OS randomness");
     hex::encode(b)
+}
+
+/// Writes `bytes` to a new file at `path` and syncs it (the caller links or renames it into
+/// place, then syncs the directory).
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    std::fs::write(path, bytes)
+        .and_then(|()| std::fs::File::open(path)?.sync_all())
+        .map_err(|e| StoreError::io("writing", path, e))
 }
 
 fn sync_dir(p: &Path) -> Result<(), StoreError> {
@@ -616,58 +656,81 @@ impl Vault {
     /// The watermark key: made on first use, kept only wrapped by the KEK in
     /// `<vault>/watermark.key` (JSON: KEK label, version, RFC 5649 wrapped bytes in hex).
     pub fn watermark_key(&self, kw: &dyn KeyWrap) -> Result<crate::keys::SymmetricKey, StoreError> {
-        #[derive(serde::Serialize, serde::Deserialize)]
-        struct Stored {
-            kek_label: String,
-            kek_version: u32,
-            wrapped: String,
-        }
-        let path = self.dir.join("watermark.key");
+        let path = self.watermark_key_path();
         let hsm = |e| StoreError::Hsm {
             what: path.display().to_string(),
             source: e,
         };
-        match std::fs::read(&path) {
-            Ok(b) => {
-                let st: Stored = serde_json::from_slice(&b).map_err(|e| {
-                    StoreError::Mismatch(format!(
-                        "{}: not a wrapped watermark key: {e}",
-                        path.display()
-                    ))
-                })?;
-                let w = crate::hsm::WrappedKey {
-                    kek_label: st.kek_label,
-                    kek_version: st.kek_version,
-                    wrapped: hex::decode(&st.wrapped)
-                        .map_err(|e| StoreError::Mismatch(format!("{}: {e}", path.display())))?,
-                };
-                kw.unwrap(&w).map_err(hsm)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = crate::keys::SymmetricKey::random()
-                    .map_err(|e| StoreError::BadInput(format!("randomness: {e}")))?;
-                let w = kw.wrap(&key).map_err(hsm)?;
-                let text = serde_json::to_vec_pretty(&Stored {
-                    kek_label: w.kek_label,
-                    kek_version: w.kek_version,
-                    wrapped: hex::encode(&w.wrapped),
-                })
-                .expect("json");
-                let tmp = self.dir.join(format!(".watermark.key.{}", random_hex(6)));
-                std::fs::write(&tmp, text)
-                    .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-                    .map_err(|e| StoreError::io("writing", &tmp, e))?;
-                // Another process may have made it meanwhile: keep the first.
-                if std::fs::hard_link(&tmp, &path).is_err() {
-                    let _ = std::fs::remove_file(&tmp);
-                    return self.watermark_key(kw);
-                }
-                let _ = std::fs::remove_file(&tmp);
-                sync_dir(&self.dir)?;
-                Ok(key)
-            }
-            Err(e) => Err(StoreError::io("reading", &path, e)),
+        if let Some(w) = self.wrapped_watermark_key()? {
+            return kw.unwrap(&w).map_err(hsm);
         }
+        let key = crate::keys::SymmetricKey::random()
+            .map_err(|e| StoreError::BadInput(format!("randomness: {e}")))?;
+        let w = kw.wrap(&key).map_err(hsm)?;
+        let tmp = self.write_wrapped_watermark_tmp(&w)?;
+        // Another process may have made it meanwhile: keep the first.
+        if std::fs::hard_link(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return self.watermark_key(kw);
+        }
+        let _ = std::fs::remove_file(&tmp);
+        sync_dir(&self.dir)?;
+        Ok(key)
+    }
+
+    /// Where the wrapped watermark key is kept.
+    pub fn watermark_key_path(&self) -> PathBuf {
+        self.dir.join("watermark.key")
+    }
+
+    /// The wrapped watermark key, if the vault has one.
+    pub fn wrapped_watermark_key(&self) -> Result<Option<crate::hsm::WrappedKey>, StoreError> {
+        let path = self.watermark_key_path();
+        let b = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("reading", &path, e)),
+        };
+        let st: StoredWrappedKey = serde_json::from_slice(&b).map_err(|e| {
+            StoreError::Mismatch(format!(
+                "{}: not a wrapped watermark key: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Some(crate::hsm::WrappedKey {
+            kek_label: st.kek_label,
+            kek_version: st.kek_version,
+            wrapped: hex::decode(&st.wrapped)
+                .map_err(|e| StoreError::Mismatch(format!("{}: {e}", path.display())))?,
+        }))
+    }
+
+    /// Writes a wrapped watermark key to a fresh, synced temporary file in the vault; returns
+    /// its path (the caller links or renames it into place).
+    fn write_wrapped_watermark_tmp(
+        &self,
+        w: &crate::hsm::WrappedKey,
+    ) -> Result<PathBuf, StoreError> {
+        let text = serde_json::to_vec_pretty(&StoredWrappedKey {
+            kek_label: w.kek_label.clone(),
+            kek_version: w.kek_version,
+            wrapped: hex::encode(&w.wrapped),
+        })
+        .expect("json");
+        let tmp = self.dir.join(format!(".watermark.key.{}", random_hex(6)));
+        write_synced(&tmp, &text)?;
+        Ok(tmp)
+    }
+
+    /// Replaces the wrapped watermark key atomically (rename, then the directory synced).
+    pub(crate) fn replace_wrapped_watermark_key(
+        &self,
+        w: &crate::hsm::WrappedKey,
+    ) -> Result<(), StoreError> {
+        let tmp = self.write_wrapped_watermark_tmp(w)?;
+        let path = self.watermark_key_path();
+        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("replacing", &path, e))?;
+        sync_dir(&self.dir)
     }
 
     /// Where the ledger lives.
@@ -949,6 +1012,9 @@ impl Vault {
     ) -> Result<OpenedRevision, StoreError> {
         let (rev, dir) = self.resolve_revision(r)?;
         let label = format!("{}@{rev}", r.model);
+        if let Some(t) = shredded_at(&dir) {
+            return Err(StoreError::Shredded(label, t));
+        }
         let mpath = dir.join(MANIFEST_FILE);
         let mfile = SealedFile::open(&mpath)?;
         let m = mfile.unlock(kw, &format!("{label} manifest"))?;
@@ -1072,6 +1138,7 @@ impl Vault {
                 out.push(ListedRevision {
                     manifest,
                     sealed_bytes,
+                    shredded: shredded_at(&dir),
                 });
             }
         }

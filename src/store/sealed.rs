@@ -5,6 +5,7 @@ use super::StoreError;
 use crate::format::aead::{AwsLc, ChunkAead, TAG_LEN};
 use crate::format::{
     encode_head, ChunkCodec, FormatError, KeySlot, Layout, ParsedHead, SealedHeader, KEY_SLOTS,
+    KEY_SLOT_LEN,
 };
 use crate::hsm::{KeyWrap, WrappedKey};
 use crate::keys::DataKey;
@@ -350,50 +351,137 @@ impl SealedFile {
         })
     }
 
-    /// The wrapped key of the active key slot.
-    pub fn wrapped_key(&self) -> Result<WrappedKey, FormatError> {
-        let s = KeySlot::active(&self.head.slots)?;
-        Ok(WrappedKey {
-            kek_label: s.kek_label.clone(),
-            kek_version: s.kek_version,
-            wrapped: s.wrapped.clone(),
-        })
+    /// Indices of the non-empty key slots, newest generation first.
+    fn slot_order(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..KEY_SLOTS)
+            .filter(|&i| self.head.slots[i].is_some())
+            .collect();
+        v.sort_by_key(|&i| std::cmp::Reverse(self.head.slots[i].as_ref().map(|s| s.generation)));
+        v
     }
 
-    /// Unwraps the data key with the HSM and authenticates the header.
-    pub fn unlock(self, kw: &dyn KeyWrap, what: &str) -> Result<OpenedFile<AwsLc>, StoreError> {
-        let w = self.wrapped_key().map_err(|e| StoreError::Format {
-            what: what.into(),
-            source: e,
-        })?;
-        let dek = kw.unwrap(&w).map_err(|e| StoreError::Hsm {
-            what: what.into(),
-            source: e,
-        })?;
-        self.unlock_with(AwsLc, &dek, what)
+    /// The wrapped key of a slot.
+    fn wrapped_of(slot: &KeySlot) -> WrappedKey {
+        WrappedKey {
+            kek_label: slot.kek_label.clone(),
+            kek_version: slot.kek_version,
+            wrapped: slot.wrapped.clone(),
+        }
     }
 
-    /// Authenticates the header with a known data key.
-    pub fn unlock_with<A: ChunkAead>(
-        self,
+    /// The newest key slot that opens, with its data key: the slot of the highest generation,
+    /// or the other one when that fails (a rewrap torn by a crash, or its KEK retired too
+    /// early). The first error is reported when none opens.
+    fn unwrap_dek(&self, kw: &dyn KeyWrap, what: &str) -> Result<(usize, DataKey), StoreError> {
+        let order = self.slot_order();
+        let mut first = None;
+        for &i in &order {
+            let slot = self.head.slots[i].as_ref().expect("non-empty");
+            let r = kw
+                .unwrap(&Self::wrapped_of(slot))
+                .map_err(|e| StoreError::Hsm {
+                    what: what.into(),
+                    source: e,
+                })
+                .and_then(|dek| {
+                    self.codec_for(AwsLc, &dek, i)
+                        .map(|_| dek)
+                        .map_err(|e| StoreError::Format {
+                            what: what.into(),
+                            source: e,
+                        })
+                });
+            match r {
+                Ok(dek) => return Ok((i, dek)),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| StoreError::Format {
+            what: what.into(),
+            source: FormatError::NoKeySlot,
+        }))
+    }
+
+    fn codec_for<A: ChunkAead>(
+        &self,
         aead: A,
         dek: &DataKey,
-        what: &str,
-    ) -> Result<OpenedFile<A>, StoreError> {
-        let fe = |e| StoreError::Format {
-            what: what.into(),
-            source: e,
-        };
-        let slot = KeySlot::active(&self.head.slots).map_err(fe)?;
-        let codec = ChunkCodec::new(
+        slot: usize,
+    ) -> Result<ChunkCodec<A>, FormatError> {
+        ChunkCodec::new(
             aead,
             dek,
             &self.head.header,
             &self.head.encoded_header,
             &self.head.header_tag,
-            slot,
+            self.head.slots[slot]
+                .as_ref()
+                .ok_or(FormatError::NoKeySlot)?,
         )
-        .map_err(fe)?;
+    }
+
+    /// The KEK versions of the non-empty key slots, newest generation first.
+    pub fn kek_versions(&self) -> Vec<(String, u32)> {
+        self.slot_order()
+            .into_iter()
+            .filter_map(|i| self.head.slots[i].as_ref())
+            .map(|s| (s.kek_label.clone(), s.kek_version))
+            .collect()
+    }
+
+    /// The KEK version of the key slot that opens the file now.
+    pub fn opening_kek_version(&self, kw: &dyn KeyWrap, what: &str) -> Result<u32, StoreError> {
+        let (i, _) = self.unwrap_dek(kw, what)?;
+        Ok(self.head.slots[i]
+            .as_ref()
+            .expect("opening slot")
+            .kek_version)
+    }
+
+    /// Unwraps the data key with the HSM and authenticates the header.
+    pub fn unlock(self, kw: &dyn KeyWrap, what: &str) -> Result<OpenedFile<AwsLc>, StoreError> {
+        let (i, dek) = self.unwrap_dek(kw, what)?;
+        self.unlock_slot(AwsLc, &dek, i, what)
+    }
+
+    /// Authenticates the header with a known data key (against the newest slot whose MAC
+    /// verifies with it).
+    pub fn unlock_with<A: ChunkAead + Clone>(
+        self,
+        aead: A,
+        dek: &DataKey,
+        what: &str,
+    ) -> Result<OpenedFile<A>, StoreError> {
+        let order = self.slot_order();
+        let i = order
+            .iter()
+            .copied()
+            .find(|&i| self.codec_for(aead.clone(), dek, i).is_ok())
+            .or(order.first().copied());
+        match i {
+            Some(i) => self.unlock_slot(aead, dek, i, what),
+            None => Err(StoreError::Format {
+                what: what.into(),
+                source: FormatError::NoKeySlot,
+            }),
+        }
+    }
+
+    fn unlock_slot<A: ChunkAead>(
+        self,
+        aead: A,
+        dek: &DataKey,
+        slot: usize,
+        what: &str,
+    ) -> Result<OpenedFile<A>, StoreError> {
+        let codec = self
+            .codec_for(aead, dek, slot)
+            .map_err(|e| StoreError::Format {
+                what: what.into(),
+                source: e,
+            })?;
         Ok(OpenedFile {
             what: what.into(),
             file: self.file,
@@ -401,6 +489,58 @@ impl SealedFile {
             head: self.head,
             codec,
         })
+    }
+
+    /// Rewraps the data key under the newest KEK version of `kw`, if the newest opening slot is
+    /// under another: the new wrapped key goes into the *other* slot with the next generation
+    /// and a fresh MAC (bound to the header hash, which does not cover the slots), written with
+    /// one `pwrite` and synced. The header, tag table and ciphertext are not touched, and until
+    /// the write is durable the old slot still opens the file. Returns the old and new
+    /// versions, or `None` when already current.
+    pub fn rewrap(&self, kw: &dyn KeyWrap, what: &str) -> Result<Option<(u32, u32)>, StoreError> {
+        let (i, dek) = self.unwrap_dek(kw, what)?;
+        let active = self.head.slots[i].as_ref().expect("opening slot");
+        let w = kw.wrap(&dek).map_err(|e| StoreError::Hsm {
+            what: what.into(),
+            source: e,
+        })?;
+        if w.kek_version == active.kek_version && w.kek_label == active.kek_label {
+            return Ok(None);
+        }
+        let fe = |e| StoreError::Format {
+            what: what.into(),
+            source: e,
+        };
+        let codec = self.codec_for(AwsLc, &dek, i).map_err(fe)?;
+        let slot = codec
+            .seal_key_slot(KeySlot::new(
+                active.generation + 1,
+                &w.kek_label,
+                w.kek_version,
+                w.wrapped,
+            ))
+            .map_err(fe)?;
+        self.write_key_slots(1 - i, &slot.encode().map_err(fe)?)?;
+        Ok(Some((active.kek_version, w.kek_version)))
+    }
+
+    /// Writes `bytes` (whole key slots) over the key slots from slot `first` on, with one
+    /// `pwrite`, and syncs the data before returning. Nothing else of the file is touched.
+    pub fn write_key_slots(&self, first: usize, bytes: &[u8]) -> Result<(), StoreError> {
+        assert!(
+            bytes.len().is_multiple_of(KEY_SLOT_LEN)
+                && first * KEY_SLOT_LEN + bytes.len() <= KEY_SLOTS * KEY_SLOT_LEN
+        );
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| StoreError::io("opening for a key slot write", &self.path, e))?;
+        f.write_all_at(
+            bytes,
+            self.head.layout.key_slots_offset + (first * KEY_SLOT_LEN) as u64,
+        )
+        .and_then(|()| f.sync_data())
+        .map_err(|e| StoreError::io("writing the key slots of", &self.path, e))
     }
 }
 

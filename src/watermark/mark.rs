@@ -1,8 +1,8 @@
 //! Embedding and detection over tensors (pure).
 //!
-//! Embedding: element `e` of an eligible tensor, with carrier word `w_e`, belongs to segment
-//! `s = segment(w_e, S)` and moves one step up when `positive(w_e) == codeword[s]`, down
-//! otherwise (direction = carrier × codeword bit). Everything is a function of (key, tensor,
+//! Embedding: element `e` of an eligible tensor, with carrier sign `c_e` and segment `s_e`
+//! (see `carrier`), moves one step up when `c_e == codeword[s_e]`, down otherwise
+//! (direction = carrier × codeword bit). Everything is a function of (key, tensor,
 //! element, codeword), so any element range is marked on its own, identically.
 //!
 //! Detection: for each element where both the original `w` and the suspect `v` are finite and
@@ -12,7 +12,7 @@
 //! segment carries nothing); `|t| >= threshold` gives the detected bit `t > 0`, otherwise the
 //! segment is erased. Zeros in the suspect (pruning) carry nothing and are skipped.
 
-use super::carrier::{positive, segment, Carrier};
+use super::carrier::{Carrier, GROUP};
 use safetensors::Dtype;
 
 /// Bytes per element of a float dtype the watermark handles.
@@ -25,16 +25,74 @@ pub fn elem_size(d: Dtype) -> Option<usize> {
     }
 }
 
-/// Decodes element `k` of little-endian `bytes` of `dtype` to f64.
-pub fn value(d: Dtype, bytes: &[u8], k: usize) -> f64 {
-    match d {
-        Dtype::BF16 => half::bf16::from_le_bytes([bytes[2 * k], bytes[2 * k + 1]]).to_f64(),
-        Dtype::F16 => half::f16::from_le_bytes([bytes[2 * k], bytes[2 * k + 1]]).to_f64(),
-        Dtype::F32 => f64::from(f32::from_le_bytes(
-            bytes[4 * k..4 * k + 4].try_into().expect("4"),
-        )),
-        Dtype::F64 => f64::from_le_bytes(bytes[8 * k..8 * k + 8].try_into().expect("8")),
-        _ => f64::NAN,
+/// Little-endian float elements of a tensor: its dtype and bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Values<'a> {
+    /// Dtype (BF16, F16, F32 or F64).
+    pub dtype: Dtype,
+    /// Whole elements.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Values<'a> {
+    /// Elements of `dtype` in `bytes`.
+    pub fn new(dtype: Dtype, bytes: &'a [u8]) -> Self {
+        Self { dtype, bytes }
+    }
+
+    /// Number of elements (0 for a dtype the watermark does not handle).
+    pub fn len(&self) -> usize {
+        elem_size(self.dtype).map_or(0, |s| self.bytes.len() / s)
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements `k0 .. k0 + out.len()` as f64, one tight loop per dtype.
+    pub fn decode(&self, k0: usize, out: &mut [f64]) {
+        let b = self.bytes;
+        match self.dtype {
+            Dtype::BF16 => {
+                for (o, e) in out.iter_mut().zip(b[2 * k0..].chunks_exact(2)) {
+                    *o = f64::from(f32::from_bits(
+                        u32::from(u16::from_le_bytes([e[0], e[1]])) << 16,
+                    ));
+                }
+            }
+            Dtype::F16 => {
+                for (o, e) in out.iter_mut().zip(b[2 * k0..].chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([e[0], e[1]]).to_f64();
+                }
+            }
+            Dtype::F32 => {
+                for (o, e) in out.iter_mut().zip(b[4 * k0..].chunks_exact(4)) {
+                    *o = f64::from(f32::from_le_bytes(e.try_into().expect("4")));
+                }
+            }
+            Dtype::F64 => {
+                for (o, e) in out.iter_mut().zip(b[8 * k0..].chunks_exact(8)) {
+                    *o = f64::from_le_bytes(e.try_into().expect("8"));
+                }
+            }
+            _ => out.fill(f64::NAN),
+        }
+    }
+
+    /// Calls `f(k0, original, suspect)` over batches of both tensors' elements as f64.
+    fn batches(self, other: Values<'_>, mut f: impl FnMut(usize, &[f64], &[f64])) {
+        const BATCH: usize = 16 * 1024;
+        let n = self.len().min(other.len());
+        let (mut x, mut y) = (vec![0.0; BATCH], vec![0.0; BATCH]);
+        let mut k0 = 0;
+        while k0 < n {
+            let m = BATCH.min(n - k0);
+            self.decode(k0, &mut x[..m]);
+            other.decode(k0, &mut y[..m]);
+            f(k0, &x[..m], &y[..m]);
+            k0 += m;
+        }
     }
 }
 
@@ -50,15 +108,44 @@ pub fn embed(
 ) {
     let Some(size) = elem_size(dtype) else { return };
     const BATCH: usize = 16 * 1024;
-    let mut words = vec![0u32; BATCH];
+    let mut up = vec![false; BATCH];
+    let mut scratch = Vec::with_capacity(BATCH * 4 + 16);
     for (b, block) in bytes.chunks_mut(BATCH * size).enumerate() {
-        let n = block.len() / size;
-        let w = &mut words[..n];
-        carrier.words(first + (b * BATCH) as u64, w);
-        super::step_elements(dtype, block, rel_bits, |k| {
-            positive(w[k]) == codeword[segment(w[k], segments) as usize]
-        });
+        let up = &mut up[..block.len() / size];
+        carrier.directions(
+            first + (b * BATCH) as u64,
+            segments,
+            codeword,
+            up,
+            &mut scratch,
+        );
+        super::step_with(dtype, block, rel_bits, up);
     }
+}
+
+/// The sum, sum of squares and count of the detection terms of one group: element `j` with
+/// original `o[j]`, suspect `v[j]` and carrier sign bit `j` of `signs`. Elements where either
+/// value is zero or not finite count nothing. Branch-free.
+#[inline(always)]
+fn group_terms(o: &[f64; GROUP], v: &[f64; GROUP], signs: u32, inv: f64) -> (f64, f64, u64) {
+    let mut t = [0.0f64; GROUP];
+    let mut valid = [0u64; GROUP];
+    for j in 0..GROUP {
+        let (o, v) = (o[j], v[j]);
+        let ok = (o != 0.0) & (v != 0.0) & o.is_finite() & v.is_finite();
+        let x = (v * inv - o) * o.abs();
+        // Negate where the carrier sign is -1 (bit clear); zero where not valid.
+        let neg = u64::from(!(signs >> j) & 1) << 63;
+        let mask = u64::from(ok).wrapping_neg();
+        t[j] = f64::from_bits((x.to_bits() ^ neg) & mask);
+        valid[j] = u64::from(ok);
+    }
+    let (mut sum, mut sumsq) = (0.0, 0.0);
+    for x in t {
+        sum += x;
+        sumsq += x * x;
+    }
+    (sum, sumsq, valid.iter().sum())
 }
 
 /// Per-segment evidence accumulated from a suspect.
@@ -82,36 +169,56 @@ impl Detector {
         }
     }
 
-    /// Adds elements `first ..` of one tensor: `original` (the vault's, unmarked) and
-    /// `suspect` values (same count), the suspect divided by `scale` first.
+    /// Adds elements `first ..` of one tensor: the `original` (the vault's, unmarked) and the
+    /// `suspect` (as many elements), the suspect divided by `scale` first.
     pub fn add(
         &mut self,
         carrier: &Carrier,
         first: u64,
-        original: impl Fn(usize) -> f64,
-        suspect: impl Fn(usize) -> f64,
-        n: usize,
+        original: Values<'_>,
+        suspect: Values<'_>,
         scale: f64,
     ) {
-        const BATCH: usize = 16 * 1024;
-        let mut words = vec![0u32; BATCH];
-        let mut k0 = 0;
-        while k0 < n {
-            let m = BATCH.min(n - k0);
-            carrier.words(first + k0 as u64, &mut words[..m]);
-            for (j, w) in words[..m].iter().enumerate() {
-                let (o, v) = (original(k0 + j), suspect(k0 + j));
-                if o == 0.0 || v == 0.0 || !o.is_finite() || !v.is_finite() {
-                    continue;
-                }
-                let c = if positive(*w) { 1.0 } else { -1.0 };
-                let t = c * (v / scale - o) * o.abs();
-                let s = segment(*w, self.segments) as usize;
-                self.sum[s] += t;
-                self.sumsq[s] += t * t;
-                self.count[s] += 1;
-            }
-            k0 += m;
+        let mut scratch = Vec::new();
+        let inv = 1.0 / scale;
+        original.batches(suspect, |k0, o, v| {
+            let n = o.len();
+            carrier.for_groups(
+                first + k0 as u64,
+                n,
+                self.segments,
+                &mut scratch,
+                |g0, g| {
+                    let (lo, hi) = (g0.max(0) as usize, ((g0 + GROUP as i64) as usize).min(n));
+                    let (sum, sumsq, count) = if lo as i64 == g0 && hi - lo == GROUP {
+                        // A whole group: fixed-size arrays, which the compiler vectorises.
+                        let o: &[f64; GROUP] = o[lo..hi].try_into().expect("group");
+                        let v: &[f64; GROUP] = v[lo..hi].try_into().expect("group");
+                        group_terms(o, v, g.signs, inv)
+                    } else {
+                        // Zeros outside the range count nothing.
+                        let (mut a, mut b) = ([0.0; GROUP], [0.0; GROUP]);
+                        let j0 = (lo as i64 - g0) as usize;
+                        a[j0..j0 + hi - lo].copy_from_slice(&o[lo..hi]);
+                        b[j0..j0 + hi - lo].copy_from_slice(&v[lo..hi]);
+                        group_terms(&a, &b, g.signs, inv)
+                    };
+                    let s = g.segment as usize;
+                    self.sum[s] += sum;
+                    self.sumsq[s] += sumsq;
+                    self.count[s] += count;
+                },
+            );
+        });
+    }
+
+    /// Adds another detector's evidence (same segment count).
+    pub fn merge(&mut self, other: &Detector) {
+        assert_eq!(self.segments, other.segments);
+        for s in 0..self.sum.len() {
+            self.sum[s] += other.sum[s];
+            self.sumsq[s] += other.sumsq[s];
+            self.count[s] += other.count[s];
         }
     }
 
@@ -155,6 +262,19 @@ impl ScaleFit {
         }
     }
 
+    /// Adds another fit's pairs.
+    pub fn merge(&mut self, other: &ScaleFit) {
+        self.xy += other.xy;
+        self.xx += other.xx;
+    }
+
+    /// Adds every pair of elements of one tensor.
+    pub fn add_tensor(&mut self, original: Values<'_>, suspect: Values<'_>) {
+        original.batches(suspect, |_, o, v| {
+            o.iter().zip(v).for_each(|(o, v)| self.add(*o, *v));
+        });
+    }
+
     /// The fitted scale (1 when nothing fits).
     pub fn scale(&self) -> f64 {
         if self.xx > 0.0 && self.xy != 0.0 {
@@ -165,14 +285,10 @@ impl ScaleFit {
     }
 }
 
-/// [`ScaleFit`] over one tensor's `n` elements.
-pub fn estimate_scale(
-    original: impl Fn(usize) -> f64,
-    suspect: impl Fn(usize) -> f64,
-    n: usize,
-) -> f64 {
+/// [`ScaleFit`] over one tensor.
+pub fn estimate_scale(original: Values<'_>, suspect: Values<'_>) -> f64 {
     let mut f = ScaleFit::default();
-    (0..n).for_each(|k| f.add(original(k), suspect(k)));
+    f.add_tensor(original, suspect);
     f.scale()
 }
 
@@ -191,6 +307,8 @@ pub struct MarkedTensor {
     pub name: String,
     /// Dtype.
     pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
     /// `[start, end)` of its bytes in the data region (after the safetensors header).
     pub range: (u64, u64),
 }
@@ -204,6 +322,7 @@ pub fn marked_tensors(meta: &safetensors::tensor::Metadata) -> Vec<MarkedTensor>
         .map(|(name, t)| MarkedTensor {
             name,
             dtype: t.dtype,
+            shape: t.shape.clone(),
             range: (t.data_offsets.0 as u64, t.data_offsets.1 as u64),
         })
         .collect();
@@ -322,9 +441,9 @@ mod tests {
             let code = super::super::tardos::Code::new(&key, 64, 0.01);
             let cw = code.codeword(&key, &seed.to_le_bytes().repeat(2).try_into().unwrap());
             // A 3-byte thing, then a BF16 tensor at an odd offset, a gap, an F32 tensor.
-            let t1 = MarkedTensor { name: "a".into(), dtype: Dtype::BF16, range: (3, 3 + 2 * n1) };
+            let t1 = MarkedTensor { name: "a".into(), dtype: Dtype::BF16, shape: vec![n1 as usize], range: (3, 3 + 2 * n1) };
             let s2 = 3 + 2 * n1 + gap;
-            let t2 = MarkedTensor { name: "b".into(), dtype: Dtype::F32, range: (s2, s2 + 4 * n2) };
+            let t2 = MarkedTensor { name: "b".into(), dtype: Dtype::F32, shape: vec![n2 as usize], range: (s2, s2 + 4 * n2) };
             let total = (s2 + 4 * n2 + 5) as usize;
             let data: Vec<u8> = (0..total).map(|i| ((i as u64).wrapping_mul(seed | 1) >> 3) as u8).collect();
             let mut whole = data.clone();

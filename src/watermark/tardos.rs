@@ -87,64 +87,109 @@ impl Code {
         if s <= 0.0 {
             return 1.0;
         }
-        let terms: Vec<(f64, f64, f64)> = y
-            .iter()
-            .zip(&self.biases)
-            .filter_map(|(y, p)| y.map(|y| (*p, g(y, true, *p), g(y, false, *p))))
-            .collect();
-        // ln E[exp(λ S)] - λ s is convex in λ: minimise it by golden-section search on a
-        // bracket found by doubling.
-        let f = |l: f64| -> f64 {
-            terms
+        let k = Cumulant::new(y, &self.biases);
+        // K(λ) - λ s is convex in λ: minimise it over λ > 0. Any λ gives a valid bound, so the
+        // search's accuracy only affects tightness, never rigour.
+        let (_, v) = minimise(|l| k.at(l) - l * s);
+        v.min(0.0).exp()
+    }
+
+    /// Scores of many codewords against one suspect: each segment's two possible terms are
+    /// computed once.
+    pub fn scorer(&self, y: &[Option<bool>]) -> Scorer {
+        Scorer {
+            terms: y
                 .iter()
-                .map(|(p, a, b)| (p * (l * a).exp() + (1.0 - p) * (l * b).exp()).ln())
-                .sum::<f64>()
-                - l * s
-        };
-        let mut hi = 1e-3;
-        while f(hi * 2.0) < f(hi) && hi < 1e6 {
-            hi *= 2.0;
+                .zip(&self.biases)
+                .map(|(y, p)| y.map_or((0.0, 0.0), |y| (g(y, true, *p), g(y, false, *p))))
+                .collect(),
         }
-        let (mut a, mut b) = (0.0, hi * 2.0);
-        let phi = (5f64.sqrt() - 1.0) / 2.0;
-        for _ in 0..100 {
-            let c = b - phi * (b - a);
-            let d = a + phi * (b - a);
-            if f(c) < f(d) {
-                b = d;
-            } else {
-                a = c;
-            }
+    }
+
+    /// The smallest score whose innocent tail is at most `p`: the minimum over λ > 0 of
+    /// `(K(λ) - ln p) / λ` (a score `s` has `K(λ) - λ s <= ln p` for some λ exactly when `s`
+    /// is at least that). Only scores above it can be accused; each then gets its own bound.
+    pub fn threshold(&self, y: &[Option<bool>], p: f64) -> f64 {
+        if y.iter().all(|s| s.is_none()) {
+            return f64::INFINITY; // nothing was read: nobody can be accused
         }
-        f((a + b) / 2.0).min(0.0).exp()
+        let k = Cumulant::new(y, &self.biases);
+        let lnp = p.ln();
+        let (_, v) = minimise(|l| (k.at(l) - lnp) / l);
+        v
     }
 }
 
-impl Code {
-    /// The smallest score whose innocent tail is at most `p` (bisection; the tail falls as the
-    /// score grows). Only scores above it need their own bound.
-    pub fn threshold(&self, y: &[Option<bool>], p: f64) -> f64 {
-        let m = y.iter().filter(|s| s.is_some()).count() as f64;
-        if m == 0.0 {
-            return f64::INFINITY; // nothing was read: nobody can be accused
-        }
-        let (mut lo, mut hi) = (0.0, 1.0 + m.sqrt());
-        while self.innocent_tail(y, hi) > p {
-            hi *= 2.0;
-            if hi > 1e12 {
-                return f64::INFINITY;
-            }
-        }
-        for _ in 0..60 {
-            let mid = (lo + hi) / 2.0;
-            if self.innocent_tail(y, mid) > p {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        hi
+/// Scores codewords against one suspect (see [`Code::scorer`]).
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    terms: Vec<(f64, f64)>,
+}
+
+impl Scorer {
+    /// The symmetric score of codeword `x`.
+    pub fn score(&self, x: &[bool]) -> f64 {
+        self.terms
+            .iter()
+            .zip(x)
+            .map(|(&(a, b), &x)| if x { a } else { b })
+            .sum()
     }
+}
+
+/// The cumulant generating function of an innocent's score, `K(λ) = Σ_j ln E[exp(λ g_j)]`,
+/// over the read segments: each term `ln(p e^{λa} + (1-p) e^{λb})`, computed without overflow.
+struct Cumulant {
+    terms: Vec<(f64, f64, f64)>,
+}
+
+impl Cumulant {
+    fn new(y: &[Option<bool>], biases: &[f64]) -> Self {
+        Self {
+            terms: y
+                .iter()
+                .zip(biases)
+                .filter_map(|(y, p)| y.map(|y| (*p, g(y, true, *p), g(y, false, *p))))
+                .collect(),
+        }
+    }
+
+    fn at(&self, l: f64) -> f64 {
+        self.terms
+            .iter()
+            .map(|&(p, a, b)| {
+                let m = a.max(b);
+                l * m + (p * (l * (a - m)).exp() + (1.0 - p) * (l * (b - m)).exp()).ln()
+            })
+            .sum()
+    }
+}
+
+/// Minimises a unimodal function of λ over `[1e-9, 1e4]` by golden-section search on ln λ;
+/// returns `(λ, f(λ))`.
+fn minimise(f: impl Fn(f64) -> f64) -> (f64, f64) {
+    let phi = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut a, mut b) = (1e-9f64.ln(), 1e4f64.ln());
+    let mut c = b - phi * (b - a);
+    let mut d = a + phi * (b - a);
+    let (mut fc, mut fd) = (f(c.exp()), f(d.exp()));
+    for _ in 0..80 {
+        if fc < fd {
+            b = d;
+            d = c;
+            fd = fc;
+            c = b - phi * (b - a);
+            fc = f(c.exp());
+        } else {
+            a = c;
+            c = d;
+            fc = fd;
+            d = a + phi * (b - a);
+            fd = f(d.exp());
+        }
+    }
+    let l = ((a + b) / 2.0).exp();
+    (l, f(l))
 }
 
 /// The symmetric Tardos score of one segment.
@@ -216,6 +261,20 @@ mod tests {
                 bound < (-z * z / 2.0).exp() * 1.5,
                 "z={z}: bound {bound} is loose"
             );
+        }
+        // The threshold is where the bound reaches p, and the scorer agrees with score().
+        for p in [1e-6, 1e-12, 1e-30] {
+            let t = c.threshold(&y, p);
+            assert!(c.innocent_tail(&y, t) <= p * 1.000_001, "p={p}");
+            assert!(
+                c.innocent_tail(&y, t * 0.99) > p,
+                "p={p}: threshold not tight"
+            );
+        }
+        let sc = c.scorer(&y);
+        for i in 0..20 {
+            let x = c.codeword(&k, &id(i));
+            assert!((sc.score(&x) - c.score(&y, &x)).abs() < 1e-9);
         }
         // Erased segments count for nothing.
         let erased = vec![None; 2_000];

@@ -39,11 +39,64 @@ pub struct Accusation {
     pub bound: f64,
 }
 
+/// A suspect tensor matched to an original one of another name.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Renamed {
+    /// The original's name.
+    pub original: String,
+    /// The suspect's name.
+    pub suspect: String,
+    /// Sample correlation of their values.
+    pub correlation: f64,
+}
+
+/// Sample correlation above which a suspect tensor of another name is taken for an original
+/// one of the same shape. A copy (marked, quantised, pruned, averaged) correlates above 0.9;
+/// two different weight matrices near 0 (±0.02 over the sample).
+pub const MIN_CORRELATION: f64 = 0.5;
+
+/// Elements sampled (evenly spaced) to correlate two tensors.
+const CORRELATION_SAMPLE: usize = 8192;
+
+/// Pearson correlation of evenly spaced samples of two tensors of equal length (non-finite
+/// values skipped; 0 when either is constant).
+pub fn sample_correlation(a: mark::Values<'_>, b: mark::Values<'_>) -> f64 {
+    let n = a.len().min(b.len());
+    let step = (n / CORRELATION_SAMPLE).max(1);
+    let (mut sx, mut sy, mut sxx, mut syy, mut sxy, mut m) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut x, mut y) = ([0.0], [0.0]);
+    for k in (0..n).step_by(step) {
+        a.decode(k, &mut x);
+        b.decode(k, &mut y);
+        let (x, y) = (x[0], y[0]);
+        if !x.is_finite() || !y.is_finite() {
+            continue;
+        }
+        sx += x;
+        sy += y;
+        sxx += x * x;
+        syy += y * y;
+        sxy += x * y;
+        m += 1.0;
+    }
+    if m < 2.0 {
+        return 0.0;
+    }
+    let vx = sxx - sx * sx / m;
+    let vy = syy - sy * sy / m;
+    if vx <= 0.0 || vy <= 0.0 {
+        return 0.0;
+    }
+    (sxy - sx * sy / m) / (vx * vy).sqrt()
+}
+
 /// What `trace` found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TraceReport {
     /// Suspect tensors matched to watermarked tensors of the model.
     pub matched_tensors: usize,
+    /// Of those, the ones matched by shape and correlation because their names differ.
+    pub renamed: Vec<Renamed>,
     /// Weights read.
     pub weights: u64,
     /// Estimated global scale (suspect ≈ scale × original).
@@ -110,6 +163,50 @@ pub fn suspect_files(p: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(v)
 }
 
+/// Folds `items` on every core: blocks of [`FOLD_BLOCK`] items each folded into a fresh
+/// accumulator, the blocks' accumulators merged in block order whatever order they finish in, so
+/// the result is the same for any number of threads. At most a few accumulators per thread
+/// are alive at once.
+fn ordered_fold<T: Sync, A: Send>(
+    items: &[T],
+    init: impl Fn() -> A + Sync,
+    fold: impl Fn(&mut A, &T) + Sync,
+    merge: impl Fn(&mut A, A) + Sync,
+) -> A {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let blocks: Vec<&[T]> = items.chunks(FOLD_BLOCK).collect();
+    let next = AtomicUsize::new(0);
+    // (next block to merge, finished blocks waiting for their turn, the merged result)
+    let state = Mutex::new((0usize, BTreeMap::new(), init()));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(blocks.len().max(1));
+    std::thread::scope(|sc| {
+        for _ in 0..threads {
+            sc.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(block) = blocks.get(i) else { break };
+                let mut a = init();
+                block.iter().for_each(|t| fold(&mut a, t));
+                let mut st = state.lock().expect("fold state");
+                st.1.insert(i, a);
+                loop {
+                    let want = st.0;
+                    let Some(a) = st.1.remove(&want) else { break };
+                    merge(&mut st.2, a);
+                    st.0 += 1;
+                }
+            });
+        }
+    });
+    state.into_inner().expect("fold state").2
+}
+
+/// Tensors per block of [`ordered_fold`].
+const FOLD_BLOCK: usize = 4;
+
 /// Traces `suspect` against the opened original revision and the candidate releases.
 pub fn trace(
     wm_key: &SymmetricKey,
@@ -118,7 +215,7 @@ pub fn trace(
     candidates: Vec<Candidate>,
     epsilon: f64,
 ) -> Result<TraceReport, String> {
-    // The original's watermarked tensors, by name.
+    // The original's watermarked tensors.
     let (files, segments) = revision_tensors(rev)?;
     let originals: Vec<(usize, MarkedTensor)> = files
         .into_iter()
@@ -139,54 +236,113 @@ pub fn trace(
                 .map_err(|e| format!("{}: not safetensors: {e}", p.display()))
         })
         .collect::<Result<_, _>>()?;
-    let find = |name: &str| parsed.iter().find_map(|s| s.tensor(name).ok());
-    // Pair each watermarked original tensor with the suspect's of the same name and shape.
-    let mut pairs = Vec::new();
-    for (i, t) in &originals {
-        let Some(sv) = find(&t.name) else { continue };
-        let n =
-            ((t.range.1 - t.range.0) / mark::elem_size(t.dtype).expect("eligible") as u64) as usize;
-        let numel: usize = sv.shape().iter().product();
-        if numel != n || mark::elem_size(sv.dtype()).is_none() {
+    // Every float tensor of the suspect, by name.
+    let suspects: Vec<(String, safetensors::tensor::TensorView<'_>)> = parsed
+        .iter()
+        .flat_map(|s| s.tensors())
+        .filter(|(_, v)| mark::elem_size(v.dtype()).is_some())
+        .collect();
+    let numel = |v: &safetensors::tensor::TensorView<'_>| v.shape().iter().product::<usize>();
+    let originals: Vec<(MarkedTensor, zeroize::Zeroizing<Vec<u8>>)> = originals
+        .into_iter()
+        .map(|(i, t)| {
+            let b = rev.files[i]
+                .1
+                .read_range(t.range.0, t.range.1)
+                .map_err(|e: StoreError| e.to_string())?;
+            Ok((t, zeroize::Zeroizing::new(b)))
+        })
+        .collect::<Result<_, String>>()?;
+    // Pair each watermarked original tensor with the suspect's of the same name and size ...
+    let mut taken = vec![false; suspects.len()];
+    let mut pair_of: Vec<Option<usize>> = originals
+        .iter()
+        .map(|(t, o)| {
+            let j = suspects.iter().position(|(n, _)| *n == t.name)?;
+            let ok = numel(&suspects[j].1) == mark::Values::new(t.dtype, o).len();
+            ok.then(|| {
+                taken[j] = true;
+                j
+            })
+        })
+        .collect();
+    // ... then the rest by shape and correlation (renamed tensors): the pairs of equal shape
+    // with the highest sample correlation first, each tensor used once.
+    let mut renamed = Vec::new();
+    let mut cands = Vec::new();
+    for (i, (t, o)) in originals.iter().enumerate() {
+        if pair_of[i].is_some() {
             continue;
         }
-        let orig = rev.files[*i]
-            .1
-            .read_range(t.range.0, t.range.1)
-            .map_err(|e: StoreError| e.to_string())?;
-        pairs.push((t.clone(), zeroize::Zeroizing::new(orig), sv));
+        let ov = mark::Values::new(t.dtype, o);
+        for (j, (_, v)) in suspects.iter().enumerate() {
+            if taken[j] || numel(v) != ov.len() || v.shape() != t.shape.as_slice() {
+                continue;
+            }
+            let r = sample_correlation(ov, mark::Values::new(v.dtype(), v.data()));
+            if r >= MIN_CORRELATION {
+                cands.push((r, i, j));
+            }
+        }
     }
+    cands.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (r, i, j) in cands {
+        if pair_of[i].is_none() && !taken[j] {
+            pair_of[i] = Some(j);
+            taken[j] = true;
+            renamed.push(Renamed {
+                original: originals[i].0.name.clone(),
+                suspect: suspects[j].0.clone(),
+                correlation: r,
+            });
+        }
+    }
+    renamed.sort_by(|a, b| a.original.cmp(&b.original));
+    let pairs: Vec<_> = originals
+        .iter()
+        .zip(&pair_of)
+        .filter_map(|((t, o), j)| j.map(|j| (t.clone(), o, &suspects[j].1)))
+        .collect();
     if pairs.is_empty() {
         return Err(
-            "no tensor of the suspect matches a watermarked tensor of the model by name and size"
+            "no tensor of the suspect matches a watermarked tensor of the model, by name and size \
+             or by shape and correlation"
                 .into(),
         );
     }
     // One global scale.
-    let mut fit = mark::ScaleFit::default();
-    for (t, o, s) in &pairs {
-        let n = o.len() / mark::elem_size(t.dtype).expect("eligible");
-        for k in 0..n {
-            fit.add(
-                mark::value(t.dtype, o, k),
-                mark::value(s.dtype(), s.data(), k),
-            );
-        }
+    fn values<'a>(
+        t: &MarkedTensor,
+        o: &'a [u8],
+        s: &'a safetensors::tensor::TensorView<'_>,
+    ) -> (mark::Values<'a>, mark::Values<'a>) {
+        (
+            mark::Values::new(t.dtype, o),
+            mark::Values::new(s.dtype(), s.data()),
+        )
     }
+    // Both passes run on every core, tensor blocks merged in order (the result does not depend
+    // on the number of threads).
+    let fit = ordered_fold(
+        &pairs,
+        mark::ScaleFit::default,
+        |f, (t, o, s)| {
+            let (o, s) = values(t, o, s);
+            f.add_tensor(o, s);
+        },
+        |a, b| a.merge(&b),
+    );
     let scale = fit.scale();
-    let mut d = Detector::new(segments);
-    for (t, o, s) in &pairs {
-        let n = o.len() / mark::elem_size(t.dtype).expect("eligible");
-        let c = Carrier::new(wm_key, &t.name);
-        d.add(
-            &c,
-            0,
-            |k| mark::value(t.dtype, o, k),
-            |k| mark::value(s.dtype(), s.data(), k),
-            n,
-            scale,
-        );
-    }
+    let d = ordered_fold(
+        &pairs,
+        || Detector::new(segments),
+        |d, (t, o, s)| {
+            let c = Carrier::new(wm_key, &t.name);
+            let (o, s) = values(t, o, s);
+            d.add(&c, 0, o, s, scale);
+        },
+        |a, b| a.merge(&b),
+    );
     let y = d.symbols(SYMBOL_THRESHOLD);
     let code = Code::new(wm_key, segments, DEFAULT_CUTOFF);
     let releases = candidates.len();
@@ -195,13 +351,19 @@ pub fn trace(
     } else {
         code.threshold(&y, epsilon / releases as f64)
     };
+    let scorer = code.scorer(&y);
     let mut accused: Vec<Accusation> = candidates
         .into_iter()
         .filter_map(|c| {
             let id: [u8; 16] = hex::decode(&c.codeword).ok()?.try_into().ok()?;
-            let score = code.score(&y, &code.codeword(wm_key, &id));
-            (score >= threshold).then(|| Accusation {
-                bound: code.innocent_tail(&y, score),
+            let score = scorer.score(&code.codeword(wm_key, &id));
+            if score < threshold {
+                return None;
+            }
+            // The threshold only preselects: each accusation rests on its own bound.
+            let bound = code.innocent_tail(&y, score);
+            (bound * releases as f64 <= epsilon).then_some(Accusation {
+                bound,
                 score,
                 release: c,
             })
@@ -210,6 +372,7 @@ pub fn trace(
     accused.sort_by(|a, b| b.score.total_cmp(&a.score));
     Ok(TraceReport {
         matched_tensors: pairs.len(),
+        renamed,
         weights: d.elements(),
         scale,
         segments,

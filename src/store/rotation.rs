@@ -1,0 +1,306 @@
+//! KEK lifecycle over a vault: which objects depend on which KEK version, rewrapping every
+//! data key under the newest version (only key slots change, never ciphertext), and retiring a
+//! version once nothing depends on it.
+
+use super::sealed::SealedFile;
+use super::{RevisionRef, StoreError, Vault, MANIFEST_FILE, SHREDDED_FILE};
+use crate::format::{KEY_SLOTS, KEY_SLOT_LEN};
+use crate::hsm::{KeyWrap, Pkcs11KeyWrap};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What `rewrap` did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RewrapReport {
+    /// Objects (sealed files and the watermark key) rewrapped, by the version they left.
+    pub rewrapped_from: BTreeMap<u32, u64>,
+    /// Objects already under the newest version.
+    pub current: u64,
+    /// The newest version.
+    pub newest: u32,
+}
+
+/// The objects whose key currently opens under each KEK version.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct KekUse {
+    /// Version → objects (paths relative to the vault).
+    pub by_version: BTreeMap<u32, Vec<String>>,
+    /// Versions on the token.
+    pub on_token: Vec<u32>,
+}
+
+impl Vault {
+    /// Every sealed file of the vault (manifests and files), or of one model or revision.
+    /// Revisions are the sealed ones (`revisions`: a staging directory of an unfinished seal
+    /// is not one); inside a revision every `*.sealed` file counts, hidden names included
+    /// (a checkpoint's `.gitattributes` is sealed like any other file).
+    pub fn sealed_files(&self, only: Option<&RevisionRef>) -> Result<Vec<PathBuf>, StoreError> {
+        let revs: Vec<(String, String)> = match only {
+            Some(r) => match &r.revision {
+                Some(rev) => vec![(r.model.clone(), rev.clone())],
+                None => self
+                    .revisions(&r.model)?
+                    .into_iter()
+                    .map(|rev| (r.model.clone(), rev))
+                    .collect(),
+            },
+            None => self
+                .list()?
+                .into_iter()
+                .map(|l| (l.manifest.model, l.manifest.revision))
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for (model, rev) in revs {
+            let dir = self.model_dir(&model).join(&rev);
+            if !dir.join(MANIFEST_FILE).is_file() {
+                return Err(StoreError::NotFound(format!(
+                    "no revision {model}@{rev} in this vault"
+                )));
+            }
+            if let Some(t) = super::shredded_at(&dir) {
+                if only.is_some_and(|r| r.revision.is_some()) {
+                    return Err(StoreError::Shredded(format!("{model}@{rev}"), t));
+                }
+                continue; // nothing left to rewrap or to depend on a KEK
+            }
+            walk_sealed(&dir, &mut out)?;
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn relative(&self, p: &Path) -> String {
+        p.strip_prefix(&self.dir).unwrap_or(p).display().to_string()
+    }
+
+    /// Rewraps the data key of every sealed file (of `only`, or of the whole vault together
+    /// with the watermark key) under the newest KEK version. Ciphertext, headers and tag tables
+    /// are not touched; each file's new key slot is written and synced before the next file,
+    /// and its old slot stays valid until then, so an interrupted rewrap leaves every object
+    /// openable and a rerun finishes the job. `progress(done, total)` is called per object.
+    pub fn rewrap(
+        &self,
+        kw: &Pkcs11KeyWrap,
+        only: Option<&RevisionRef>,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<RewrapReport, StoreError> {
+        let newest = *kw
+            .refresh()
+            .map_err(|e| StoreError::Hsm {
+                what: "HSM".into(),
+                source: e,
+            })?
+            .last()
+            .expect("a token with no KEK fails to open");
+        let files = self.sealed_files(only)?;
+        let with_wm = only.is_none() && self.watermark_key_path().exists();
+        let total = files.len() + usize::from(with_wm);
+        let mut rep = RewrapReport {
+            newest,
+            ..Default::default()
+        };
+        for (i, p) in files.iter().enumerate() {
+            let what = self.relative(p);
+            match SealedFile::open(p)?.rewrap(kw, &what)? {
+                Some((old, _)) => *rep.rewrapped_from.entry(old).or_default() += 1,
+                None => rep.current += 1,
+            }
+            progress(i + 1, total);
+        }
+        if with_wm {
+            let w = self.wrapped_watermark_key()?.expect("exists");
+            let what = self.relative(&self.watermark_key_path());
+            let hsm = |e| StoreError::Hsm {
+                what: what.clone(),
+                source: e,
+            };
+            if w.kek_version == newest && w.kek_label == kw.kek_label() {
+                rep.current += 1;
+            } else {
+                let key = kw.unwrap(&w).map_err(hsm)?;
+                let nw = kw.wrap(&key).map_err(hsm)?;
+                self.replace_wrapped_watermark_key(&nw)?;
+                *rep.rewrapped_from.entry(w.kek_version).or_default() += 1;
+            }
+            progress(total, total);
+        }
+        Ok(rep)
+    }
+
+    /// Which KEK version opens each object now (found by unwrapping, so a slot that no longer
+    /// opens does not count), and the versions on the token.
+    pub fn kek_use(&self, kw: &Pkcs11KeyWrap) -> Result<KekUse, StoreError> {
+        let on_token = kw.refresh().map_err(|e| StoreError::Hsm {
+            what: "HSM".into(),
+            source: e,
+        })?;
+        let mut by_version: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for p in self.sealed_files(None)? {
+            let what = self.relative(&p);
+            let v = SealedFile::open(&p)?.opening_kek_version(kw, &what)?;
+            by_version.entry(v).or_default().push(what);
+        }
+        if let Some(w) = self.wrapped_watermark_key()? {
+            by_version
+                .entry(w.kek_version)
+                .or_default()
+                .push(self.relative(&self.watermark_key_path()));
+        }
+        Ok(KekUse {
+            by_version,
+            on_token,
+        })
+    }
+
+    /// Destroys KEK `version` on the token, refusing while any object still opens only under it.
+    pub fn retire_kek(&self, kw: &Pkcs11KeyWrap, version: u32) -> Result<(), StoreError> {
+        let uses = self.kek_use(kw)?;
+        if !uses.on_token.contains(&version) {
+            return Err(StoreError::NotFound(format!(
+                "KEK version {version} is not on the token (versions there: {})",
+                list(&uses.on_token)
+            )));
+        }
+        if let Some(objs) = uses.by_version.get(&version) {
+            let shown: Vec<&str> = objs.iter().take(5).map(String::as_str).collect();
+            return Err(StoreError::BadInput(format!(
+                "KEK version {version} still opens {} object(s) ({}{}): run `weightvault rewrap` first",
+                objs.len(),
+                shown.join(", "),
+                if objs.len() > 5 { ", ..." } else { "" }
+            )));
+        }
+        kw.destroy_kek(version).map_err(|e| StoreError::Hsm {
+            what: format!("KEK version {version}"),
+            source: e,
+        })
+    }
+}
+
+/// What `shred` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShredReport {
+    /// The revision.
+    pub label: String,
+    /// Sealed files whose key slots were destroyed.
+    pub files: usize,
+    /// The KEK version every other object was rewrapped to.
+    pub rotated_to: u32,
+    /// Objects rewrapped to it.
+    pub rewrapped: u64,
+    /// Older KEK versions destroyed, so that copies of the shredded files made before (backups)
+    /// cannot be opened either.
+    pub retired: Vec<u32>,
+    /// Secret keys on the token tried against every wrapped data key the revision had.
+    pub keys_tried: usize,
+    /// Those that still unwrap one (must be empty).
+    pub still_open: Vec<String>,
+}
+
+impl Vault {
+    /// Crypto-shreds one revision: `record` is called first (the ledger entry; an error aborts
+    /// before anything is destroyed); then the revision is marked shredded, every key slot of
+    /// its files is overwritten with zeros and synced, a new KEK version is made, every other
+    /// object rewrapped to it and every older version destroyed — so that no copy of the
+    /// wrapped data keys (a backup of the vault included) can be opened by the HSM. Finally
+    /// every secret key on the token is tried against every wrapped data key the revision had.
+    /// Running it again after an interruption finishes the job.
+    pub fn shred(
+        &self,
+        kw: &Pkcs11KeyWrap,
+        r: &RevisionRef,
+        record: impl FnOnce(&str, &[String]) -> Result<(), String>,
+    ) -> Result<ShredReport, StoreError> {
+        let Some(rev) = &r.revision else {
+            return Err(StoreError::BadInput(format!(
+                "name the revision to shred: {}@REV",
+                r.model
+            )));
+        };
+        let label = format!("{}@{rev}", r.model);
+        let dir = self.model_dir(&r.model).join(rev);
+        if !dir.join(MANIFEST_FILE).is_file() {
+            return Err(StoreError::NotFound(format!(
+                "no revision {label} in this vault"
+            )));
+        }
+        let mut files = Vec::new();
+        walk_sealed(&dir, &mut files)?;
+        files.sort();
+        let mut wrapped = Vec::new();
+        for p in &files {
+            let sf = SealedFile::open(p)?;
+            wrapped.extend(sf.head.slots.iter().flatten().map(|s| s.wrapped.clone()));
+        }
+        let names: Vec<String> = files.iter().map(|p| self.relative(p)).collect();
+        record(&label, &names).map_err(StoreError::BadInput)?;
+        // The mark first, so that anyone opening meanwhile is told plainly.
+        if super::shredded_at(&dir).is_none() {
+            let now = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("time formats");
+            let tmp = dir.join(format!(".{SHREDDED_FILE}.tmp"));
+            super::write_synced(
+                &tmp,
+                serde_json::json!({"time": now, "files": names})
+                    .to_string()
+                    .as_bytes(),
+            )?;
+            std::fs::rename(&tmp, dir.join(SHREDDED_FILE))
+                .map_err(|e| StoreError::io("writing", &dir, e))?;
+            super::sync_dir(&dir)?;
+        }
+        let zeros = [0u8; KEY_SLOT_LEN * KEY_SLOTS];
+        // Opened again rather than held open: a revision may have more files than descriptors.
+        for p in &files {
+            SealedFile::open(p)?.write_key_slots(0, &zeros)?;
+        }
+        let hsm = |e| StoreError::Hsm {
+            what: "HSM".into(),
+            source: e,
+        };
+        let rotated_to = kw.rotate().map_err(hsm)?;
+        let rw = self.rewrap(kw, None, &|_, _| {})?;
+        let mut retired = Vec::new();
+        let uses = self.kek_use(kw)?;
+        for v in uses.on_token.iter().filter(|v| **v < rotated_to) {
+            if !uses.by_version.contains_key(v) {
+                kw.destroy_kek(*v).map_err(hsm)?;
+                retired.push(*v);
+            }
+        }
+        let mut keys_tried = 0;
+        let mut still_open = Vec::new();
+        for w in &wrapped {
+            let (n, opened) = kw.keys_that_unwrap(w).map_err(hsm)?;
+            keys_tried = n;
+            still_open.extend(opened);
+        }
+        Ok(ShredReport {
+            label,
+            files: files.len(),
+            rotated_to,
+            rewrapped: rw.rewrapped_from.values().sum(),
+            retired,
+            keys_tried,
+            still_open,
+        })
+    }
+}
+
+fn walk_sealed(d: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
+    for e in std::fs::read_dir(d).map_err(|e| StoreError::io("listing", d, e))? {
+        let p = e.map_err(|e| StoreError::io("listing", d, e))?.path();
+        if p.is_dir() {
+            walk_sealed(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "sealed") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn list(v: &[u32]) -> String {
+    v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
