@@ -430,6 +430,23 @@ fn opens_are_audited() {
         ok && out.lines().count() == 3 && out.contains("operator-open"),
         "{out}"
     );
+    // Output into a pipe nobody reads any more (`audit show | head -0`) ends quietly, without
+    // the panic `println!` gives.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let r = Command::new(bin())
+        .arg("--vault")
+        .arg(&v)
+        .args(["audit", "show"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        r.status.success() && err.is_empty(),
+        "{:?}: {err}",
+        r.status
+    );
     let (ok, out, err) = cli(&v, &["audit", "verify"]);
     assert!(
         ok && out.contains("3 entries (0 closed segments), 1 checkpoints"),

@@ -9,6 +9,34 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// `print!` that ends the command quietly when standard output is a closed pipe
+/// (`weightvault kek list | head`) instead of panicking, and fails plainly on other errors.
+macro_rules! out {
+    ($($t:tt)*) => {
+        write_out(format_args!($($t)*))
+    };
+}
+
+/// `println!`, the same way.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        write_out(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+fn write_out(a: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_fmt(a).and_then(|()| o.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("weightvault: error: writing to standard output: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 /// An encrypted vault for AI model weights whose keys are released only under policy.
 ///
 /// Checkpoints are sealed chunk by chunk with AES-256-GCM under per-file data keys that a
@@ -353,9 +381,10 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
         )
         .with_context(|| format!("{}: not a proof from `audit prove`", file.display()))?;
         let cp = p.verify(key_name, &parse_key(public_key)?)?;
-        println!(
+        outln!(
             "entry {} is in the ledger at checkpoint size {} (signed by {key_name})",
-            p.index, cp.size
+            p.index,
+            cp.size
         );
         return Ok(());
     }
@@ -369,7 +398,7 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
                 None => v.key_wrap()?.ledger_public_key()?,
             };
             let r = Ledger::verify(&v.ledger_dir(), &origin, &key)?;
-            println!(
+            outln!(
                 "ledger verified: {} entries ({} closed segments), {} checkpoints (latest covers {}), {} entries not yet under a checkpoint",
                 r.entries, r.closed_segments, r.checkpoints, r.latest_size, r.uncovered
             );
@@ -387,7 +416,7 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
             let note = l.checkpoint(&origin, &public, &|m| {
                 kw.sign_ledger(m).map_err(|e| e.to_string())
             })?;
-            print!("{note}");
+            out!("{note}");
         }
         AuditCommand::Show {
             since,
@@ -411,12 +440,12 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
                     return Ok(());
                 }
                 if json {
-                    println!(
+                    outln!(
                         "{{\"index\":{i},\"record\":{}}}",
                         String::from_utf8_lossy(e)
                     );
                 } else {
-                    println!(
+                    outln!(
                         "{i:>6} {} {:<16} {:<32} {}@{} {} {}",
                         r.time,
                         r.kind,
@@ -432,14 +461,14 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
         }
         AuditCommand::Consistency { from } => {
             let p = Ledger::prove_consistency(&v.ledger_dir(), from)?;
-            println!("{}", serde_json::to_string_pretty(&p)?);
+            outln!("{}", serde_json::to_string_pretty(&p)?);
         }
         AuditCommand::Prove { index } => {
             let p = Ledger::prove(&v.ledger_dir(), index)?;
-            println!("{}", serde_json::to_string_pretty(&p)?);
+            outln!("{}", serde_json::to_string_pretty(&p)?);
         }
         AuditCommand::PublicKey => {
-            println!("{}", hex::encode(v.key_wrap()?.ledger_public_key()?));
+            outln!("{}", hex::encode(v.key_wrap()?.ledger_public_key()?));
         }
     }
     Ok(())
@@ -516,7 +545,7 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
         PolicyCommand::Lint { policies } => {
             let dir = policy_dir(policies);
             let p = PolicyData::load_dir(&dir)?;
-            println!(
+            outln!(
                 "{}: valid — {} tier changes, {} models, {} organisations, {} requesters, {} licences, {} restricted parties, {} attesters, {} Cedar policies",
                 dir.display(),
                 p.tiers.changes.len(),
@@ -575,7 +604,7 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
                         .max_by(|a, b| a.manifest.sealed_at.cmp(&b.manifest.sealed_at))
                 });
             if let (Some(r), false) = (&sealed, json) {
-                println!(
+                outln!(
                     "sealed facts from {}@{} in {}",
                     r.manifest.model,
                     r.manifest.revision,
@@ -603,16 +632,16 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
             };
             let d = crate::policy::decide(&p, geo.as_ref(), &req);
             if json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
+                outln!("{}", serde_json::to_string_pretty(&d)?);
             } else {
-                println!("{:<20} {:<8} REASON", "CHECK", "VERDICT");
+                outln!("{:<20} {:<8} REASON", "CHECK", "VERDICT");
                 for c in &d.checks {
                     let v = match c.verdict {
                         crate::policy::Verdict::Pass => "pass",
                         crate::policy::Verdict::Fail => "FAIL",
                         crate::policy::Verdict::NotApplicable => "n/a",
                     };
-                    println!("{:<20} {:<8} {}", c.check.name(), v, c.reason);
+                    outln!("{:<20} {:<8} {}", c.check.name(), v, c.reason);
                 }
                 let relies = match &d.authority {
                     Some(crate::policy::Authority::NotControlled) => "not controlled".to_string(),
@@ -620,14 +649,14 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
                     Some(crate::policy::Authority::Licence { id }) => format!("licence {id}"),
                     None => "-".into(),
                 };
-                println!(
+                outln!(
                     "\ndecision: {} on {} (dry run; relies on: {relies})",
                     if d.allowed { "ALLOW" } else { "DENY" },
                     time.date()
                 );
                 if !d.allowed {
                     let f: Vec<_> = d.failed().iter().map(|c| c.name()).collect();
-                    println!("failed checks: {}", f.join(", "));
+                    outln!("failed checks: {}", f.join(", "));
                 }
             }
             if !d.allowed {
@@ -743,11 +772,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 KekCommand::List { json } => {
                     let u = v.kek_use(&kw)?;
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&u)?);
+                        outln!("{}", serde_json::to_string_pretty(&u)?);
                     } else {
                         for ver in &u.on_token {
                             let n = u.by_version.get(ver).map_or(0, Vec::len);
-                            println!(
+                            outln!(
                                 "{}.v{ver}: opens {n} object(s){}",
                                 kw.kek_label(),
                                 if Some(ver) == u.on_token.last() {
@@ -759,7 +788,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         }
                         for (ver, objs) in &u.by_version {
                             if !u.on_token.contains(ver) {
-                                println!(
+                                outln!(
                                     "v{ver} (not on the token!): {} object(s) cannot be opened",
                                     objs.len()
                                 );
@@ -769,14 +798,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 KekCommand::Rotate => {
                     let n = kw.rotate().map_err(|e| anyhow::anyhow!("{e}"))?;
-                    println!(
+                    outln!(
                         "created KEK {}.v{n} in the HSM; run `weightvault rewrap` to move every data key to it",
                         kw.kek_label()
                     );
                 }
                 KekCommand::Retire { kek_version } => {
                     v.retire_kek(&kw, kek_version)?;
-                    println!("KEK {}.v{kek_version} destroyed in the HSM", kw.kek_label());
+                    outln!("KEK {}.v{kek_version} destroyed in the HSM", kw.kek_label());
                 }
             }
         }
@@ -808,7 +837,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         format!("recording the shred in the ledger (nothing was destroyed): {e}")
                     })
             })?;
-            println!(
+            outln!(
                 "{}: SHREDDED. The key slots of its {} sealed files are overwritten; every other object was rewrapped to KEK v{} ({} objects) and KEK versions {} destroyed, so copies made earlier cannot be opened either.",
                 rep.label,
                 rep.files,
@@ -826,7 +855,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 rep.label,
                 rep.still_open.join(", ")
             );
-            println!(
+            outln!(
                 "Checked: none of the {} secret keys on the HSM unwraps any of its former data keys. Its ciphertext can never be opened again.",
                 rep.keys_tried
             );
@@ -850,7 +879,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|(v, n)| format!("{n} from v{v}"))
                 .collect();
-            println!(
+            outln!(
                 "rewrapped {moved} object(s) to KEK {}.v{}{}; {} already current; no ciphertext changed",
                 kw.kek_label(),
                 rep.newest,
@@ -896,9 +925,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let rep =
                 trace(&wm, &rev, &suspect, candidates, epsilon).map_err(|e| anyhow::anyhow!(e))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rep)?);
+                outln!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
-                println!(
+                outln!(
                     "suspect {}: {} tensors matched ({} weights), scale {:.4}, {} of {} segments read",
                     suspect.display(),
                     rep.matched_tensors,
@@ -908,24 +937,26 @@ pub fn run(cli: Cli) -> Result<()> {
                     rep.segments
                 );
                 for r in &rep.renamed {
-                    println!(
+                    outln!(
                         "  {} matched to {} by shape and correlation ({:.3})",
-                        r.suspect, r.original, r.correlation
+                        r.suspect,
+                        r.original,
+                        r.correlation
                     );
                 }
                 if rep.threshold.is_finite() {
-                    println!(
+                    outln!(
                         "{} releases of {} in the ledger; an innocent reaches score {:.1} with probability <= {:.0e} / {}",
                         rep.releases, rev.label, rep.threshold, rep.epsilon, rep.releases
                     );
                 } else {
-                    println!(
+                    outln!(
                         "{} releases of {} in the ledger; the suspect carries no readable watermark",
                         rep.releases, rev.label
                     );
                 }
                 if rep.accused.is_empty() {
-                    println!("no release accused");
+                    outln!("no release accused");
                 }
                 for a in &rep.accused {
                     let r = &a.release.record;
@@ -934,7 +965,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     } else {
                         "< 1e-300".to_string()
                     };
-                    println!(
+                    outln!(
                         "ACCUSED ledger entry {}: {} ({}) on host {} in {}, at {}, codeword {}: score {:.1}, innocent bound {bound}",
                         a.release.ledger_index,
                         r["requester"].as_str().unwrap_or("?"),
@@ -945,7 +976,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         a.release.codeword,
                         a.score,
                     );
-                    println!("  {}", a.release.record);
+                    outln!("  {}", a.release.record);
                 }
             }
         }
@@ -1044,7 +1075,7 @@ pub fn run(cli: Cli) -> Result<()> {
             match fetch(&cfg, &model, &out) {
                 Ok(r) => {
                     if json {
-                        println!(
+                        outln!(
                             "{}",
                             serde_json::json!({
                                 "release": r.release,
@@ -1058,7 +1089,7 @@ pub fn run(cli: Cli) -> Result<()> {
                             })
                         );
                     } else {
-                        println!(
+                        outln!(
                             "fetched {}@{} into {}: {} files, {} bytes in {:.1}s (release {}{}{})",
                             r.release.model,
                             r.release.revision,
@@ -1109,9 +1140,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init { hsm_module } => {
             let (v, done) = Vault::init(&dir, hsm_module.as_deref())?;
             for d in done {
-                println!("{d}");
+                outln!("{d}");
             }
-            println!("vault ready at {}", v.dir().display());
+            outln!("vault ready at {}", v.dir().display());
         }
         Command::Seal {
             src,
@@ -1151,7 +1182,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .filter(|f| f.shard_count > 0)
                 .count();
-            println!(
+            outln!(
                 "sealed {}@{}: {} files ({} safetensors shards), {} in {:.2}s ({}) -> {}",
                 r.manifest.model,
                 r.manifest.revision,
@@ -1168,11 +1199,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let revs = v.list()?;
             if json {
                 let ms: Vec<_> = revs.iter().map(|r| &r.manifest).collect();
-                println!("{}", serde_json::to_string_pretty(&ms)?);
+                outln!("{}", serde_json::to_string_pretty(&ms)?);
             } else if revs.is_empty() {
-                println!("no sealed models in {}", v.dir().display());
+                outln!("no sealed models in {}", v.dir().display());
             } else {
-                println!(
+                outln!(
                     "{:<24} {:<16} {:>6} {:>7} {:>8} {:>10} {:>10}  {:<8} {:<10} sealed at",
                     "MODEL",
                     "REVISION",
@@ -1192,7 +1223,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         (Some(e), _) => e.clone(),
                         (None, _) => "-".into(),
                     };
-                    println!(
+                    outln!(
                         "{:<24} {:<16} {:>6} {:>7} {:>8} {:>10} {:>10}  {:<8} {:<10} {}",
                         m.model,
                         m.revision,
@@ -1209,7 +1240,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         m.sealed_at
                     );
                     if let Some(t) = &r.shredded {
-                        println!("{:<24} {:<16} SHREDDED{t}: can never be opened", "", "");
+                        outln!("{:<24} {:<16} SHREDDED{t}: can never be opened", "", "");
                     }
                 }
             }
@@ -1224,7 +1255,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let t = Instant::now();
             rev.verify(crate::store::threads(v.config().seal.threads), &bars.bar)?;
             bars.bar.finish_and_clear();
-            println!(
+            outln!(
                 "{}: manifest and {} files authentic, {} checked in {:.2}s ({})",
                 rev.label,
                 rev.files.len(),
@@ -1265,7 +1296,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(name) => {
                     rev.open_tensor_to(&name, &out)
                         .with_context(|| format!("writing tensor {name}"))?;
-                    println!(
+                    outln!(
                         "{}: wrote tensor {name} to {} (ledger entry {index})",
                         rev.label,
                         out.display()
@@ -1282,7 +1313,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         &bars.bar,
                     )?;
                     bars.bar.finish_and_clear();
-                    println!(
+                    outln!(
                         "{}: wrote {} files ({}) to {} in {:.2}s (ledger entry {index})",
                         rev.label,
                         rev.files.len(),
