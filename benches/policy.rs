@@ -64,7 +64,7 @@ fn data(
         let c = countries[org % countries.len()];
         writeln!(
             lic,
-            "[[licence]]\nid = \"G-{i}\"\nlicensee = \"org{org}\"\neccn = \"4E091\"\ndestinations = [\"{c}\"]\nend_users = [\"org{org}\"]\nvalid_from = 2026-01-01\nvalid_until = 2026-12-31\nstatus = \"active\"\nmax_releases = 1000\nreleases_used = {}",
+            "[[licence]]\nid = \"G-{i}\"\nlicensee = \"org{org}\"\neccn = \"4E091\"\ndestinations = [\"{c}\"]\nend_users = [\"org{org}\"]\nvalid_from = 2026-01-01\nvalid_until = 2029-12-31\nstatus = \"active\"\nmax_releases = 1000\nreleases_used = {}",
             i % 900
         )
         .unwrap();

@@ -250,14 +250,14 @@ fn table() -> Vec<Row> {
             "IN",
             "acme-frontier",
         )
-        .on(d(2026, 12, 31)),
+        .on(d(2029, 12, 31)),
         row(
             "licence the day after",
             "raj@globex.example",
             "IN",
             "acme-frontier",
         )
-        .on(d(2027, 1, 1))
+        .on(d(2030, 1, 1))
         .deny(&[Licence, DeemedExport])
         .says(Licence, "expired"),
         row(
@@ -357,7 +357,7 @@ fn table() -> Vec<Row> {
             "US",
             "acme-frontier",
         )
-        .on(d(2027, 7, 1))
+        .on(d(2029, 7, 1))
         .deny(&[DeemedExport]),
         row(
             "tier-3 national in a tier-1 country",
@@ -776,7 +776,7 @@ fn loader_errors_name_file_and_line() {
         ),
         (
             "licences.toml",
-            "valid_until = 2026-12-31\nstatus = \"active\"\nmax_releases = 50",
+            "valid_until = 2029-12-31\nstatus = \"active\"\nmax_releases = 50",
             "valid_until = 2025-12-31\nstatus = \"active\"\nmax_releases = 50",
             "ends (2025-12-31) before it starts",
             0,
