@@ -303,6 +303,19 @@ fn wait_streaming(outs: &[&Path]) {
     }
 }
 
+/// Waits until the partial output of a fetch holds at least `bytes` of `file`.
+fn wait_inside(out: &Path, file: &str, bytes: u64) {
+    let t = std::time::Instant::now();
+    let path = partial_of(out).join("files").join(file);
+    while std::fs::metadata(&path).map_or(0, |m| m.len()) < bytes {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "the fetch of {file} did not get going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn entry(index: u64) -> serde_json::Value {
     ledger()
         .into_iter()
@@ -1511,9 +1524,8 @@ fn a_revoked_licence_cuts_running_streams_within_a_second() {
     // globex fetches from India under licence D-2026-0001, slowly enough to be mid-stream.
     let out = root.join("out");
     let mut fetch = slow_fetch(&url, "globex", "IN", &out);
-    let t = std::time::Instant::now();
     wait_streaming(&[&out]);
-    std::thread::sleep(Duration::from_millis(1500).saturating_sub(t.elapsed()));
+    wait_inside(&out, "model.safetensors", 2 << 20);
     let partial = partial_of(&out);
     // An invalid policy is refused and the old one stays: the stream goes on.
     let lic = pol.join("licences.toml");
@@ -1670,13 +1682,16 @@ fn a_withdrawn_clearance_and_a_newly_listed_party_cut_their_streams() {
     let carol = slow_fetch(&url, "carol", "US", &out_c);
     let acme = slow_fetch(&url, "acme", "US", &out_a);
     wait_streaming(&[&out_c, &out_a]);
+    // Carol is inside the 90 MB weights file (about 10 s of stream at 8 MB/s), not between
+    // shards: there is a running stream to cut.
+    wait_inside(&out_c, "model.safetensors", 2 << 20);
     // Carol's clearance is withdrawn: her stream is cut, Acme's goes on.
     let people = pol.join("people.toml");
     let text = std::fs::read_to_string(&people).unwrap();
     let i = text
         .find("[[person.clearance]]\ncountry = \"CN\"\nreference = \"D-2026-DE-0042\"")
         .unwrap();
-    let j = i + text[i..].find("until = 2027-06-30\n").unwrap() + "until = 2027-06-30\n".len();
+    let j = i + text[i..].find("until = 2029-06-30\n").unwrap() + "until = 2029-06-30\n".len();
     std::fs::write(&people, format!("{}{}", &text[..i], &text[j..])).unwrap();
     sighup(&child);
     let (code, err) = exit_of(carol, Duration::from_secs(10));

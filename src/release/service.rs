@@ -678,18 +678,25 @@ async fn shard(
     let range = parse_range(headers.get(header::RANGE), total)?;
     let (start, end) = range.unwrap_or((0, total));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    let (report, handed) = tokio::sync::oneshot::channel();
     let st2 = st.clone();
     let mut cut = rel.cut.subscribe();
-    tokio::task::spawn_blocking(move || produce(&st2, &rel, fi, n, &sealer, start, end, &tx));
+    tokio::task::spawn_blocking(move || {
+        produce(&st2, &rel, fi, n, &sealer, start, end, tx, handed)
+    });
     // A withdrawn release ends its running streams at once: the body stops short of its
     // length (the client sees the transfer break) and the producer stops on its next send.
     let cut = async move {
         let _ = cut.wait_for(Option::is_some).await;
     };
-    let body = Body::from_stream(futures_util::StreamExt::take_until(
-        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)),
-        cut,
-    ));
+    let body = Body::from_stream(Counted {
+        inner: Box::pin(futures_util::StreamExt::take_until(
+            futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)),
+            cut,
+        )),
+        handed: 0,
+        report: Some(report),
+    });
     let mut resp = Response::builder()
         .status(if range.is_some() {
             StatusCode::PARTIAL_CONTENT
@@ -708,8 +715,42 @@ async fn shard(
     resp.body(body).map_err(|e| internal("a response", e))
 }
 
+/// A response body that counts the bytes it hands to the connection and reports the count
+/// when the connection is done with it (sent whole, cut by a withdrawal, or dropped because
+/// the client went away). That count, not what the producer made, is what the ledger records.
+struct Counted<S> {
+    inner: std::pin::Pin<Box<S>>,
+    handed: u64,
+    report: Option<tokio::sync::oneshot::Sender<u64>>,
+}
+
+impl<S: futures_util::Stream<Item = Result<Bytes, std::io::Error>>> futures_util::Stream
+    for Counted<S>
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let r = self.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(b))) = &r {
+            self.handed += b.len() as u64;
+        }
+        r
+    }
+}
+
+impl<S> Drop for Counted<S> {
+    fn drop(&mut self) {
+        if let Some(r) = self.report.take() {
+            let _ = r.send(self.handed);
+        }
+    }
+}
+
 /// Decrypts, seals and sends stream bytes `[start, end)` of one shard, then records how the
-/// stream ended.
+/// stream ended: once the body is done, with the bytes it handed to the connection.
 #[allow(clippy::too_many_arguments)]
 fn produce(
     st: &AppState,
@@ -719,7 +760,8 @@ fn produce(
     sealer: &Sealer,
     start: u64,
     end: u64,
-    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    handed: tokio::sync::oneshot::Receiver<u64>,
 ) {
     let h = *sealer.header();
     let (entry, f) = &rel.rev.files[fi];
@@ -732,16 +774,7 @@ fn produce(
             crate::watermark::DEFAULT_REL_BITS,
         )
     });
-    let mut sent = 0u64;
-    let mut send = |b: Bytes| -> bool {
-        let len = b.len() as u64;
-        if tx.blocking_send(Ok(b)).is_ok() {
-            sent += len;
-            true
-        } else {
-            false
-        }
-    };
+    let send = |b: Bytes| -> bool { tx.blocking_send(Ok(b)).is_ok() };
     let mut ok = true;
     if start < HEADER_LEN as u64 {
         let hb = h.encode();
@@ -779,6 +812,9 @@ fn produce(
         ok = send(Bytes::from(buf).slice(s as usize..e as usize));
         i += 1;
     }
+    // The body ends when the channel closes; then it reports what it handed on.
+    drop(tx);
+    let sent = handed.blocking_recv().unwrap_or(0);
     let complete = sent == end - start;
     let mut r = rel.base.clone();
     r.kind = "stream-end".into();
