@@ -1592,14 +1592,16 @@ fn kek_rotation_and_rewrap_under_load_keep_every_fetch_and_object_whole() {
         .iter()
         .map(|o| {
             cli_fetch_at(&url, "acme", FRONTIER, o)
-                .args(["--limit-rate", "15M"])
+                .args(["--limit-rate", "6M"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    // All 8 are streaming (about 15 s each at 6 MB/s) before the rotation starts.
+    let outs_ref: Vec<&Path> = outs.iter().map(PathBuf::as_path).collect();
+    wait_streaming(&outs_ref);
     let (ok, _, err) = common::cli(&v, &["kek", "rotate"]);
     assert!(ok, "{err}");
     let (ok, out, err) = common::cli(&v, &["rewrap"]);
