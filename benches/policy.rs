@@ -145,6 +145,7 @@ fn main() {
                 ])),
                 time: now,
                 used: Default::default(),
+                size: 0,
                 dry_run: false,
             }
         })

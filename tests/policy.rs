@@ -100,6 +100,8 @@ struct Row {
     fail: Vec<CheckId>,
     /// (check, text its reason must contain)
     says: Option<(CheckId, &'static str)>,
+    /// Bytes the release would let out.
+    size: u64,
 }
 
 const D: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
@@ -119,6 +121,7 @@ fn row(name: &'static str, who: &'static str, cc: &'static str, model: &'static 
         allow: true,
         fail: vec![],
         says: None,
+        size: 90_000_000,
     }
 }
 
@@ -126,6 +129,10 @@ impl Row {
     fn deny(mut self, fail: &[CheckId]) -> Self {
         self.allow = false;
         self.fail = fail.to_vec();
+        self
+    }
+    fn size(mut self, bytes: u64) -> Self {
+        self.size = bytes;
         self
     }
     fn on(mut self, d: OffsetDateTime) -> Self {
@@ -197,6 +204,7 @@ impl Row {
             source_ip: self.ip,
             time: self.date,
             used: Default::default(),
+            size: self.size,
             dry_run: false,
         }
     }
@@ -251,6 +259,27 @@ fn table() -> Vec<Row> {
             "acme-frontier",
         )
         .on(d(2029, 12, 31)),
+        // D-2026-0001: 20,000,000,000 bytes, 270,000,000 used.
+        row(
+            "licence bytes: exactly what is left",
+            "raj@globex.example",
+            "IN",
+            "acme-frontier",
+        )
+        .size(19_730_000_000)
+        .says(Licence, "19730000000 more in this release"),
+        row(
+            "licence bytes: one byte more than is left",
+            "raj@globex.example",
+            "IN",
+            "acme-frontier",
+        )
+        .size(19_730_000_001)
+        .deny(&[Licence, DeemedExport])
+        .says(
+            Licence,
+            "byte allocation used up (270000000 of 20000000000 bytes used",
+        ),
         row(
             "licence the day after",
             "raj@globex.example",

@@ -1471,7 +1471,23 @@ fn concurrent_requests_never_exceed_a_licence_and_a_restart_does_not_reset_it() 
     std::fs::write(pol.join("licences.toml"), lic).unwrap();
     let start = || serve_copy(&v, &root, Some(&pol));
     let (url, mut child) = start();
-    let request = |url: &str| {
+    let results = globex_requests(&url, 100);
+    assert_allowed(&results, 10, "allocation used up (");
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    assert_eq!(releases_under(&v, "D-2026-0001"), before + 10);
+    // A restart counts again from the ledger: still used up.
+    let (url, mut child) = start();
+    let (s, v2) = globex_requests(&url, 1).remove(0);
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    assert_eq!(s, 403, "{v2}");
+    assert!(v2.to_string().contains("allocation used up"), "{v2}");
+}
+
+/// `n` concurrent release requests for the frontier model by Globex from India.
+fn globex_requests(url: &str, n: usize) -> Vec<(u16, serde_json::Value)> {
+    let request = || {
         let c = Raw::at("globex", url);
         let ev = evidence(&c.nonce(), "IN", "");
         c.post(
@@ -1479,26 +1495,116 @@ fn concurrent_requests_never_exceed_a_licence_and_a_restart_does_not_reset_it() 
             serde_json::json!({"model": "acme-frontier", "evidence": ev}),
         )
     };
-    let results: Vec<(u16, serde_json::Value)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..100).map(|_| s.spawn(|| request(&url))).collect();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n).map(|_| s.spawn(request)).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    })
+}
+
+/// Exactly `n` of `results` were allowed; every other one refused saying `why`.
+fn assert_allowed(results: &[(u16, serde_json::Value)], n: usize, why: &str) {
     let allowed = results.iter().filter(|(s, _)| *s == 200).count();
-    assert_eq!(allowed, 10, "exactly the 10 releases left");
+    assert_eq!(allowed, n, "exactly the {n} releases left");
     for (s, v) in results.iter().filter(|(s, _)| *s != 200) {
         assert_eq!(*s, 403, "{v}");
-        assert!(v.to_string().contains("allocation used up"), "{v}");
+        assert!(v.to_string().contains(why), "{v}");
     }
+}
+
+/// Bytes released under `licence` in a vault's ledger (the sizes its allowed decisions carry).
+fn bytes_under(vault: &Path, licence: &str) -> u64 {
+    records_of(vault)
+        .iter()
+        .filter(|r| {
+            r["outcome"] == "allowed" && r["authority"] == format!("licence:{licence}").as_str()
+        })
+        .map(|r| r["bytes"].as_u64().expect("a decision carries its size"))
+        .sum()
+}
+
+#[test]
+fn concurrent_requests_never_exceed_a_byte_allocation() {
+    let root = test_root("byte-allocations");
+    let v = copy_vault(&root);
+    // The frontier model's size: every file of the checkpoint, as sealed.
+    fn size_of(d: &Path) -> u64 {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    size_of(&e.path())
+                } else {
+                    m.len()
+                }
+            })
+            .sum()
+    }
+    let size = size_of(&common::minilm_dir());
+    // A licence with releases to spare but bytes for exactly 3 more releases of it, counting
+    // the file's bytes_used and what this vault's ledger already holds.
+    let pol = copy_policies(&root);
+    let used = 270_000_000 + bytes_under(&v, "D-2026-0001");
+    let lic = std::fs::read_to_string(pol.join("licences.toml")).unwrap();
+    let lic = lic.replacen(
+        "max_releases = 50\nreleases_used = 3\nmax_bytes = 20_000_000_000",
+        &format!(
+            "max_releases = 100000\nreleases_used = 3\nmax_bytes = {}",
+            used + 3 * size
+        ),
+        1,
+    );
+    std::fs::write(pol.join("licences.toml"), lic).unwrap();
+    let (url, mut child) = serve_copy(&v, &root, Some(&pol));
+    let results = globex_requests(&url, 30);
+    assert_allowed(&results, 3, "byte allocation used up");
+    // Deciding the 3 live releases again (a reload) does not count each one's own bytes
+    // against it: none is withdrawn although the licence is used up.
+    sighup(&child);
+    let t = std::time::Instant::now();
+    let reload = loop {
+        if let Some(r) = records_of(&v)
+            .into_iter()
+            .find(|r| r["kind"] == "policy-reload")
+        {
+            break r;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "no reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(reload["outcome"], "applied", "{reload}");
+    assert_eq!(
+        reload["shards"],
+        serde_json::json!([]),
+        "withdrawn: {reload}"
+    );
     drop(child.stdin.take());
     child.wait().unwrap();
-    assert_eq!(releases_under(&v, "D-2026-0001"), before + 10);
-    // A restart counts again from the ledger: still used up.
-    let (url, mut child) = start();
-    let (s, v2) = request(&url);
-    drop(child.stdin.take());
-    child.wait().unwrap();
-    assert_eq!(s, 403, "{v2}");
-    assert!(v2.to_string().contains("allocation used up"), "{v2}");
+    assert_eq!(
+        bytes_under(&v, "D-2026-0001") + 270_000_000,
+        used + 3 * size
+    );
+    // The dry run counts the same ledger and the sealed revision's size.
+    let (ok, out, err) = common::cli(
+        &v,
+        &[
+            "policy",
+            "check",
+            "--policies",
+            pol.to_str().unwrap(),
+            "--requester",
+            "raj@globex.example",
+            "--host-country",
+            "IN",
+            "--model",
+            "acme-frontier",
+        ],
+    );
+    assert!(!ok && out.contains("byte allocation used up"), "{out}{err}");
 }
 
 /// A copy of the test policies under `root`.

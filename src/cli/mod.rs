@@ -595,14 +595,12 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
             };
             // When the model is sealed in the vault, its recorded training facts must agree
             // with the inventory (read from the newest revision's manifest header).
-            let sealed = Vault::open(vault_dir)
-                .ok()
-                .and_then(|v| v.list().ok())
-                .and_then(|revs| {
-                    revs.into_iter()
-                        .filter(|r| r.manifest.model == model)
-                        .max_by(|a, b| a.manifest.sealed_at.cmp(&b.manifest.sealed_at))
-                });
+            let vault = Vault::open(vault_dir).ok();
+            let sealed = vault.as_ref().and_then(|v| v.list().ok()).and_then(|revs| {
+                revs.into_iter()
+                    .filter(|r| r.manifest.model == model)
+                    .max_by(|a, b| a.manifest.sealed_at.cmp(&b.manifest.sealed_at))
+            });
             if let (Some(r), false) = (&sealed, json) {
                 outln!(
                     "sealed facts from {}@{} in {}",
@@ -610,6 +608,30 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
                     r.manifest.revision,
                     vault_dir.display()
                 );
+            }
+            // The release would cover every file of that revision; the licences' use so far
+            // is what the vault's ledger counts, as the release service counts it.
+            let size: u64 = sealed
+                .as_ref()
+                .map_or(0, |r| r.manifest.files.iter().map(|f| f.original_len).sum());
+            let used = match vault.map(|v| v.ledger_dir()).filter(|l| l.exists()) {
+                Some(l) => {
+                    crate::ledger::usage::Allocations::from_ledger(&l)
+                        .map_err(|e| {
+                            anyhow::anyhow!("counting licence use in {}: {e}", l.display())
+                        })?
+                        .used
+                }
+                None => Default::default(),
+            };
+            if !json {
+                for (id, u) in &used {
+                    outln!(
+                        "licence {id}: {} releases and {} bytes counted in the vault's ledger",
+                        u.releases,
+                        u.bytes
+                    );
+                }
             }
             let req = crate::policy::ReleaseRequest {
                 requester,
@@ -627,7 +649,8 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
                 },
                 source_ip,
                 time,
-                used: Default::default(),
+                used,
+                size,
                 dry_run: true,
             };
             let d = crate::policy::decide(&p, geo.as_ref(), &req);

@@ -529,6 +529,10 @@ pub struct Licence {
     pub max_releases: u64,
     /// Releases already made.
     pub releases_used: u64,
+    /// Bytes allowed out in all (the original lengths of the files released), if limited.
+    pub max_bytes: Option<u64>,
+    /// Bytes already released.
+    pub bytes_used: u64,
 }
 
 #[derive(Deserialize)]
@@ -552,6 +556,10 @@ struct LicenceFile {
     max_releases: u64,
     #[serde(default)]
     releases_used: u64,
+    #[serde(default)]
+    max_bytes: Option<u64>,
+    #[serde(default)]
+    bytes_used: u64,
 }
 
 fn parse_licences(
@@ -611,6 +619,8 @@ fn parse_licences(
             status: l.status,
             max_releases: l.max_releases,
             releases_used: l.releases_used,
+            max_bytes: l.max_bytes,
+            bytes_used: l.bytes_used,
         });
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));

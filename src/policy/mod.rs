@@ -82,13 +82,26 @@ pub struct ReleaseRequest {
     pub source_ip: Option<IpAddr>,
     /// Decision time (tiers and licences are judged on its date).
     pub time: OffsetDateTime,
-    /// Releases already made under each licence as counted by the vault (its ledger), added
-    /// to the `releases_used` of the licence file: the allocation left is judged on the sum.
-    pub used: std::collections::BTreeMap<String, u64>,
+    /// Releases and bytes already released under each licence as counted by the vault (its
+    /// ledger), added to the `releases_used` and `bytes_used` of the licence file: the
+    /// allocation left is judged on the sums.
+    pub used: std::collections::BTreeMap<String, Usage>,
+    /// Bytes this release would let out (the original lengths of the files it covers): judged
+    /// against a licence's `max_bytes`.
+    pub size: u64,
     /// A compliance officer's what-if (`policy check`): host evidence, and the network origin
     /// when no source address is given, are reported as not evaluated instead of judged. The
     /// release service never sets this.
     pub dry_run: bool,
+}
+
+/// What a licence has been used for, as the vault counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Releases allowed under it.
+    pub releases: u64,
+    /// Bytes those releases let out.
+    pub bytes: u64,
 }
 
 /// The checks, in the order they are reported.
@@ -396,19 +409,28 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
             ),
             Some(_) => match (who, org) {
                 (Some(w), Some(o)) => {
-                    match find_licence(policy, &o.id, &w.id, &req.host.country, today, &req.used) {
+                    match find_licence(policy, &o.id, &w.id, &req.host.country, today, req) {
                         Ok(l) => {
+                            let u = req.used.get(&l.id).copied().unwrap_or_default();
+                            let bytes = match l.max_bytes {
+                                Some(max) => format!(
+                                    ", {} of {max} bytes used, {} more in this release",
+                                    l.bytes_used.saturating_add(u.bytes),
+                                    req.size
+                                ),
+                                None => String::new(),
+                            };
                             c.add(
                                 CheckId::Licence,
                                 Pass,
                                 format!(
-                                    "licence {} ({} to {}, valid {}..{}, {} of {} releases used)",
+                                    "licence {} ({} to {}, valid {}..{}, {} of {} releases used{bytes})",
                                     l.id,
                                     l.licensee,
                                     req.host.country,
                                     l.valid_from,
                                     l.valid_until,
-                                    l.releases_used + req.used.get(&l.id).copied().unwrap_or(0),
+                                    l.releases_used + u.releases,
                                     l.max_releases
                                 ),
                             );
@@ -446,7 +468,7 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
                                 cl.reference, cl.until
                             ));
                         } else if let Ok(l) =
-                            find_licence(policy, &w.organisation, &w.id, n, today, &req.used)
+                            find_licence(policy, &w.organisation, &w.id, n, today, req)
                         {
                             notes.push(format!("{n}: licence {}", l.id));
                         } else {
@@ -657,7 +679,7 @@ fn find_licence<'a>(
     person: &str,
     country: &str,
     today: Date,
-    used: &std::collections::BTreeMap<String, u64>,
+    req: &ReleaseRequest,
 ) -> Result<&'a data::Licence, String> {
     let candidates: Vec<&data::Licence> = policy
         .licences_by_licensee
@@ -692,12 +714,22 @@ fn find_licence<'a>(
             data::LicenceStatus::Suspended => bad.push("suspended".into()),
             data::LicenceStatus::Revoked => bad.push("revoked".into()),
         }
-        let n = l.releases_used + used.get(&l.id).copied().unwrap_or(0);
+        let u = req.used.get(&l.id).copied().unwrap_or_default();
+        let n = l.releases_used + u.releases;
         if n >= l.max_releases {
             bad.push(format!(
                 "allocation used up ({n} of {} releases)",
                 l.max_releases
             ));
+        }
+        if let Some(max) = l.max_bytes {
+            let b = l.bytes_used.saturating_add(u.bytes);
+            if b.saturating_add(req.size) > max {
+                bad.push(format!(
+                    "byte allocation used up ({b} of {max} bytes used, this release is {})",
+                    req.size
+                ));
+            }
         }
         if bad.is_empty() {
             return Ok(l);

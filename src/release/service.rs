@@ -7,7 +7,7 @@ use super::stream::{Sealer, HEADER_LEN};
 use super::tls::{self, ClientIdentity, ServerTls};
 use crate::hsm::Pkcs11KeyWrap;
 use crate::keys::SymmetricKey;
-use crate::ledger::{record::Record, Ledger};
+use crate::ledger::{record::Record, usage::Allocations, Ledger};
 use crate::policy::{self, data::RequesterKind, Authority, GeoLookup, HostClaims, PolicyHandle};
 use crate::store::{OpenedRevision, RevisionRef, Vault};
 use axum::body::Body;
@@ -115,62 +115,6 @@ struct AppState {
     /// that concurrent requests never exceed an allocation.
     alloc: tokio::sync::Mutex<Allocations>,
     cfg: ServeConfig,
-}
-
-/// What each licence has used, counted from the ledger (so a restart does not reset it).
-#[derive(Debug, Default)]
-struct Allocations {
-    /// Allowed release decisions per licence id.
-    releases: std::collections::BTreeMap<String, u64>,
-    /// Bytes streamed per licence id.
-    bytes: std::collections::BTreeMap<String, u64>,
-    /// Licence of each allowed decision (ledger index), to attribute stream bytes.
-    licence_of: HashMap<u64, String>,
-}
-
-impl Allocations {
-    /// Counts every allowed decision under a licence and every stream's bytes in the ledger.
-    fn from_ledger(dir: &std::path::Path) -> Result<Self, String> {
-        let mut a = Allocations::default();
-        crate::ledger::Ledger::entries(dir, &mut |i, e| {
-            let r = Record::parse(e).map_err(|w| format!("entry {i}: {w}"))?;
-            a.add(i, &r);
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-        Ok(a)
-    }
-
-    /// Releases per licence, not counting the decision at `index` itself (to decide a live
-    /// release again without its own allocation against it).
-    fn used_by_others(&self, index: u64) -> std::collections::BTreeMap<String, u64> {
-        let mut used = self.releases.clone();
-        if let Some(n) = self.licence_of.get(&index).and_then(|id| used.get_mut(id)) {
-            *n = n.saturating_sub(1);
-        }
-        used
-    }
-
-    fn add(&mut self, index: u64, r: &Record) {
-        match r.kind.as_str() {
-            "release-decision" if r.outcome == "allowed" => {
-                if let Some(id) = r
-                    .authority
-                    .as_deref()
-                    .and_then(|a| a.strip_prefix("licence:"))
-                {
-                    *self.releases.entry(id.to_string()).or_default() += 1;
-                    self.licence_of.insert(index, id.to_string());
-                }
-            }
-            "stream-end" => {
-                if let Some(id) = r.follows.and_then(|f| self.licence_of.get(&f)).cloned() {
-                    *self.bytes.entry(id).or_default() += r.bytes.unwrap_or(0);
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Who is on the other end of a connection.
@@ -403,6 +347,8 @@ async fn releases(
             })
             .collect::<Result<_, _>>()?,
     };
+    // The bytes this release allows out: judged against a licence's byte allocation.
+    let size: u64 = files.iter().map(|&i| rev.files[i].0.original_len).sum();
     // Decide and record under the allocation lock: a licence's count cannot change between
     // the check and the durable record, so concurrent requests never exceed it.
     let mut alloc = st.alloc.lock().await;
@@ -424,7 +370,8 @@ async fn releases(
         },
         source_ip: Some(source),
         time: now,
-        used: alloc.releases.clone(),
+        used: alloc.used.clone(),
+        size,
         dry_run: false,
     };
     let decision = policy::decide(&policy, st.geo.as_ref(), &req);
@@ -467,7 +414,8 @@ async fn releases(
             Authority::Licence { id } => format!("licence:{id}"),
         }),
         codeword: None,
-        bytes: None,
+        // What the release allows out (its byte allocation); a stream-end carries what was sent.
+        bytes: Some(size),
         follows: None,
     };
     let mut base = base;
@@ -985,9 +933,12 @@ impl Server {
         let policy = PolicyHandle::load(&cfg.policies).map_err(setup)?;
         let alloc = Allocations::from_ledger(&vault.ledger_dir())
             .map_err(|e| setup(format!("counting licence allocations in the ledger: {e}")))?;
-        for (id, n) in &alloc.releases {
-            let bytes = alloc.bytes.get(id).copied().unwrap_or(0);
-            tracing::info!(licence = %id, releases = n, bytes, "licence usage in the ledger");
+        for (id, u) in &alloc.used {
+            let streamed = alloc.streamed.get(id).copied().unwrap_or(0);
+            tracing::info!(
+                licence = %id, releases = u.releases, bytes = u.bytes, streamed,
+                "licence usage in the ledger"
+            );
         }
         let geo: Box<dyn GeoLookup + Send> = match &cfg.geoip {
             Some(p) => Box::new(

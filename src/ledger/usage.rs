@@ -1,0 +1,73 @@
+//! What each licence has been used for, counted from the ledger, so that a restart does not
+//! reset it: the release service decides with it, and `policy check` shows it.
+
+use super::record::Record;
+use crate::policy::Usage;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Releases and bytes per licence.
+#[derive(Debug, Default)]
+pub struct Allocations {
+    /// Per licence id: allowed release decisions, and the bytes they released (each decision
+    /// record carries the size of what it allows to be streamed).
+    pub used: BTreeMap<String, Usage>,
+    /// Bytes actually streamed per licence id (`stream-end` records; resumed and repeated
+    /// ranges count again).
+    pub streamed: BTreeMap<String, u64>,
+    /// Licence and size of each allowed decision, by ledger index.
+    of: HashMap<u64, (String, u64)>,
+}
+
+impl Allocations {
+    /// Counts every record of the ledger in `dir` (a vault's `ledger` directory); a ledger
+    /// not yet written counts nothing. Reads without taking the writer's lock.
+    pub fn from_ledger(dir: &Path) -> Result<Self, String> {
+        let mut a = Allocations::default();
+        super::Ledger::entries(dir, &mut |i, e| {
+            let r = Record::parse(e).map_err(|w| format!("entry {i}: {w}"))?;
+            a.add(i, &r);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(a)
+    }
+
+    /// Usage per licence, not counting the decision at `index` itself (to decide a live
+    /// release again without its own allocation against it).
+    pub fn used_by_others(&self, index: u64) -> BTreeMap<String, Usage> {
+        let mut used = self.used.clone();
+        if let Some((id, size)) = self.of.get(&index) {
+            if let Some(u) = used.get_mut(id) {
+                u.releases = u.releases.saturating_sub(1);
+                u.bytes = u.bytes.saturating_sub(*size);
+            }
+        }
+        used
+    }
+
+    /// Counts one record appended at ledger index `index`.
+    pub fn add(&mut self, index: u64, r: &Record) {
+        match r.kind.as_str() {
+            "release-decision" if r.outcome == "allowed" => {
+                if let Some(id) = r
+                    .authority
+                    .as_deref()
+                    .and_then(|a| a.strip_prefix("licence:"))
+                {
+                    let size = r.bytes.unwrap_or(0);
+                    let u = self.used.entry(id.to_string()).or_default();
+                    u.releases += 1;
+                    u.bytes = u.bytes.saturating_add(size);
+                    self.of.insert(index, (id.to_string(), size));
+                }
+            }
+            "stream-end" => {
+                if let Some((id, _)) = r.follows.and_then(|f| self.of.get(&f)) {
+                    *self.streamed.entry(id.clone()).or_default() += r.bytes.unwrap_or(0);
+                }
+            }
+            _ => {}
+        }
+    }
+}
