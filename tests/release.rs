@@ -1446,13 +1446,18 @@ fn trace_names_the_recipient_of_a_leaked_copy_and_both_of_an_averaged_one() {
 }
 
 /// Allowed decisions recorded under `licence` in a vault's ledger.
-fn releases_under(vault: &Path, licence: &str) -> u64 {
+fn allowed_under(vault: &Path, licence: &str) -> Vec<serde_json::Value> {
     records_of(vault)
-        .iter()
+        .into_iter()
         .filter(|r| {
             r["outcome"] == "allowed" && r["authority"] == format!("licence:{licence}").as_str()
         })
-        .count() as u64
+        .collect()
+}
+
+/// Releases made under `licence` in a vault's ledger.
+fn releases_under(vault: &Path, licence: &str) -> u64 {
+    allowed_under(vault, licence).len() as u64
 }
 
 #[test]
@@ -1513,11 +1518,8 @@ fn assert_allowed(results: &[(u16, serde_json::Value)], n: usize, why: &str) {
 
 /// Bytes released under `licence` in a vault's ledger (the sizes its allowed decisions carry).
 fn bytes_under(vault: &Path, licence: &str) -> u64 {
-    records_of(vault)
+    allowed_under(vault, licence)
         .iter()
-        .filter(|r| {
-            r["outcome"] == "allowed" && r["authority"] == format!("licence:{licence}").as_str()
-        })
         .map(|r| r["bytes"].as_u64().expect("a decision carries its size"))
         .sum()
 }
