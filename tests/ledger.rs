@@ -460,3 +460,53 @@ fn one_process_appends_at_a_time() {
     drop(log);
     Log::open(&dir).unwrap();
 }
+
+/// A record made while another process holds the ledger waits in the spool, whole, and the
+/// holder appends it; with the ledger free it is appended at once, after what the spool holds.
+/// A file in the spool that is not a canonical record is set aside, never appended.
+#[test]
+fn records_made_beside_the_holder_are_spooled_then_appended_in_order() {
+    use weightvault::ledger::spool::{record as record_to, Recorded};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let (holder, _) = Ledger::open(&dir, "test/spool").unwrap();
+    holder.append(&common::record(0)).unwrap();
+    let mut spooled = Vec::new();
+    for i in 1..=3 {
+        match record_to(&dir, "test/spool", &common::record(i)).unwrap() {
+            Recorded::Spooled(p) => spooled.push(p),
+            other => panic!("appended beside the holder: {other:?}"),
+        }
+    }
+    assert!(spooled.iter().all(|p| p.exists()));
+    assert_eq!(holder.len(), 1, "nothing appended by another process");
+    std::fs::write(dir.join("spool").join("0-junk.json"), b"{\"kind\":1}").unwrap();
+    let got = holder.ingest_spool().unwrap();
+    assert_eq!(
+        got.iter().map(|(i, r)| (*i, r.clone())).collect::<Vec<_>>(),
+        (1..=3).map(|i| (i, common::record(i))).collect::<Vec<_>>()
+    );
+    assert!(spooled.iter().all(|p| !p.exists()), "spooled files removed");
+    assert!(dir.join("spool").join("0-junk.json.bad").exists());
+    assert!(
+        holder.ingest_spool().unwrap().is_empty(),
+        "each appended once"
+    );
+    // Another spooled record, then the holder stops: the next writer appends the spool first.
+    assert!(matches!(
+        record_to(&dir, "test/spool", &common::record(4)).unwrap(),
+        Recorded::Spooled(_)
+    ));
+    drop(holder);
+    assert_eq!(
+        record_to(&dir, "test/spool", &common::record(5)).unwrap(),
+        Recorded::Appended(5)
+    );
+    let mut all = Vec::new();
+    Ledger::entries(&dir, &mut |_, e| {
+        all.push(weightvault::ledger::record::Record::parse(e).unwrap());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(all, (0..=5).map(common::record).collect::<Vec<_>>());
+}

@@ -1742,6 +1742,28 @@ fn kek_rotation_and_rewrap_under_load_keep_every_fetch_and_object_whole() {
     assert_marked_copy(&again, &common::minilm_dir());
     drop(child.stdin.take());
     child.wait().unwrap();
+    // The service held the ledger: the three operator records were spooled and it appended
+    // them, in order.
+    let kinds: Vec<(String, serde_json::Value, String)> = records_of(&v)
+        .into_iter()
+        .filter(|r| r["requester_kind"] == "operator" && r["kind"] != "policy-reload")
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().to_string(),
+                r["shards"][0].clone(),
+                r["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let kek = |n: u32| serde_json::json!(format!("kek:weightvault-kek.v{n}"));
+    assert_eq!(
+        kinds,
+        vec![
+            ("kek-rotate".into(), kek(2), "created".into()),
+            ("rewrap".into(), kek(2), "rewrapped".into()),
+            ("kek-retire".into(), kek(1), "destroyed".into()),
+        ]
+    );
     let (ok, listed, err) = common::cli(&v, &["kek", "list", "--json"]);
     assert!(ok, "{err}");
     let l: serde_json::Value = serde_json::from_str(&listed).unwrap();

@@ -821,14 +821,41 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 KekCommand::Rotate => {
                     let n = kw.rotate().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let at = record_key_event(
+                        &v,
+                        "kek-rotate",
+                        "",
+                        None,
+                        vec![format!("kek:{}.v{n}", kw.kek_label())],
+                        "created",
+                    )
+                    .with_context(|| {
+                        format!("KEK {}.v{n} was created but not recorded", kw.kek_label())
+                    })?;
                     outln!(
-                        "created KEK {}.v{n} in the HSM; run `weightvault rewrap` to move every data key to it",
+                        "created KEK {}.v{n} in the HSM ({at}); run `weightvault rewrap` to move every data key to it",
                         kw.kek_label()
                     );
                 }
                 KekCommand::Retire { kek_version } => {
-                    v.retire_kek(&kw, kek_version)?;
-                    outln!("KEK {}.v{kek_version} destroyed in the HSM", kw.kek_label());
+                    let mut at = None;
+                    v.retire_kek(&kw, kek_version, || {
+                        let r = record_key_event(
+                            &v,
+                            "kek-retire",
+                            "",
+                            None,
+                            vec![format!("kek:{}.v{kek_version}", kw.kek_label())],
+                            "destroyed",
+                        );
+                        at = Some(r.map_err(|e| format!("{e:#} (nothing was destroyed)"))?);
+                        Ok(())
+                    })?;
+                    outln!(
+                        "KEK {}.v{kek_version} destroyed in the HSM ({})",
+                        kw.kek_label(),
+                        at.expect("recorded")
+                    );
                 }
             }
         }
@@ -896,6 +923,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 bar.set_position(done as u64);
             })?;
             bar.finish_and_clear();
+            let mut shards = vec![format!("kek:{}.v{}", kw.kek_label(), rep.newest)];
+            shards.extend(
+                rep.rewrapped_from
+                    .iter()
+                    .map(|(v, n)| format!("from:v{v}:{n}")),
+            );
+            let (model, rev) = match &what {
+                Some(w) => (w.model.as_str(), w.revision.as_deref()),
+                None => ("", None),
+            };
+            let at = record_key_event(&v, "rewrap", model, rev, shards, "rewrapped")
+                .context("the data keys were rewrapped but the rewrap was not recorded")?;
             let moved: u64 = rep.rewrapped_from.values().sum();
             let from: Vec<String> = rep
                 .rewrapped_from
@@ -903,7 +942,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .map(|(v, n)| format!("{n} from v{v}"))
                 .collect();
             outln!(
-                "rewrapped {moved} object(s) to KEK {}.v{}{}; {} already current; no ciphertext changed",
+                "rewrapped {moved} object(s) to KEK {}.v{}{}; {} already current; no ciphertext changed ({at})",
                 kw.kek_label(),
                 rep.newest,
                 if from.is_empty() { String::new() } else { format!(" ({})", from.join(", ")) },
@@ -1349,4 +1388,25 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Records a key lifecycle event as an operator record (`model` empty unless it concerns one):
+/// appended to the ledger, or spooled for the running service that holds it.
+fn record_key_event(
+    v: &Vault,
+    kind: &str,
+    model: &str,
+    revision: Option<&str>,
+    shards: Vec<String>,
+    outcome: &str,
+) -> Result<crate::ledger::spool::Recorded> {
+    let r = crate::ledger::record::Record::action(
+        kind,
+        &crate::ledger::record::Record::operator(),
+        model,
+        revision,
+        shards,
+        outcome,
+    );
+    Ok(v.record(&r)?)
 }

@@ -490,7 +490,7 @@ pub struct Log {
     flushed: Condvar,
 }
 
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir, "syncing the directory"))

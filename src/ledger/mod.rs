@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod log;
 pub mod merkle;
 pub mod record;
+pub mod spool;
 pub mod usage;
 
 use checkpoint::Checkpoint;

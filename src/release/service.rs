@@ -858,6 +858,20 @@ async fn reload_policy(st: &Arc<AppState>) {
     }
 }
 
+/// Appends the spooled operator records (counting them like any other record).
+fn ingest_spool(st: &AppState) {
+    match st.ledger.ingest_spool() {
+        Ok(got) => {
+            let mut alloc = st.alloc.blocking_lock();
+            for (i, r) in &got {
+                alloc.add(*i, r);
+                tracing::info!(ledger_index = i, kind = %r.kind, "spooled record appended");
+            }
+        }
+        Err(e) => tracing::error!("appending spooled ledger records: {e}"),
+    }
+}
+
 /// Signs a checkpoint with the HSM if entries arrived since `last`; returns the size covered.
 fn checkpoint_if_new(st: &AppState, last: u64) -> u64 {
     let n = st.ledger.len();
@@ -998,10 +1012,26 @@ impl Server {
                         reload_policy(&st).await;
                     }
                 });
+                // Operator records left in the spool while this service holds the ledger
+                // (`kek rotate`, `rewrap`, `kek retire` run beside it) go in within a second.
+                let st = state.clone();
+                let spooler = tokio::spawn(async move {
+                    let mut t = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        t.tick().await;
+                        let st = st.clone();
+                        let _ = tokio::task::spawn_blocking(move || ingest_spool(&st)).await;
+                    }
+                });
                 accept_loop(listener, tls, router(state.clone()), stop_rx).await;
                 signer.abort();
                 reloader.abort();
-                let _ = tokio::task::spawn_blocking(move || checkpoint_if_new(&state, 0)).await;
+                spooler.abort();
+                let _ = tokio::task::spawn_blocking(move || {
+                    ingest_spool(&state);
+                    checkpoint_if_new(&state, 0)
+                })
+                .await;
             });
         });
         Ok(Self {

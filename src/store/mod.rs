@@ -650,7 +650,19 @@ impl Vault {
         &self,
     ) -> Result<(crate::ledger::Ledger, crate::ledger::log::Recovery), crate::ledger::LedgerError>
     {
-        crate::ledger::Ledger::open(&self.ledger_dir(), &self.config.ledger.origin)
+        let (l, rec) = crate::ledger::Ledger::open(&self.ledger_dir(), &self.config.ledger.origin)?;
+        // Records left while another process held the ledger go in first.
+        l.ingest_spool()?;
+        Ok((l, rec))
+    }
+
+    /// Records an operator's action: appended to the ledger, or left in its spool for the
+    /// running service that holds it (see [`crate::ledger::spool`]).
+    pub fn record(
+        &self,
+        r: &crate::ledger::record::Record,
+    ) -> Result<crate::ledger::spool::Recorded, crate::ledger::LedgerError> {
+        crate::ledger::spool::record(&self.ledger_dir(), &self.config.ledger.origin, r)
     }
 
     /// The watermark key: made on first use, kept only wrapped by the KEK in

@@ -153,8 +153,15 @@ impl Vault {
         })
     }
 
-    /// Destroys KEK `version` on the token, refusing while any object still opens only under it.
-    pub fn retire_kek(&self, kw: &Pkcs11KeyWrap, version: u32) -> Result<(), StoreError> {
+    /// Destroys KEK `version` on the token, refusing while any object still opens only under it
+    /// (or while it is the newest); `record` runs once it is decided and before anything is
+    /// destroyed, and its failure stops the retire.
+    pub fn retire_kek(
+        &self,
+        kw: &Pkcs11KeyWrap,
+        version: u32,
+        record: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), StoreError> {
         let uses = self.kek_use(kw)?;
         if !uses.on_token.contains(&version) {
             return Err(StoreError::NotFound(format!(
@@ -171,6 +178,17 @@ impl Vault {
                 if objs.len() > 5 { ", ..." } else { "" }
             )));
         }
+        if uses.on_token.last() == Some(&version) {
+            return Err(StoreError::Hsm {
+                what: format!("KEK version {version}"),
+                source: crate::hsm::HsmError::NewestKek {
+                    label: kw.kek_label().to_string(),
+                    version,
+                },
+            });
+        }
+        // Recorded before anything is destroyed.
+        record().map_err(StoreError::BadInput)?;
         kw.destroy_kek(version).map_err(|e| StoreError::Hsm {
             what: format!("KEK version {version}"),
             source: e,
