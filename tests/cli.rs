@@ -46,6 +46,14 @@ fn errors_are_one_line_and_actionable() {
     // init is idempotent and keeps the token.
     let (ok, out, _) = cli(&v, &["init"]);
     assert!(ok && out.contains("versions [1]"), "{out}");
+    assert_fails(
+        cli(&v, &["policy", "reload"]),
+        "no `weightvault serve` runs",
+    );
+    // A pid file left by a killed service, naming a process that is not one.
+    std::fs::write(v.join("serve.pid"), format!("{}\n", std::process::id())).unwrap();
+    assert_fails(cli(&v, &["policy", "reload"]), "a stale file");
+    std::fs::remove_file(v.join("serve.pid")).unwrap();
     let ck = small_checkpoint(&tmp.path().join("ck"), 1, 1000);
     let s = ck.to_str().unwrap();
     assert_fails(seal(&v, "/nonexistent", "m", "r"), "/nonexistent");

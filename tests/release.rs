@@ -1638,8 +1638,14 @@ fn a_revoked_licence_cuts_running_streams_within_a_second() {
     // An invalid policy is refused and the old one stays: the stream goes on.
     let lic = pol.join("licences.toml");
     let good = std::fs::read_to_string(&lic).unwrap();
+    // (Reloaded with the command here; the other tests send SIGHUP themselves.)
     std::fs::write(&lic, "this is = not [valid toml").unwrap();
-    sighup(&child);
+    let (ok, said, err) = common::cli(&v, &["policy", "reload"]);
+    assert!(
+        !ok && err.contains("refused the new policy and keeps the old one")
+            && err.contains("licences.toml"),
+        "{said}{err}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert!(fetch.try_wait().unwrap().is_none(), "the fetch must go on");
     // The licence is suspended: the running stream is cut within a second.
@@ -1652,7 +1658,11 @@ fn a_revoked_licence_cuts_running_streams_within_a_second() {
     );
     std::fs::write(&lic, suspended).unwrap();
     let cut_at = std::time::Instant::now();
-    sighup(&child);
+    let (ok, said, err) = common::cli(&v, &["policy", "reload"]);
+    assert!(
+        ok && said.contains("1 live release(s) withdrawn"),
+        "{said}{err}"
+    );
     let (code, err) = exit_of(fetch, Duration::from_secs(10));
     let took = cut_at.elapsed();
     assert_eq!(code, Some(2), "{err}");

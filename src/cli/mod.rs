@@ -477,6 +477,19 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
 /// `weightvault policy ...`
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
+    /// Make the running `weightvault serve` of this vault read its policy directory again
+    ///
+    /// Sends it SIGHUP (its pid is in <vault>/serve.pid) and waits for the reload's ledger
+    /// record. An invalid directory is refused and the old policy stays in force (exit 1, with
+    /// the reason); otherwise every live release is decided again and those that now fail are
+    /// withdrawn, their running streams cut at once.
+    ///
+    /// Example: weightvault policy reload
+    Reload {
+        /// Seconds to wait for the service to record the reload
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
     /// Decide a what-if release and print every check with its reason
     ///
     /// Host evidence is not evaluated in a dry run (the service verifies it); the network
@@ -542,6 +555,72 @@ impl crate::policy::GeoLookup for NoGeo {
 fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
     use crate::policy::data::PolicyData;
     match cmd {
+        PolicyCommand::Reload { wait } => {
+            let v = Vault::open(vault_dir)?;
+            let pid_file = v.serve_pid_file();
+            let pid: i32 = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no `weightvault serve` runs for {} (no {}): start one, or signal yours with kill -HUP",
+                        vault_dir.display(),
+                        pid_file.display()
+                    )
+                })?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            anyhow::ensure!(
+                String::from_utf8_lossy(&cmdline).contains("serve")
+                    && crate::ledger::Ledger::is_held(&v.ledger_dir()),
+                "{} names process {pid}, which is not a running `weightvault serve` of this vault (a stale file from a service that was killed, or a copied vault?)",
+                pid_file.display()
+            );
+            let reloads = || -> Result<Vec<crate::ledger::record::Record>> {
+                let mut out = Vec::new();
+                crate::ledger::Ledger::entries(&v.ledger_dir(), &mut |_, e| {
+                    let r = crate::ledger::record::Record::parse(e)?;
+                    if r.kind == "policy-reload" {
+                        out.push(r);
+                    }
+                    Ok(())
+                })?;
+                Ok(out)
+            };
+            let before = reloads()?.len();
+            let target = rustix::process::Pid::from_raw(pid).context("a pid")?;
+            rustix::process::kill_process(target, rustix::process::Signal::HUP)
+                .with_context(|| format!("signalling process {pid}"))?;
+            let t = Instant::now();
+            let r = loop {
+                if let Some(r) = reloads()?.into_iter().nth(before) {
+                    break r;
+                }
+                anyhow::ensure!(
+                    t.elapsed() < std::time::Duration::from_secs(wait),
+                    "process {pid} was signalled but recorded no reload within {wait} s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            };
+            anyhow::ensure!(
+                r.outcome == "applied",
+                "the service refused the new policy and keeps the old one in force: {}",
+                r.failed_checks.join("; ")
+            );
+            let withdrawn: Vec<&str> = r
+                .shards
+                .iter()
+                .filter_map(|s| s.strip_prefix("withdrawn:"))
+                .collect();
+            outln!(
+                "policy reloaded; {} live release(s) withdrawn{}",
+                withdrawn.len(),
+                if withdrawn.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (decisions at ledger entries {})", withdrawn.join(", "))
+                }
+            );
+        }
         PolicyCommand::Lint { policies } => {
             let dir = policy_dir(policies);
             let p = PolicyData::load_dir(&dir)?;
@@ -1087,6 +1166,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 std::fs::write(&f, server.addr().to_string())
                     .with_context(|| format!("writing {}", f.display()))?;
             }
+            // For `weightvault policy reload`.
+            let pid_file = Vault::open(&dir)?.serve_pid_file();
+            std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+                .with_context(|| format!("writing {}", pid_file.display()))?;
             if until_stdin_closes {
                 let mut sink = Vec::new();
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
@@ -1094,6 +1177,7 @@ pub fn run(cli: Cli) -> Result<()> {
             } else {
                 server.wait();
             }
+            let _ = std::fs::remove_file(&pid_file);
         }
         Command::Fetch {
             model,

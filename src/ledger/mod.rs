@@ -227,6 +227,15 @@ impl Ledger {
         ))
     }
 
+    /// Whether a process holds the ledger in `dir` open for appending (a running service),
+    /// judged by its lock; nothing is created or changed.
+    pub fn is_held(dir: &Path) -> bool {
+        match std::fs::File::open(segments_dir(dir).join("lock")) {
+            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
     /// Appends a record; the index comes back only once it is durable.
     pub fn append(&self, r: &record::Record) -> Result<u64, LedgerError> {
         Ok(self.log.append(&r.canonical())?)

@@ -745,6 +745,11 @@ impl Vault {
         sync_dir(&self.dir)
     }
 
+    /// Where a running `weightvault serve` of this vault leaves its process id.
+    pub fn serve_pid_file(&self) -> PathBuf {
+        self.dir.join("serve.pid")
+    }
+
     /// Where the ledger lives.
     pub fn ledger_dir(&self) -> PathBuf {
         self.dir.join("ledger")
