@@ -345,6 +345,19 @@ impl Tree {
 /// Called with each entry's index and bytes; an `Err` stops the read, naming the entry.
 pub type Visit<'a> = dyn FnMut(u64, &[u8]) -> Result<(), String> + 'a;
 
+/// Hands one entry to a reader's visitor; its refusal names the entry and its segment.
+fn visit_entry(
+    visit: &mut Visit<'_>,
+    path: &Path,
+    index: u64,
+    entry: &[u8],
+) -> Result<(), LogError> {
+    visit(index, entry).map_err(|why| LogError::Segments {
+        path: path.to_path_buf(),
+        why: format!("entry {index}: {why}"),
+    })
+}
+
 /// A read-only view of a log directory, for auditors: reads every segment (calling `visit`
 /// with each entry), checks the segment structure and, with `check`, every frame hash. A torn
 /// final write is reported, not skipped or repaired.
@@ -384,10 +397,7 @@ impl LogReader {
             }
             check_count(path, bits, k < last, s.frames.len() as u64)?;
             for (j, (r, h)) in s.frames.iter().enumerate() {
-                visit(first + j as u64, &bytes[r.clone()]).map_err(|why| LogError::Segments {
-                    path: path.clone(),
-                    why: format!("entry {}: {why}", first + j as u64),
-                })?;
+                visit_entry(visit, path, first + j as u64, &bytes[r.clone()])?;
                 tree.push(bits, *h);
             }
         }
@@ -524,7 +534,21 @@ fn close_segment(dir: &Path, w: &mut Writer) -> Result<(), LogError> {
     Ok(())
 }
 
+/// The file an appender holds an exclusive lock on.
+fn lock_path(dir: &Path) -> PathBuf {
+    dir.join("lock")
+}
+
 impl Log {
+    /// Whether a process holds the log in `dir` open for appending (the lock [`Log::open`]
+    /// takes); nothing is created or changed.
+    pub fn is_held(dir: &Path) -> bool {
+        match File::open(lock_path(dir)) {
+            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
     /// Opens (or creates) the log in `dir` with the default segment size.
     pub fn open(dir: &Path) -> Result<(Self, Recovery), LogError> {
         Self::open_with(dir, DEFAULT_SEGMENT_BITS)
@@ -533,9 +557,19 @@ impl Log {
     /// Opens (or creates) the log in `dir` with segments of `2^bits` entries: checks every
     /// frame, discards a torn final frame of the open segment, and closes it if it is full.
     pub fn open_with(dir: &Path, bits: u32) -> Result<(Self, Recovery), LogError> {
+        Self::open_visiting(dir, bits, &mut |_, _| Ok(()))
+    }
+
+    /// [`Log::open_with`], calling `visit` with every entry it reads while opening (index,
+    /// bytes), so that a caller that needs the entries does not read the log a second time.
+    pub fn open_visiting(
+        dir: &Path,
+        bits: u32,
+        visit: &mut Visit<'_>,
+    ) -> Result<(Self, Recovery), LogError> {
         assert!((1..=40).contains(&bits), "segment bits out of range");
         std::fs::create_dir_all(dir).map_err(io_err(dir, "creating the directory"))?;
-        let lock_path = dir.join("lock");
+        let lock_path = lock_path(dir);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -595,7 +629,10 @@ impl Log {
                     first: *first,
                 });
             }
-            s.frames.iter().for_each(|(_, h)| tree.push(bits, *h));
+            for (j, (r, h)) in s.frames.iter().enumerate() {
+                visit_entry(visit, path, first + j as u64, &bytes[r.clone()])?;
+                tree.push(bits, *h);
+            }
         }
         let mut writer = match writer {
             Some(w) => w,

@@ -215,7 +215,26 @@ impl Ledger {
         origin: &str,
         bits: u32,
     ) -> Result<(Self, log::Recovery), LedgerError> {
-        let (log, mut rec) = log::Log::open_with(&segments_dir(dir), bits)?;
+        Self::open_inner(dir, origin, bits, &mut |_, _| Ok(()))
+    }
+
+    /// [`Ledger::open`], calling `visit` with every entry read while opening (index, record
+    /// bytes): one read of the log for a caller that also counts its records.
+    pub fn open_visiting(
+        dir: &Path,
+        origin: &str,
+        visit: &mut log::Visit<'_>,
+    ) -> Result<(Self, log::Recovery), LedgerError> {
+        Self::open_inner(dir, origin, log::DEFAULT_SEGMENT_BITS, visit)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        origin: &str,
+        bits: u32,
+        visit: &mut log::Visit<'_>,
+    ) -> Result<(Self, log::Recovery), LedgerError> {
+        let (log, mut rec) = log::Log::open_visiting(&segments_dir(dir), bits, visit)?;
         rec.discarded_bytes += repair_checkpoints(dir)?;
         Ok((
             Self {
@@ -230,10 +249,7 @@ impl Ledger {
     /// Whether a process holds the ledger in `dir` open for appending (a running service),
     /// judged by its lock; nothing is created or changed.
     pub fn is_held(dir: &Path) -> bool {
-        match std::fs::File::open(segments_dir(dir).join("lock")) {
-            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-            Err(_) => false,
-        }
+        log::Log::is_held(&segments_dir(dir))
     }
 
     /// Appends a record; the index comes back only once it is durable.

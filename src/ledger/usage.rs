@@ -24,13 +24,15 @@ impl Allocations {
     /// not yet written counts nothing. Reads without taking the writer's lock.
     pub fn from_ledger(dir: &Path) -> Result<Self, String> {
         let mut a = Allocations::default();
-        super::Ledger::entries(dir, &mut |i, e| {
-            let r = Record::parse(e).map_err(|w| format!("entry {i}: {w}"))?;
-            a.add(i, &r);
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
+        super::Ledger::entries(dir, &mut |i, e| a.add_entry(i, e)).map_err(|e| e.to_string())?;
         Ok(a)
+    }
+
+    /// Counts the entry at ledger index `index` from its bytes (a ledger visitor; the reader
+    /// names the entry in any error).
+    pub fn add_entry(&mut self, index: u64, entry: &[u8]) -> Result<(), String> {
+        self.add(index, &Record::parse(entry)?);
+        Ok(())
     }
 
     /// Usage per licence, not counting the decision at `index` itself (to decide a live

@@ -97,9 +97,9 @@ struct Release {
     base: Record,
     /// The request as decided, to decide again when the policy changes.
     req: policy::ReleaseRequest,
-    /// Set (with the reason) when a policy reload withdrew the release: new shard requests
-    /// are refused and running streams end at once.
-    cut: tokio::sync::watch::Sender<Option<String>>,
+    /// Set (with the checks that now fail) when a policy reload withdrew the release: new
+    /// shard requests are refused and running streams end at once.
+    cut: tokio::sync::watch::Sender<Option<Vec<String>>>,
 }
 
 struct AppState {
@@ -597,11 +597,14 @@ async fn shard(
             "this release has expired; request a new one",
         ));
     }
-    if let Some(why) = rel.cut.borrow().clone() {
+    if let Some(failed) = rel.cut.borrow().as_deref() {
         return Err(api(
             StatusCode::FORBIDDEN,
             "release_revoked",
-            format!("this release was withdrawn by a policy change: {why}"),
+            format!(
+                "this release was withdrawn by a policy change: {}",
+                failed.join(", ")
+            ),
         ));
     }
     let fi = *rel.files.get(n as usize).ok_or_else(|| {
@@ -770,8 +773,8 @@ fn produce(
     r.shards = vec![entry.path.clone()];
     r.outcome = if complete { "completed" } else { "cut-short" }.into();
     // Cut by a policy change: the checks that now fail.
-    r.failed_checks = match rel.cut.borrow().as_deref() {
-        Some(why) if !complete => why.split(", ").map(str::to_string).collect(),
+    r.failed_checks = match rel.cut.borrow().as_ref() {
+        Some(failed) if !complete => failed.clone(),
         _ => vec![],
     };
     r.bytes = Some(sent);
@@ -831,7 +834,7 @@ async fn reload_policy(st: &Arc<AppState>) {
                         release = %hex::encode(rel.id), requester = %rel.base.requester,
                         failed = ?failed, "release withdrawn by the new policy"
                     );
-                    rel.cut.send_replace(Some(failed.join(", ")));
+                    rel.cut.send_replace(Some(failed));
                     withdrawn.push(rel.decision_index);
                 }
             }
@@ -937,7 +940,11 @@ impl Server {
         let vault = Vault::open(&cfg.vault).map_err(setup)?;
         let kw = vault.key_wrap().map_err(setup)?;
         let wm_key = vault.watermark_key(&kw).map_err(setup)?;
-        let (ledger, rec) = vault.ledger().map_err(setup)?;
+        // One read of the ledger: opening it also counts each licence's use.
+        let mut alloc = Allocations::default();
+        let (ledger, rec) = vault
+            .ledger_visiting(&mut |i, e| alloc.add_entry(i, e))
+            .map_err(|e| setup(format!("opening the ledger and counting licence use: {e}")))?;
         if rec.discarded_bytes > 0 {
             tracing::warn!(
                 "ledger: discarded a torn final write of {} bytes",
@@ -945,8 +952,6 @@ impl Server {
             );
         }
         let policy = PolicyHandle::load(&cfg.policies).map_err(setup)?;
-        let alloc = Allocations::from_ledger(&vault.ledger_dir())
-            .map_err(|e| setup(format!("counting licence allocations in the ledger: {e}")))?;
         for (id, u) in &alloc.used {
             let streamed = alloc.streamed.get(id).copied().unwrap_or(0);
             tracing::info!(

@@ -650,9 +650,27 @@ impl Vault {
         &self,
     ) -> Result<(crate::ledger::Ledger, crate::ledger::log::Recovery), crate::ledger::LedgerError>
     {
-        let (l, rec) = crate::ledger::Ledger::open(&self.ledger_dir(), &self.config.ledger.origin)?;
+        self.ledger_visiting(&mut |_, _| Ok(()))
+    }
+
+    /// [`Vault::ledger`], calling `visit` with every entry (index, record bytes): those read
+    /// while opening, then those appended from the spool.
+    pub fn ledger_visiting(
+        &self,
+        visit: &mut crate::ledger::log::Visit<'_>,
+    ) -> Result<(crate::ledger::Ledger, crate::ledger::log::Recovery), crate::ledger::LedgerError>
+    {
+        let (l, rec) = crate::ledger::Ledger::open_visiting(
+            &self.ledger_dir(),
+            &self.config.ledger.origin,
+            visit,
+        )?;
         // Records left while another process held the ledger go in first.
-        l.ingest_spool()?;
+        for (i, r) in l.ingest_spool()? {
+            visit(i, &r.canonical()).map_err(|why| {
+                crate::ledger::LedgerError::Verify(format!("spooled entry {i}: {why}"))
+            })?;
+        }
         Ok((l, rec))
     }
 
