@@ -411,12 +411,11 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
                 (Some(w), Some(o)) => {
                     match find_licence(policy, &o.id, &w.id, &req.host.country, today, req) {
                         Ok(l) => {
-                            let u = req.used.get(&l.id).copied().unwrap_or_default();
+                            let u = licence_use(l, req);
                             let bytes = match l.max_bytes {
                                 Some(max) => format!(
                                     ", {} of {max} bytes used, {} more in this release",
-                                    l.bytes_used.saturating_add(u.bytes),
-                                    req.size
+                                    u.bytes, req.size
                                 ),
                                 None => String::new(),
                             };
@@ -430,7 +429,7 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
                                     req.host.country,
                                     l.valid_from,
                                     l.valid_until,
-                                    l.releases_used + u.releases,
+                                    u.releases,
                                     l.max_releases
                                 ),
                             );
@@ -673,6 +672,15 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
     }
 }
 
+/// What licence `l` has been used for: its file's counts plus what the vault counted.
+fn licence_use(l: &data::Licence, req: &ReleaseRequest) -> Usage {
+    let u = req.used.get(&l.id).copied().unwrap_or_default();
+    Usage {
+        releases: l.releases_used.saturating_add(u.releases),
+        bytes: l.bytes_used.saturating_add(u.bytes),
+    }
+}
+
 fn find_licence<'a>(
     policy: &'a PolicyData,
     org: &str,
@@ -714,16 +722,15 @@ fn find_licence<'a>(
             data::LicenceStatus::Suspended => bad.push("suspended".into()),
             data::LicenceStatus::Revoked => bad.push("revoked".into()),
         }
-        let u = req.used.get(&l.id).copied().unwrap_or_default();
-        let n = l.releases_used + u.releases;
-        if n >= l.max_releases {
+        let u = licence_use(l, req);
+        if u.releases >= l.max_releases {
             bad.push(format!(
-                "allocation used up ({n} of {} releases)",
-                l.max_releases
+                "allocation used up ({} of {} releases)",
+                u.releases, l.max_releases
             ));
         }
         if let Some(max) = l.max_bytes {
-            let b = l.bytes_used.saturating_add(u.bytes);
+            let b = u.bytes;
             if b.saturating_add(req.size) > max {
                 bad.push(format!(
                     "byte allocation used up ({b} of {max} bytes used, this release is {})",
