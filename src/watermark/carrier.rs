@@ -87,8 +87,7 @@ impl Carrier {
         let n = signs.len();
         assert_eq!(n, segs.len());
         self.for_groups(first, n, segments, scratch, |k0, g| {
-            let (lo, hi) = (k0.max(0) as usize, ((k0 + GROUP as i64) as usize).min(n));
-            for k in lo..hi {
+            for k in group_span(k0, n) {
                 signs[k] = (g.signs >> (k as i64 - k0)) & 1 == 1;
                 segs[k] = g.segment;
             }
@@ -120,8 +119,8 @@ impl Carrier {
                     *u = (up >> j) & 1 == 1;
                 }
             } else {
-                let (lo, hi) = (k0.max(0) as usize, ((k0 + GROUP as i64) as usize).min(n));
-                for (k, u) in out.iter_mut().enumerate().take(hi).skip(lo) {
+                let span = group_span(k0, n);
+                for (k, u) in out.iter_mut().enumerate().take(span.end).skip(span.start) {
                     *u = (up >> (k as i64 - k0)) & 1 == 1;
                 }
             }
@@ -147,6 +146,12 @@ impl Carrier {
 
 /// Elements per carrier group.
 pub const GROUP: usize = 32;
+
+/// The elements of `0 .. n` covered by the group whose first element is `k0` (as
+/// [`Carrier::for_groups`] gives it): all [`GROUP`] of them but at the ends.
+pub(crate) fn group_span(k0: i64, n: usize) -> std::ops::Range<usize> {
+    k0.max(0) as usize..((k0 + GROUP as i64) as usize).min(n)
+}
 
 /// One group of [`GROUP`] elements: its segment and the carrier signs of its elements.
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,7 @@
 //! segment carries nothing); `|t| >= threshold` gives the detected bit `t > 0`, otherwise the
 //! segment is erased. Zeros in the suspect (pruning) carry nothing and are skipped.
 
-use super::carrier::{Carrier, GROUP};
+use super::carrier::{group_span, Carrier, GROUP};
 use safetensors::Dtype;
 
 /// Bytes per element of a float dtype the watermark handles.
@@ -189,14 +189,15 @@ impl Detector {
                 self.segments,
                 &mut scratch,
                 |g0, g| {
-                    let (lo, hi) = (g0.max(0) as usize, ((g0 + GROUP as i64) as usize).min(n));
-                    let (sum, sumsq, count) = if lo as i64 == g0 && hi - lo == GROUP {
+                    let (sum, sumsq, count) = if g0 >= 0 && g0 as usize + GROUP <= n {
                         // A whole group: fixed-size arrays, which the compiler vectorises.
-                        let o: &[f64; GROUP] = o[lo..hi].try_into().expect("group");
-                        let v: &[f64; GROUP] = v[lo..hi].try_into().expect("group");
+                        let k = g0 as usize..g0 as usize + GROUP;
+                        let o: &[f64; GROUP] = o[k.clone()].try_into().expect("group");
+                        let v: &[f64; GROUP] = v[k].try_into().expect("group");
                         group_terms(o, v, g.signs, inv)
                     } else {
                         // Zeros outside the range count nothing.
+                        let std::ops::Range { start: lo, end: hi } = group_span(g0, n);
                         let (mut a, mut b) = ([0.0; GROUP], [0.0; GROUP]);
                         let j0 = (lo as i64 - g0) as usize;
                         a[j0..j0 + hi - lo].copy_from_slice(&o[lo..hi]);
