@@ -422,15 +422,6 @@ impl SealedFile {
         )
     }
 
-    /// The KEK versions of the non-empty key slots, newest generation first.
-    pub fn kek_versions(&self) -> Vec<(String, u32)> {
-        self.slot_order()
-            .into_iter()
-            .filter_map(|i| self.head.slots[i].as_ref())
-            .map(|s| (s.kek_label.clone(), s.kek_version))
-            .collect()
-    }
-
     /// The KEK version of the key slot that opens the file now.
     pub fn opening_kek_version(&self, kw: &dyn KeyWrap, what: &str) -> Result<u32, StoreError> {
         let (i, _) = self.unwrap_dek(kw, what)?;
