@@ -33,6 +33,7 @@ fn record(i: u64) -> Record {
         codeword: Some(format!("{:032x}", i.wrapping_mul(0x9e3779b97f4a7c15))),
         bytes: None,
         follows: None,
+        reason: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             codeword: Some(hex::encode(id)),
             bytes: None,
             follows: None,
+            reason: None,
         };
         let index = ledger.append(&rec)?;
         if i == n / 2 {

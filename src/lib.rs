@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod format;
 pub mod hsm;
+pub mod interrupt;
 pub mod keys;
 pub mod ledger;
 pub mod policy;

@@ -15,17 +15,24 @@ fn main() -> std::process::ExitCode {
     match weightvault::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes, outermost first.
-            let mut msg = e.to_string();
-            for cause in e.chain().skip(1) {
-                let c = cause.to_string();
-                if !msg.contains(&c) {
-                    msg.push_str(": ");
-                    msg.push_str(&c);
+            // One line: the error and its causes, outermost first. A command stopped by
+            // SIGINT or SIGTERM says so and exits as the shell would report that signal.
+            let msg = weightvault::cli::one_line(&e);
+            match weightvault::interrupt::requested() {
+                Some(sig) => {
+                    // The command's own words say what was kept (resume state, or nothing).
+                    if msg.contains("interrupted by") {
+                        eprintln!("weightvault: {msg}");
+                    } else {
+                        eprintln!("weightvault: interrupted by {sig}: {msg}");
+                    }
+                    std::process::ExitCode::from(sig.exit_code())
+                }
+                None => {
+                    eprintln!("weightvault: error: {msg}");
+                    std::process::ExitCode::FAILURE
                 }
             }
-            eprintln!("weightvault: error: {msg}");
-            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The command line: `init`, `seal`, `list`, `verify`, `open`. Thin: parses, calls the library,
 //! prints. Every failure ends as one line a person can act on, and a non-zero exit.
 
+pub mod operator;
+
 use crate::store::sealed::Progress;
 use crate::store::{RevisionRef, SealProgress, SealRequest, TrainingFacts, Vault};
 use anyhow::{Context, Result};
@@ -955,7 +957,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 ledger
                     .append(&crate::ledger::record::Record::action(
                         "shred",
-                        &crate::ledger::record::Record::operator(),
+                        &operator::identity(),
                         model,
                         Some(rev),
                         files.to_vec(),
@@ -1415,12 +1417,15 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             tensor,
         } => {
+            crate::interrupt::install()?;
             let v = open_vault(&dir)?;
             let kw = v.key_wrap()?;
             let rev = v.open_revision(&revision, &kw)?;
-            // Operator decryption is recorded before any plaintext is written; if the ledger
-            // cannot be written, nothing is opened (fail closed).
             crate::store::check_output(&out, tensor.is_some())?;
+            // Operator decryption is recorded before any plaintext is written (if the ledger
+            // cannot be written, nothing is opened: fail closed), and its end after: completed,
+            // failed or interrupted. The ledger stays held meanwhile, so an open that dies
+            // unrecorded is found and recorded by the next holder.
             let (ledger, _) = v
                 .ledger()
                 .context("opening the ledger (nothing was opened)")?;
@@ -1428,50 +1433,97 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(t) => vec![format!("tensor:{t}")],
                 None => rev.manifest.files.iter().map(|f| f.path.clone()).collect(),
             };
+            let start = crate::ledger::record::Record::action(
+                "operator-open",
+                &operator::identity(),
+                &rev.manifest.model,
+                Some(&rev.manifest.revision),
+                shards,
+                "started",
+            );
             let index = ledger
-                .append(&crate::ledger::record::Record::action(
-                    "operator-open",
-                    &crate::ledger::record::Record::operator(),
-                    &rev.manifest.model,
-                    Some(&rev.manifest.revision),
-                    shards,
-                    "allowed",
-                ))
+                .append(&start)
                 .context("recording the open in the ledger (nothing was opened)")?;
-            match tensor {
-                Some(name) => {
-                    rev.open_tensor_to(&name, &out)
-                        .with_context(|| format!("writing tensor {name}"))?;
-                    outln!(
-                        "{}: wrote tensor {name} to {} (ledger entry {index})",
-                        rev.label,
-                        out.display()
-                    );
-                }
+            let t = Instant::now();
+            let bars = Bars::new(cli.quiet || tensor.is_some());
+            let result = match &tensor {
+                Some(name) => rev
+                    .open_tensor_to(name, &out)
+                    .with_context(|| format!("writing tensor {name}")),
                 None => {
-                    let bars = Bars::new(cli.quiet);
                     bars.bar.set_length(rev.total_bytes());
                     bars.bar.set_message(format!("opening {}", rev.label));
-                    let t = Instant::now();
                     rev.open_to(
                         &out,
                         crate::store::threads(v.config().seal.threads),
                         &bars.bar,
-                    )?;
-                    bars.bar.finish_and_clear();
-                    outln!(
-                        "{}: wrote {} files ({}) to {} in {:.2}s (ledger entry {index})",
-                        rev.label,
-                        rev.files.len(),
-                        human(rev.total_bytes()),
-                        out.display(),
-                        t.elapsed().as_secs_f64()
-                    );
+                    )
+                    .map_err(anyhow::Error::from)
                 }
+            };
+            bars.bar.finish_and_clear();
+            use crate::ledger::record::{OpenOutcome, Record};
+            let (outcome, bytes, reason) = match &result {
+                Ok(n) => (OpenOutcome::Completed, Some(*n), None),
+                Err(_) if crate::interrupt::requested().is_some() => (
+                    OpenOutcome::Interrupted,
+                    None,
+                    crate::interrupt::requested().map(|s| format!("{s}; nothing was kept")),
+                ),
+                Err(e) => (
+                    OpenOutcome::Failed,
+                    None,
+                    Some(format!("{}; nothing was kept", one_line(e))),
+                ),
+            };
+            let end = Record::open_end(
+                index,
+                &start,
+                &crate::store::now_rfc3339(),
+                outcome,
+                bytes,
+                reason,
+            );
+            let end_index = ledger.append(&end);
+            let n = result?;
+            let end_index = end_index.with_context(|| {
+                format!(
+                    "{} was written but the end of the open (ledger entry {index}) could not be recorded",
+                    out.display()
+                )
+            })?;
+            match tensor {
+                Some(name) => outln!(
+                    "{}: wrote tensor {name} ({}) to {} (ledger entries {index}, {end_index})",
+                    rev.label,
+                    human(n),
+                    out.display()
+                ),
+                None => outln!(
+                    "{}: wrote {} files ({}) to {} in {:.2}s (ledger entries {index}, {end_index})",
+                    rev.label,
+                    rev.files.len(),
+                    human(n),
+                    out.display(),
+                    t.elapsed().as_secs_f64()
+                ),
             }
         }
     }
     Ok(())
+}
+
+/// An error and its causes on one line, outermost first (as `main` prints them).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 /// Records a key lifecycle event as an operator record (`model` empty unless it concerns one):
@@ -1486,7 +1538,7 @@ fn record_key_event(
 ) -> Result<crate::ledger::spool::Recorded> {
     let r = crate::ledger::record::Record::action(
         kind,
-        &crate::ledger::record::Record::operator(),
+        &operator::identity(),
         model,
         revision,
         shards,

@@ -45,8 +45,13 @@ pub struct Record {
     pub codeword: Option<String>,
     /// Bytes released so far (stream-end records).
     pub bytes: Option<u64>,
-    /// Index of the entry this one follows up (stream-end records).
+    /// Index of the entry this one follows up (stream-end and open-end records).
     pub follows: Option<u64>,
+    /// Why, in words, where the outcome needs it (a failed open's error, the signal that
+    /// interrupted it, a forced seal's disagreements). Absent, not `null`, when there is none,
+    /// so records written before this field existed keep their canonical bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Record {
@@ -83,12 +88,29 @@ impl Record {
             codeword: None,
             bytes: None,
             follows: None,
+            reason: None,
         }
     }
 
-    /// The user running this command (for operator records).
-    pub fn operator() -> String {
-        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    /// The end of an operator open that began at ledger entry `start` (`open-end`):
+    /// `completed` (files and bytes), `failed` or `interrupted` with the reason.
+    pub fn open_end(
+        start: u64,
+        started: &Record,
+        time: &str,
+        outcome: OpenOutcome,
+        bytes: Option<u64>,
+        reason: Option<String>,
+    ) -> Self {
+        Record {
+            kind: "open-end".into(),
+            time: time.into(),
+            outcome: outcome.as_str().into(),
+            bytes,
+            follows: Some(start),
+            reason,
+            ..started.clone()
+        }
     }
 
     /// Canonical bytes: compact JSON, fields in declaration order.
@@ -103,5 +125,108 @@ impl Record {
             return Err("not in canonical form".into());
         }
         Ok(r)
+    }
+}
+
+/// How an operator open ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenOutcome {
+    /// Every file written and named.
+    Completed,
+    /// An error; nothing was kept.
+    Failed,
+    /// SIGINT or SIGTERM, or the process died; nothing was kept.
+    Interrupted,
+}
+
+impl OpenOutcome {
+    /// The outcome word in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpenOutcome::Completed => "completed",
+            OpenOutcome::Failed => "failed",
+            OpenOutcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Operator opens whose start is in the ledger without an end, found while reading it.
+#[derive(Debug, Default)]
+pub struct UnfinishedOpens {
+    started: std::collections::BTreeMap<u64, Record>,
+}
+
+impl UnfinishedOpens {
+    /// Looks at one entry (index, canonical bytes); entries of other kinds are skipped
+    /// without parsing.
+    pub fn add_entry(&mut self, index: u64, bytes: &[u8]) {
+        let open = bytes.starts_with(br#"{"kind":"operator-open""#);
+        let end = bytes.starts_with(br#"{"kind":"open-end""#);
+        if !open && !end {
+            return;
+        }
+        let Ok(r) = Record::parse(bytes) else { return };
+        if open && r.outcome == "started" {
+            self.started.insert(index, r);
+        } else if let (true, Some(f)) = (end, r.follows) {
+            self.started.remove(&f);
+        }
+    }
+
+    /// An `interrupted` end for every open still unfinished, at `time`.
+    pub fn interrupted_ends(&self, time: &str) -> Vec<Record> {
+        self.started
+            .iter()
+            .map(|(i, r)| {
+                Record::open_end(
+                    *i,
+                    r,
+                    time,
+                    OpenOutcome::Interrupted,
+                    None,
+                    Some(
+                        "no end was recorded: the process died (SIGKILL or a crash); found by the next command on the vault, and nothing it wrote has a name".into(),
+                    ),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(outcome: &str) -> Record {
+        Record::action("operator-open", "alice", "m", Some("r"), vec!["a".into()], outcome)
+    }
+
+    #[test]
+    fn an_open_without_an_end_is_found_and_one_with_an_end_is_not() {
+        let mut u = UnfinishedOpens::default();
+        let start = open("started");
+        u.add_entry(0, &start.canonical());
+        u.add_entry(1, &open("started").canonical());
+        let end = Record::open_end(1, &start, "t", OpenOutcome::Completed, Some(9), None);
+        u.add_entry(2, &end.canonical());
+        // An earlier version's `allowed` open has no end by design: not reported.
+        u.add_entry(3, &open("allowed").canonical());
+        let ends = u.interrupted_ends("t2");
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ends[0].follows, Some(0));
+        assert_eq!(ends[0].outcome, "interrupted");
+        assert_eq!(ends[0].kind, "open-end");
+        assert_eq!(ends[0].requester, "alice");
+    }
+
+    #[test]
+    fn a_record_without_a_reason_keeps_its_earlier_canonical_bytes() {
+        let r = open("allowed");
+        let bytes = r.canonical();
+        assert!(!String::from_utf8_lossy(&bytes).contains("reason"));
+        assert_eq!(Record::parse(&bytes).unwrap(), r);
+        let mut with = r.clone();
+        with.reason = Some("why".into());
+        assert_eq!(Record::parse(&with.canonical()).unwrap(), with);
     }
 }

@@ -417,6 +417,7 @@ async fn releases(
         // What the release allows out (its byte allocation); a stream-end carries what was sent.
         bytes: Some(size),
         follows: None,
+        reason: None,
     };
     let mut base = base;
     let codeword_id = (decision.allowed && st.cfg.watermark).then(random16);

@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod mapped;
+pub mod output;
 pub mod sealed;
 
 use crate::format::{FileKind, FormatError, SealedHeader};
@@ -99,6 +100,9 @@ pub enum StoreError {
         /// Where.
         path: PathBuf,
     },
+    /// SIGINT or SIGTERM asked the command to stop; nothing partial was kept.
+    #[error("{0}; nothing partial was kept")]
+    Interrupted(#[from] crate::interrupt::Interrupted),
     /// Any other I/O failure.
     #[error("{action} {path}: {source}")]
     Io {
@@ -381,25 +385,6 @@ pub struct Vault {
     config: VaultConfig,
 }
 
-/// Removes a staging directory unless told the work was committed.
-struct Staging {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.keep {
-            // A staging directory (seal, open) or a single staging file (open --tensor).
-            if self.path.is_dir() {
-                let _ = std::fs::remove_dir_all(&self.path);
-            } else {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
-    }
-}
-
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     getrandom::fill(&mut b).expect("OS randomness");
@@ -420,7 +405,8 @@ fn sync_dir(p: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io("syncing directory", p, e))
 }
 
-fn now_rfc3339() -> String {
+/// The current time, RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .expect("formatting the current time")
@@ -660,16 +646,29 @@ impl Vault {
         visit: &mut crate::ledger::log::Visit<'_>,
     ) -> Result<(crate::ledger::Ledger, crate::ledger::log::Recovery), crate::ledger::LedgerError>
     {
+        let mut opens = crate::ledger::record::UnfinishedOpens::default();
         let (l, rec) = crate::ledger::Ledger::open_visiting(
             &self.ledger_dir(),
             &self.config.ledger.origin,
-            visit,
+            &mut |i, e| {
+                opens.add_entry(i, e);
+                visit(i, e)
+            },
         )?;
         // Records left while another process held the ledger go in first.
+        let mut visit_record = |i: u64, r: &crate::ledger::record::Record| {
+            visit(i, &r.canonical())
+                .map_err(|why| crate::ledger::LedgerError::Verify(format!("entry {i}: {why}")))
+        };
         for (i, r) in l.ingest_spool()? {
-            visit(i, &r.canonical()).map_err(|why| {
-                crate::ledger::LedgerError::Verify(format!("spooled entry {i}: {why}"))
-            })?;
+            opens.add_entry(i, &r.canonical());
+            visit_record(i, &r)?;
+        }
+        // An open that started but never ended died without running code (SIGKILL, a crash):
+        // whoever holds the ledger next says so, since the open held it while it ran.
+        for end in opens.interrupted_ends(&now_rfc3339()) {
+            let i = l.append(&end)?;
+            visit_record(i, &end)?;
         }
         Ok((l, rec))
     }
@@ -808,18 +807,24 @@ impl Vault {
         let model_dir = self.model_dir(&req.model);
         std::fs::create_dir_all(&model_dir)
             .map_err(|e| StoreError::io("creating", &model_dir, e))?;
-        let mut staging = Staging {
-            path: model_dir.join(format!(".staging-{}-{}", req.revision, random_hex(6))),
-            keep: false,
-        };
-        std::fs::create_dir(&staging.path)
-            .map_err(|e| StoreError::io("creating", &staging.path, e))?;
+        // Abandoned seals of this revision (a crash, or an earlier version's `.staging-*`).
+        for prefix in [
+            format!(".{}.weightvault-", req.revision),
+            format!(".staging-{}-", req.revision),
+        ] {
+            let _ = output::sweep(&model_dir, &prefix, false);
+        }
+        let scratch = output::Scratch::beside(&target, "staging", false)
+            .map_err(|e| StoreError::BadInput(e.to_string()))?;
+        let staging = scratch.path().join("revision");
+        std::fs::create_dir(&staging)
+            .map_err(|e| StoreError::io("creating", &staging, e))?;
         let threads = threads(self.config.seal.threads);
         let mut entries = Vec::with_capacity(plan.len());
-        let mut dirs = vec![staging.path.clone()];
+        let mut dirs = vec![staging.clone()];
         for f in &plan {
             progress.file(&f.rel);
-            let out = staging.path.join("files").join(format!("{}.sealed", f.rel));
+            let out = staging.join("files").join(format!("{}.sealed", f.rel));
             let parent = out.parent().expect("has a parent");
             if !dirs.iter().any(|d| d == parent) {
                 std::fs::create_dir_all(parent)
@@ -866,14 +871,15 @@ impl Vault {
             },
             &empty,
             0,
-            &staging.path.join(MANIFEST_FILE),
+            &staging.join(MANIFEST_FILE),
             &(),
         )?;
         for d in dirs.iter().rev() {
             sync_dir(d)?;
         }
-        match std::fs::rename(&staging.path, &target) {
-            Ok(()) => staging.keep = true,
+        interrupted()?;
+        match scratch.publish(&staging, &target) {
+            Ok(()) => {}
             Err(e) if target.exists() => {
                 let _ = e;
                 return Err(StoreError::AlreadySealed {
@@ -883,7 +889,6 @@ impl Vault {
             }
             Err(e) => return Err(StoreError::io("renaming into place", &target, e)),
         }
-        sync_dir(&model_dir)?;
         progress.finish();
         Ok(SealReport {
             manifest,
@@ -1290,33 +1295,52 @@ impl OpenedRevision {
     }
 
     /// Writes the original files, byte for byte, into a new directory `out` (which must not
-    /// exist, or be empty). Files appear only when all are written; on error nothing is left.
+    /// exist, or be empty). Every file is written unnamed ([`output::PlaintextFile`]) and gets
+    /// its name only when all are written, authenticated and synced; then the directory is
+    /// renamed into place. On error or interruption nothing is left (SIGKILL included, on a
+    /// filesystem with `O_TMPFILE`). Returns the bytes written.
     pub fn open_to(
         &self,
         out: &Path,
         threads: usize,
         progress: &dyn Progress,
-    ) -> Result<(), StoreError> {
-        let staging = prepare_output(out)?;
-        let mut staging = Staging {
-            path: staging,
-            keep: false,
-        };
+    ) -> Result<u64, StoreError> {
+        check_output(out, false)?;
+        let scratch = take_scratch(out, "partial")?;
+        let mut done = Vec::with_capacity(self.files.len());
+        let mut bytes = 0;
         for (e, f) in &self.files {
-            let dst = staging.path.join(&e.path);
-            if let Some(parent) = dst.parent() {
+            let dst = scratch.path().join(&e.path);
+            let plain = output::PlaintextFile::create_in(scratch.path())
+                .map_err(|err| StoreError::io("creating", &dst, err))?;
+            let file = plain.file();
+            let meta = &f.header().meta;
+            write_head(file, meta, &dst)?;
+            f.decrypt_into(file, &dst, meta.len() as u64, threads, progress)?;
+            let len = meta.len() as u64 + f.header().plaintext_len;
+            file.set_len(len)
+                .map_err(|err| StoreError::io("writing", &dst, err))?;
+            bytes += len;
+            done.push((dst, plain));
+        }
+        interrupted()?;
+        let root = scratch.path().join("out");
+        create_private_dir(&root)?;
+        for (dst, plain) in done {
+            let rel = dst.strip_prefix(scratch.path()).expect("inside");
+            let at = root.join(rel);
+            if let Some(parent) = at.parent() {
                 create_private_dir(parent)?;
             }
-            let file = create_private_file(&dst)?;
-            let meta = &f.header().meta;
-            write_head(&file, meta, &dst)?;
-            f.decrypt_into(&file, &dst, meta.len() as u64, threads, progress)?;
-            file.set_len(meta.len() as u64 + f.header().plaintext_len)
-                .map_err(|err| StoreError::io("writing", &dst, err))?;
-            file.sync_all()
-                .map_err(|err| StoreError::io("syncing", &dst, err))?;
+            plain
+                .link_to(&at)
+                .map_err(|err| StoreError::io("naming", &at, err))?;
         }
-        commit_output(&mut staging, out)
+        sync_dir(&root)?;
+        scratch
+            .publish(&root, out)
+            .map_err(|e| StoreError::io("renaming into place", out, e))?;
+        Ok(bytes)
     }
 
     /// Finds a tensor in the authenticated shard headers.
@@ -1343,7 +1367,8 @@ impl OpenedRevision {
     }
 
     /// Writes one tensor as a single-tensor safetensors file at `out` (which must not exist).
-    pub fn open_tensor_to(&self, name: &str, out: &Path) -> Result<(), StoreError> {
+    /// Returns the bytes written.
+    pub fn open_tensor_to(&self, name: &str, out: &Path) -> Result<u64, StoreError> {
         let TensorLocation {
             file: i,
             dtype,
@@ -1361,27 +1386,48 @@ impl OpenedRevision {
         while !(8 + json.len()).is_multiple_of(8) {
             json.push(b' ');
         }
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = parent.join(format!(".weightvault-tensor-{}", random_hex(6)));
-        let mut staging = Staging {
-            path: tmp.clone(),
-            keep: false,
-        };
-        let file = create_private_file(&tmp)?;
+        // Unnamed until complete, then linked straight to its name: no window at all.
+        let scratch = take_scratch(out, "tensor")?;
+        let plain = output::PlaintextFile::create_in(scratch.path())
+            .map_err(|err| StoreError::io("creating", out, err))?;
+        let file = plain.file();
         let mut head = (json.len() as u64).to_le_bytes().to_vec();
         head.extend_from_slice(&json);
-        write_head(&file, &head, &tmp)?;
-        f.copy_range_into(s as u64, e as u64, &file, &tmp, head.len() as u64)?;
-        file.sync_all()
-            .map_err(|err| StoreError::io("syncing", &tmp, err))?;
-        std::fs::rename(&tmp, out)
-            .map_err(|err| StoreError::io("renaming into place", out, err))?;
-        staging.keep = true;
-        Ok(())
+        write_head(file, &head, out)?;
+        f.copy_range_into(s as u64, e as u64, file, out, head.len() as u64)?;
+        interrupted()?;
+        plain
+            .link_to(out)
+            .map_err(|err| StoreError::io("naming", out, err))?;
+        sync_dir(output::parent_of(out))?;
+        drop(scratch);
+        Ok(head.len() as u64 + (e - s) as u64)
     }
+}
+
+/// Takes a scratch directory beside `out` after sweeping the abandoned ones of the same
+/// target, and remembers the place for `weightvault gc`.
+fn take_scratch(out: &Path, kind: &str) -> Result<output::Scratch, StoreError> {
+    let parent = output::parent_of(out);
+    if let Some(name) = out.file_name() {
+        let prefix = format!(".{}.weightvault-", name.to_string_lossy());
+        let _ = output::sweep(parent, &prefix, false);
+    }
+    let s = output::Scratch::beside(out, kind, false).map_err(|e| match e {
+        output::ScratchError::Io {
+            action,
+            path,
+            source,
+        } => StoreError::io(action, &path, source),
+        other => StoreError::BadInput(other.to_string()),
+    })?;
+    output::remember_place(parent);
+    Ok(s)
+}
+
+/// `Err(Interrupted)` once SIGINT or SIGTERM asked this command to stop.
+fn interrupted() -> Result<(), StoreError> {
+    crate::interrupt::check().map_err(StoreError::Interrupted)
 }
 
 /// Writes `b` at the start of `file` (the clear safetensors header before the tensor data).
@@ -1397,16 +1443,6 @@ fn create_private_dir(p: &Path) -> Result<(), StoreError> {
         .recursive(true)
         .mode(0o700)
         .create(p)
-        .map_err(|e| StoreError::io("creating", p, e))
-}
-
-fn create_private_file(p: &Path) -> Result<File, StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(p)
         .map_err(|e| StoreError::io("creating", p, e))
 }
 
@@ -1434,40 +1470,6 @@ pub fn check_output(out: &Path, single_file: bool) -> Result<(), StoreError> {
                 out.display()
             )));
         }
-    }
-    Ok(())
-}
-
-/// Checks `out` is absent or an empty directory and makes a staging directory beside it.
-fn prepare_output(out: &Path) -> Result<PathBuf, StoreError> {
-    check_output(out, false)?;
-    let name = out.file_name().ok_or_else(|| {
-        StoreError::BadInput(format!("{}: not a usable output directory", out.display()))
-    })?;
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    create_private_dir(parent)?;
-    let staging = parent.join(format!(
-        ".{}.weightvault-partial-{}",
-        name.to_string_lossy(),
-        random_hex(6)
-    ));
-    create_private_dir(&staging)?;
-    Ok(staging)
-}
-
-fn commit_output(staging: &mut Staging, out: &Path) -> Result<(), StoreError> {
-    sync_dir(&staging.path)?;
-    if out.is_dir() {
-        // Checked empty in prepare_output; rename(2) replaces an empty directory.
-    }
-    std::fs::rename(&staging.path, out)
-        .map_err(|e| StoreError::io("renaming into place", out, e))?;
-    staging.keep = true;
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        sync_dir(parent)?;
     }
     Ok(())
 }

@@ -252,7 +252,7 @@ pub fn seal_file<A: ChunkAead>(
         .map_err(|e| StoreError::io("creating", out, e))?;
     let tags = Mutex::new(vec![[0u8; TAG_LEN]; layout.chunk_count as usize]);
     with_writeback(&f, |written| {
-        pipeline_chunks(
+        pipeline_chunks::<StoreError>(
             &layout,
             producers(p.threads),
             |i, buf| {
@@ -270,6 +270,7 @@ pub fn seal_file<A: ChunkAead>(
                     .map_err(|e| StoreError::io("writing", out, e))?;
                 written.fetch_add(buf.len() as u64, Ordering::Relaxed);
                 progress.inc(buf.len() as u64);
+                crate::interrupt::check().map_err(StoreError::Interrupted)?;
                 Ok(())
             },
         )
@@ -613,6 +614,7 @@ impl<A: ChunkAead> OpenedFile<A> {
                         .map_err(|e| StoreError::io("writing", out_path, e))?;
                     written.fetch_add(buf.len() as u64, Ordering::Relaxed);
                     progress.inc(buf.len() as u64);
+                    crate::interrupt::check().map_err(StoreError::Interrupted)?;
                     Ok(())
                 },
             )
@@ -663,6 +665,7 @@ impl<A: ChunkAead> OpenedFile<A> {
             out.write_all_at(&bytes, out_offset + pos - start)
                 .map_err(|e| StoreError::io("writing", out_path, e))?;
             pos = stop;
+            crate::interrupt::check().map_err(StoreError::Interrupted)?;
         }
         Ok(())
     }

@@ -206,5 +206,6 @@ pub fn record(i: u64) -> weightvault::ledger::record::Record {
         codeword: None,
         bytes: None,
         follows: None,
+        reason: None,
     }
 }
