@@ -229,8 +229,8 @@ fn a_killed_seal_leaves_nothing_visible() {
                     p.file_name()
                         .unwrap()
                         .to_string_lossy()
-                        .starts_with(".staging-")
-                        && p.join("files").exists()
+                        .starts_with(".r1.weightvault-staging-")
+                        && p.join("revision/files").exists()
                 })
             });
             if found.is_some() || t.elapsed() > Duration::from_secs(20) {
@@ -268,6 +268,12 @@ fn a_killed_seal_leaves_nothing_visible() {
     assert!(ok, "{err}");
     let (ok, out, _) = cli(&v, &["list"]);
     assert!(ok && out.contains("big"), "{out}");
+    // The new seal swept the killed one's staging.
+    let left: Vec<_> = std::fs::read_dir(&model_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("r1")], "{left:?}");
 }
 
 fn walk(d: &Path) -> Vec<PathBuf> {
@@ -375,6 +381,7 @@ fn sealed_facts_that_disagree_with_the_inventory_deny() {
             "r1",
             "--training-ops",
             "5e26",
+            "--force",
         ],
     );
     assert!(ok, "{err}");
@@ -428,14 +435,28 @@ fn opens_are_audited() {
         let out = tmp.path().join(format!("out{i}"));
         let (ok, stdout, err) = cli(&v, &["open", "m@r1", "--out", out.to_str().unwrap()]);
         assert!(ok, "{err}");
-        assert!(stdout.contains(&format!("(ledger entry {i})")), "{stdout}");
+        // Entry 0 is the seal; each open is a start and an end.
+        assert!(
+            stdout.contains(&format!("(ledger entries {}, {})", 1 + 2 * i, 2 + 2 * i)),
+            "{stdout}"
+        );
     }
     let (ok, note, err) = cli(&v, &["audit", "checkpoint"]);
     assert!(ok, "{err}");
-    assert!(note.starts_with("weightvault.local/ledger\n3\n"), "{note}");
+    assert!(note.starts_with("weightvault.local/ledger\n7\n"), "{note}");
     let (ok, out, _) = cli(&v, &["audit", "show"]);
     assert!(
-        ok && out.lines().count() == 3 && out.contains("operator-open"),
+        ok && out.lines().count() == 7
+            && out
+                .lines()
+                .filter(|l| l.contains(" operator-open ") && l.contains(" started"))
+                .count()
+                == 3
+            && out
+                .lines()
+                .filter(|l| l.contains(" open-end ") && l.contains(" completed"))
+                .count()
+                == 3,
         "{out}"
     );
     // Output into a pipe nobody reads any more (`audit show | head -0`) ends quietly, without
@@ -457,14 +478,14 @@ fn opens_are_audited() {
     );
     let (ok, out, err) = cli(&v, &["audit", "verify"]);
     assert!(
-        ok && out.contains("3 entries (0 closed segments), 1 checkpoints"),
+        ok && out.contains("7 entries (0 closed segments), 1 checkpoints"),
         "{out}{err}"
     );
     // Filters: by model, requester and time; JSON lines carry the index.
     let (ok, out, err) = cli(&v, &["audit", "show", "--model", "m", "--json"]);
-    assert!(ok && out.lines().count() == 3, "{out}{err}");
+    assert!(ok && out.lines().count() == 7, "{out}{err}");
     assert!(
-        out.starts_with("{\"index\":0,\"record\":{\"kind\":\"operator-open\""),
+        out.starts_with("{\"index\":0,\"record\":{\"kind\":\"seal\""),
         "{out}"
     );
     let (ok, out, _) = cli(&v, &["audit", "show", "--model", "other"]);
@@ -472,7 +493,7 @@ fn opens_are_audited() {
     let (ok, out, _) = cli(&v, &["audit", "show", "--requester", "nobody@example"]);
     assert!(ok && out.is_empty(), "{out}");
     let (ok, out, _) = cli(&v, &["audit", "show", "--since", "2000-01-01"]);
-    assert!(ok && out.lines().count() == 3, "{out}");
+    assert!(ok && out.lines().count() == 7, "{out}");
     let (ok, out, _) = cli(&v, &["audit", "show", "--since", "2999-01-01T00:00:00Z"]);
     assert!(ok && out.is_empty(), "{out}");
     assert_fails(
@@ -484,7 +505,7 @@ fn opens_are_audited() {
     assert!(ok, "{err}");
     let c: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(c["old_size"], 1);
-    assert_eq!(c["proof"].as_array().unwrap().len(), 2, "{c}");
+    assert_eq!(c["proof"].as_array().unwrap().len(), 3, "{c}");
     let (ok, key, _) = cli(&v, &["audit", "public-key"]);
     assert!(ok);
     let key = key.trim().to_string();
@@ -504,7 +525,7 @@ fn opens_are_audited() {
         ],
     );
     assert!(
-        ok && out.contains("entry 1 is in the ledger at checkpoint size 3"),
+        ok && out.contains("entry 1 is in the ledger at checkpoint size 7"),
         "{out}{err}"
     );
     let tampered = proof.replacen("operator-open", "operator-opem", 1);

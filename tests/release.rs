@@ -291,10 +291,38 @@ fn sighup(service: &Child) {
         .success());
 }
 
-/// Waits until every fetch writing to `outs` has started writing files.
+/// The stream a fetch into `out` keeps of `file` (its resume state), once it knows the release.
+fn stream_of(out: &Path, file: &str) -> Option<PathBuf> {
+    let partial = partial_of(out);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(partial.join("state.json")).ok()?).ok()?;
+    let index = state["release"]["shards"]
+        .as_array()?
+        .iter()
+        .find(|s| s["path"] == file)?["index"]
+        .as_u64()?;
+    Some(partial.join("streams").join(index.to_string()))
+}
+
+/// Stream bytes a fetch into `out` has received of `file`.
+fn received(out: &Path, file: &str) -> u64 {
+    stream_of(out, file)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
+}
+
+/// Waits until every fetch writing to `outs` has started receiving streams.
 fn wait_streaming(outs: &[&Path]) {
     let t = std::time::Instant::now();
-    while !outs.iter().all(|o| partial_of(o).join("files").exists()) {
+    let streaming = |o: &Path| {
+        std::fs::read_dir(partial_of(o).join("streams"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+            })
+            .unwrap_or(false)
+    };
+    while !outs.iter().all(|o| streaming(o)) {
         assert!(
             t.elapsed() < std::time::Duration::from_secs(30),
             "the fetches did not start"
@@ -303,11 +331,10 @@ fn wait_streaming(outs: &[&Path]) {
     }
 }
 
-/// Waits until the partial output of a fetch holds at least `bytes` of `file`.
+/// Waits until a fetch into `out` has received at least `bytes` of the stream of `file`.
 fn wait_inside(out: &Path, file: &str, bytes: u64) {
     let t = std::time::Instant::now();
-    let path = partial_of(out).join("files").join(file);
-    while std::fs::metadata(&path).map_or(0, |m| m.len()) < bytes {
+    while received(out, file) < bytes {
         assert!(
             t.elapsed() < std::time::Duration::from_secs(60),
             "the fetch of {file} did not get going"
@@ -885,9 +912,10 @@ fn interrupted_fetch(server: &str, out: &Path) -> Option<serde_json::Value> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let tags = partial.join("tags").join("0");
+    let stream = partial.join("streams").join("0");
     let t = std::time::Instant::now();
-    while std::fs::metadata(&tags).map_or(0, |m| m.len()) < 16 * 4 && t.elapsed().as_secs() < 20 {
+    while std::fs::metadata(&stream).map_or(0, |m| m.len()) < 4 << 20 && t.elapsed().as_secs() < 20
+    {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     child.kill().unwrap();
@@ -946,15 +974,17 @@ fn remainder(partial: &Path, release: &serde_json::Value) -> u64 {
         .map(|s| {
             let n = s["index"].as_u64().unwrap();
             let len = s["stream_len"].as_u64().unwrap();
-            match std::fs::read(partial.join("headers").join(n.to_string())) {
-                Err(_) => len,
-                Ok(h) => {
-                    let h = weightvault::release::stream::StreamHeader::decode(&h).unwrap();
-                    let tags = std::fs::metadata(partial.join("tags").join(n.to_string()))
-                        .map_or(0, |m| m.len());
-                    len - h.offset(tags / 16)
-                }
+            let kept =
+                std::fs::read(partial.join("streams").join(n.to_string())).unwrap_or_default();
+            if kept.len() < 80 {
+                return len;
             }
+            let h = weightvault::release::stream::StreamHeader::decode(&kept[..80]).unwrap();
+            let mut k = 0;
+            while k < h.chunks() && h.offset(k) + h.plain_len(k) + 16 <= kept.len() as u64 {
+                k += 1;
+            }
+            len - h.offset(k)
         })
         .sum()
 }

@@ -102,6 +102,14 @@ pub enum Command {
         /// The weights are published (open weights)
         #[arg(long)]
         open_weights: bool,
+        /// Seal even though the facts contradict each other or the model inventory; the
+        /// disagreement is recorded in the ledger with the seal
+        #[arg(long)]
+        force: bool,
+        /// Policy directory whose models.toml inventory the facts are checked against
+        /// [default: $WEIGHTVAULT_POLICIES, else ./policies; skipped when absent]
+        #[arg(long, value_name = "DIR")]
+        policies: Option<PathBuf>,
     },
     /// List sealed models and revisions (reads clear headers; `verify` authenticates)
     List {
@@ -159,6 +167,39 @@ pub enum Command {
         /// Confirm that the revision must never be opened again
         #[arg(long)]
         yes: bool,
+    },
+    /// Take a revision out of the vault, so that its name can be sealed again
+    ///
+    /// Records the removal in the ledger first (nothing is removed if that fails), then
+    /// deletes the revision's sealed files. Unlike `shred`, the data keys are not destroyed:
+    /// a backup of the sealed files still opens under the KEK. Use it for a revision sealed
+    /// with wrong facts; use `shred` for one that must never be opened again.
+    ///
+    /// Example: weightvault remove acme-7b@step-42000 --yes && weightvault seal ./ckpt --model acme-7b --revision step-42000 ...
+    Remove {
+        /// MODEL@REV
+        revision: RevisionRef,
+        /// Confirm the removal
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove what interrupted commands left behind: partial outputs, resume state, staging
+    ///
+    /// Looks in the vault (unfinished seals and removals), in every directory where this user's
+    /// `open` and `fetch` made scratch directories (remembered in
+    /// $XDG_STATE_HOME/weightvault/places), and in each DIR given. A scratch directory whose
+    /// command is still running (its lock is held) is never touched. Also records, in the
+    /// ledger, operator opens that a killed process left unfinished. `seal`, `open` and
+    /// `fetch` sweep their own leftovers when they start.
+    Gc {
+        /// More directories to look in (not below them)
+        dirs: Vec<PathBuf>,
+        /// Report what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object per line instead of text
+        #[arg(long)]
+        json: bool,
     },
     /// Name the recipients of a leaked copy from the watermark it carries
     ///
@@ -448,14 +489,21 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
                     );
                 } else {
                     outln!(
-                        "{i:>6} {} {:<16} {:<32} {}@{} {} {}",
+                        "{i:>6} {} {:<16} {:<32} {}@{} {} {}{}{}",
                         r.time,
                         r.kind,
                         r.requester,
                         r.model,
                         r.revision.as_deref().unwrap_or("-"),
                         r.outcome,
-                        r.failed_checks.join(",")
+                        r.failed_checks.join(","),
+                        r.follows
+                            .map(|f| format!(" (follows {f})"))
+                            .unwrap_or_default(),
+                        r.reason
+                            .as_deref()
+                            .map(|w| format!(" — {w}"))
+                            .unwrap_or_default()
                     );
                 }
                 Ok(())
@@ -539,6 +587,33 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "DIR")]
         policies: Option<PathBuf>,
     },
+}
+
+/// What is wrong with a seal's facts: contradictions between its flags, and disagreements
+/// with the model's entry in the inventory of `policies` (when that directory exists).
+fn seal_disagreements(
+    model: &str,
+    facts: &TrainingFacts,
+    policies: Option<PathBuf>,
+) -> Result<Vec<String>> {
+    let mut why = crate::policy::classify::contradictions(facts);
+    let dir = policy_dir(policies);
+    if dir.is_dir() {
+        let p = crate::policy::data::PolicyData::load_dir(&dir).with_context(|| {
+            format!(
+                "reading the model inventory in {} (nothing was sealed; give --policies DIR)",
+                dir.display()
+            )
+        })?;
+        if let Some(m) = p.models.get(model) {
+            why.extend(
+                crate::policy::classify::inventory_disagreements(facts, m)
+                    .into_iter()
+                    .map(|d| format!("{d} ({})", dir.join("models.toml").display())),
+            );
+        }
+    }
+    Ok(why)
 }
 
 fn policy_dir(p: Option<PathBuf>) -> PathBuf {
@@ -940,6 +1015,91 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Remove { revision, yes } => {
+            anyhow::ensure!(
+                yes,
+                "removing {}@{} deletes its sealed files: run again with --yes to confirm",
+                revision.model,
+                revision.revision.as_deref().unwrap_or("REV")
+            );
+            crate::interrupt::install()?;
+            let v = open_vault(&dir)?;
+            let rep = v.remove(&revision, |label, files| {
+                let (model, rev) = label.split_once('@').expect("MODEL@REV");
+                let r = crate::ledger::record::Record::action(
+                    "remove",
+                    &operator::identity(),
+                    model,
+                    Some(rev),
+                    files.to_vec(),
+                    "removed",
+                );
+                v.record(&r).map(|at| at.to_string()).map_err(|e| {
+                    format!("recording the removal in the ledger (nothing was removed): {e}")
+                })
+            })?;
+            outln!(
+                "{}: removed ({} sealed files, {}; {}). Its name can be sealed again.",
+                rep.label,
+                rep.files,
+                human(rep.bytes),
+                rep.recorded
+            );
+        }
+        Command::Gc {
+            dirs,
+            dry_run,
+            json,
+        } => {
+            let mut places: Vec<PathBuf> = Vec::new();
+            let vault = Vault::open(&dir).ok();
+            if let Some(v) = &vault {
+                places.extend(v.scratch_places());
+            }
+            places.extend(crate::store::output::remembered_places());
+            places.extend(dirs);
+            let mut seen = std::collections::BTreeSet::new();
+            let mut found = Vec::new();
+            for p in places {
+                let key = std::fs::canonicalize(&p).unwrap_or(p.clone());
+                if !seen.insert(key) {
+                    continue;
+                }
+                found.extend(
+                    crate::store::output::sweep(&p, "", dry_run)
+                        .with_context(|| format!("looking for leftovers in {}", p.display()))?,
+                );
+            }
+            // Unfinished opens: whoever takes the ledger records them (not while a service
+            // holds it: it recorded them when it started).
+            let settled = match (&vault, dry_run) {
+                (Some(v), false) => v.settle_ledger()?,
+                _ => None,
+            };
+            for l in &found {
+                if json {
+                    outln!("{}", serde_json::to_string(l)?);
+                } else {
+                    outln!(
+                        "{} {} ({:?}, {})",
+                        if l.removed { "removed" } else { "would remove" },
+                        l.path.display(),
+                        l.kind,
+                        human(l.bytes)
+                    );
+                }
+            }
+            if let Some(n) = settled.filter(|n| *n > 0) {
+                if json {
+                    outln!("{}", serde_json::json!({"recorded_interrupted_opens": n}));
+                } else {
+                    outln!("recorded {n} unfinished open(s) in the ledger as interrupted");
+                }
+            }
+            if !json && found.is_empty() {
+                outln!("nothing left behind");
+            }
+        }
         Command::Shred { revision, yes } => {
             anyhow::ensure!(
                 yes,
@@ -1196,6 +1356,7 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             use crate::release::fetch::{fetch, FetchConfig, FetchError, FetchFile};
+            crate::interrupt::install()?;
             let file = match &config {
                 Some(p) => FetchFile::load(p)?,
                 None => FetchFile::default(),
@@ -1299,7 +1460,10 @@ pub fn run(cli: Cli) -> Result<()> {
             eccn,
             training_ops,
             open_weights,
+            force,
+            policies,
         } => {
+            crate::interrupt::install()?;
             let v = open_vault(&dir)?;
             if let Some(ops) = training_ops {
                 anyhow::ensure!(
@@ -1307,6 +1471,21 @@ pub fn run(cli: Cli) -> Result<()> {
                     "--training-ops must be a non-negative number"
                 );
             }
+            if let Some(e) = &eccn {
+                crate::policy::classify::check_eccn(e)
+                    .map_err(|w| anyhow::anyhow!("{w}; nothing was sealed"))?;
+            }
+            let training = TrainingFacts {
+                eccn,
+                training_ops,
+                open_weights,
+            };
+            let disagreements = seal_disagreements(&model, &training, policies)?;
+            anyhow::ensure!(
+                force || disagreements.is_empty(),
+                "{model}@{revision} was not sealed, nothing was written: {}. Correct the flags (or the inventory), or give --force to seal anyway with the disagreement recorded in the ledger",
+                disagreements.join("; ")
+            );
             let kw = v.key_wrap()?;
             let bars = Bars::new(cli.quiet);
             let t = Instant::now();
@@ -1315,15 +1494,48 @@ pub fn run(cli: Cli) -> Result<()> {
                 &SealRequest {
                     model,
                     revision,
-                    training: TrainingFacts {
-                        eccn,
-                        training_ops,
-                        open_weights,
-                    },
+                    training,
                 },
                 &kw,
                 &bars,
             )?;
+            // The seal in the ledger, with any disagreement it was forced through; a seal that
+            // cannot be recorded is taken out again.
+            let mut rec = crate::ledger::record::Record::action(
+                "seal",
+                &operator::identity(),
+                &r.manifest.model,
+                Some(&r.manifest.revision),
+                r.manifest.files.iter().map(|f| f.path.clone()).collect(),
+                "sealed",
+            );
+            rec.bytes = Some(r.bytes);
+            if !disagreements.is_empty() {
+                rec.failed_checks = vec!["classification".into()];
+                rec.reason = Some(format!("forced: {}", disagreements.join("; ")));
+            }
+            let rref = RevisionRef {
+                model: r.manifest.model.clone(),
+                revision: Some(r.manifest.revision.clone()),
+            };
+            let at = match v.record(&rec) {
+                Ok(at) => at,
+                Err(e) => {
+                    let undone = v.remove(&rref, |_, _| Ok(String::new()));
+                    anyhow::bail!(
+                        "{}@{} could not be recorded in the ledger ({e}); {}",
+                        rref.model,
+                        r.manifest.revision,
+                        match undone {
+                            Ok(_) => "it was taken out of the vault again".to_string(),
+                            Err(u) => format!("taking it out again failed too: {u}"),
+                        }
+                    );
+                }
+            };
+            for d in &disagreements {
+                eprintln!("weightvault: warning: sealed with --force although {d}");
+            }
             let shards = r
                 .manifest
                 .files
@@ -1331,7 +1543,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .filter(|f| f.shard_count > 0)
                 .count();
             outln!(
-                "sealed {}@{}: {} files ({} safetensors shards), {} in {:.2}s ({}) -> {}",
+                "sealed {}@{}: {} files ({} safetensors shards), {} in {:.2}s ({}) -> {} ({at})",
                 r.manifest.model,
                 r.manifest.revision,
                 r.manifest.files.len(),

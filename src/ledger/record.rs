@@ -198,7 +198,14 @@ mod tests {
     use super::*;
 
     fn open(outcome: &str) -> Record {
-        Record::action("operator-open", "alice", "m", Some("r"), vec!["a".into()], outcome)
+        Record::action(
+            "operator-open",
+            "alice",
+            "m",
+            Some("r"),
+            vec!["a".into()],
+            outcome,
+        )
     }
 
     #[test]

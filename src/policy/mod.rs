@@ -6,6 +6,7 @@
 //! picture; the release is allowed only if none fails.
 
 pub mod cedar;
+pub mod classify;
 pub mod data;
 pub mod names;
 
@@ -293,26 +294,7 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
         ),
         Some(m) => {
             let disagree = req.sealed_facts.as_ref().and_then(|f| {
-                let mut why = Vec::new();
-                if f.open_weights != m.open_weights {
-                    why.push(format!(
-                        "open weights {} at seal, {} in the inventory",
-                        f.open_weights, m.open_weights
-                    ));
-                }
-                if let Some(ops) = f.training_ops {
-                    if ops != m.training_ops {
-                        why.push(format!(
-                            "{ops:e} training operations at seal, {:e} in the inventory",
-                            m.training_ops
-                        ));
-                    }
-                }
-                if let Some(e) = &f.eccn {
-                    if *e != m.eccn {
-                        why.push(format!("ECCN {e} at seal, {} in the inventory", m.eccn));
-                    }
-                }
+                let why = classify::inventory_disagreements(f, m);
                 (!why.is_empty()).then(|| why.join("; "))
             });
             match disagree {

@@ -1,16 +1,24 @@
 //! `weightvault fetch`: the serving node's side of the protocol. Challenge, evidence from the
 //! attestation agent, release, then every shard downloaded in parallel, each chunk
-//! authenticated and decrypted with the host key as it arrives, written into a private
-//! partial directory that becomes the output directory only when every file is complete.
+//! authenticated and decrypted with the host key as it arrives.
 //!
-//! Resuming: the partial directory keeps each shard's stream header and the tag of every chunk
-//! written. A restarted fetch re-seals what is on disk and compares it with those tags (so a
-//! chunk lost in a power cut is fetched again, not trusted), then asks only for the rest with
-//! `Range`, while the release is still valid; otherwise it starts over with a new release.
+//! Plaintext is written only to unnamed files ([`crate::store::output::PlaintextFile`]) that
+//! get their names when every file of the release is complete; the output directory then
+//! appears at once. Whatever ends the fetch before that (an error, SIGINT, SIGKILL, a power
+//! cut), no plaintext byte is left under any name.
+//!
+//! Resuming: beside the output, the directory `.<out>.weightvault-partial` (locked while a
+//! fetch uses it) keeps the release (`state.json`) and each shard's stream exactly as received
+//! (`streams/<index>`): ciphertext sealed to this host's key, never plaintext. A restarted
+//! fetch opens what is there chunk by chunk (so a chunk damaged in a power cut is fetched
+//! again, not trusted), then asks only for the rest with `Range`, while the release is still
+//! valid; otherwise it starts over with a new release. A withdrawn release or a tampered
+//! stream removes it; `weightvault gc` removes one nothing resumes.
 
 use super::service::{ReleaseInfo, ReleaseReply, ShardInfo};
 use super::stream::{Opener, StreamHeader, HEADER_LEN};
 use crate::format::aead::TAG_LEN;
+use crate::store::output::PlaintextFile;
 use crate::store::RevisionRef;
 use futures_util::StreamExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -115,9 +123,22 @@ pub enum FetchError {
     /// The transfer broke in the middle of a shard.
     #[error("{0}")]
     Broken(String),
+    /// SIGINT or SIGTERM stopped the fetch.
+    #[error("{}; no plaintext was kept{}", .0, kept_note(.1))]
+    Interrupted(crate::interrupt::Interrupted, Option<PathBuf>),
     /// Anything else.
     #[error("{0}")]
     Other(String),
+}
+
+fn kept_note(resume: &Option<PathBuf>) -> String {
+    match resume {
+        Some(p) => format!(
+            "; the host-sealed stream received so far stays in {} for the next fetch to resume (`weightvault gc` removes it)",
+            p.display()
+        ),
+        None => String::new(),
+    }
 }
 
 fn other(e: impl std::fmt::Display) -> FetchError {
@@ -156,21 +177,32 @@ struct PartialState {
     release: ReleaseInfo,
 }
 
-fn partial_dir(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    out.with_file_name(format!(".{name}.weightvault-partial"))
+/// The resume directory of `out`, taken (locked) for this fetch, after the abandoned scratch
+/// of the same output is swept. An earlier version's resume directory (it held plaintext
+/// under `files/`) is removed.
+fn take_partial(out: &Path) -> Result<crate::store::output::Scratch, FetchError> {
+    use crate::store::output;
+    let s = output::Scratch::beside(out, "partial", true).map_err(other)?;
+    if s.path().join("files").exists() || s.path().join("tags").exists() {
+        for d in ["files", "tags", "headers"] {
+            let _ = std::fs::remove_dir_all(s.path().join(d));
+        }
+        let _ = std::fs::remove_file(s.path().join("state.json"));
+    }
+    let parent = output::parent_of(out);
+    if let Some(name) = out.file_name() {
+        let _ = output::sweep(
+            parent,
+            &format!(".{}.weightvault-", name.to_string_lossy()),
+            false,
+        );
+    }
+    output::remember_place(parent);
+    Ok(s)
 }
 
 fn mkdir_private(p: &Path) -> Result<(), FetchError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(p)
-        .map_err(|e| other(format!("{}: {e}", p.display())))
+    crate::store::output::create_private_dir(p).map_err(|e| other(format!("{}: {e}", p.display())))
 }
 
 fn read_host_key(p: &Path) -> Result<StaticSecret, FetchError> {
@@ -339,7 +371,8 @@ async fn run(
     out: &Path,
     timing: &Timing,
 ) -> Result<FetchReport, FetchError> {
-    let partial = partial_dir(out);
+    let mut scratch = take_partial(out)?;
+    let partial = scratch.path().to_path_buf();
     let state_path = partial.join("state.json");
     let previous: Option<PartialState> = std::fs::read(&state_path)
         .ok()
@@ -350,17 +383,17 @@ async fn run(
                 && r.revision.as_ref().is_none_or(|v| *v == s.release.revision)
         });
     let mut attempt = previous.map(|s| s.release);
-    let resumed_any = attempt.is_some();
     let mut retried = false;
     loop {
         let (release, ledger_index, resumed) = match attempt.take() {
             Some(rel) => (rel, None, true),
             None => {
-                if partial.exists() {
-                    std::fs::remove_dir_all(&partial).map_err(other)?;
-                }
-                let (rel, idx) = new_release(cfg, &client, &host, r, timing).await?;
-                mkdir_private(&partial)?;
+                let _ = std::fs::remove_dir_all(partial.join("streams"));
+                let _ = std::fs::remove_file(&state_path);
+                let (rel, idx) = tokio::select! {
+                    r = new_release(cfg, &client, &host, r, timing) => r?,
+                    i = crate::interrupt::stopped() => return Err(FetchError::Interrupted(i, None)),
+                };
                 let st = PartialState {
                     server: cfg.server.clone(),
                     release: rel.clone(),
@@ -370,9 +403,16 @@ async fn run(
                 (rel, Some(idx), false)
             }
         };
-        match download(cfg, &client, &host, &release, &partial, timing).await {
-            Ok(downloaded) => {
-                finish(&partial, out)?;
+        let got = tokio::select! {
+            r = download(cfg, &client, &host, &release, &partial, timing) => r,
+            i = crate::interrupt::stopped() => {
+                scratch.keep();
+                return Err(FetchError::Interrupted(i, Some(partial)));
+            }
+        };
+        match got {
+            Ok((downloaded, files)) => {
+                finish(scratch, files, out)?;
                 return Ok(FetchReport {
                     bytes: release.shards.iter().map(|s| s.size).sum(),
                     release,
@@ -389,13 +429,10 @@ async fn run(
             {
                 continue;
             }
-            Err(e @ FetchError::Tampered(_)) => {
-                let _ = std::fs::remove_dir_all(&partial);
-                return Err(e);
-            }
-            // A withdrawn release: nothing of it may stay on this host.
+            // Nothing of a tampered stream or a withdrawn release may stay on this host
+            // (the scratch directory goes when dropped).
+            Err(e @ FetchError::Tampered(_)) => return Err(e),
             Err(FetchError::Server { code, message }) if code == "release_revoked" => {
-                let _ = std::fs::remove_dir_all(&partial);
                 return Err(FetchError::Revoked(message));
             }
             // The transfer broke: resume once at once, which also learns whether the vault
@@ -407,8 +444,9 @@ async fn run(
                 continue;
             }
             Err(e) => {
-                if !resumed_any && !partial.join("files").exists() {
-                    let _ = std::fs::remove_dir_all(&partial);
+                // Keep what was received (ciphertext) for the next fetch to resume.
+                if received_any(&partial) {
+                    scratch.keep();
                 }
                 return Err(e);
             }
@@ -416,22 +454,42 @@ async fn run(
     }
 }
 
-/// Moves the complete files into place.
-fn finish(partial: &Path, out: &Path) -> Result<(), FetchError> {
-    let files = partial.join("files");
-    mkdir_private(&files)?;
+/// Whether any stream bytes were received into `partial`.
+fn received_any(partial: &Path) -> bool {
+    std::fs::read_dir(partial.join("streams"))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+        })
+        .unwrap_or(false)
+}
+
+/// Names every complete file inside the scratch directory, then renames the whole tree into
+/// place and removes the resume state.
+fn finish(
+    scratch: crate::store::output::Scratch,
+    files: Vec<(String, crate::store::output::PlaintextFile)>,
+    out: &Path,
+) -> Result<(), FetchError> {
+    let root = scratch.path().join("out");
+    let _ = std::fs::remove_dir_all(&root);
+    mkdir_private(&root)?;
+    for (rel, plain) in files {
+        let at = root.join(rel_path(&rel)?);
+        if let Some(p) = at.parent() {
+            mkdir_private(p)?;
+        }
+        plain
+            .link_to(&at)
+            .map_err(|e| other(format!("naming {}: {e}", at.display())))?;
+    }
+    crate::store::output::sync_dir(&root).map_err(other)?;
     if out.exists() {
         std::fs::remove_dir(out).map_err(|e| other(format!("{}: {e}", out.display())))?;
     }
-    std::fs::rename(&files, out)
-        .map_err(|e| other(format!("moving into {}: {e}", out.display())))?;
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
-    }
-    std::fs::remove_dir_all(partial).map_err(other)?;
-    Ok(())
+    scratch
+        .publish(&root, out)
+        .map_err(|e| other(format!("moving into {}: {e}", out.display())))
 }
 
 async fn download(
@@ -441,10 +499,8 @@ async fn download(
     rel: &ReleaseInfo,
     partial: &Path,
     timing: &Timing,
-) -> Result<u64, FetchError> {
-    for d in ["files", "headers", "tags"] {
-        mkdir_private(&partial.join(d))?;
-    }
+) -> Result<(u64, Vec<(String, PlaintextFile)>), FetchError> {
+    mkdir_private(&partial.join("streams"))?;
     let total: u64 = rel.shards.iter().map(|s| s.stream_len).sum();
     let bar = if cfg.progress {
         let b = indicatif::ProgressBar::new(total);
@@ -461,40 +517,44 @@ async fn download(
         indicatif::ProgressBar::hidden()
     };
     let downloaded = Arc::new(AtomicU64::new(0));
-    let results: Vec<Result<(), FetchError>> = futures_util::stream::iter(rel.shards.iter())
-        .map(|s| {
-            let (bar, downloaded) = (bar.clone(), downloaded.clone());
-            async move {
-                shard(
-                    cfg,
-                    client,
-                    host,
-                    rel,
-                    s,
-                    partial,
-                    &bar,
-                    &downloaded,
-                    timing,
-                )
-                .await
-            }
-        })
-        .buffer_unordered(cfg.parallel.max(1))
-        .collect()
-        .await;
+    let results: Vec<(String, Result<PlaintextFile, FetchError>)> =
+        futures_util::stream::iter(rel.shards.iter())
+            .map(|s| {
+                let (bar, downloaded) = (bar.clone(), downloaded.clone());
+                async move {
+                    let r = shard(
+                        cfg,
+                        client,
+                        host,
+                        rel,
+                        s,
+                        partial,
+                        &bar,
+                        &downloaded,
+                        timing,
+                    )
+                    .await;
+                    (s.path.clone(), r)
+                }
+            })
+            .buffer_unordered(cfg.parallel.max(1))
+            .collect()
+            .await;
     bar.finish_and_clear();
     // A tampered stream wins over other errors: nothing may be kept.
     let mut first = None;
-    for r in results {
+    let mut files = Vec::with_capacity(results.len());
+    for (path, r) in results {
         match r {
+            Ok(f) => files.push((path, f)),
             Err(e @ FetchError::Tampered(_)) => return Err(e),
             Err(e) if first.is_none() => first = Some(e),
-            _ => {}
+            Err(_) => {}
         }
     }
     match first {
         Some(e) => Err(e),
-        None => Ok(downloaded.load(Ordering::Relaxed)),
+        None => Ok((downloaded.load(Ordering::Relaxed), files)),
     }
 }
 
@@ -504,21 +564,34 @@ fn rel_path(p: &str) -> Result<&str, FetchError> {
     Ok(p)
 }
 
-/// How many chunks already on disk still match their recorded tags.
-fn verified_prefix(opener: &Opener, file: &std::fs::File, tags: &[u8]) -> u64 {
+/// Opens the chunks of a stream kept from an interrupted run (`stream`, as received) into
+/// `plain`, and returns how many opened: the first that is incomplete or fails
+/// authentication (a power cut can leave either) ends the replay and is fetched again.
+fn replay(
+    opener: &Opener,
+    stream: &std::fs::File,
+    stream_len: u64,
+    plain: &std::fs::File,
+) -> std::io::Result<u64> {
     let h = opener.header();
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
     let mut k = 0;
-    for t in tags.chunks_exact(TAG_LEN) {
-        if k >= h.chunks() {
+    while k < h.chunks() {
+        let (at, n) = (h.offset(k), h.plain_len(k) as usize);
+        if at + (n + TAG_LEN) as u64 > stream_len {
             break;
         }
-        let mut buf = zeroize::Zeroizing::new(vec![0u8; h.plain_len(k) as usize]);
-        if file.read_exact_at(&mut buf, h.plain_offset(k)).is_err() || opener.tag_of(k, &buf) != t {
+        buf.resize(n + TAG_LEN, 0);
+        stream.read_exact_at(&mut buf, at)?;
+        let (chunk, tag) = buf.split_at_mut(n);
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("16");
+        if opener.open_chunk(k, chunk, &tag).is_err() {
             break;
         }
+        plain.write_all_at(chunk, h.plain_offset(k))?;
         k += 1;
     }
-    k
+    Ok(k)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -532,45 +605,47 @@ async fn shard(
     bar: &indicatif::ProgressBar,
     downloaded: &AtomicU64,
     timing: &Timing,
-) -> Result<(), FetchError> {
-    let path = partial.join("files").join(rel_path(&s.path)?);
-    if let Some(p) = path.parent() {
-        mkdir_private(p)?;
-    }
-    let io = |what: &str, e: std::io::Error| other(format!("{what} {}: {e}", path.display()));
-    let file = std::fs::OpenOptions::new()
+) -> Result<PlaintextFile, FetchError> {
+    rel_path(&s.path)?;
+    let spath = partial.join("streams").join(s.index.to_string());
+    let io = |what: &str, e: std::io::Error| other(format!("{what} {}: {e}", s.path));
+    let stream = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(&path)
-        .map_err(|e| io("opening", e))?;
-    let hpath = partial.join("headers").join(s.index.to_string());
-    let tpath = partial.join("tags").join(s.index.to_string());
-    // What is on disk from an interrupted run.
-    let mut opener = match std::fs::read(&hpath) {
-        Ok(h) => Some(Opener::new(&h, host).map_err(|e| FetchError::Tampered(e.to_string()))?),
-        Err(_) => None,
-    };
+        .open(&spath)
+        .map_err(|e| io("opening the stream of", e))?;
+    let plain = PlaintextFile::create_in(partial).map_err(|e| io("creating", e))?;
+    let file = plain.file();
+    // What an interrupted run received: its header, then every chunk that still opens.
+    let kept = stream
+        .metadata()
+        .map_err(|e| io("reading the stream of", e))?
+        .len();
+    let mut opener = None;
     let mut done = 0u64;
-    if let Some(o) = &opener {
-        let tags = std::fs::read(&tpath).unwrap_or_default();
-        done = tokio::task::block_in_place(|| verified_prefix(o, &file, &tags));
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&tpath)
-            .map_err(|e| io("opening tags of", e))?;
-        f.set_len(done * TAG_LEN as u64)
-            .map_err(|e| io("truncating tags of", e))?;
+    if kept >= HEADER_LEN as u64 {
+        let mut h = [0u8; HEADER_LEN];
+        stream
+            .read_exact_at(&mut h, 0)
+            .map_err(|e| io("reading the stream of", e))?;
+        let o = Opener::new(&h, host).map_err(|e| FetchError::Tampered(e.to_string()))?;
+        check_header(o.header(), rel, s)?;
+        done = tokio::task::block_in_place(|| replay(&o, &stream, kept, file))
+            .map_err(|e| io("resuming", e))?;
         bar.inc(o.header().offset(done));
         if done == o.header().chunks() {
-            return finish_file(&file, o.header(), &path);
+            finish_file(file, o.header(), &s.path)?;
+            return Ok(plain);
         }
+        opener = Some(o);
     }
     let from = opener.as_ref().map_or(0, |o| o.header().offset(done));
+    stream
+        .set_len(from)
+        .map_err(|e| io("truncating the stream of", e))?;
     let base = cfg.server.trim_end_matches('/');
     let resp = client
         .get(format!("{base}/v1/releases/{}/shards/{}", rel.id, s.index))
@@ -581,13 +656,9 @@ async fn shard(
     if !resp.status().is_success() {
         return Err(error_of(resp).await);
     }
-    let mut tags = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&tpath)
-        .map_err(|e| io("opening tags of", e))?;
     let mut buf: Vec<u8> = Vec::new();
     let mut pos = from; // stream position of buf[0]
+    let mut received = from; // stream bytes kept in `stream`
     let mut next = done; // next chunk to open
     let mut body = resp.bytes_stream();
     while let Some(b) = body.next().await {
@@ -605,13 +676,16 @@ async fn shard(
         let _ = timing.first_byte.set(timing.start.elapsed());
         downloaded.fetch_add(b.len() as u64, Ordering::Relaxed);
         bar.inc(b.len() as u64);
+        // As received: ciphertext sealed to this host, kept for a resume.
+        stream
+            .write_all_at(&b, received)
+            .map_err(|e| io("keeping the stream of", e))?;
+        received += b.len() as u64;
         buf.extend_from_slice(&b);
         if opener.is_none() && buf.len() >= HEADER_LEN {
             let o = Opener::new(&buf[..HEADER_LEN], host)
                 .map_err(|e| FetchError::Tampered(format!("{}: {e}", s.path)))?;
             check_header(o.header(), rel, s)?;
-            std::fs::write(&hpath, &buf[..HEADER_LEN])
-                .map_err(|e| io("saving the header of", e))?;
             opener = Some(o);
         }
         let Some(o) = &opener else { continue };
@@ -630,11 +704,12 @@ async fn shard(
                 .map_err(|e| FetchError::Tampered(format!("{}: {e}", s.path)))?;
             file.write_all_at(chunk, h.plain_offset(next))
                 .map_err(|e| io("writing", e))?;
-            std::io::Write::write_all(&mut tags, &tag).map_err(|e| io("writing tags of", e))?;
             used = start + n + TAG_LEN;
             next += 1;
         }
         if used > 0 {
+            use zeroize::Zeroize;
+            buf[..used].zeroize();
             buf.drain(..used);
             pos += used as u64;
         }
@@ -658,7 +733,8 @@ async fn shard(
             s.path
         )));
     }
-    finish_file(&file, o.header(), &path)
+    finish_file(file, o.header(), &s.path)?;
+    Ok(plain)
 }
 
 fn check_header(h: &StreamHeader, rel: &ReleaseInfo, s: &ShardInfo) -> Result<(), FetchError> {
@@ -675,8 +751,8 @@ fn check_header(h: &StreamHeader, rel: &ReleaseInfo, s: &ShardInfo) -> Result<()
     Ok(())
 }
 
-fn finish_file(file: &std::fs::File, h: &StreamHeader, path: &Path) -> Result<(), FetchError> {
+fn finish_file(file: &std::fs::File, h: &StreamHeader, path: &str) -> Result<(), FetchError> {
     file.set_len(h.file_len())
         .and_then(|()| file.sync_all())
-        .map_err(|e| other(format!("syncing {}: {e}", path.display())))
+        .map_err(|e| other(format!("syncing {path}: {e}")))
 }

@@ -83,14 +83,10 @@ pub fn read_safetensors_header(path: &Path) -> Result<(Vec<u8>, u64, u64, usize)
     let mut meta = vec![0u8; 8 + n as usize];
     f.read_exact_at(&mut meta, 0)
         .map_err(|e| StoreError::io("reading", path, e))?;
+    let json = std::str::from_utf8(&meta[8..]).map_err(|_| bad("header is not UTF-8".into()))?;
+    super::header_check::check(json, Some(len - 8 - n)).map_err(bad)?;
     let md = parse_safetensors_meta(&meta).map_err(bad)?;
     let data_len = md.data_len() as u64;
-    if 8 + n + data_len != len {
-        return Err(bad(format!(
-            "header says {data_len} bytes of tensor data but the file holds {} — header lies about offsets, or the file is truncated or extended",
-            len - 8 - n
-        )));
-    }
     Ok((meta, 8 + n, data_len, md.tensors().len()))
 }
 
@@ -105,6 +101,7 @@ pub fn parse_safetensors_meta(meta: &[u8]) -> Result<safetensors::tensor::Metada
         return Err("header length prefix does not match".into());
     }
     let json = std::str::from_utf8(&meta[8..]).map_err(|_| "header is not UTF-8".to_string())?;
+    super::header_check::check(json, None)?;
     serde_json::from_str::<safetensors::tensor::Metadata>(json)
         .map_err(|e| format!("invalid header: {e}"))
 }

@@ -11,6 +11,7 @@
 //! Plaintext is written only by `open`, to the place the operator names.
 
 pub mod checkpoint;
+pub mod header_check;
 pub mod mapped;
 pub mod output;
 pub mod sealed;
@@ -379,6 +380,19 @@ pub struct ListedRevision {
     pub shredded: Option<String>,
 }
 
+/// What `remove` did.
+#[derive(Debug, Clone)]
+pub struct RemoveReport {
+    /// `model@rev`.
+    pub label: String,
+    /// Sealed files deleted.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Where the ledger record went.
+    pub recorded: String,
+}
+
 /// A vault directory.
 pub struct Vault {
     dir: PathBuf,
@@ -646,6 +660,27 @@ impl Vault {
         visit: &mut crate::ledger::log::Visit<'_>,
     ) -> Result<(crate::ledger::Ledger, crate::ledger::log::Recovery), crate::ledger::LedgerError>
     {
+        self.open_ledger(visit).map(|(l, r, _)| (l, r))
+    }
+
+    /// Opens the ledger to record what killed commands left unrecorded (their unfinished
+    /// opens): returns how many, or `None` when a running service holds the ledger (it
+    /// recorded them when it started).
+    pub fn settle_ledger(&self) -> Result<Option<usize>, crate::ledger::LedgerError> {
+        match self.open_ledger(&mut |_, _| Ok(())) {
+            Ok((_, _, n)) => Ok(Some(n)),
+            Err(crate::ledger::LedgerError::Log(crate::ledger::log::LogError::Busy(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_ledger(
+        &self,
+        visit: &mut crate::ledger::log::Visit<'_>,
+    ) -> Result<
+        (crate::ledger::Ledger, crate::ledger::log::Recovery, usize),
+        crate::ledger::LedgerError,
+    > {
         let mut opens = crate::ledger::record::UnfinishedOpens::default();
         let (l, rec) = crate::ledger::Ledger::open_visiting(
             &self.ledger_dir(),
@@ -666,11 +701,12 @@ impl Vault {
         }
         // An open that started but never ended died without running code (SIGKILL, a crash):
         // whoever holds the ledger next says so, since the open held it while it ran.
-        for end in opens.interrupted_ends(&now_rfc3339()) {
-            let i = l.append(&end)?;
-            visit_record(i, &end)?;
+        let ends = opens.interrupted_ends(&now_rfc3339());
+        for end in &ends {
+            let i = l.append(end)?;
+            visit_record(i, end)?;
         }
-        Ok((l, rec))
+        Ok((l, rec, ends.len()))
     }
 
     /// Records an operator's action: appended to the ledger, or left in its spool for the
@@ -817,8 +853,7 @@ impl Vault {
         let scratch = output::Scratch::beside(&target, "staging", false)
             .map_err(|e| StoreError::BadInput(e.to_string()))?;
         let staging = scratch.path().join("revision");
-        std::fs::create_dir(&staging)
-            .map_err(|e| StoreError::io("creating", &staging, e))?;
+        std::fs::create_dir(&staging).map_err(|e| StoreError::io("creating", &staging, e))?;
         let threads = threads(self.config.seal.threads);
         let mut entries = Vec::with_capacity(plan.len());
         let mut dirs = vec![staging.clone()];
@@ -895,6 +930,65 @@ impl Vault {
             dir: target,
             bytes: total,
         })
+    }
+
+    /// Takes `model@rev` out of the vault: `record(label, files)` first (nothing is removed if
+    /// it fails), then the revision is moved into a scratch directory and deleted, so an
+    /// interruption leaves either the revision whole or a leftover `gc` removes.
+    pub fn remove(
+        &self,
+        r: &RevisionRef,
+        record: impl FnOnce(&str, &[String]) -> Result<String, String>,
+    ) -> Result<RemoveReport, StoreError> {
+        let Some(rev) = &r.revision else {
+            return Err(StoreError::BadInput(format!(
+                "name the revision to remove: {}@REV",
+                r.model
+            )));
+        };
+        check_name("model name", &r.model)?;
+        check_name("revision", rev)?;
+        let label = format!("{}@{rev}", r.model);
+        let dir = self.model_dir(&r.model).join(rev);
+        if !dir.join(MANIFEST_FILE).is_file() {
+            return Err(StoreError::NotFound(format!(
+                "no revision {label} in this vault"
+            )));
+        }
+        let mut files = Vec::new();
+        rotation::walk_sealed(&dir, &mut files)?;
+        files.sort();
+        let bytes = files
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
+        let names: Vec<String> = files.iter().map(|p| self.relative(p)).collect();
+        let recorded = record(&label, &names).map_err(StoreError::BadInput)?;
+        let scratch = output::Scratch::beside(&dir, "removed", false)
+            .map_err(|e| StoreError::BadInput(e.to_string()))?;
+        let moved = scratch.path().join("revision");
+        std::fs::rename(&dir, &moved).map_err(|e| StoreError::io("removing", &dir, e))?;
+        sync_dir(&self.model_dir(&r.model))?;
+        drop(scratch);
+        Ok(RemoveReport {
+            label,
+            files: files.len(),
+            bytes,
+            recorded,
+        })
+    }
+
+    /// The vault's own directories where scratch is made (each model's directory).
+    pub fn scratch_places(&self) -> Vec<PathBuf> {
+        let models = self.dir.join("models");
+        std::fs::read_dir(&models)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     #[allow(clippy::too_many_arguments)]

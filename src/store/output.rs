@@ -559,7 +559,10 @@ mod tests {
         let gone = sweep(&d, "", false).unwrap();
         assert_eq!(gone.len(), 2);
         assert_eq!(
-            gone.iter().find(|l| l.kind == LeftoverKind::PartialOutput).unwrap().bytes,
+            gone.iter()
+                .find(|l| l.kind == LeftoverKind::PartialOutput)
+                .unwrap()
+                .bytes,
             2
         );
         assert!(sweep(&d, "", false).unwrap().is_empty());

@@ -70,7 +70,7 @@ impl Vault {
         Ok(out)
     }
 
-    fn relative(&self, p: &Path) -> String {
+    pub(super) fn relative(&self, p: &Path) -> String {
         p.strip_prefix(&self.dir).unwrap_or(p).display().to_string()
     }
 
@@ -307,7 +307,7 @@ impl Vault {
     }
 }
 
-fn walk_sealed(d: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
+pub(super) fn walk_sealed(d: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
     for e in std::fs::read_dir(d).map_err(|e| StoreError::io("listing", d, e))? {
         let p = e.map_err(|e| StoreError::io("listing", d, e))?.path();
         if p.is_dir() {
