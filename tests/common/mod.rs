@@ -1,6 +1,8 @@
 //! Shared test helpers: a real SoftHSM2-backed vault, generated checkpoints, the MiniLM model.
 #![allow(dead_code)]
 
+pub mod leak;
+
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -165,6 +167,7 @@ pub fn cli(vault: &Path, args: &[&str]) -> (bool, String, String) {
         .arg("--quiet")
         .args(args)
         .env_remove("WEIGHTVAULT_HSM_PIN")
+        .env("WEIGHTVAULT_STATE_DIR", state_dir_of(vault))
         .output()
         .unwrap();
     (
@@ -172,6 +175,12 @@ pub fn cli(vault: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The per-user state directory the CLI uses for a test vault (beside it, so tests do not
+/// share one and nothing lands in the real user's home).
+pub fn state_dir_of(vault: &Path) -> PathBuf {
+    vault.parent().unwrap_or(Path::new(".")).join("state")
 }
 
 /// A plausible decision record, varied by `i`.
@@ -208,4 +217,25 @@ pub fn record(i: u64) -> weightvault::ledger::record::Record {
         follows: None,
         reason: None,
     }
+}
+
+/// Every regular file under `dir` (not following symlinks), sorted; nothing if it is absent.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
 }
