@@ -555,3 +555,282 @@ fn opens_are_audited() {
     );
     assert!(!out.exists());
 }
+
+/// Writes `json` as a safetensors header followed by `data` bytes.
+fn raw_safetensors(dir: &Path, json: &str, data: usize) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("model.safetensors");
+    let mut b = (json.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(json.as_bytes());
+    b.extend(std::iter::repeat_n(7u8, data));
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+/// Nothing of a refused seal is in the vault: no revision, no staging, no ledger entry.
+fn assert_vault_untouched(v: &Path, model: &str) {
+    let (ok, out, _) = cli(v, &["list", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(ok && listed.iter().all(|m| m["model"] != model), "{out}");
+    let left: Vec<_> = std::fs::read_dir(v.join("models").join(model))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Every malformed header is refused at seal, naming the file and the tensor, and nothing
+/// is left in the vault.
+#[test]
+fn malformed_headers_are_refused_at_seal() {
+    let tmp = scratch();
+    let v = tmp.path().join("vault");
+    init(&v);
+    let f32x2 = r#""dtype":"F32","shape":[2],"data_offsets""#;
+    let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+    let rows: Vec<(&str, String, usize, String)> = vec![
+        (
+            "duplicate",
+            format!(r#"{{"w":{{{f32x2}:[0,8]}},"w":{{{f32x2}:[8,16]}}}}"#),
+            16,
+            r#"tensor "w" is named twice"#.into(),
+        ),
+        (
+            "overlap",
+            format!(r#"{{"a":{{{f32x2}:[0,8]}},"b":{{{f32x2}:[4,12]}}}}"#),
+            12,
+            r#"tensor "b": data_offsets start at 4, inside tensor "a""#.into(),
+        ),
+        (
+            "backwards",
+            format!(r#"{{"a":{{{f32x2}:[8,0]}}}}"#),
+            8,
+            r#"tensor "a": data_offsets [8, 0] end before they start"#.into(),
+        ),
+        (
+            "past-the-file",
+            format!(r#"{{"a":{{{f32x2}:[0,8]}}}}"#),
+            5,
+            r#"tensor "a" ends at byte 8 of the data, past the 5 bytes"#.into(),
+        ),
+        (
+            "dtype",
+            r#"{"a":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}}"#.into(),
+            8,
+            r#"tensor "a": dtype "F31" is not a safetensors dtype"#.into(),
+        ),
+        (
+            "shape",
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#.into(),
+            8,
+            r#"tensor "a": shape [3] of F32 is 12 bytes"#.into(),
+        ),
+        (
+            "nested",
+            format!(r#"{{"a":{{"dtype":"F32","shape":{deep},"data_offsets":[0,4]}}}}"#),
+            4,
+            r#"tensor "a": invalid type: sequence"#.into(),
+        ),
+        (
+            "nested-metadata",
+            r#"{"__metadata__":{"k":{"k":{"k":"v"}}}}"#.into(),
+            0,
+            r#"__metadata__ key "k": invalid type: map"#.into(),
+        ),
+        (
+            "too-long",
+            String::new(),
+            0,
+            "header length 100000001 exceeds 100000000".into(),
+        ),
+    ];
+    for (name, json, data, want) in &rows {
+        let dir = tmp.path().join(name);
+        let p = if *name == "too-long" {
+            std::fs::create_dir_all(&dir).unwrap();
+            let p = dir.join("model.safetensors");
+            let mut b = 100_000_001u64.to_le_bytes().to_vec();
+            b.extend(std::iter::repeat_n(b' ', 100_000_001));
+            std::fs::write(&p, b).unwrap();
+            p
+        } else {
+            raw_safetensors(&dir, json, *data)
+        };
+        let r = seal(&v, dir.to_str().unwrap(), name, "r1");
+        assert_fails(r.clone(), want);
+        assert!(
+            r.2.contains(p.to_str().unwrap()),
+            "{name}: the file is named: {}",
+            r.2
+        );
+        assert_vault_untouched(&v, name);
+    }
+    let (ok, out, _) = cli(&v, &["audit", "show"]);
+    assert!(
+        !v.join("ledger/segments").exists() || (ok && out.is_empty()),
+        "refused seals are not recorded: {out}"
+    );
+}
+
+/// ECCN syntax and contradictions between the facts (or with the inventory) are refused
+/// before anything is written; --force seals and records the disagreement; `remove` then a
+/// new seal under the same name works, and the ledger shows all of it.
+#[test]
+fn seal_facts_are_checked_forced_seals_recorded_and_removal_frees_the_name() {
+    let tmp = scratch();
+    let v = tmp.path().join("vault");
+    init(&v);
+    let ck = small_checkpoint(&tmp.path().join("ck"), 3, 64);
+    let ck = ck.to_str().unwrap();
+    let rows: &[(&[&str], &str)] = &[
+        (
+            &["--eccn", "bogus"],
+            "ECCN \"bogus\" is not written as the Commerce Control List writes them",
+        ),
+        (
+            &["--eccn", "4e091"],
+            "is not written as the Commerce Control List",
+        ),
+        (
+            &["--eccn", "4E091", "--open-weights"],
+            "--open-weights with ECCN 4E091: published weights are not subject to the EAR",
+        ),
+        (
+            &["--eccn", "4E091", "--training-ops", "1e20"],
+            "4E091 covers closed weights trained with at least 1e26",
+        ),
+        (
+            &["--eccn", "EAR99", "--training-ops", "3e26"],
+            "are ECCN 4E091, but --eccn says EAR99",
+        ),
+    ];
+    for (flags, want) in rows {
+        let mut a = vec!["seal", ck, "--model", "m", "--revision", "r1"];
+        a.extend_from_slice(flags);
+        assert_fails(cli(&v, &a), want);
+        assert_vault_untouched(&v, "m");
+    }
+    // A model of the inventory (policies/models.toml: acme-small is EAR99, 4e24, closed)
+    // sealed with other facts.
+    let wrong = [
+        "seal",
+        ck,
+        "--model",
+        "acme-small",
+        "--revision",
+        "r1",
+        "--training-ops",
+        "2e24",
+    ];
+    assert_fails(
+        cli(&v, &wrong),
+        "2e24 training operations at seal, 4e24 in the inventory",
+    );
+    assert_vault_untouched(&v, "acme-small");
+    // A syntax error is never forced.
+    assert_fails(
+        cli(
+            &v,
+            &[
+                "seal",
+                ck,
+                "--model",
+                "m",
+                "--revision",
+                "r1",
+                "--eccn",
+                "bogus",
+                "--force",
+            ],
+        ),
+        "is not written as",
+    );
+    let mut forced = wrong.to_vec();
+    forced.push("--force");
+    let (ok, _, err) = cli(&v, &forced);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: sealed with --force although 2e24 training operations"),
+        "{err}"
+    );
+    // Sealing the same name again is refused until it is removed.
+    assert_fails(
+        cli(
+            &v,
+            &[
+                "seal",
+                ck,
+                "--model",
+                "acme-small",
+                "--revision",
+                "r1",
+                "--training-ops",
+                "4e24",
+            ],
+        ),
+        "already sealed",
+    );
+    assert_fails(
+        cli(&v, &["remove", "acme-small@r1"]),
+        "run again with --yes",
+    );
+    let (ok, out, err) = cli(&v, &["remove", "acme-small@r1", "--yes"]);
+    assert!(ok && out.contains("removed"), "{out}{err}");
+    assert_fails(
+        cli(&v, &["remove", "acme-small@r1", "--yes"]),
+        "no revision acme-small@r1",
+    );
+    let (ok, _, err) = cli(
+        &v,
+        &[
+            "seal",
+            ck,
+            "--model",
+            "acme-small",
+            "--revision",
+            "r1",
+            "--training-ops",
+            "4e24",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&v, &["verify", "acme-small@r1"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = cli(&v, &["audit", "show", "--json"]);
+    assert!(ok);
+    let recs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["record"].clone())
+        .collect();
+    let kinds: Vec<(&str, &str)> = recs
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("seal", "sealed"),
+            ("remove", "removed"),
+            ("seal", "sealed")
+        ]
+    );
+    assert_eq!(
+        recs[0]["failed_checks"],
+        serde_json::json!(["classification"])
+    );
+    assert!(
+        recs[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("forced: 2e24 training operations at seal"),
+        "{}",
+        recs[0]
+    );
+    assert!(recs[2].get("reason").is_none(), "{}", recs[2]);
+    assert_eq!(recs[0]["requester"], "root");
+    assert_eq!(
+        recs[1]["shards"].as_array().unwrap().len(),
+        3,
+        "manifest and two files: {}",
+        recs[1]
+    );
+}

@@ -90,10 +90,11 @@ fn interrupted_opens_leave_no_plaintext_and_are_recorded_as_interrupted() {
     println!("one open of 1 GiB took {took:?}; kill times from seed {seed}");
     let mut rng = Lcg(seed);
     let out = outs.join("model");
-    let (mut caught, mut killed, mut finished) = (0, 0, 0);
+    let (mut caught, mut killed, mut finished, mut after_kill) = (0, 0, 0, 0);
     // Until 20 of each signal land mid-way; a run that finishes first makes the window of
     // kill times shorter (later runs are faster: the page cache is warm).
     let mut window = took;
+    let mut scanning = std::time::Duration::ZERO;
     let mut landed = [0usize; 3];
     for attempt in 0.. {
         assert!(attempt < 300, "could not interrupt 20 of each: {landed:?}");
@@ -121,6 +122,15 @@ fn interrupted_opens_leave_no_plaintext_and_are_recorded_as_interrupted() {
             std::fs::remove_dir_all(&out).unwrap();
             continue;
         }
+        if out.exists() {
+            // Stopped after the output was named and before the process exited: whole.
+            finished += 1;
+            after_kill += 1;
+            window = window.mul_f64(0.85);
+            assert_eq!(common::tree_hashes(&out), want, "SIG{sig} at {at:?}");
+            std::fs::remove_dir_all(&out).unwrap();
+            continue;
+        }
         use std::os::unix::process::ExitStatusExt;
         match sig {
             "INT" | "TERM" => {
@@ -141,12 +151,15 @@ fn interrupted_opens_leave_no_plaintext_and_are_recorded_as_interrupted() {
         landed[k] += 1;
         assert!(!out.exists(), "SIG{sig} at {at:?} left {}", out.display());
         // Before the next open sweeps anything: no plaintext beside the output or in TMPDIR.
+        let t = std::time::Instant::now();
         let leaks = index.scan(&[&outs, &root.join("tmp")], &[]);
+        scanning += t.elapsed();
         assert!(
             leaks.is_empty(),
             "SIG{sig} at {at:?}: plaintext left: {leaks:?}"
         );
     }
+    println!("scanning for plaintext after each took {scanning:?} in all");
     println!(
         "{caught} opens stopped by SIGINT/SIGTERM, {killed} by SIGKILL, {finished} finished first"
     );
@@ -185,7 +198,9 @@ fn interrupted_opens_leave_no_plaintext_and_are_recorded_as_interrupted() {
             .filter(|r| r["kind"] == "open-end" && r["outcome"] == outcome)
             .count()
     };
-    assert_eq!(count("completed"), 1 + finished);
+    // A kill between naming the output and recording the end leaves a whole output recorded
+    // as interrupted (its reason says so).
+    assert!(count("completed") <= 1 + finished && count("completed") + after_kill >= 1 + finished);
     // An open stopped before its start record has no record at all: at most all of them.
     assert!(count("interrupted") <= caught + killed);
     assert!(

@@ -185,7 +185,7 @@ impl UnfinishedOpens {
                     OpenOutcome::Interrupted,
                     None,
                     Some(
-                        "no end was recorded: the process died (SIGKILL or a crash); found by the next command on the vault, and nothing it wrote has a name".into(),
+                        "no end was recorded: the process died (SIGKILL or a crash); found by the next command on the vault. An output appears whole or not at all: it exists only if the process died after naming it".into(),
                     ),
                 )
             })
