@@ -1924,7 +1924,7 @@ fn a_withdrawn_clearance_and_a_newly_listed_party_cut_their_streams() {
 /// exit codes, resume state that `gc` removes, and a re-run that matches by SHA-256.
 #[test]
 fn interrupted_fetches_leave_no_plaintext_and_a_rerun_matches() {
-    use common::leak::{big_checkpoint, Lcg, PlainIndex};
+    use common::leak::{big_checkpoint, interrupt_rounds, PlainIndex};
     let root = test_root("interrupted-fetches");
     let v = copy_vault(&root);
     let src = root.join("src");
@@ -1950,90 +1950,21 @@ fn interrupted_fetches_leave_no_plaintext_and_a_rerun_matches() {
     let took = t.elapsed();
     assert_eq!(common::tree_hashes(&whole), want);
     std::fs::remove_dir_all(&whole).unwrap();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("one fetch of 1 GiB took {took:?}; kill times from seed {seed}");
-    let mut rng = Lcg(seed);
     let out = outs.join("model");
-    let (mut caught, mut killed, mut finished, mut resumed) = (0, 0, 0, 0);
-    // Until 20 of each signal land mid-way; a run that finishes first makes the window of
-    // kill times shorter (later runs are faster: the page cache is warm).
-    let mut window = took;
-    let mut scanning = std::time::Duration::ZERO;
-    let mut landed = [0usize; 3];
-    for attempt in 0.. {
-        assert!(attempt < 300, "could not interrupt 20 of each: {landed:?}");
-        let Some(k) = (0..3).map(|i| (attempt + i) % 3).find(|&k| landed[k] < 20) else {
-            break;
-        };
-        let sig = ["INT", "TERM", "KILL"][k];
-        let at = window.mul_f64(0.02 + 0.96 * rng.next_f64());
-        let child = fetch(&out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(at);
-        assert!(Command::new("kill")
-            .args([&format!("-{sig}"), &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        let o = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        if o.status.success() {
-            finished += 1;
-            window = window.mul_f64(0.85);
-            let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut resumed = 0;
+    let t = interrupt_rounds(
+        took,
+        || fetch(&out),
+        &out,
+        &want,
+        &index,
+        &[&outs, &tmp],
+        |stdout| {
+            let r: serde_json::Value = serde_json::from_slice(stdout).unwrap();
             resumed += usize::from(r["resumed"] == true);
-            assert_eq!(common::tree_hashes(&out), want);
-            std::fs::remove_dir_all(&out).unwrap();
-            continue;
-        }
-        if out.exists() {
-            // Stopped after the output was named and before the process exited: whole.
-            finished += 1;
-            window = window.mul_f64(0.85);
-            assert_eq!(common::tree_hashes(&out), want, "SIG{sig} at {at:?}");
-            std::fs::remove_dir_all(&out).unwrap();
-            continue;
-        }
-        use std::os::unix::process::ExitStatusExt;
-        if sig == "KILL" {
-            assert_eq!(o.status.signal(), Some(9));
-            killed += 1;
-        } else {
-            let code = if sig == "INT" { 130 } else { 143 };
-            assert_eq!(o.status.code(), Some(code), "SIG{sig} at {at:?}: {err}");
-            assert!(
-                err.trim_end().lines().count() == 1
-                    && err.contains(&format!("interrupted by SIG{sig}")),
-                "SIG{sig}: {err}"
-            );
-            caught += 1;
-        }
-        landed[k] += 1;
-        assert!(!out.exists(), "SIG{sig} at {at:?} left {}", out.display());
-        // Before the next fetch resumes or sweeps: no plaintext beside the output (where the
-        // resume state is) or in TMPDIR.
-        let t = std::time::Instant::now();
-        let leaks = index.scan(&[&outs, &tmp], &[]);
-        scanning += t.elapsed();
-        assert!(
-            leaks.is_empty(),
-            "SIG{sig} at {at:?}: plaintext left: {leaks:?}"
-        );
-    }
-    println!("scanning for plaintext after each took {scanning:?} in all");
-    println!(
-        "{caught} fetches stopped by SIGINT/SIGTERM, {killed} by SIGKILL, {finished} finished first ({resumed} of them resumed)"
+        },
     );
-    assert!(
-        caught >= 30 && killed >= 15,
-        "too few interruptions landed mid-fetch"
-    );
+    println!("{resumed} of the {} finished fetches resumed", t.finished);
     // gc removes the resume state the last interruption left; then nothing is left, and no
     // file under the test's directory but the source holds plaintext.
     let gc = |args: &[&str]| {

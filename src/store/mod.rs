@@ -940,21 +940,7 @@ impl Vault {
         r: &RevisionRef,
         record: impl FnOnce(&str, &[String]) -> Result<String, String>,
     ) -> Result<RemoveReport, StoreError> {
-        let Some(rev) = &r.revision else {
-            return Err(StoreError::BadInput(format!(
-                "name the revision to remove: {}@REV",
-                r.model
-            )));
-        };
-        check_name("model name", &r.model)?;
-        check_name("revision", rev)?;
-        let label = format!("{}@{rev}", r.model);
-        let dir = self.model_dir(&r.model).join(rev);
-        if !dir.join(MANIFEST_FILE).is_file() {
-            return Err(StoreError::NotFound(format!(
-                "no revision {label} in this vault"
-            )));
-        }
+        let (label, dir) = self.named_revision(r, "remove")?;
         let mut files = Vec::new();
         rotation::walk_sealed(&dir, &mut files)?;
         files.sort();
@@ -976,6 +962,31 @@ impl Vault {
             bytes,
             recorded,
         })
+    }
+
+    /// `model@rev` and its directory, for a command (`verb`) that must be given the revision
+    /// by name (no default to the only one).
+    pub(crate) fn named_revision(
+        &self,
+        r: &RevisionRef,
+        verb: &str,
+    ) -> Result<(String, PathBuf), StoreError> {
+        let Some(rev) = &r.revision else {
+            return Err(StoreError::BadInput(format!(
+                "name the revision to {verb}: {}@REV",
+                r.model
+            )));
+        };
+        check_name("model name", &r.model)?;
+        check_name("revision", rev)?;
+        let label = format!("{}@{rev}", r.model);
+        let dir = self.model_dir(&r.model).join(rev);
+        if !dir.join(MANIFEST_FILE).is_file() {
+            return Err(StoreError::NotFound(format!(
+                "no revision {label} in this vault"
+            )));
+        }
+        Ok((label, dir))
     }
 
     /// The vault's own directories where scratch is made (each model's directory).

@@ -230,19 +230,7 @@ impl Vault {
         r: &RevisionRef,
         record: impl FnOnce(&str, &[String]) -> Result<(), String>,
     ) -> Result<ShredReport, StoreError> {
-        let Some(rev) = &r.revision else {
-            return Err(StoreError::BadInput(format!(
-                "name the revision to shred: {}@REV",
-                r.model
-            )));
-        };
-        let label = format!("{}@{rev}", r.model);
-        let dir = self.model_dir(&r.model).join(rev);
-        if !dir.join(MANIFEST_FILE).is_file() {
-            return Err(StoreError::NotFound(format!(
-                "no revision {label} in this vault"
-            )));
-        }
+        let (label, dir) = self.named_revision(r, "shred")?;
         let mut files = Vec::new();
         walk_sealed(&dir, &mut files)?;
         files.sort();

@@ -248,3 +248,106 @@ impl Lcg {
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
+
+/// What [`interrupt_rounds`] saw.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Stopped by SIGINT or SIGTERM (exit 130 / 143, one line).
+    pub caught: usize,
+    /// Stopped by SIGKILL.
+    pub killed: usize,
+    /// Finished before the signal (or were stopped after naming a whole output).
+    pub finished: usize,
+    /// Of those, stopped by the signal after the output was named.
+    pub after_kill: usize,
+    /// Time spent scanning for plaintext.
+    pub scanning: std::time::Duration,
+}
+
+/// Runs `command` (a command writing `out`) again and again, each time sending SIGINT, SIGTERM
+/// or SIGKILL at a random moment within `took`, until 20 of each landed before the command
+/// ended. After each: the shell's exit code and a one-line message for SIGINT/SIGTERM, no
+/// `out` unless whole (equal to `want` by SHA-256), and no plaintext in `scan` before the next
+/// run can sweep it. `finished(stdout)` is called with each run that completed. A run that
+/// finished first makes the window shorter (the page cache warms up).
+pub fn interrupt_rounds(
+    took: std::time::Duration,
+    mut command: impl FnMut() -> std::process::Command,
+    out: &Path,
+    want: &std::collections::BTreeMap<String, String>,
+    index: &PlainIndex,
+    scan: &[&Path],
+    mut finished: impl FnMut(&[u8]),
+) -> Tally {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("one whole run took {took:?}; kill times from seed {seed}");
+    let mut rng = Lcg(seed);
+    let mut window = took;
+    let mut landed = [0usize; 3];
+    let mut t = Tally::default();
+    for attempt in 0.. {
+        assert!(attempt < 300, "could not interrupt 20 of each: {landed:?}");
+        let Some(k) = (0..3).map(|i| (attempt + i) % 3).find(|&k| landed[k] < 20) else {
+            break;
+        };
+        let sig = ["INT", "TERM", "KILL"][k];
+        let at = window.mul_f64(0.02 + 0.96 * rng.next_f64());
+        let child = command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        assert!(std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.success() || out.exists() {
+            // Finished first, or stopped after the output was named: whole.
+            t.finished += 1;
+            if o.status.success() {
+                finished(&o.stdout);
+            } else {
+                t.after_kill += 1;
+            }
+            window = window.mul_f64(0.85);
+            assert_eq!(&super::tree_hashes(out), want, "SIG{sig} at {at:?}");
+            std::fs::remove_dir_all(out).unwrap();
+            continue;
+        }
+        if sig == "KILL" {
+            assert_eq!(o.status.signal(), Some(9), "{err}");
+            t.killed += 1;
+        } else {
+            let code = if sig == "INT" { 130 } else { 143 };
+            assert_eq!(o.status.code(), Some(code), "SIG{sig} at {at:?}: {err}");
+            assert!(
+                err.trim_end().lines().count() == 1
+                    && err.contains(&format!("interrupted by SIG{sig}")),
+                "SIG{sig}: {err}"
+            );
+            t.caught += 1;
+        }
+        landed[k] += 1;
+        let s = std::time::Instant::now();
+        let leaks = index.scan(scan, &[]);
+        t.scanning += s.elapsed();
+        assert!(
+            leaks.is_empty(),
+            "SIG{sig} at {at:?}: plaintext left: {leaks:?}"
+        );
+    }
+    println!(
+        "{} stopped by SIGINT/SIGTERM, {} by SIGKILL, {} finished first ({} of those after the signal); scanning took {:?} in all",
+        t.caught, t.killed, t.finished, t.after_kill, t.scanning
+    );
+    t
+}
