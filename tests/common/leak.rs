@@ -32,15 +32,23 @@ fn gear() -> &'static [u64; 256] {
 
 /// Calls `f(end, hash)` for every chosen window of `data` (`end` is one past its last byte),
 /// continuing the rolling state `h` across calls (for files read in pieces).
+#[inline(always)]
 fn chosen(data: &[u8], h: &mut u64, seen: &mut u64, mut f: impl FnMut(usize, u64)) {
     let g = gear();
-    for (i, &b) in data.iter().enumerate() {
-        *h = (*h << 1).wrapping_add(g[b as usize]);
-        *seen += 1;
-        if *seen >= WINDOW as u64 && *h >> 58 == 0 {
-            f(i + 1, *h);
+    let (mut x, mut i) = (*h, 0);
+    // The first 63 bytes of a file only fill the window.
+    while *seen + (i as u64) < WINDOW as u64 - 1 && i < data.len() {
+        x = (x << 1).wrapping_add(g[data[i] as usize]);
+        i += 1;
+    }
+    for (j, &b) in data.iter().enumerate().skip(i) {
+        x = (x << 1).wrapping_add(g[b as usize]);
+        if x >> 58 == 0 {
+            f(j + 1, x);
         }
     }
+    *seen += data.len() as u64;
+    *h = x;
 }
 
 /// The chosen windows of some plaintext files.
