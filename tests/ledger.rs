@@ -34,12 +34,32 @@ fn segment(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("seg-{first:020}.log"))
 }
 
+/// [`Log::open_with`], waiting out a lock that this process's own dropped handle still holds
+/// in a child that another test is forking: `fork` copies every descriptor, the lock's
+/// included, until the child's `exec` closes it (`O_CLOEXEC`), so for a moment after a drop
+/// the lock can look held by another process. (`one_process_appends_at_a_time` checks the
+/// refusal of a real second appender with `Log::open` directly.)
+fn open_with(
+    dir: &std::path::Path,
+    bits: u32,
+) -> Result<(Log, weightvault::ledger::log::Recovery), LogError> {
+    let t = std::time::Instant::now();
+    loop {
+        match Log::open_with(dir, bits) {
+            Err(LogError::Busy(_)) if t.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            r => return r,
+        }
+    }
+}
+
 #[test]
 fn concurrent_appends_are_all_durable_and_in_the_tree() {
     let tmp = common::scratch();
     let dir = tmp.path().join("log");
     // 64 entries per segment: the 3,200 appends close 50 segments, batches crossing them.
-    let (log, rec) = Log::open_with(&dir, 6).unwrap();
+    let (log, rec) = open_with(&dir, 6).unwrap();
     assert_eq!(rec.entries, 0);
     let log = Arc::new(log);
     let mut handles = Vec::new();
@@ -91,7 +111,7 @@ fn concurrent_appends_are_all_durable_and_in_the_tree() {
         );
     }
     drop(log);
-    let (reopened, rec) = Log::open_with(&dir, 6).unwrap();
+    let (reopened, rec) = open_with(&dir, 6).unwrap();
     assert_eq!(
         (rec.entries, rec.closed_segments, rec.discarded_bytes),
         (3200, 50, 0)
@@ -99,17 +119,14 @@ fn concurrent_appends_are_all_durable_and_in_the_tree() {
     assert_eq!(reopened.tree_head().unwrap(), (3200, root));
     drop(reopened);
     // Opening with another segment size is refused rather than misread.
-    assert!(matches!(
-        Log::open_with(&dir, 7),
-        Err(LogError::Segments { .. })
-    ));
+    assert!(matches!(open_with(&dir, 7), Err(LogError::Segments { .. })));
 }
 
 #[test]
 fn closed_segments_are_read_only_and_never_change() {
     let tmp = common::scratch();
     let dir = tmp.path().join("log");
-    let (log, _) = Log::open_with(&dir, 2).unwrap();
+    let (log, _) = open_with(&dir, 2).unwrap();
     for i in 0..4 {
         log.append(&entry(i)).unwrap();
     }
@@ -133,12 +150,12 @@ fn closed_segments_are_read_only_and_never_change() {
     );
     drop(log);
     // A crash after filling a segment but before starting the next: reopening closes it.
-    let (log, _) = Log::open_with(&dir, 2).unwrap();
+    let (log, _) = open_with(&dir, 2).unwrap();
     log.append(&entry(11)).unwrap();
     drop(log);
     std::fs::remove_file(segment(&dir, 12)).unwrap();
     std::fs::set_permissions(segment(&dir, 8), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (log, rec) = Log::open_with(&dir, 2).unwrap();
+    let (log, rec) = open_with(&dir, 2).unwrap();
     assert_eq!((rec.entries, rec.closed_segments), (12, 3));
     assert_eq!(log.append(b"next").unwrap(), 12);
     assert!(segment(&dir, 12).exists());
@@ -149,7 +166,7 @@ fn a_torn_tail_is_discarded_at_every_byte_and_said() {
     let tmp = common::scratch();
     let dir = tmp.path().join("log");
     // Two closed segments of 4 and an open one holding entries 8 and 9.
-    let (log, _) = Log::open_with(&dir, 2).unwrap();
+    let (log, _) = open_with(&dir, 2).unwrap();
     for i in 0..10 {
         log.append(&entry(i)).unwrap();
     }
@@ -165,7 +182,7 @@ fn a_torn_tail_is_discarded_at_every_byte_and_said() {
             matches!(read_all(&dir), Err(LogError::Torn { index: 9, .. })),
             "cut at {cut}"
         );
-        let (log, rec) = Log::open_with(&dir, 2).unwrap();
+        let (log, rec) = open_with(&dir, 2).unwrap();
         assert_eq!(rec.entries, 9, "cut at {cut}");
         assert_eq!(rec.discarded_bytes, (cut - start) as u64);
         assert_eq!(std::fs::metadata(&open).unwrap().len(), start as u64);
@@ -180,7 +197,7 @@ fn a_torn_tail_is_discarded_at_every_byte_and_said() {
 fn an_altered_entry_inside_the_log_is_an_error_not_a_truncation() {
     let tmp = common::scratch();
     let dir = tmp.path().join("log");
-    let (log, _) = Log::open_with(&dir, 3).unwrap();
+    let (log, _) = open_with(&dir, 3).unwrap();
     let mut at = BTreeMap::new();
     for i in 0..12 {
         let seg = i / 8 * 8;
@@ -200,7 +217,7 @@ fn an_altered_entry_inside_the_log_is_an_error_not_a_truncation() {
         let mut b = good.clone();
         b[off + delta] ^= 1;
         std::fs::write(&path, &b).unwrap();
-        match Log::open_with(&dir, 3) {
+        match open_with(&dir, 3) {
             Err(LogError::Corrupt { index, .. }) => assert_eq!(index, i),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("altered entry {i} accepted"),
@@ -212,7 +229,7 @@ fn an_altered_entry_inside_the_log_is_an_error_not_a_truncation() {
         );
         std::fs::write(&path, &good).unwrap();
     }
-    Log::open_with(&dir, 3).unwrap();
+    open_with(&dir, 3).unwrap();
 }
 
 struct Mount(PathBuf);
@@ -244,7 +261,7 @@ fn a_full_disk_refuses_every_append_and_the_log_still_verifies() {
     );
     let _m = Mount(mnt.clone());
     let dir = mnt.join("log");
-    let (log, _) = Log::open_with(&dir, 4).unwrap();
+    let (log, _) = open_with(&dir, 4).unwrap();
     let mut acked = Vec::new();
     let err = loop {
         let e = vec![b'r'; 1000];
@@ -262,7 +279,7 @@ fn a_full_disk_refuses_every_append_and_the_log_still_verifies() {
     // Every later append is refused, even a tiny one that would fit.
     assert!(matches!(log.append(b"x"), Err(LogError::FailedClosed(..))));
     drop(log);
-    let (reopened, rec) = Log::open_with(&dir, 4).unwrap();
+    let (reopened, rec) = open_with(&dir, 4).unwrap();
     assert_eq!(
         rec.entries,
         acked.len() as u64,
@@ -458,7 +475,7 @@ fn one_process_appends_at_a_time() {
     // Readers are not held up.
     assert_eq!(read_all(&dir).unwrap(), vec![b"a".to_vec()]);
     drop(log);
-    Log::open(&dir).unwrap();
+    open_with(&dir, weightvault::ledger::log::DEFAULT_SEGMENT_BITS).unwrap();
 }
 
 /// A record made while another process holds the ledger waits in the spool, whole, and the
