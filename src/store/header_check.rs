@@ -162,13 +162,13 @@ pub fn check(json: &str, data_len: Option<u64>) -> Result<Vec<(String, HeaderTen
     if let Some(len) = data_len {
         if at > len {
             return Err(format!(
-                "tensor {:?} ends at byte {at} of the data, past the {len} bytes the file holds (truncated, or offsets that lie)",
+                "tensor {:?} ends at byte {at} of the data, past the {len} bytes the file holds: the file is truncated or extended, or the header lies about offsets",
                 prev.unwrap_or("")
             ));
         }
         if at < len {
             return Err(format!(
-                "the tensors end at byte {at} of the data but the file holds {len} bytes: {} bytes no tensor accounts for",
+                "the tensors end at byte {at} of the data but the file holds {len} bytes: {} bytes no tensor accounts for (the file is truncated or extended, or the header lies about offsets)",
                 len - at
             ));
         }
