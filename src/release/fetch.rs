@@ -708,8 +708,6 @@ async fn shard(
             next += 1;
         }
         if used > 0 {
-            use zeroize::Zeroize;
-            buf[..used].zeroize();
             buf.drain(..used);
             pos += used as u64;
         }
