@@ -242,6 +242,7 @@ fn cfg(who: &str, country: &str) -> FetchConfig {
         parallel: 4,
         progress: false,
         limit_rate: None,
+        resumable: false,
     }
 }
 
@@ -899,7 +900,8 @@ fn cli_fetch_at(server: &str, who: &str, model: &str, out: &Path) -> Command {
     let mut c = cfg(who, "US");
     c.server = server.to_string();
     let mut cmd = cli_fetch_cfg(&c, model, out);
-    cmd.args(["--json", "--parallel", "1"]);
+    // Resumable, so that tests can watch the streams arrive (`streams/<index>`).
+    cmd.args(["--json", "--parallel", "1", "--resumable"]);
     cmd
 }
 
@@ -1822,7 +1824,7 @@ fn slow_fetch(url: &str, who: &str, country: &str, out: &Path) -> Child {
     let mut c = cfg(who, country);
     c.server = url.to_string();
     cli_fetch_cfg(&c, FRONTIER, out)
-        .args(["--limit-rate", "8M"])
+        .args(["--limit-rate", "8M", "--resumable"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -1989,4 +1991,62 @@ fn interrupted_fetches_leave_no_plaintext_and_a_rerun_matches() {
     assert_eq!(common::tree_hashes(&out), want);
     drop(child.stdin.take());
     child.wait().unwrap();
+}
+
+/// Without --resumable nothing at all is kept: SIGINT mid-stream leaves neither the output
+/// nor a resume directory, and a SIGKILL only an empty (locked, then abandoned) one that the
+/// next fetch sweeps.
+#[test]
+fn an_interrupted_fetch_that_is_not_resumable_keeps_nothing() {
+    let e = env();
+    let out = out_dir("not-resumable");
+    let mut c = cfg("acme", "US");
+    c.server = e.server.clone();
+    let started = |out: &Path| partial_of(out).join("state.json").exists();
+    for sig in ["INT", "KILL"] {
+        let child = cli_fetch_cfg(&c, GENERATED, &out)
+            .args(["--limit-rate", "8M"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while !started(&out) {
+            assert!(t.elapsed().as_secs() < 30, "the fetch did not start");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!out.exists());
+        if sig == "INT" {
+            assert_eq!(o.status.code(), Some(130), "{err}");
+            assert!(
+                err.contains("interrupted by SIGINT; no plaintext was kept"),
+                "{err}"
+            );
+            assert!(!err.contains("stays in"), "{err}");
+            assert!(
+                !partial_of(&out).exists(),
+                "resume state kept without --resumable"
+            );
+        } else {
+            // Only empty stream files and the release: ciphertext nothing, plaintext nothing.
+            let kept: u64 = common::files_under(&partial_of(&out))
+                .iter()
+                .filter(|p| p.parent().is_some_and(|d| d.ends_with("streams")))
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum();
+            assert_eq!(kept, 0);
+        }
+    }
+    // The next fetch sweeps what the SIGKILL left and completes.
+    let o = cli_fetch_cfg(&c, GENERATED, &out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!partial_of(&out).exists());
 }

@@ -320,6 +320,11 @@ pub enum Command {
         /// Most bytes per second over all shards, e.g. 50M or 1G (K, M, G: powers of 1024)
         #[arg(long, value_name = "RATE", value_parser = parse_rate)]
         limit_rate: Option<u64>,
+        /// Keep what was received (ciphertext sealed to this host's key) beside OUT, so that a
+        /// fetch stopped by anything, SIGKILL and power cuts included, resumes where it stopped.
+        /// Every byte is then written twice on this host (measured about twice as slow)
+        #[arg(long)]
+        resumable: bool,
         /// Print the release and the decision as JSON on success
         #[arg(long)]
         json: bool,
@@ -1353,6 +1358,7 @@ pub fn run(cli: Cli) -> Result<()> {
             config,
             parallel,
             limit_rate,
+            resumable,
             json,
         } => {
             use crate::release::fetch::{fetch, FetchConfig, FetchError, FetchFile};
@@ -1379,6 +1385,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 parallel: parallel.or(file.parallel).unwrap_or(4),
                 progress: !cli.quiet,
                 limit_rate,
+                resumable: resumable || file.resumable.unwrap_or(false),
             };
             let t = Instant::now();
             match fetch(&cfg, &model, &out) {

@@ -8,8 +8,10 @@
 //! cut), no plaintext byte is left under any name.
 //!
 //! Resuming: beside the output, the directory `.<out>.weightvault-partial` (locked while a
-//! fetch uses it) keeps the release (`state.json`) and each shard's stream exactly as received
-//! (`streams/<index>`): ciphertext sealed to this host's key, never plaintext. A restarted
+//! fetch uses it) keeps the release (`state.json`) and, with `--resumable`, each shard's stream
+//! exactly as received (`streams/<index>`): ciphertext sealed to this host's key, never
+//! plaintext. Without it a restarted fetch asks the same release for every stream again (a
+//! transfer that breaks is still resumed at once from what this process holds). A restarted
 //! fetch opens what is there chunk by chunk (so a chunk damaged in a power cut is fetched
 //! again, not trusted), then asks only for the rest with `Range`, while the release is still
 //! valid; otherwise it starts over with a new release. A withdrawn release or a tampered
@@ -50,6 +52,10 @@ pub struct FetchConfig {
     pub progress: bool,
     /// Most stream bytes per second over all shards (`None`: as fast as possible).
     pub limit_rate: Option<u64>,
+    /// Keep each shard's stream as received (ciphertext sealed to the host key) beside the
+    /// output, so that a fetch stopped by anything, SIGKILL and power cuts included, resumes
+    /// where it stopped. It writes every byte twice on this host: measured twice as slow.
+    pub resumable: bool,
 }
 
 /// `fetch --config FILE`: the same settings in TOML (paths relative to the file).
@@ -70,6 +76,8 @@ pub struct FetchFile {
     pub attest: Option<String>,
     /// Shards downloaded at once.
     pub parallel: Option<usize>,
+    /// Keep the received streams for resuming.
+    pub resumable: Option<bool>,
 }
 
 impl FetchFile {
@@ -406,6 +414,9 @@ async fn run(
         let got = tokio::select! {
             r = download(cfg, &client, &host, &release, &partial, timing) => r,
             i = crate::interrupt::stopped() => {
+                if !cfg.resumable {
+                    return Err(FetchError::Interrupted(i, None));
+                }
                 scratch.keep();
                 return Err(FetchError::Interrupted(i, Some(partial)));
             }
@@ -677,9 +688,11 @@ async fn shard(
         downloaded.fetch_add(b.len() as u64, Ordering::Relaxed);
         bar.inc(b.len() as u64);
         // As received: ciphertext sealed to this host, kept for a resume.
-        stream
-            .write_all_at(&b, received)
-            .map_err(|e| io("keeping the stream of", e))?;
+        if cfg.resumable {
+            stream
+                .write_all_at(&b, received)
+                .map_err(|e| io("keeping the stream of", e))?;
+        }
         received += b.len() as u64;
         buf.extend_from_slice(&b);
         if opener.is_none() && buf.len() >= HEADER_LEN {
