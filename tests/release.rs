@@ -285,11 +285,7 @@ fn records_of(vault: &Path) -> Vec<serde_json::Value> {
 
 /// Asks a running `serve` to reload its policies.
 fn sighup(service: &Child) {
-    assert!(Command::new("kill")
-        .args(["-HUP", &service.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    common::signal(service.id(), "HUP");
 }
 
 /// The stream a fetch into `out` keeps of `file` (its resume state), once it knows the release.
@@ -2016,11 +2012,7 @@ fn an_interrupted_fetch_that_is_not_resumable_keeps_nothing() {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
-        assert!(Command::new("kill")
-            .args([&format!("-{sig}"), &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        common::signal(child.id(), sig);
         let o = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!out.exists());

@@ -311,11 +311,7 @@ pub fn interrupt_rounds(
             .spawn()
             .unwrap();
         std::thread::sleep(at);
-        assert!(std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        super::signal(child.id(), sig);
         let o = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         if o.status.success() || out.exists() {

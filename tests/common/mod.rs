@@ -239,3 +239,12 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Sends signal `sig` (`INT`, `TERM`, `KILL`, `HUP`) to process `pid` with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    assert!(Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
