@@ -2028,7 +2028,7 @@ fn an_interrupted_fetch_that_is_not_resumable_keeps_nothing() {
                 "resume state kept without --resumable"
             );
         } else {
-            // Only empty stream files and the release: ciphertext nothing, plaintext nothing.
+            // Only the release (`state.json`): no stream is kept, and no plaintext.
             let kept: u64 = common::files_under(&partial_of(&out))
                 .iter()
                 .filter(|p| p.parent().is_some_and(|d| d.ends_with("streams")))

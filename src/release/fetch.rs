@@ -10,9 +10,9 @@
 //! Resuming: beside the output, the directory `.<out>.weightvault-partial` (locked while a
 //! fetch uses it) keeps the release (`state.json`) and, with `--resumable`, each shard's stream
 //! exactly as received (`streams/<index>`): ciphertext sealed to this host's key, never
-//! plaintext. Without it a restarted fetch asks the same release for every stream again (a
-//! transfer that breaks is still resumed at once from what this process holds). A restarted
-//! fetch opens what is there chunk by chunk (so a chunk damaged in a power cut is fetched
+//! plaintext. Without it nothing received is kept: a transfer that breaks is retried once at
+//! once under the same release, from the start of every stream, and a restarted fetch does
+//! the same while the release is valid. A resumable fetch opens what is there chunk by chunk (so a chunk damaged in a power cut is fetched
 //! again, not trusted), then asks only for the rest with `Range`, while the release is still
 //! valid; otherwise it starts over with a new release. A withdrawn release or a tampered
 //! stream removes it; `weightvault gc` removes one nothing resumes.
@@ -189,23 +189,13 @@ struct PartialState {
 /// of the same output is swept. An earlier version's resume directory (it held plaintext
 /// under `files/`) is removed.
 fn take_partial(out: &Path) -> Result<crate::store::output::Scratch, FetchError> {
-    use crate::store::output;
-    let s = output::Scratch::beside(out, "partial", true).map_err(other)?;
+    let s = crate::store::output::Scratch::for_output(out, "partial", true).map_err(other)?;
     if s.path().join("files").exists() || s.path().join("tags").exists() {
         for d in ["files", "tags", "headers"] {
             let _ = std::fs::remove_dir_all(s.path().join(d));
         }
         let _ = std::fs::remove_file(s.path().join("state.json"));
     }
-    let parent = output::parent_of(out);
-    if let Some(name) = out.file_name() {
-        let _ = output::sweep(
-            parent,
-            &format!(".{}.weightvault-", name.to_string_lossy()),
-            false,
-        );
-    }
-    output::remember_place(parent);
     Ok(s)
 }
 
@@ -475,32 +465,17 @@ fn received_any(partial: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Names every complete file inside the scratch directory, then renames the whole tree into
-/// place and removes the resume state.
+/// Names every complete file, then renames the whole tree into place and removes the resume
+/// state.
 fn finish(
     scratch: crate::store::output::Scratch,
-    files: Vec<(String, crate::store::output::PlaintextFile)>,
+    files: Vec<(String, PlaintextFile)>,
     out: &Path,
 ) -> Result<(), FetchError> {
-    let root = scratch.path().join("out");
-    let _ = std::fs::remove_dir_all(&root);
-    mkdir_private(&root)?;
-    for (rel, plain) in files {
-        let at = root.join(rel_path(&rel)?);
-        if let Some(p) = at.parent() {
-            mkdir_private(p)?;
-        }
-        plain
-            .link_to(&at)
-            .map_err(|e| other(format!("naming {}: {e}", at.display())))?;
+    for (rel, _) in &files {
+        rel_path(rel)?;
     }
-    crate::store::output::sync_dir(&root).map_err(other)?;
-    if out.exists() {
-        std::fs::remove_dir(out).map_err(|e| other(format!("{}: {e}", out.display())))?;
-    }
-    scratch
-        .publish(&root, out)
-        .map_err(|e| other(format!("moving into {}: {e}", out.display())))
+    scratch.publish_files(files, out).map_err(other)
 }
 
 async fn download(
@@ -511,7 +486,9 @@ async fn download(
     partial: &Path,
     timing: &Timing,
 ) -> Result<(u64, Vec<(String, PlaintextFile)>), FetchError> {
-    mkdir_private(&partial.join("streams"))?;
+    if cfg.resumable {
+        mkdir_private(&partial.join("streams"))?;
+    }
     let total: u64 = rel.shards.iter().map(|s| s.stream_len).sum();
     let bar = if cfg.progress {
         let b = indicatif::ProgressBar::new(total);
@@ -618,33 +595,41 @@ async fn shard(
     timing: &Timing,
 ) -> Result<PlaintextFile, FetchError> {
     rel_path(&s.path)?;
-    let spath = partial.join("streams").join(s.index.to_string());
     let io = |what: &str, e: std::io::Error| other(format!("{what} {}: {e}", s.path));
-    let stream = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&spath)
-        .map_err(|e| io("opening the stream of", e))?;
+    // With --resumable, the stream as received (ciphertext) is kept beside the output.
+    let stream = match cfg.resumable {
+        true => Some(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(partial.join("streams").join(s.index.to_string()))
+                .map_err(|e| io("opening the stream of", e))?,
+        ),
+        false => None,
+    };
     let plain = PlaintextFile::create_in(partial).map_err(|e| io("creating", e))?;
     let file = plain.file();
     // What an interrupted run received: its header, then every chunk that still opens.
-    let kept = stream
-        .metadata()
-        .map_err(|e| io("reading the stream of", e))?
-        .len();
+    let kept = match &stream {
+        Some(f) => f
+            .metadata()
+            .map_err(|e| io("reading the stream of", e))?
+            .len(),
+        None => 0,
+    };
     let mut opener = None;
     let mut done = 0u64;
-    if kept >= HEADER_LEN as u64 {
+    if let Some(stream) = stream.as_ref().filter(|_| kept >= HEADER_LEN as u64) {
         let mut h = [0u8; HEADER_LEN];
         stream
             .read_exact_at(&mut h, 0)
             .map_err(|e| io("reading the stream of", e))?;
         let o = Opener::new(&h, host).map_err(|e| FetchError::Tampered(e.to_string()))?;
         check_header(o.header(), rel, s)?;
-        done = tokio::task::block_in_place(|| replay(&o, &stream, kept, file))
+        done = tokio::task::block_in_place(|| replay(&o, stream, kept, file))
             .map_err(|e| io("resuming", e))?;
         bar.inc(o.header().offset(done));
         if done == o.header().chunks() {
@@ -654,9 +639,10 @@ async fn shard(
         opener = Some(o);
     }
     let from = opener.as_ref().map_or(0, |o| o.header().offset(done));
-    stream
-        .set_len(from)
-        .map_err(|e| io("truncating the stream of", e))?;
+    if let Some(f) = &stream {
+        f.set_len(from)
+            .map_err(|e| io("truncating the stream of", e))?;
+    }
     let base = cfg.server.trim_end_matches('/');
     let resp = client
         .get(format!("{base}/v1/releases/{}/shards/{}", rel.id, s.index))
@@ -688,9 +674,8 @@ async fn shard(
         downloaded.fetch_add(b.len() as u64, Ordering::Relaxed);
         bar.inc(b.len() as u64);
         // As received: ciphertext sealed to this host, kept for a resume.
-        if cfg.resumable {
-            stream
-                .write_all_at(&b, received)
+        if let Some(f) = &stream {
+            f.write_all_at(&b, received)
                 .map_err(|e| io("keeping the stream of", e))?;
         }
         received += b.len() as u64;

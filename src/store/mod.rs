@@ -117,6 +117,19 @@ pub enum StoreError {
     },
 }
 
+impl From<output::ScratchError> for StoreError {
+    fn from(e: output::ScratchError) -> Self {
+        match e {
+            output::ScratchError::Io {
+                action,
+                path,
+                source,
+            } => StoreError::io(action, &path, source),
+            other => StoreError::BadInput(other.to_string()),
+        }
+    }
+}
+
 impl StoreError {
     /// Wraps an I/O error with what was being done where; a full disk gets its own message.
     pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
@@ -850,8 +863,7 @@ impl Vault {
         ] {
             let _ = output::sweep(&model_dir, &prefix, false);
         }
-        let scratch = output::Scratch::beside(&target, "staging", false)
-            .map_err(|e| StoreError::BadInput(e.to_string()))?;
+        let scratch = output::Scratch::beside(&target, "staging", false)?;
         let staging = scratch.path().join("revision");
         std::fs::create_dir(&staging).map_err(|e| StoreError::io("creating", &staging, e))?;
         let threads = threads(self.config.seal.threads);
@@ -950,8 +962,7 @@ impl Vault {
             .sum();
         let names: Vec<String> = files.iter().map(|p| self.relative(p)).collect();
         let recorded = record(&label, &names).map_err(StoreError::BadInput)?;
-        let scratch = output::Scratch::beside(&dir, "removed", false)
-            .map_err(|e| StoreError::BadInput(e.to_string()))?;
+        let scratch = output::Scratch::beside(&dir, "removed", false)?;
         let moved = scratch.path().join("revision");
         std::fs::rename(&dir, &moved).map_err(|e| StoreError::io("removing", &dir, e))?;
         sync_dir(&self.model_dir(&r.model))?;
@@ -1411,11 +1422,12 @@ impl OpenedRevision {
         progress: &dyn Progress,
     ) -> Result<u64, StoreError> {
         check_output(out, false)?;
-        let scratch = take_scratch(out, "partial")?;
+        let scratch = output::Scratch::for_output(out, "partial", false)?;
         let mut done = Vec::with_capacity(self.files.len());
         let mut bytes = 0;
         for (e, f) in &self.files {
-            let dst = scratch.path().join(&e.path);
+            // Named in messages by where it will appear.
+            let dst = out.join(&e.path);
             let plain = output::PlaintextFile::create_in(scratch.path())
                 .map_err(|err| StoreError::io("creating", &dst, err))?;
             let file = plain.file();
@@ -1426,25 +1438,10 @@ impl OpenedRevision {
             file.set_len(len)
                 .map_err(|err| StoreError::io("writing", &dst, err))?;
             bytes += len;
-            done.push((dst, plain));
+            done.push((e.path.as_str(), plain));
         }
         interrupted()?;
-        let root = scratch.path().join("out");
-        create_private_dir(&root)?;
-        for (dst, plain) in done {
-            let rel = dst.strip_prefix(scratch.path()).expect("inside");
-            let at = root.join(rel);
-            if let Some(parent) = at.parent() {
-                create_private_dir(parent)?;
-            }
-            plain
-                .link_to(&at)
-                .map_err(|err| StoreError::io("naming", &at, err))?;
-        }
-        sync_dir(&root)?;
-        scratch
-            .publish(&root, out)
-            .map_err(|e| StoreError::io("renaming into place", out, e))?;
+        scratch.publish_files(done, out)?;
         Ok(bytes)
     }
 
@@ -1492,7 +1489,7 @@ impl OpenedRevision {
             json.push(b' ');
         }
         // Unnamed until complete, then linked straight to its name: no window at all.
-        let scratch = take_scratch(out, "tensor")?;
+        let scratch = output::Scratch::for_output(out, "tensor", false)?;
         let plain = output::PlaintextFile::create_in(scratch.path())
             .map_err(|err| StoreError::io("creating", out, err))?;
         let file = plain.file();
@@ -1510,26 +1507,6 @@ impl OpenedRevision {
     }
 }
 
-/// Takes a scratch directory beside `out` after sweeping the abandoned ones of the same
-/// target, and remembers the place for `weightvault gc`.
-fn take_scratch(out: &Path, kind: &str) -> Result<output::Scratch, StoreError> {
-    let parent = output::parent_of(out);
-    if let Some(name) = out.file_name() {
-        let prefix = format!(".{}.weightvault-", name.to_string_lossy());
-        let _ = output::sweep(parent, &prefix, false);
-    }
-    let s = output::Scratch::beside(out, kind, false).map_err(|e| match e {
-        output::ScratchError::Io {
-            action,
-            path,
-            source,
-        } => StoreError::io(action, &path, source),
-        other => StoreError::BadInput(other.to_string()),
-    })?;
-    output::remember_place(parent);
-    Ok(s)
-}
-
 /// `Err(Interrupted)` once SIGINT or SIGTERM asked this command to stop.
 fn interrupted() -> Result<(), StoreError> {
     crate::interrupt::check().map_err(StoreError::Interrupted)
@@ -1540,15 +1517,6 @@ fn write_head(file: &File, b: &[u8], p: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::FileExt;
     file.write_all_at(b, 0)
         .map_err(|e| StoreError::io("writing", p, e))
-}
-
-fn create_private_dir(p: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(p)
-        .map_err(|e| StoreError::io("creating", p, e))
 }
 
 /// Checks that `out` can receive an `open`: for a directory, absent or empty; for a single

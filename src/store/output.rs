@@ -242,6 +242,50 @@ impl Scratch {
         })
     }
 
+    /// [`Scratch::beside`] for a command's output: the same target's abandoned scratch is swept
+    /// first (its own, if `stable`, is skipped: it holds the lock by then), and the place is
+    /// remembered for `weightvault gc`.
+    pub fn for_output(target: &Path, kind: &str, stable: bool) -> Result<Self, ScratchError> {
+        let s = Self::beside(target, kind, stable)?;
+        let parent = parent_of(target);
+        if let Some(name) = target.file_name() {
+            let _ = sweep(parent, &format!(".{}{MARK}", name.to_string_lossy()), false);
+        }
+        remember_place(parent);
+        Ok(s)
+    }
+
+    /// Names every complete file (`rel` path, file) inside this directory, then renames them
+    /// as one tree to `out` (absent or an empty directory, which rename(2) replaces), syncs
+    /// `out`'s parent and removes this directory with whatever else it holds.
+    pub fn publish_files<R: AsRef<Path>>(
+        self,
+        files: impl IntoIterator<Item = (R, PlaintextFile)>,
+        out: &Path,
+    ) -> Result<(), ScratchError> {
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ScratchError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let root = self.dir.join("out");
+        let _ = std::fs::remove_dir_all(&root);
+        create_private_dir(&root).map_err(io("creating", &root))?;
+        for (rel, plain) in files {
+            let at = root.join(rel);
+            if let Some(p) = at.parent() {
+                create_private_dir(p).map_err(io("creating", p))?;
+            }
+            plain.link_to(&at).map_err(io("naming", &at))?;
+        }
+        sync_dir(&root).map_err(io("syncing", &root))?;
+        self.publish(&root, out)
+            .map_err(io("renaming into place", out))
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
