@@ -304,7 +304,11 @@ pub fn interrupt_rounds(
             break;
         };
         let sig = ["INT", "TERM", "KILL"][k];
-        let at = window.mul_f64(0.02 + 0.96 * rng.next_f64());
+        // Not before 50 ms: a signal that arrives before the command has started (exec,
+        // loading, installing its handlers) does not interrupt its work, it prevents it.
+        let at = window
+            .mul_f64(0.02 + 0.96 * rng.next_f64())
+            .max(std::time::Duration::from_millis(50));
         let child = command()
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
