@@ -34,6 +34,52 @@ pub fn scratch() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// A directory one test owns inside a shared fixture: emptied when made and removed when the
+/// guard drops (also when the test fails: the suite runs on machines with little free disk;
+/// set `WEIGHTVAULT_KEEP_TEST_DATA=1` to keep a failed test's files for a look).
+pub struct TestDir(PathBuf);
+
+impl TestDir {
+    pub fn new(dir: PathBuf) -> TestDir {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        TestDir(dir)
+    }
+}
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TestDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let keep =
+            std::thread::panicking() && std::env::var_os("WEIGHTVAULT_KEEP_TEST_DATA").is_some();
+        if keep {
+            eprintln!("kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A scratch directory that lives as long as the test process (for per-process fixtures held
 /// in statics, which are never dropped): `target/test-scratch/fixture-<test target>-<name>`,
 /// emptied when made, so reruns do not pile up.
