@@ -7,10 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod format;
+pub use weightvault_core::{format, keys};
 pub mod hsm;
 pub mod interrupt;
-pub mod keys;
 pub mod ledger;
 pub mod policy;
 pub mod release;

@@ -2,9 +2,8 @@
 //! (`weightvault serve`) and its client (`weightvault fetch`). The protocol is in
 //! `docs/PROTOCOL.md`.
 
-pub mod evidence;
+pub use weightvault_core::{evidence, stream};
 pub mod fetch;
 pub mod service;
-pub mod stream;
 pub mod testkit;
 pub mod tls;

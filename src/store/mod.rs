@@ -11,7 +11,7 @@
 //! Plaintext is written only by `open`, to the place the operator names.
 
 pub mod checkpoint;
-pub mod header_check;
+pub use weightvault_core::header_check;
 pub mod mapped;
 pub mod output;
 pub mod sealed;
@@ -231,19 +231,7 @@ impl Default for LedgerSection {
     }
 }
 
-/// Training facts recorded at seal time (the model inventory's classification inputs).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TrainingFacts {
-    /// Export Control Classification Number, e.g. `4E091`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eccn: Option<String>,
-    /// Training compute in operations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub training_ops: Option<f64>,
-    /// Whether the weights are published (open).
-    #[serde(default)]
-    pub open_weights: bool,
-}
+pub use weightvault_core::facts::TrainingFacts;
 
 /// One file of a revision, as the manifest records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

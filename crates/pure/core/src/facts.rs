@@ -1,0 +1,17 @@
+//! Value types shared by every layer: what a revision's seal recorded about its training.
+
+use serde::{Deserialize, Serialize};
+
+/// Training facts recorded at seal time (the model inventory's classification inputs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingFacts {
+    /// Export Control Classification Number, e.g. `4E091`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eccn: Option<String>,
+    /// Training compute in operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_ops: Option<f64>,
+    /// Whether the weights are published (open).
+    #[serde(default)]
+    pub open_weights: bool,
+}
