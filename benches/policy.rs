@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Instant;
-use weightvault::policy::data::{PolicyData, FILES};
+use weightvault::policy::data::FILES;
+use weightvault::policy::PolicyData;
 use weightvault::policy::{decide, GeoLookup, HostClaims, ReleaseRequest};
 
 const COUNTRIES: [&str; 10] = ["IN", "BR", "SG", "AE", "MX", "ID", "TH", "VN", "PL", "PT"];

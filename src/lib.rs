@@ -8,10 +8,11 @@
 
 pub mod cli;
 pub use weightvault_core::{format, keys};
+pub use weightvault_policy as policy;
 pub mod hsm;
 pub mod interrupt;
 pub mod ledger;
-pub mod policy;
+pub mod local;
 pub mod release;
 pub mod store;
 pub mod watermark;

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
-use weightvault::policy::data::PolicyData;
+use weightvault::local::PolicyDir;
 use weightvault::policy::CheckId::{self, *};
+use weightvault::policy::PolicyData;
 use weightvault::policy::{decide, Authority, HostClaims, MaxMindGeo, ReleaseRequest, Verdict};
 use weightvault::store::TrainingFacts;
 
@@ -34,7 +35,11 @@ fn read_policy_files() -> BTreeMap<String, String> {
 
 fn policy() -> &'static PolicyData {
     static P: OnceLock<PolicyData> = OnceLock::new();
-    P.get_or_init(|| PolicyData::load_dir(&policy_dir()).expect("policies/ loads"))
+    P.get_or_init(|| {
+        PolicyDir::new(policy_dir())
+            .load()
+            .expect("policies/ loads")
+    })
 }
 
 fn geo() -> &'static MaxMindGeo {
@@ -1065,7 +1070,7 @@ fn a_failed_reload_keeps_the_policy_in_force() {
     for (f, t) in read_policy_files() {
         std::fs::write(dir.join(f), t).unwrap();
     }
-    let h = weightvault::policy::PolicyHandle::load(&dir).unwrap();
+    let h = PolicyDir::new(&dir).handle().unwrap();
     let raj = row("reload", "raj@globex.example", "IN", "acme-frontier").request();
     assert!(decide(&h.current(), geo(), &raj).allowed);
     // The licence is suspended, but the file also has an error: the reload is refused and

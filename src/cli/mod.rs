@@ -604,7 +604,7 @@ fn seal_disagreements(
     let mut why = crate::policy::classify::contradictions(facts);
     let dir = policy_dir(policies);
     if dir.is_dir() {
-        let p = crate::policy::data::PolicyData::load_dir(&dir).with_context(|| {
+        let p = crate::local::PolicyDir::new(&dir).load().with_context(|| {
             format!(
                 "reading the model inventory in {} (nothing was sealed; give --policies DIR)",
                 dir.display()
@@ -635,7 +635,6 @@ impl crate::policy::GeoLookup for NoGeo {
 }
 
 fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
-    use crate::policy::data::PolicyData;
     match cmd {
         PolicyCommand::Reload { wait } => {
             let v = Vault::open(vault_dir)?;
@@ -705,7 +704,7 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
         }
         PolicyCommand::Lint { policies } => {
             let dir = policy_dir(policies);
-            let p = PolicyData::load_dir(&dir)?;
+            let p = crate::local::PolicyDir::new(&dir).load()?;
             outln!(
                 "{}: valid — {} tier changes, {} models, {} organisations, {} requesters, {} licences, {} restricted parties, {} attesters, {} Cedar policies",
                 dir.display(),
@@ -732,7 +731,7 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
             json,
         } => {
             let dir = policy_dir(policies);
-            let p = PolicyData::load_dir(&dir)?;
+            let p = crate::local::PolicyDir::new(&dir).load()?;
             let time = match date {
                 Some(d) => {
                     let d = time::Date::parse(

@@ -952,7 +952,9 @@ impl Server {
                 rec.discarded_bytes
             );
         }
-        let policy = PolicyHandle::load(&cfg.policies).map_err(setup)?;
+        let policy = crate::local::PolicyDir::new(&cfg.policies)
+            .handle()
+            .map_err(setup)?;
         for (id, u) in &alloc.used {
             let streamed = alloc.streamed.get(id).copied().unwrap_or(0);
             tracing::info!(

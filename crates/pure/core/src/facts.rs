@@ -1,4 +1,5 @@
-//! Value types shared by every layer: what a revision's seal recorded about its training.
+//! Value types shared by every layer: what a revision's seal recorded about its training, and
+//! what a licence has been used for.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,4 +15,13 @@ pub struct TrainingFacts {
     /// Whether the weights are published (open).
     #[serde(default)]
     pub open_weights: bool,
+}
+
+/// What a licence has been used for, as the vault counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Releases allowed under it.
+    pub releases: u64,
+    /// Bytes those releases let out.
+    pub bytes: u64,
 }

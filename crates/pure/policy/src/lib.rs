@@ -10,7 +10,14 @@ pub mod classify;
 pub mod data;
 pub mod names;
 
-use data::{PolicyData, RequesterKind, Tier};
+mod set;
+mod source;
+
+pub use set::PolicyData;
+pub use source::{LoadedPolicy, PolicyHandle, PolicySource, PolicyVersion};
+pub use weightvault_core::facts::{TrainingFacts, Usage};
+
+use data::{RequesterKind, Tier};
 use serde::Serialize;
 use std::net::IpAddr;
 use time::{Date, OffsetDateTime};
@@ -76,7 +83,7 @@ pub struct ReleaseRequest {
     pub model: String,
     /// Training facts recorded when the model was sealed, if known: they must agree with
     /// the inventory.
-    pub sealed_facts: Option<crate::store::TrainingFacts>,
+    pub sealed_facts: Option<TrainingFacts>,
     /// Verified host claims.
     pub host: HostClaims,
     /// Source address of the request (after trusted-proxy handling), if known.
@@ -94,15 +101,6 @@ pub struct ReleaseRequest {
     /// when no source address is given, are reported as not evaluated instead of judged. The
     /// release service never sets this.
     pub dry_run: bool,
-}
-
-/// What a licence has been used for, as the vault counts it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    /// Releases allowed under it.
-    pub releases: u64,
-    /// Bytes those releases let out.
-    pub bytes: u64,
 }
 
 /// The checks, in the order they are reported.
@@ -726,33 +724,4 @@ fn find_licence<'a>(
         why.push(format!("licence {}: {}", l.id, bad.join(", ")));
     }
     Err(format!("no usable licence: {}", why.join("; ")))
-}
-
-/// The policy a running service decides with, reloadable in place. A reload that fails to
-/// load or validate leaves the policy in force untouched and returns the error.
-pub struct PolicyHandle {
-    dir: std::path::PathBuf,
-    current: std::sync::RwLock<std::sync::Arc<PolicyData>>,
-}
-
-impl PolicyHandle {
-    /// Loads the policy directory.
-    pub fn load(dir: &std::path::Path) -> Result<Self, data::PolicyError> {
-        Ok(Self {
-            dir: dir.into(),
-            current: std::sync::RwLock::new(std::sync::Arc::new(PolicyData::load_dir(dir)?)),
-        })
-    }
-
-    /// The policy in force (decisions hold on to it for their whole duration).
-    pub fn current(&self) -> std::sync::Arc<PolicyData> {
-        self.current.read().expect("policy lock").clone()
-    }
-
-    /// Reads the directory again; on any error the old policy stays in force.
-    pub fn reload(&self) -> Result<(), data::PolicyError> {
-        let new = PolicyData::load_dir(&self.dir)?;
-        *self.current.write().expect("policy lock") = std::sync::Arc::new(new);
-        Ok(())
-    }
 }

@@ -8,7 +8,7 @@
 //! to the EAR at all.
 
 use super::data::{ModelEntry, CONTROL_THRESHOLD_OPS};
-use crate::store::TrainingFacts;
+use crate::TrainingFacts;
 
 /// Checks an ECCN is written as the Commerce Control List writes them.
 pub fn check_eccn(s: &str) -> Result<(), String> {

@@ -4,7 +4,7 @@
 use super::names::normalise;
 use ipnet::IpNet;
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use time::Date;
 use toml::Spanned;
 
@@ -272,7 +272,7 @@ struct ModelFile {
 /// Models by name, and the owner fields still to be checked against the organisations.
 type Models = (BTreeMap<String, ModelEntry>, Vec<Spanned<String>>);
 
-fn parse_models(ctx: &Ctx<'_>) -> Result<Models, PolicyError> {
+pub(crate) fn parse_models(ctx: &Ctx<'_>) -> Result<Models, PolicyError> {
     let f: ModelsFile = ctx.parse()?;
     let mut out = BTreeMap::new();
     let mut owners = Vec::new();
@@ -417,7 +417,7 @@ struct WorkloadFile {
 
 type People = (BTreeMap<String, Organisation>, BTreeMap<String, Requester>);
 
-fn parse_people(ctx: &Ctx<'_>) -> Result<People, PolicyError> {
+pub(crate) fn parse_people(ctx: &Ctx<'_>) -> Result<People, PolicyError> {
     let f: PeopleFile = ctx.parse()?;
     let mut orgs = BTreeMap::new();
     for o in f.organisations {
@@ -562,7 +562,7 @@ struct LicenceFile {
     bytes_used: u64,
 }
 
-fn parse_licences(
+pub(crate) fn parse_licences(
     ctx: &Ctx<'_>,
     orgs: &BTreeMap<String, Organisation>,
     reqs: &BTreeMap<String, Requester>,
@@ -741,7 +741,7 @@ struct AttesterFile {
     description: String,
 }
 
-fn parse_attesters(ctx: &Ctx<'_>) -> Result<BTreeMap<String, Attester>, PolicyError> {
+pub(crate) fn parse_attesters(ctx: &Ctx<'_>) -> Result<BTreeMap<String, Attester>, PolicyError> {
     let f: AttestersFile = ctx.parse()?;
     let mut out = BTreeMap::new();
     for a in f.attesters {
@@ -815,7 +815,7 @@ struct VpnFile {
     name: String,
 }
 
-fn parse_network(ctx: &Ctx<'_>) -> Result<NetworkRules, PolicyError> {
+pub(crate) fn parse_network(ctx: &Ctx<'_>) -> Result<NetworkRules, PolicyError> {
     let f: NetworkFile = ctx.parse()?;
     let net = |s: &Spanned<String>| -> Result<IpNet, PolicyError> {
         s.get_ref().parse::<IpNet>().map_err(|_| {
@@ -840,103 +840,4 @@ fn parse_network(ctx: &Ctx<'_>) -> Result<NetworkRules, PolicyError> {
         out.vpn.push((net(&v.cidr)?, v.name));
     }
     Ok(out)
-}
-
-// ---------------------------------------------------------------- all of it
-
-/// Everything in `policies/`, validated.
-pub struct PolicyData {
-    /// Country tiers with history.
-    pub tiers: CountryTiers,
-    /// Model inventory.
-    pub models: BTreeMap<String, ModelEntry>,
-    /// Organisations.
-    pub organisations: BTreeMap<String, Organisation>,
-    /// Persons and workloads.
-    pub requesters: BTreeMap<String, Requester>,
-    /// Licences, sorted by id.
-    pub licences: Vec<Licence>,
-    /// Licence indexes by licensee.
-    pub licences_by_licensee: HashMap<String, Vec<usize>>,
-    /// Screening list.
-    pub restricted: RestrictedParties,
-    /// Trusted attesters.
-    pub attesters: BTreeMap<String, Attester>,
-    /// Network ranges.
-    pub network: NetworkRules,
-    /// Organisation rules (Cedar).
-    pub org_rules: super::cedar::OrgRules,
-}
-
-impl PolicyData {
-    /// Parses and validates every file. `files` maps each name in [`FILES`] to its text; a
-    /// missing file is an error.
-    pub fn parse(files: &BTreeMap<String, String>) -> Result<Self, PolicyError> {
-        let get = |name: &'static str| -> Result<Ctx<'_>, PolicyError> {
-            files
-                .get(name)
-                .map(|t| Ctx {
-                    file: name,
-                    text: t,
-                })
-                .ok_or(PolicyError {
-                    file: name.into(),
-                    line: 0,
-                    message: "missing".into(),
-                })
-        };
-        let tiers = CountryTiers::parse(&get("tiers.toml")?)?;
-        let people = get("people.toml")?;
-        let (organisations, requesters) = parse_people(&people)?;
-        let mctx = get("models.toml")?;
-        let (models, owners) = parse_models(&mctx)?;
-        for o in owners {
-            if !organisations.contains_key(o.get_ref()) {
-                return Err(mctx.at(&o, format!("unknown owner organisation '{}'", o.get_ref())));
-            }
-        }
-        let licences = parse_licences(&get("licences.toml")?, &organisations, &requesters)?;
-        let mut licences_by_licensee: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, l) in licences.iter().enumerate() {
-            licences_by_licensee
-                .entry(l.licensee.clone())
-                .or_default()
-                .push(i);
-        }
-        let restricted = RestrictedParties::parse(&get("restricted-parties.csv")?)?;
-        let attesters = parse_attesters(&get("attesters.toml")?)?;
-        let network = parse_network(&get("network.toml")?)?;
-        let org_rules =
-            super::cedar::OrgRules::parse(&get("org.cedarschema")?, &get("org.cedar")?)?;
-        Ok(Self {
-            tiers,
-            models,
-            organisations,
-            requesters,
-            licences,
-            licences_by_licensee,
-            restricted,
-            attesters,
-            network,
-            org_rules,
-        })
-    }
-
-    /// Reads every file of a policy directory and parses it.
-    pub fn load_dir(dir: &std::path::Path) -> Result<Self, PolicyError> {
-        let mut files = BTreeMap::new();
-        for name in FILES {
-            let p = dir.join(name);
-            let text = std::fs::read_to_string(&p).map_err(|e| PolicyError {
-                file: p.display().to_string(),
-                line: 0,
-                message: format!("cannot read: {e}"),
-            })?;
-            files.insert(name.to_string(), text);
-        }
-        Self::parse(&files).map_err(|mut e| {
-            e.file = dir.join(&e.file).display().to_string();
-            e
-        })
-    }
 }
