@@ -776,7 +776,7 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
                 .map_or(0, |r| r.manifest.files.iter().map(|f| f.original_len).sum());
             let used = match vault.map(|v| v.ledger_dir()).filter(|l| l.exists()) {
                 Some(l) => {
-                    crate::ledger::usage::Allocations::from_ledger(&l)
+                    crate::ledger::Ledger::allocations(&l)
                         .map_err(|e| {
                             anyhow::anyhow!("counting licence use in {}: {e}", l.display())
                         })?
@@ -1031,6 +1031,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let rep = v.remove(&revision, |label, files| {
                 let (model, rev) = label.split_once('@').expect("MODEL@REV");
                 let r = crate::ledger::record::Record::action(
+                    &crate::store::now_rfc3339(),
                     "remove",
                     &operator::identity(),
                     model,
@@ -1120,6 +1121,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 let (model, rev) = label.split_once('@').expect("MODEL@REV");
                 ledger
                     .append(&crate::ledger::record::Record::action(
+                        &crate::store::now_rfc3339(),
                         "shred",
                         &operator::identity(),
                         model,
@@ -1508,6 +1510,7 @@ pub fn run(cli: Cli) -> Result<()> {
             // The seal in the ledger, with any disagreement it was forced through; a seal that
             // cannot be recorded is taken out again.
             let mut rec = crate::ledger::record::Record::action(
+                &crate::store::now_rfc3339(),
                 "seal",
                 &operator::identity(),
                 &r.manifest.model,
@@ -1652,6 +1655,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 None => rev.manifest.files.iter().map(|f| f.path.clone()).collect(),
             };
             let start = crate::ledger::record::Record::action(
+                &crate::store::now_rfc3339(),
                 "operator-open",
                 &operator::identity(),
                 &rev.manifest.model,
@@ -1755,6 +1759,7 @@ fn record_key_event(
     outcome: &str,
 ) -> Result<crate::ledger::spool::Recorded> {
     let r = crate::ledger::record::Record::action(
+        &crate::store::now_rfc3339(),
         kind,
         &operator::identity(),
         model,

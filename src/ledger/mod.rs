@@ -6,12 +6,11 @@
 //! segments, see [`log`]) and `checkpoints.log` (one JSON line per signed checkpoint note, see
 //! [`checkpoint`]).
 
-pub mod checkpoint;
+pub use weightvault_ledger::{checkpoint, merkle, proof, record, usage};
+pub use weightvault_ledger::{ConsistencyProof, InclusionProof};
+
 pub mod log;
-pub mod merkle;
-pub mod record;
 pub mod spool;
-pub mod usage;
 
 use checkpoint::Checkpoint;
 use std::io::Write;
@@ -41,6 +40,12 @@ pub enum LedgerError {
     Verify(String),
 }
 
+impl From<proof::ProofError> for LedgerError {
+    fn from(e: proof::ProofError) -> Self {
+        LedgerError::Verify(e.to_string())
+    }
+}
+
 /// Signs a checkpoint body with the ledger key (the HSM in production).
 pub type Signer<'a> = dyn Fn(&[u8]) -> Result<[u8; 64], String> + 'a;
 
@@ -57,87 +62,9 @@ struct CheckpointLine {
     note: String,
 }
 
-/// A self-contained inclusion proof, checkable offline with the public key alone.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct InclusionProof {
-    /// Entry index.
-    pub index: u64,
-    /// The record (canonical JSON).
-    pub entry: String,
-    /// Audit path, hex.
-    pub proof: Vec<String>,
-    /// The signed checkpoint note it is against.
-    pub checkpoint: String,
-}
-
-impl InclusionProof {
-    /// Checks the checkpoint signature and the path; returns the checkpoint.
-    pub fn verify(&self, key_name: &str, public: &[u8; 32]) -> Result<Checkpoint, LedgerError> {
-        let cp = Checkpoint::verify(&self.checkpoint, key_name, public)
-            .map_err(|e| LedgerError::Verify(e.to_string()))?;
-        let proof = decode_hashes(&self.proof)?;
-        if merkle::verify_inclusion(
-            self.index,
-            cp.size,
-            &merkle::leaf_hash(self.entry.as_bytes()),
-            &proof,
-            &cp.root,
-        ) {
-            Ok(cp)
-        } else {
-            Err(LedgerError::Verify(format!(
-                "entry {} is not in the tree of checkpoint size {}",
-                self.index, cp.size
-            )))
-        }
-    }
-}
-
 /// Where the log's segments are.
 fn segments_dir(dir: &Path) -> PathBuf {
     dir.join("segments")
-}
-
-/// A consistency proof from an older tree size to a signed checkpoint (RFC 6962 §2.1.2).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ConsistencyProof {
-    /// The older tree size.
-    pub old_size: u64,
-    /// Proof nodes, hex.
-    pub proof: Vec<String>,
-    /// The signed checkpoint note it leads to.
-    pub checkpoint: String,
-}
-
-impl ConsistencyProof {
-    /// Checks the checkpoint signature and that the tree (`old_size`, `old_root`) is a prefix
-    /// of it; returns the checkpoint.
-    pub fn verify(
-        &self,
-        old_root: &merkle::Hash,
-        key_name: &str,
-        public: &[u8; 32],
-    ) -> Result<Checkpoint, LedgerError> {
-        let cp = Checkpoint::verify(&self.checkpoint, key_name, public)
-            .map_err(|e| LedgerError::Verify(e.to_string()))?;
-        let proof = decode_hashes(&self.proof)?;
-        if merkle::verify_consistency(self.old_size, cp.size, old_root, &cp.root, &proof) {
-            Ok(cp)
-        } else {
-            Err(LedgerError::Verify(format!(
-                "the tree of size {} is not a prefix of checkpoint size {}",
-                self.old_size, cp.size
-            )))
-        }
-    }
-}
-
-fn decode_hashes(hexes: &[String]) -> Result<Vec<merkle::Hash>, LedgerError> {
-    hexes
-        .iter()
-        .map(|h| hex::decode(h).ok().and_then(|v| v.try_into().ok()))
-        .collect::<Option<_>>()
-        .ok_or_else(|| LedgerError::Verify("proof node is not a 32-byte hex hash".into()))
 }
 
 /// Discards a torn final checkpoint line (a crash while appending one); returns its length.
@@ -204,6 +131,15 @@ pub struct VerifyReport {
 }
 
 impl Ledger {
+    /// Licence usage counted from every record of the ledger in `dir` (a vault's `ledger`
+    /// directory); a ledger not yet written counts nothing. Reads without taking the writer's
+    /// lock.
+    pub fn allocations(dir: &Path) -> Result<usage::Allocations, String> {
+        let mut a = usage::Allocations::default();
+        Self::entries(dir, &mut |i, e| a.add_entry(i, e)).map_err(|e| e.to_string())?;
+        Ok(a)
+    }
+
     /// Opens (or creates) the ledger in `dir`; reports torn-tail recovery.
     pub fn open(dir: &Path, origin: &str) -> Result<(Self, log::Recovery), LedgerError> {
         Self::open_with(dir, origin, log::DEFAULT_SEGMENT_BITS)

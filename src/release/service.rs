@@ -845,6 +845,7 @@ async fn reload_policy(st: &Arc<AppState>) {
         }
     };
     let mut r = Record::action(
+        &crate::store::now_rfc3339(),
         "policy-reload",
         "weightvault-serve",
         "",

@@ -56,8 +56,9 @@ pub struct Record {
 
 impl Record {
     /// A record of an operator's or the service's own action (no host, no requester facts):
-    /// `operator-open`, `shred`, `policy-reload`. Time is now.
+    /// `operator-open`, `shred`, `policy-reload`, at `time` (RFC 3339).
     pub fn action(
+        time: &str,
         kind: &str,
         requester: &str,
         model: &str,
@@ -67,9 +68,7 @@ impl Record {
     ) -> Self {
         Record {
             kind: kind.into(),
-            time: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .expect("time formats"),
+            time: time.into(),
             requester: requester.into(),
             requester_kind: "operator".into(),
             organisation: None,
@@ -199,6 +198,7 @@ mod tests {
 
     fn open(outcome: &str) -> Record {
         Record::action(
+            "2026-11-30T12:00:00Z",
             "operator-open",
             "alice",
             "m",

@@ -1,10 +1,9 @@
 //! What each licence has been used for, counted from the ledger, so that a restart does not
 //! reset it: the release service decides with it, and `policy check` shows it.
 
-use super::record::Record;
-use crate::policy::Usage;
+use crate::record::Record;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use weightvault_core::facts::Usage;
 
 /// Releases and bytes per licence.
 #[derive(Debug, Default)]
@@ -20,14 +19,6 @@ pub struct Allocations {
 }
 
 impl Allocations {
-    /// Counts every record of the ledger in `dir` (a vault's `ledger` directory); a ledger
-    /// not yet written counts nothing. Reads without taking the writer's lock.
-    pub fn from_ledger(dir: &Path) -> Result<Self, String> {
-        let mut a = Allocations::default();
-        super::Ledger::entries(dir, &mut |i, e| a.add_entry(i, e)).map_err(|e| e.to_string())?;
-        Ok(a)
-    }
-
     /// Counts the entry at ledger index `index` from its bytes (a ledger visitor; the reader
     /// names the entry in any error).
     pub fn add_entry(&mut self, index: u64, entry: &[u8]) -> Result<(), String> {
