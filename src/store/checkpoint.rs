@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+pub use weightvault_core::header_check::{check_rel_path, parse_safetensors_meta};
 
 /// Largest safetensors JSON header accepted (the `safetensors` crate's own limit).
 pub const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
@@ -34,21 +35,6 @@ pub struct CheckpointFile {
     pub shard_count: u32,
     /// Number of tensors (safetensors only).
     pub tensors: usize,
-}
-
-/// Checks a relative path is made of ordinary components only.
-pub fn check_rel_path(rel: &str) -> Result<(), String> {
-    if rel.is_empty() || rel.len() > crate::format::MAX_PATH_LEN {
-        return Err("path is empty or too long".into());
-    }
-    for c in rel.split('/') {
-        if c.is_empty() || c == "." || c == ".." || c.contains('\0') || c.contains('\\') {
-            return Err(format!(
-                "path '{rel}' has a component '{c}' that is not allowed"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Reads and validates a safetensors file's header: returns (meta bytes, data start, data
@@ -88,22 +74,6 @@ pub fn read_safetensors_header(path: &Path) -> Result<(Vec<u8>, u64, u64, usize)
     let md = parse_safetensors_meta(&meta).map_err(bad)?;
     let data_len = md.data_len() as u64;
     Ok((meta, 8 + n, data_len, md.tensors().len()))
-}
-
-/// Parses the 8-byte prefix + JSON header of a safetensors file into validated metadata
-/// (offsets contiguous, sizes agree with dtypes and shapes).
-pub fn parse_safetensors_meta(meta: &[u8]) -> Result<safetensors::tensor::Metadata, String> {
-    if meta.len() < 8 {
-        return Err("header shorter than 8 bytes".into());
-    }
-    let n = u64::from_le_bytes(meta[..8].try_into().expect("8")) as usize;
-    if meta.len() != 8 + n {
-        return Err("header length prefix does not match".into());
-    }
-    let json = std::str::from_utf8(&meta[8..]).map_err(|_| "header is not UTF-8".to_string())?;
-    super::header_check::check(json, None)?;
-    serde_json::from_str::<safetensors::tensor::Metadata>(json)
-        .map_err(|e| format!("invalid header: {e}"))
 }
 
 /// How deep a checkpoint directory may nest (also stops symlink loops).

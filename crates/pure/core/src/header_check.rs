@@ -176,6 +176,37 @@ pub fn check(json: &str, data_len: Option<u64>) -> Result<Vec<(String, HeaderTen
     Ok(tensors)
 }
 
+/// Checks a relative path is made of ordinary components only.
+pub fn check_rel_path(rel: &str) -> Result<(), String> {
+    if rel.is_empty() || rel.len() > crate::format::MAX_PATH_LEN {
+        return Err("path is empty or too long".into());
+    }
+    for c in rel.split('/') {
+        if c.is_empty() || c == "." || c == ".." || c.contains('\0') || c.contains('\\') {
+            return Err(format!(
+                "path '{rel}' has a component '{c}' that is not allowed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses the 8-byte prefix + JSON header of a safetensors file into validated metadata
+/// (offsets contiguous, sizes agree with dtypes and shapes).
+pub fn parse_safetensors_meta(meta: &[u8]) -> Result<safetensors::tensor::Metadata, String> {
+    if meta.len() < 8 {
+        return Err("header shorter than 8 bytes".into());
+    }
+    let n = u64::from_le_bytes(meta[..8].try_into().expect("8")) as usize;
+    if meta.len() != 8 + n {
+        return Err("header length prefix does not match".into());
+    }
+    let json = std::str::from_utf8(&meta[8..]).map_err(|_| "header is not UTF-8".to_string())?;
+    check(json, None)?;
+    serde_json::from_str::<safetensors::tensor::Metadata>(json)
+        .map_err(|e| format!("invalid header: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::check;

@@ -14,7 +14,7 @@
 //! λ > 0 of `exp(-λ s) Π_j E[exp(λ g_j)]`, each expectation a two-point sum.
 
 use super::carrier::Carrier;
-use crate::keys::SymmetricKey;
+use weightvault_core::keys::SymmetricKey;
 
 /// Default cutoff `t` of the bias distribution.
 pub const DEFAULT_CUTOFF: f64 = 1.0 / 300.0;

@@ -7,10 +7,9 @@
 use super::carrier::Carrier;
 use super::mark::{self, Detector, MarkedTensor};
 use super::tardos::{Code, DEFAULT_CUTOFF};
-use crate::keys::SymmetricKey;
-use crate::store::{OpenedRevision, StoreError};
-use safetensors::SafeTensors;
-use std::path::{Path, PathBuf};
+use safetensors::tensor::TensorView;
+use weightvault_core::format::FileKind;
+use weightvault_core::keys::SymmetricKey;
 
 /// Default epsilon: the accepted chance of accusing anyone innocent, over all releases.
 pub const DEFAULT_EPSILON: f64 = 1e-6;
@@ -117,50 +116,28 @@ pub struct TraceReport {
 
 /// The watermarked tensors of every file of a revision (empty for files that are not
 /// safetensors), and the revision's segment count, which follows from their weights. The
-/// service marks releases and `trace` reads suspects with this one description.
-pub fn revision_tensors(rev: &OpenedRevision) -> Result<(Vec<Vec<MarkedTensor>>, u32), String> {
-    let mut files = Vec::with_capacity(rev.files.len());
+/// service marks releases and `trace` reads suspects with this one description. `files` gives
+/// each file's path, kind and (safetensors) header bytes, in the revision's order.
+pub fn revision_tensors<'a>(
+    files: impl IntoIterator<Item = (&'a str, FileKind, &'a [u8])>,
+) -> Result<(Vec<Vec<MarkedTensor>>, u32), String> {
+    let mut out = Vec::new();
     let mut eligible = 0u64;
-    for (e, f) in &rev.files {
-        if e.kind != crate::format::FileKind::Safetensors {
-            files.push(Vec::new());
+    for (path, kind, meta) in files {
+        if kind != FileKind::Safetensors {
+            out.push(Vec::new());
             continue;
         }
-        let md = crate::store::checkpoint::parse_safetensors_meta(&f.header().meta)
-            .map_err(|w| format!("{}: {w}", e.path))?;
+        let md = weightvault_core::header_check::parse_safetensors_meta(meta)
+            .map_err(|w| format!("{path}: {w}"))?;
         let ts = mark::marked_tensors(&md);
         eligible += ts
             .iter()
             .map(|t| (t.range.1 - t.range.0) / mark::elem_size(t.dtype).expect("eligible") as u64)
             .sum::<u64>();
-        files.push(ts);
+        out.push(ts);
     }
-    Ok((files, mark::segments_for(eligible)))
-}
-
-/// Suspect safetensors files: a file, or every `.safetensors` file under a directory.
-pub fn suspect_files(p: &Path) -> Result<Vec<PathBuf>, String> {
-    fn walk(d: &Path, v: &mut Vec<PathBuf>) -> Result<(), String> {
-        for e in std::fs::read_dir(d).map_err(|e| format!("{}: {e}", d.display()))? {
-            let path = e.map_err(|e| format!("{}: {e}", d.display()))?.path();
-            if path.is_dir() {
-                walk(&path, v)?;
-            } else if path.extension().is_some_and(|x| x == "safetensors") {
-                v.push(path);
-            }
-        }
-        Ok(())
-    }
-    if p.is_file() {
-        return Ok(vec![p.into()]);
-    }
-    let mut v = Vec::new();
-    walk(p, &mut v)?;
-    if v.is_empty() {
-        return Err(format!("{}: no .safetensors file", p.display()));
-    }
-    v.sort();
-    Ok(v)
+    Ok((out, mark::segments_for(eligible)))
 }
 
 /// Folds `items` on every core: blocks of [`FOLD_BLOCK`] items each folded into a fresh
@@ -207,52 +184,22 @@ fn ordered_fold<T: Sync, A: Send>(
 /// Tensors per block of [`ordered_fold`].
 const FOLD_BLOCK: usize = 4;
 
-/// Traces `suspect` against the opened original revision and the candidate releases.
+/// Traces a suspect copy: `originals` are the revision's watermarked tensors with their
+/// original bytes and `segments` its segment count (from [`revision_tensors`]); `suspects` every
+/// tensor of the suspect copy, by name; `candidates` the releases that may be accused.
 pub fn trace(
     wm_key: &SymmetricKey,
-    rev: &OpenedRevision,
-    suspect: &Path,
+    originals: &[(MarkedTensor, zeroize::Zeroizing<Vec<u8>>)],
+    segments: u32,
+    suspects: &[(String, TensorView<'_>)],
     candidates: Vec<Candidate>,
     epsilon: f64,
 ) -> Result<TraceReport, String> {
-    // The original's watermarked tensors.
-    let (files, segments) = revision_tensors(rev)?;
-    let originals: Vec<(usize, MarkedTensor)> = files
-        .into_iter()
-        .enumerate()
-        .flat_map(|(i, ts)| ts.into_iter().map(move |t| (i, t)))
-        .collect();
-    // The suspect, held in memory (its files are read once).
-    let files = suspect_files(suspect)?;
-    let blobs: Vec<Vec<u8>> = files
+    let suspects: Vec<&(String, TensorView<'_>)> = suspects
         .iter()
-        .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
-        .collect::<Result<_, _>>()?;
-    let parsed: Vec<SafeTensors<'_>> = blobs
-        .iter()
-        .zip(&files)
-        .map(|(b, p)| {
-            SafeTensors::deserialize(b)
-                .map_err(|e| format!("{}: not safetensors: {e}", p.display()))
-        })
-        .collect::<Result<_, _>>()?;
-    // Every float tensor of the suspect, by name.
-    let suspects: Vec<(String, safetensors::tensor::TensorView<'_>)> = parsed
-        .iter()
-        .flat_map(|s| s.tensors())
         .filter(|(_, v)| mark::elem_size(v.dtype()).is_some())
         .collect();
-    let numel = |v: &safetensors::tensor::TensorView<'_>| v.shape().iter().product::<usize>();
-    let originals: Vec<(MarkedTensor, zeroize::Zeroizing<Vec<u8>>)> = originals
-        .into_iter()
-        .map(|(i, t)| {
-            let b = rev.files[i]
-                .1
-                .read_range(t.range.0, t.range.1)
-                .map_err(|e: StoreError| e.to_string())?;
-            Ok((t, zeroize::Zeroizing::new(b)))
-        })
-        .collect::<Result<_, String>>()?;
+    let numel = |v: &TensorView<'_>| v.shape().iter().product::<usize>();
     // Pair each watermarked original tensor with the suspect's of the same name and size ...
     let mut taken = vec![false; suspects.len()];
     let mut pair_of: Vec<Option<usize>> = originals
@@ -314,7 +261,7 @@ pub fn trace(
     fn values<'a>(
         t: &MarkedTensor,
         o: &'a [u8],
-        s: &'a safetensors::tensor::TensorView<'_>,
+        s: &'a TensorView<'_>,
     ) -> (mark::Values<'a>, mark::Values<'a>) {
         (
             mark::Values::new(t.dtype, o),

@@ -11,9 +11,9 @@
 //! quarter byte of keystream per element and one look-up per 32 elements. A segment is still
 //! spread at random over every tensor (its groups are), and the signs stay per element.
 
-use crate::keys::SymmetricKey;
 use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_256};
 use aws_lc_rs::iv::FixedLength;
+use weightvault_core::keys::SymmetricKey;
 
 /// The carrier stream of one tensor.
 pub struct Carrier {

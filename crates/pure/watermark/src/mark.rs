@@ -342,7 +342,7 @@ pub struct FileMarks<'a> {
 impl<'a> FileMarks<'a> {
     /// Marks for the eligible `tensors` of a file.
     pub fn new(
-        wm_key: &crate::keys::SymmetricKey,
+        wm_key: &weightvault_core::keys::SymmetricKey,
         tensors: Vec<MarkedTensor>,
         segments: u32,
         codeword: &'a [bool],
@@ -438,7 +438,7 @@ mod tests {
             cuts in prop::collection::vec(1u64..4000, 0..12),
             seed in any::<u64>(),
         ) {
-            let key = crate::keys::SymmetricKey::from_bytes([9; 32]);
+            let key = weightvault_core::keys::SymmetricKey::from_bytes([9; 32]);
             let code = super::super::tardos::Code::new(&key, 64, 0.01);
             let cw = code.codeword(&key, &seed.to_le_bytes().repeat(2).try_into().unwrap());
             // A 3-byte thing, then a BF16 tensor at an odd offset, a gap, an F32 tensor.
