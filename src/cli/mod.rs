@@ -626,13 +626,7 @@ fn policy_dir(p: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("policies"))
 }
 
-/// A geolocation source that knows nothing (used when no source address is checked).
-struct NoGeo;
-impl crate::policy::GeoLookup for NoGeo {
-    fn country(&self, _: std::net::IpAddr) -> Option<String> {
-        None
-    }
-}
+use crate::policy::NoGeo;
 
 fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
     match cmd {

@@ -501,9 +501,7 @@ pub struct Log {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir, "syncing the directory"))
+    crate::durable::sync_dir(dir).map_err(io_err(dir, "syncing the directory"))
 }
 
 fn create_segment(dir: &Path, first: u64) -> Result<Writer, LogError> {

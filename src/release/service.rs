@@ -62,12 +62,7 @@ fn setup(e: impl std::fmt::Display) -> ServeError {
     ServeError::Setup(e.to_string())
 }
 
-struct NoGeo;
-impl GeoLookup for NoGeo {
-    fn country(&self, _: IpAddr) -> Option<String> {
-        None
-    }
-}
+use crate::policy::NoGeo;
 
 struct Nonce {
     client: [u8; 32],
@@ -169,10 +164,7 @@ fn random16() -> [u8; 16] {
     b
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("format")
-}
+use weightvault_core::facts::rfc3339;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,

@@ -415,16 +415,12 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 fn sync_dir(p: &Path) -> Result<(), StoreError> {
-    File::open(p)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StoreError::io("syncing directory", p, e))
+    output::sync_dir(p).map_err(|e| StoreError::io("syncing directory", p, e))
 }
 
 /// The current time, RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("formatting the current time")
+    weightvault_core::facts::rfc3339(time::OffsetDateTime::now_utc())
 }
 
 /// Number of worker threads: the configured number, or one per core.

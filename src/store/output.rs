@@ -332,10 +332,7 @@ pub fn create_private_dir(p: &Path) -> std::io::Result<()> {
         .create(p)
 }
 
-/// Syncs a directory (after names in it changed).
-pub fn sync_dir(p: &Path) -> std::io::Result<()> {
-    File::open(p).and_then(|f| f.sync_all())
-}
+pub use crate::durable::sync_dir;
 
 /// What kind of thing a leftover is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

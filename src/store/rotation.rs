@@ -243,9 +243,7 @@ impl Vault {
         record(&label, &names).map_err(StoreError::BadInput)?;
         // The mark first, so that anyone opening meanwhile is told plainly.
         if super::shredded_at(&dir).is_none() {
-            let now = time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .expect("time formats");
+            let now = super::now_rfc3339();
             let tmp = dir.join(format!(".{SHREDDED_FILE}.tmp"));
             super::write_synced(
                 &tmp,

@@ -1,5 +1,5 @@
 //! Value types shared by every layer: what a revision's seal recorded about its training, and
-//! what a licence has been used for.
+//! what a licence has been used for; and the one way times are written (RFC 3339).
 
 use serde::{Deserialize, Serialize};
 
@@ -24,4 +24,10 @@ pub struct Usage {
     pub releases: u64,
     /// Bytes those releases let out.
     pub bytes: u64,
+}
+
+/// A time as every record and file of the vault writes it: RFC 3339, UTC as given.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("an OffsetDateTime formats as RFC 3339")
 }

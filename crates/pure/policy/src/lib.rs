@@ -28,6 +28,15 @@ pub trait GeoLookup: Sync {
     fn country(&self, ip: IpAddr) -> Option<String>;
 }
 
+/// A geolocation source that knows no address (where no source address is checked).
+pub struct NoGeo;
+
+impl GeoLookup for NoGeo {
+    fn country(&self, _: IpAddr) -> Option<String> {
+        None
+    }
+}
+
 /// The MaxMind-format database of `@ip-location-db/geo-whois-asn-country-mmdb`.
 pub struct MaxMindGeo(maxminddb::Reader<Vec<u8>>);
 
