@@ -18,4 +18,5 @@ pub mod ledger;
 pub mod local;
 pub mod release;
 pub mod store;
+pub mod vault_ledger;
 pub mod watermark;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use weightvault::release::fetch::{fetch, FetchConfig, FetchError};
-use weightvault::release::testkit::{new_host_key, TestCa};
 use weightvault::store::RevisionRef;
+use weightvault_testkit::{new_host_key, TestCa};
 
 const TESTKIT: &str = env!("CARGO_BIN_EXE_weightvault-testkit");
 const FRONTIER: &str = "acme-frontier@r1";

@@ -5,5 +5,4 @@
 pub use weightvault_core::{evidence, stream};
 pub mod fetch;
 pub mod service;
-pub mod testkit;
 pub mod tls;

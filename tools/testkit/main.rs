@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use weightvault::release::testkit::{attest, new_host_key, HostFacts, TestCa};
+use weightvault_testkit::{attest, new_host_key, HostFacts, TestCa};
 
 /// Test PKI and test attester for weightvault (tests and demos only).
 #[derive(Parser)]

@@ -2,13 +2,13 @@
 //! production. The organisation CA's key is written beside its certificate so that more
 //! clients can be issued later; that alone disqualifies it from real use.
 
-use super::evidence::{self, Evidence, Statement};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
     KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
 };
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
+use weightvault_core::evidence::{self, Evidence, Statement};
 
 /// Errors of the test kit.
 pub type Result<T> = std::result::Result<T, String>;

@@ -1,0 +1,73 @@
+//! A vault's ledger: where the store (the vault's directory and configuration) meets the
+//! ledger's local log. Neither `store` nor `ledger` imports the other; this module uses both.
+
+use crate::ledger;
+use crate::store::Vault;
+
+impl Vault {
+    /// Opens the vault's ledger (`<vault>/ledger`).
+    pub fn ledger(&self) -> Result<(ledger::Ledger, ledger::log::Recovery), ledger::LedgerError> {
+        self.ledger_visiting(&mut |_, _| Ok(()))
+    }
+
+    /// [`Vault::ledger`], calling `visit` with every entry (index, record bytes): those read
+    /// while opening, then those appended from the spool.
+    pub fn ledger_visiting(
+        &self,
+        visit: &mut ledger::log::Visit<'_>,
+    ) -> Result<(ledger::Ledger, ledger::log::Recovery), ledger::LedgerError> {
+        self.open_ledger(visit).map(|(l, r, _)| (l, r))
+    }
+
+    /// Opens the ledger to record what killed commands left unrecorded (their unfinished
+    /// opens): returns how many, or `None` when a running service holds the ledger (it
+    /// recorded them when it started).
+    pub fn settle_ledger(&self) -> Result<Option<usize>, ledger::LedgerError> {
+        match self.open_ledger(&mut |_, _| Ok(())) {
+            Ok((_, _, n)) => Ok(Some(n)),
+            Err(ledger::LedgerError::Log(ledger::log::LogError::Busy(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_ledger(
+        &self,
+        visit: &mut ledger::log::Visit<'_>,
+    ) -> Result<(ledger::Ledger, ledger::log::Recovery, usize), ledger::LedgerError> {
+        let mut opens = ledger::record::UnfinishedOpens::default();
+        let (l, rec) = ledger::Ledger::open_visiting(
+            &self.ledger_dir(),
+            &self.config().ledger.origin,
+            &mut |i, e| {
+                opens.add_entry(i, e);
+                visit(i, e)
+            },
+        )?;
+        // Records left while another process held the ledger go in first.
+        let mut visit_record = |i: u64, r: &ledger::record::Record| {
+            visit(i, &r.canonical())
+                .map_err(|why| ledger::LedgerError::Verify(format!("entry {i}: {why}")))
+        };
+        for (i, r) in l.ingest_spool()? {
+            opens.add_entry(i, &r.canonical());
+            visit_record(i, &r)?;
+        }
+        // An open that started but never ended died without running code (SIGKILL, a crash):
+        // whoever holds the ledger next says so, since the open held it while it ran.
+        let ends = opens.interrupted_ends(&crate::store::now_rfc3339());
+        for end in &ends {
+            let i = l.append(end)?;
+            visit_record(i, end)?;
+        }
+        Ok((l, rec, ends.len()))
+    }
+
+    /// Records an operator's action: appended to the ledger, or left in its spool for the
+    /// running service that holds it (see [`ledger::spool`]).
+    pub fn record(
+        &self,
+        r: &ledger::record::Record,
+    ) -> Result<ledger::spool::Recorded, ledger::LedgerError> {
+        ledger::spool::record(&self.ledger_dir(), &self.config().ledger.origin, r)
+    }
+}
