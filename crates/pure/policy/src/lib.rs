@@ -6,6 +6,7 @@
 //! picture; the release is allowed only if none fails.
 
 pub mod cedar;
+mod checks;
 pub mod classify;
 pub mod data;
 pub mod names;
@@ -17,7 +18,7 @@ pub use set::PolicyData;
 pub use source::{LoadedPolicy, PolicyHandle, PolicySource, PolicyVersion};
 pub use weightvault_core::facts::{TrainingFacts, Usage};
 
-use data::{RequesterKind, Tier};
+use data::Tier;
 use serde::Serialize;
 use std::net::IpAddr;
 use time::{Date, OffsetDateTime};
@@ -246,415 +247,45 @@ impl ReleaseDecision {
 struct Checks(Vec<CheckResult>);
 
 impl Checks {
-    fn add(&mut self, check: CheckId, verdict: Verdict, reason: impl Into<String>) {
+    fn add(&mut self, check: CheckId, (verdict, reason): checks::Judged) {
         self.0.push(CheckResult {
             check,
             verdict,
-            reason: reason.into(),
+            reason,
         });
     }
 }
 
-fn day(d: Date) -> String {
-    d.to_string()
-}
-
-/// Decides a release. Pure: the same inputs give the same decision.
+/// Decides a release. Pure: the same inputs give the same decision. Every check runs (its own
+/// function in [`checks`]), even after one has failed, in [`CheckId::ALL`] order.
 pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) -> ReleaseDecision {
-    use Verdict::*;
-    let today = req.time.date();
-    let mut c = Checks(Vec::with_capacity(9));
-    let who = policy.requesters.get(&req.requester);
-    let org = who.and_then(|w| policy.organisations.get(&w.organisation));
-    match (who, org) {
-        (Some(w), Some(o)) => c.add(
-            CheckId::Identity,
-            Pass,
-            format!(
-                "{} is a {} of {} ({})",
-                w.id,
-                match w.kind {
-                    RequesterKind::Person => "person",
-                    RequesterKind::Workload => "workload",
-                },
-                o.name,
-                o.country
-            ),
-        ),
-        _ => c.add(
-            CheckId::Identity,
-            Fail,
-            format!("{} is not a known person or workload", req.requester),
-        ),
-    }
+    let s = checks::Subject::new(policy, req);
+    let mut c = Checks(Vec::with_capacity(CheckId::ALL.len()));
+    c.add(CheckId::Identity, checks::identity(&s));
+    c.add(CheckId::Classification, checks::classification(&s));
+    let (judged, tier) = checks::destination(&s);
+    c.add(CheckId::Destination, judged);
+    let licence = checks::licence(&s, tier);
+    c.add(CheckId::Licence, licence.judged);
+    c.add(CheckId::DeemedExport, checks::deemed_export(&s));
+    c.add(CheckId::RestrictedParties, checks::restricted_parties(&s));
+    c.add(CheckId::HostEvidence, checks::host_evidence(&s));
+    let (judged, origin_country) = checks::network_origin(&s, geo);
+    c.add(CheckId::NetworkOrigin, judged);
+    c.add(
+        CheckId::OrgRules,
+        checks::org_rules(&s, tier, &origin_country),
+    );
+    debug_assert!(c.0.iter().map(|r| r.check).eq(CheckId::ALL));
 
-    // Classification.
-    let model = policy.models.get(&req.model);
-    match model {
-        None => c.add(
-            CheckId::Classification,
-            Fail,
-            format!(
-                "{} is not in the model inventory: unclassified models are never released",
-                req.model
-            ),
-        ),
-        Some(m) => {
-            let disagree = req.sealed_facts.as_ref().and_then(|f| {
-                let why = classify::inventory_disagreements(f, m);
-                (!why.is_empty()).then(|| why.join("; "))
-            });
-            match disagree {
-                Some(why) => c.add(
-                    CheckId::Classification,
-                    Fail,
-                    format!("{}: sealed facts disagree with the inventory ({why}): treated as unclassified", m.name),
-                ),
-                None if m.controlled() => c.add(
-                    CheckId::Classification,
-                    Pass,
-                    format!("{}: closed weights, {:e} training operations (>= 1e26): ECCN 4E091, controlled", m.name, m.training_ops),
-                ),
-                None => c.add(
-                    CheckId::Classification,
-                    Pass,
-                    format!(
-                        "{}: {} ({}): not controlled under 4E091",
-                        m.name,
-                        if m.open_weights { "open weights".to_string() } else { format!("{:e} training operations, below 1e26", m.training_ops) },
-                        m.eccn
-                    ),
-                ),
-            }
-        }
-    }
-    let controlled = model.is_some_and(|m| m.controlled());
-
-    // Destination tier.
-    let tier = match policy.tiers.tier(&req.host.country, today) {
-        Ok(t) => {
-            let (v, why) = match (t, controlled) {
-                (Tier::Three, true) => (
-                    Fail,
-                    "Tier 3 (arms-embargoed or Macau): presumption of denial for 4E091",
-                ),
-                (Tier::Three, false) => (Pass, "Tier 3, but the model is not controlled"),
-                (Tier::Two, _) => (Pass, "Tier 2: a licence is required for controlled models"),
-                (Tier::One, _) => (Pass, "Tier 1"),
-            };
-            c.add(
-                CheckId::Destination,
-                v,
-                format!(
-                    "host {} is in {} on {}: {why}",
-                    req.host.host_id,
-                    req.host.country,
-                    day(today)
-                ),
-            );
-            Some(t)
-        }
-        Err(e) => {
-            c.add(CheckId::Destination, Fail, format!("attested country: {e}"));
-            None
-        }
-    };
-
-    // Licence.
-    let mut authority = None;
-    let mut consume = None;
-    if model.is_some() && !controlled {
-        c.add(
-            CheckId::Licence,
-            NotApplicable,
-            "not controlled: no licence needed",
-        );
-        authority = Some(Authority::NotControlled);
-    } else if model.is_none() {
-        c.add(
-            CheckId::Licence,
-            Fail,
-            "no classification, so no licence can be judged",
-        );
-    } else {
-        match tier {
-            Some(Tier::One) => {
-                c.add(
-                    CheckId::Licence,
-                    Pass,
-                    format!(
-                        "Tier 1 destination: relies on {}",
-                        policy.tiers.tier1_exception
-                    ),
-                );
-                authority = Some(Authority::LicenceException {
-                    name: policy.tiers.tier1_exception.clone(),
-                });
-            }
-            None => c.add(
-                CheckId::Licence,
-                Fail,
-                "destination unknown, so no licence can be judged",
-            ),
-            Some(_) => match (who, org) {
-                (Some(w), Some(o)) => {
-                    match find_licence(policy, &o.id, &w.id, &req.host.country, today, req) {
-                        Ok(l) => {
-                            let u = licence_use(l, req);
-                            let bytes = match l.max_bytes {
-                                Some(max) => format!(
-                                    ", {} of {max} bytes used, {} more in this release",
-                                    u.bytes, req.size
-                                ),
-                                None => String::new(),
-                            };
-                            c.add(
-                                CheckId::Licence,
-                                Pass,
-                                format!(
-                                    "licence {} ({} to {}, valid {}..{}, {} of {} releases used{bytes})",
-                                    l.id,
-                                    l.licensee,
-                                    req.host.country,
-                                    l.valid_from,
-                                    l.valid_until,
-                                    u.releases,
-                                    l.max_releases
-                                ),
-                            );
-                            authority = Some(Authority::Licence { id: l.id.clone() });
-                            consume = Some(l.id.clone());
-                        }
-                        Err(why) => c.add(CheckId::Licence, Fail, why),
-                    }
-                }
-                _ => c.add(
-                    CheckId::Licence,
-                    Fail,
-                    "unknown requester: no licence applies",
-                ),
-            },
-        }
-    }
-
-    // Deemed export.
-    match who {
-        Some(w) if w.kind == RequesterKind::Person && controlled => {
-            let mut uncleared = Vec::new();
-            let mut notes = Vec::new();
-            for n in &w.nationalities {
-                match policy.tiers.tier(n, today) {
-                    Ok(Tier::One) => notes.push(format!("{n}: Tier 1")),
-                    Ok(_) => {
-                        if let Some(cl) = w
-                            .clearances
-                            .iter()
-                            .find(|cl| cl.country == *n && cl.until >= today)
-                        {
-                            notes.push(format!(
-                                "{n}: clearance {} until {}",
-                                cl.reference, cl.until
-                            ));
-                        } else if let Ok(l) =
-                            find_licence(policy, &w.organisation, &w.id, n, today, req)
-                        {
-                            notes.push(format!("{n}: licence {}", l.id));
-                        } else {
-                            uncleared.push(n.clone());
-                        }
-                    }
-                    Err(e) => uncleared.push(format!("{n} ({e})")),
-                }
-            }
-            if uncleared.is_empty() {
-                c.add(
-                    CheckId::DeemedExport,
-                    Pass,
-                    format!("every nationality cleared: {}", notes.join(", ")),
-                );
-            } else {
-                c.add(
-                    CheckId::DeemedExport,
-                    Fail,
-                    format!(
-                        "releasing to {} is an export to {}: no clearance or licence on file for {}",
-                        w.id,
-                        w.nationalities.join(", "),
-                        uncleared.join(", ")
-                    ),
-                );
-            }
-        }
-        Some(w) if w.kind == RequesterKind::Person => {
-            c.add(CheckId::DeemedExport, NotApplicable, "model not controlled")
-        }
-        Some(_) => c.add(
-            CheckId::DeemedExport,
-            NotApplicable,
-            "a workload has no nationality",
-        ),
-        None => c.add(CheckId::DeemedExport, Fail, "unknown requester"),
-    }
-
-    // Restricted parties.
-    match (who, org) {
-        (Some(w), Some(o)) => {
-            let mut hits = Vec::new();
-            if let Some(p) = policy.restricted.screen(&o.name) {
-                hits.push(format!(
-                    "organisation {} matches '{}' ({})",
-                    o.name, p.name, p.list
-                ));
-            }
-            if w.kind == RequesterKind::Person {
-                if let Some(p) = policy.restricted.screen(&w.name) {
-                    hits.push(format!(
-                        "end user {} matches '{}' ({})",
-                        w.name, p.name, p.list
-                    ));
-                }
-            }
-            if hits.is_empty() {
-                c.add(
-                    CheckId::RestrictedParties,
-                    Pass,
-                    format!(
-                        "{} and the end user are not on the {}-entry list",
-                        o.name,
-                        policy.restricted.len()
-                    ),
-                );
-            } else {
-                c.add(CheckId::RestrictedParties, Fail, hits.join("; "));
-            }
-        }
-        _ => c.add(
-            CheckId::RestrictedParties,
-            Fail,
-            "unknown requester cannot be screened",
-        ),
-    }
-
-    // Host evidence.
-    let h = &req.host;
-    let mut bad = Vec::new();
-    if req.dry_run {
-        c.add(
-            CheckId::HostEvidence,
-            NotApplicable,
-            "dry run: host evidence not evaluated",
-        );
-    } else {
-        if !policy.attesters.contains_key(&h.attester) {
-            bad.push(format!("attester '{}' is not trusted", h.attester));
-        }
-        if !h.signature_valid {
-            bad.push("signature does not verify".to_string());
-        }
-        if !h.nonce_fresh {
-            bad.push("challenge nonce reused or unknown".to_string());
-        }
-        if req.time < h.issued_at {
-            bad.push("issued in the future".to_string());
-        }
-        if req.time > h.expires_at {
-            bad.push(format!("expired at {}", h.expires_at));
-        }
-        if bad.is_empty() {
-            c.add(
-                CheckId::HostEvidence,
-                Pass,
-                format!("signed by {}, fresh, nonce unused", h.attester),
-            );
-        } else {
-            c.add(CheckId::HostEvidence, Fail, bad.join("; "));
-        }
-    }
-
-    // Network origin.
-    let mut origin_country = String::new();
-    match req.source_ip {
-        None if req.dry_run => c.add(
-            CheckId::NetworkOrigin,
-            NotApplicable,
-            "dry run without a source address: not evaluated",
-        ),
-        None => c.add(CheckId::NetworkOrigin, Fail, "source address unknown"),
-        Some(ip) => {
-            let private = policy
-                .network
-                .private
-                .iter()
-                .find(|(n, _, _)| n.contains(&ip));
-            let vpn = policy.network.vpn.iter().find(|(n, _)| n.contains(&ip));
-            let origin = match private {
-                Some((_, cc, site)) => Some((cc.clone(), format!("private range of site {site}"))),
-                None => geo.country(ip).map(|cc| (cc, "geolocation".to_string())),
-            };
-            match origin {
-                None => c.add(CheckId::NetworkOrigin, Fail, format!("{ip}: not in a configured private range and not in the geolocation database")),
-                Some((cc, how)) => {
-                    origin_country = cc.clone();
-                    match policy.tiers.tier(&cc, today) {
-                        Ok(Tier::Three) => c.add(CheckId::NetworkOrigin, Fail, format!("{ip} is in {cc} ({how}): a Tier 3 origin")),
-                        Err(e) => c.add(CheckId::NetworkOrigin, Fail, format!("{ip}: {e}")),
-                        Ok(_) if cc == h.country => c.add(CheckId::NetworkOrigin, Pass, format!("{ip} is in {cc} ({how}), as attested")),
-                        Ok(_) => match vpn {
-                            Some((_, name)) => c.add(
-                                CheckId::NetworkOrigin,
-                                Pass,
-                                format!("{ip} is in {cc} ({how}), not {}, but inside the corporate VPN range {name}", h.country),
-                            ),
-                            None => c.add(
-                                CheckId::NetworkOrigin,
-                                Fail,
-                                format!("{ip} is in {cc} ({how}) but the host is attested in {}", h.country),
-                            ),
-                        },
-                    }
-                }
-            }
-        }
-    }
-
-    // Organisation rules.
-    match (who, org, model) {
-        (Some(w), Some(o), Some(m)) => {
-            let v = policy.org_rules.decide(
-                w,
-                o,
-                m,
-                &cedar::OrgContext {
-                    host_id: &h.host_id,
-                    host_country: &h.country,
-                    host_region: &h.region,
-                    tier: tier.map_or(0, Tier::number),
-                    origin_country: &origin_country,
-                },
-            );
-            let mut why = if v.allowed {
-                format!("permitted by {}", v.policies.join(", "))
-            } else if v.policies.is_empty() {
-                "no organisation rule permits this".to_string()
-            } else {
-                format!("forbidden by {}", v.policies.join(", "))
-            };
-            if !v.errors.is_empty() {
-                why.push_str(&format!(" (rule errors: {})", v.errors.join("; ")));
-            }
-            c.add(CheckId::OrgRules, if v.allowed { Pass } else { Fail }, why);
-        }
-        _ => c.add(CheckId::OrgRules, Fail, "requester or model unknown"),
-    }
-
-    let allowed = !c.0.iter().any(|r| r.verdict == Fail);
+    let allowed = !c.0.iter().any(|r| r.verdict == Verdict::Fail);
     ReleaseDecision {
         allowed,
         obligations: allowed.then_some(Obligations {
             watermark: true,
-            consume_licence: consume,
+            consume_licence: licence.consume,
         }),
-        authority: if allowed { authority } else { None },
+        authority: if allowed { licence.authority } else { None },
         checks: c.0,
         tier,
         dry_run: req.dry_run,
