@@ -532,13 +532,7 @@ fn denials_are_explained_recorded_and_release_nothing() {
                 ledger_index,
             }) => {
                 assert!(message.contains(check), "{who}/{country}: {message}");
-                let failed: Vec<&str> = decision["checks"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|c| c["verdict"] == "fail")
-                    .map(|c| c["check"].as_str().unwrap())
-                    .collect();
+                let failed: Vec<&str> = decision.failed().into_iter().map(|c| c.name()).collect();
                 assert!(failed.contains(&check), "{who}/{country}: {failed:?}");
                 let rec = entry(ledger_index);
                 assert_eq!(rec["outcome"], "denied");

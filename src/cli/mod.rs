@@ -1426,16 +1426,16 @@ pub fn run(cli: Cli) -> Result<()> {
                     ledger_index,
                 }) => {
                     eprintln!("weightvault: {message} (ledger entry {ledger_index})");
-                    for c in decision["checks"].as_array().into_iter().flatten() {
+                    for c in &decision.checks {
                         eprintln!(
                             "  {:<5} {:<19} {}",
-                            match c["verdict"].as_str() {
-                                Some("pass") => "pass",
-                                Some("fail") => "FAIL",
-                                _ => "n/a",
+                            match c.verdict {
+                                crate::policy::Verdict::Pass => "pass",
+                                crate::policy::Verdict::Fail => "FAIL",
+                                crate::policy::Verdict::NotApplicable => "n/a",
                             },
-                            c["check"].as_str().unwrap_or(""),
-                            c["reason"].as_str().unwrap_or("")
+                            c.check.name(),
+                            c.reason
                         );
                     }
                     std::process::exit(2);

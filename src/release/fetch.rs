@@ -17,8 +17,8 @@
 //! valid; otherwise it starts over with a new release. A withdrawn release or a tampered
 //! stream removes it; `weightvault gc` removes one nothing resumes.
 
-use super::service::{ReleaseInfo, ReleaseReply, ShardInfo};
 use super::stream::{Opener, StreamHeader, HEADER_LEN};
+use super::wire::{ApiCode, ErrorBody, ReleaseInfo, ReleaseReply, ShardInfo};
 use crate::format::aead::TAG_LEN;
 use crate::store::output::PlaintextFile;
 use crate::store::RevisionRef;
@@ -109,7 +109,7 @@ pub enum FetchError {
         /// The vault's message.
         message: String,
         /// The decision, with every check.
-        decision: serde_json::Value,
+        decision: Box<crate::policy::ReleaseDecision>,
         /// The ledger entry of the refusal.
         ledger_index: u64,
     },
@@ -117,7 +117,7 @@ pub enum FetchError {
     #[error("the vault refused: {message} ({code})")]
     Server {
         /// Stable code.
-        code: String,
+        code: ApiCode,
         /// Message.
         message: String,
     },
@@ -215,20 +215,25 @@ fn read_host_key(p: &Path) -> Result<StaticSecret, FetchError> {
 
 async fn error_of(resp: reqwest::Response) -> FetchError {
     let status = resp.status();
-    let v: serde_json::Value = resp.json().await.unwrap_or_default();
-    let code = v["code"].as_str().unwrap_or("").to_string();
-    let message = v["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("HTTP {status}"));
-    if code == "denied" {
-        return FetchError::Denied {
-            message,
-            decision: v["decision"].clone(),
-            ledger_index: v["ledger_index"].as_u64().unwrap_or(0),
+    let Ok(body) = resp.json::<ErrorBody>().await else {
+        return FetchError::Server {
+            code: ApiCode::Unknown,
+            message: format!("HTTP {status} without an error body"),
         };
+    };
+    match body {
+        ErrorBody {
+            code: ApiCode::Denied,
+            message,
+            decision: Some(decision),
+            ledger_index,
+        } => FetchError::Denied {
+            message,
+            decision: Box::new(decision),
+            ledger_index: ledger_index.unwrap_or(0),
+        },
+        ErrorBody { code, message, .. } => FetchError::Server { code, message },
     }
-    FetchError::Server { code, message }
 }
 
 fn attest(cmd: &str, nonce: &str, host_public: &[u8; 32]) -> Result<serde_json::Value, FetchError> {
@@ -426,14 +431,17 @@ async fn run(
             }
             // The earlier release is gone (expired, or the vault restarted): decide anew.
             Err(FetchError::Server { code, .. })
-                if resumed && matches!(code.as_str(), "unknown_release" | "release_expired") =>
+                if resumed && matches!(code, ApiCode::UnknownRelease | ApiCode::ReleaseExpired) =>
             {
                 continue;
             }
             // Nothing of a tampered stream or a withdrawn release may stay on this host
             // (the scratch directory goes when dropped).
             Err(e @ FetchError::Tampered(_)) => return Err(e),
-            Err(FetchError::Server { code, message }) if code == "release_revoked" => {
+            Err(FetchError::Server {
+                code: ApiCode::ReleaseRevoked,
+                message,
+            }) => {
                 return Err(FetchError::Revoked(message));
             }
             // The transfer broke: resume once at once, which also learns whether the vault

@@ -6,3 +6,4 @@ pub use weightvault_core::{evidence, stream};
 pub mod fetch;
 pub mod service;
 pub mod tls;
+pub mod wire;

@@ -2,12 +2,16 @@
 //! evidence, decision, ledger, then shards streamed sealed to the attested host key. The
 //! protocol is in `docs/PROTOCOL.md`.
 
-use super::evidence::{self, Evidence};
+use super::evidence;
 use super::stream::{Sealer, HEADER_LEN};
 use super::tls::{self, ClientIdentity, ServerTls};
+use super::wire::{
+    ApiCode, ChallengeReply, ErrorBody, ReleaseBody, ReleaseInfo, ReleaseReply, ShardInfo,
+};
 use crate::hsm::Pkcs11KeyWrap;
 use crate::keys::SymmetricKey;
 use crate::ledger::{record::Record, usage::Allocations, Ledger};
+use crate::policy::ReleaseDecision;
 use crate::policy::{self, data::RequesterKind, Authority, GeoLookup, HostClaims, PolicyHandle};
 use crate::store::{OpenedRevision, RevisionRef, Vault};
 use axum::body::Body;
@@ -17,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -122,39 +125,38 @@ struct Peer {
 /// An error at the edge: a stable code and a message; internal detail goes to the log only.
 #[derive(Debug)]
 struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ApiCode,
     message: String,
-    extra: Option<serde_json::Value>,
+    decision: Option<Box<ReleaseDecision>>,
+    ledger_index: Option<u64>,
 }
 
-fn api(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+fn api(code: ApiCode, message: impl Into<String>) -> ApiError {
     ApiError {
-        status,
         code,
         message: message.into(),
-        extra: None,
+        decision: None,
+        ledger_index: None,
     }
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
     tracing::error!("{what}: {e}");
     api(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ApiCode::Internal,
         format!("{what} failed; see the service log"),
     )
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({"code": self.code, "message": self.message});
-        if let Some(serde_json::Value::Object(m)) = self.extra {
-            for (k, v) in m {
-                body[k] = v;
-            }
-        }
-        (self.status, Json(body)).into_response()
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+            decision: self.decision.map(|d| *d),
+            ledger_index: self.ledger_index,
+        };
+        (self.code.status(), Json(body)).into_response()
     }
 }
 
@@ -172,12 +174,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| internal("a worker", e))
-}
-
-#[derive(Serialize)]
-struct ChallengeReply {
-    nonce: String,
-    expires_at: String,
 }
 
 async fn challenge(
@@ -204,61 +200,6 @@ async fn challenge(
     })
 }
 
-/// A release request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseBody {
-    /// Model.
-    pub model: String,
-    /// Revision (default: the newest sealed).
-    #[serde(default)]
-    pub revision: Option<String>,
-    /// Paths of the files wanted (default: all).
-    #[serde(default)]
-    pub shards: Option<Vec<String>>,
-    /// Host evidence.
-    pub evidence: Evidence,
-}
-
-/// One shard of a release, as the client is told.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardInfo {
-    /// Index in `/v1/releases/{id}/shards/{index}`.
-    pub index: u32,
-    /// Path in the checkpoint directory.
-    pub path: String,
-    /// File size.
-    pub size: u64,
-    /// Sealed stream size.
-    pub stream_len: u64,
-}
-
-/// An allowed release, as the client is told.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReleaseInfo {
-    /// Release id (hex).
-    pub id: String,
-    /// When the id stops working.
-    pub expires_at: String,
-    /// Model.
-    pub model: String,
-    /// Revision.
-    pub revision: String,
-    /// Shards.
-    pub shards: Vec<ShardInfo>,
-}
-
-/// The answer to a release request (denials carry it too, under code `denied`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReleaseReply {
-    /// The decision with every check.
-    pub decision: serde_json::Value,
-    /// The ledger entry that records it.
-    pub ledger_index: u64,
-    /// The release, when allowed.
-    pub release: Option<ReleaseInfo>,
-}
-
 /// The source address: the peer, or the address a trusted proxy forwards.
 fn source_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[ipnet::IpNet]) -> IpAddr {
     if proxies.iter().any(|n| n.contains(&peer)) {
@@ -280,13 +221,12 @@ async fn releases(
     headers: HeaderMap,
     body: Result<Json<ReleaseBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ReleaseReply>, ApiError> {
-    let Json(body) =
-        body.map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Json(body) = body.map_err(|e| api(ApiCode::BadRequest, e.body_text()))?;
     let policy = st.policy.current();
     let (statement, signature_valid) = evidence::open(&body.evidence, |id| {
         policy.attesters.get(id).map(|a| a.public_key)
     })
-    .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_evidence", e.to_string()))?;
+    .map_err(|e| api(ApiCode::BadEvidence, e.to_string()))?;
     let host_key = statement.host_key().expect("checked by open");
     // The nonce is spent by this request whatever the outcome, and counts only if it was
     // issued to this client and is still fresh.
@@ -306,19 +246,17 @@ async fn releases(
         revision: body.revision.clone(),
     };
     crate::store::check_name("model name", &r.model)
-        .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+        .map_err(|e| api(ApiCode::BadRequest, e.to_string()))?;
     if let Some(rev) = &r.revision {
         crate::store::check_name("revision", rev)
-            .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+            .map_err(|e| api(ApiCode::BadRequest, e.to_string()))?;
     }
     let st2 = st.clone();
     let rev = blocking(move || st2.vault.open_revision(&r, &st2.kw))
         .await?
         .map_err(|e| match e {
-            crate::store::StoreError::NotFound(m) => api(StatusCode::NOT_FOUND, "not_found", m),
-            e @ crate::store::StoreError::Shredded(..) => {
-                api(StatusCode::GONE, "shredded", e.to_string())
-            }
+            crate::store::StoreError::NotFound(m) => api(ApiCode::NotFound, m),
+            e @ crate::store::StoreError::Shredded(..) => api(ApiCode::Shredded, e.to_string()),
             e => internal("opening the revision", e),
         })?;
     let files: Vec<usize> = match &body.shards {
@@ -331,8 +269,7 @@ async fn releases(
                     .position(|(e, _)| &e.path == p)
                     .ok_or_else(|| {
                         api(
-                            StatusCode::BAD_REQUEST,
-                            "unknown_shard",
+                            ApiCode::UnknownShard,
                             format!("{} has no file {p}", rev.label),
                         )
                     })
@@ -422,14 +359,12 @@ async fn releases(
         .map_err(|e| {
             tracing::error!("ledger append failed: {e}");
             api(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ledger_unavailable",
+                ApiCode::LedgerUnavailable,
                 "the release ledger cannot be written; nothing is released",
             )
         })?;
     alloc.add(ledger_index, &base);
     drop(alloc);
-    let decision_json = serde_json::to_value(&decision).expect("decision serialises");
     tracing::info!(
         requester = %peer.id.name, model = %base.model, outcome = %base.outcome,
         failed = ?base.failed_checks, ledger_index, "release decision"
@@ -437,14 +372,11 @@ async fn releases(
     if !decision.allowed {
         let failed = base.failed_checks.join(", ");
         let mut e = api(
-            StatusCode::FORBIDDEN,
-            "denied",
+            ApiCode::Denied,
             format!("release denied: failed checks: {failed}"),
         );
-        e.extra = Some(serde_json::json!({
-            "decision": decision_json,
-            "ledger_index": ledger_index,
-        }));
+        e.decision = Some(Box::new(decision));
+        e.ledger_index = Some(ledger_index);
         return Err(e);
     }
     let id = random16();
@@ -463,7 +395,7 @@ async fn releases(
             h.meta.len() as u64,
             h.plaintext_len,
         )
-        .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_evidence", e.to_string()))?;
+        .map_err(|e| api(ApiCode::BadEvidence, e.to_string()))?;
         shards.push(ShardInfo {
             index: k as u32,
             path: e.path.clone(),
@@ -506,7 +438,7 @@ async fn releases(
         rs.insert(info.id.clone(), Arc::new(rel));
     }
     Ok(Json(ReleaseReply {
-        decision: decision_json,
+        decision,
         ledger_index,
         release: Some(info),
     }))
@@ -534,8 +466,7 @@ fn parse_range(h: Option<&header::HeaderValue>, len: u64) -> Result<Option<(u64,
     let Some(h) = h else { return Ok(None) };
     let bad = || {
         api(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "bad_range",
+            ApiCode::BadRange,
             format!("only one range bytes=START-[END] within {len} bytes is served"),
         )
     };
@@ -566,47 +497,40 @@ async fn shard(
     path: Result<UrlPath<(String, u32)>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let UrlPath((id, n)) =
-        path.map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let UrlPath((id, n)) = path.map_err(|e| api(ApiCode::BadRequest, e.body_text()))?;
     let rel = st
         .releases
         .lock()
         .expect("release lock")
         .get(&id)
         .cloned()
-        .ok_or_else(|| api(StatusCode::NOT_FOUND, "unknown_release", "no such release"))?;
+        .ok_or_else(|| api(ApiCode::UnknownRelease, "no such release"))?;
     if rel.client != peer.id.fingerprint {
         tracing::warn!(requester = %peer.id.name, release = %id, "release used by another client");
         return Err(api(
-            StatusCode::FORBIDDEN,
-            "wrong_client",
+            ApiCode::WrongClient,
             "this release was made for another client certificate",
         ));
     }
     if Instant::now() > rel.expires {
         return Err(api(
-            StatusCode::GONE,
-            "release_expired",
+            ApiCode::ReleaseExpired,
             "this release has expired; request a new one",
         ));
     }
     if let Some(failed) = rel.cut.borrow().as_deref() {
         return Err(api(
-            StatusCode::FORBIDDEN,
-            "release_revoked",
+            ApiCode::ReleaseRevoked,
             format!(
                 "this release was withdrawn by a policy change: {}",
                 failed.join(", ")
             ),
         ));
     }
-    let fi = *rel.files.get(n as usize).ok_or_else(|| {
-        api(
-            StatusCode::NOT_FOUND,
-            "unknown_shard",
-            format!("no shard {n}"),
-        )
-    })?;
+    let fi = *rel
+        .files
+        .get(n as usize)
+        .ok_or_else(|| api(ApiCode::UnknownShard, format!("no shard {n}")))?;
     let h = rel.rev.files[fi].1.header();
     let sealer = Sealer::new(
         &rel.secret,
@@ -904,17 +828,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/challenge", post(challenge))
         .route("/v1/releases", post(releases))
         .route("/v1/releases/{id}/shards/{n}", get(shard))
-        .fallback(|| async {
-            api(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint (see docs/PROTOCOL.md)",
-            )
-        })
+        .fallback(|| async { api(ApiCode::NotFound, "no such endpoint (see docs/PROTOCOL.md)") })
         .method_not_allowed_fallback(|| async {
             api(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ApiCode::MethodNotAllowed,
                 "wrong method for this endpoint (see docs/PROTOCOL.md)",
             )
         })

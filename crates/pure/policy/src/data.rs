@@ -92,7 +92,7 @@ fn date(ctx: &Ctx<'_>, d: &Spanned<toml::value::Datetime>) -> Result<Date, Polic
 // ---------------------------------------------------------------- tiers
 
 /// Destination tier of a country under the AI diffusion framework.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
 pub enum Tier {
     /// Tier 1: licence exception available.
     #[serde(rename = "1")]

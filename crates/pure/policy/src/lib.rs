@@ -19,7 +19,7 @@ pub use source::{LoadedPolicy, PolicyHandle, PolicySource, PolicyVersion};
 pub use weightvault_core::facts::{TrainingFacts, Usage};
 
 use data::Tier;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use time::{Date, OffsetDateTime};
 
@@ -114,7 +114,7 @@ pub struct ReleaseRequest {
 }
 
 /// The checks, in the order they are reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckId {
     /// The requester is known.
@@ -167,7 +167,7 @@ impl CheckId {
 }
 
 /// A check's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Satisfied.
@@ -179,7 +179,7 @@ pub enum Verdict {
 }
 
 /// One check with its verdict and a sentence a compliance officer can read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
     /// Which check.
     pub check: CheckId,
@@ -190,7 +190,7 @@ pub struct CheckResult {
 }
 
 /// What the release relies on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Authority {
     /// Not subject to 4E091 controls.
@@ -208,7 +208,7 @@ pub enum Authority {
 }
 
 /// Duties that come with an allowed release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Obligations {
     /// Embed a per-recipient watermark.
     pub watermark: bool,
@@ -217,7 +217,7 @@ pub struct Obligations {
 }
 
 /// The decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseDecision {
     /// Allowed only when no check failed.
     pub allowed: bool,
