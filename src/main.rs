@@ -14,6 +14,14 @@ fn main() -> std::process::ExitCode {
     let cli = weightvault::cli::Cli::parse();
     match weightvault::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A command that ends with its own status has said what it had to say.
+        Err(e) if e.downcast_ref::<weightvault::cli::Exit>().is_some() => {
+            let x = e.downcast_ref::<weightvault::cli::Exit>().expect("checked");
+            if let Some(m) = &x.message {
+                eprintln!("weightvault: error: {m}");
+            }
+            std::process::ExitCode::from(x.code)
+        }
         Err(e) => {
             // One line: the error and its causes, outermost first. A command stopped by
             // SIGINT or SIGTERM says so and exits as the shell would report that signal.

@@ -15,26 +15,49 @@ use std::time::Instant;
 /// (`weightvault kek list | head`) instead of panicking, and fails plainly on other errors.
 macro_rules! out {
     ($($t:tt)*) => {
-        write_out(format_args!($($t)*))
+        write_out(format_args!($($t)*))?
     };
 }
 
 /// `println!`, the same way.
 macro_rules! outln {
     ($($t:tt)*) => {
-        write_out(format_args!("{}\n", format_args!($($t)*)))
+        write_out(format_args!("{}\n", format_args!($($t)*)))?
     };
 }
 
-fn write_out(a: std::fmt::Arguments<'_>) {
+fn write_out(a: std::fmt::Arguments<'_>) -> std::result::Result<(), Exit> {
     use std::io::Write;
     let mut o = std::io::stdout().lock();
     match o.write_fmt(a).and_then(|()| o.flush()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(e) => {
-            eprintln!("weightvault: error: writing to standard output: {e}");
-            std::process::exit(1)
+        Ok(()) => Ok(()),
+        // The reader went away (`| head`): stop quietly, as other tools do.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Exit::quiet(0)),
+        Err(e) => Err(Exit {
+            code: 1,
+            message: Some(format!("writing to standard output: {e}")),
+        }),
+    }
+}
+
+/// A command's end with an exit status of its own: what it had to say is said (or is
+/// `message`); `main` turns it into the process's exit status. Commands never exit the
+/// process themselves.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", message.as_deref().unwrap_or("exit status {code}"))]
+pub struct Exit {
+    /// The process's exit status.
+    pub code: u8,
+    /// An error to print, when the command has not printed it.
+    pub message: Option<String>,
+}
+
+impl Exit {
+    /// An exit whose output is already written.
+    pub fn quiet(code: u8) -> Self {
+        Exit {
+            code,
+            message: None,
         }
     }
 }
@@ -473,7 +496,9 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
             json,
         } => {
             let since = since.as_deref().map(parse_since).transpose()?;
-            Ledger::entries(&v.ledger_dir(), &mut |i, e| {
+            // A closed standard output ends the listing (and the command) quietly.
+            let mut stopped: Option<Exit> = None;
+            let listed = Ledger::entries(&v.ledger_dir(), &mut |i, e| {
                 let r = crate::ledger::record::Record::parse(e)
                     .map_err(|w| format!("not a canonical record: {w}"))?;
                 let at = time::OffsetDateTime::parse(
@@ -487,14 +512,14 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
                 {
                     return Ok(());
                 }
-                if json {
-                    outln!(
-                        "{{\"index\":{i},\"record\":{}}}",
+                let written = if json {
+                    write_out(format_args!(
+                        "{{\"index\":{i},\"record\":{}}}\n",
                         String::from_utf8_lossy(e)
-                    );
+                    ))
                 } else {
-                    outln!(
-                        "{i:>6} {} {:<16} {:<32} {}@{} {} {}{}{}",
+                    write_out(format_args!(
+                        "{i:>6} {} {:<16} {:<32} {}@{} {} {}{}{}\n",
                         r.time,
                         r.kind,
                         r.requester,
@@ -509,10 +534,18 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
                             .as_deref()
                             .map(|w| format!(" — {w}"))
                             .unwrap_or_default()
-                    );
+                    ))
+                };
+                if let Err(x) = written {
+                    stopped = Some(x);
+                    return Err("standard output closed".into());
                 }
                 Ok(())
-            })?;
+            });
+            if let Some(x) = stopped {
+                return Err(x.into());
+            }
+            listed?;
         }
         AuditCommand::Consistency { from } => {
             let p = Ledger::prove_consistency(&v.ledger_dir(), from)?;
@@ -837,7 +870,7 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
                 }
             }
             if !d.allowed {
-                std::process::exit(1);
+                return Err(Exit::quiet(1).into());
             }
         }
     }
@@ -1438,11 +1471,11 @@ pub fn run(cli: Cli) -> Result<()> {
                             c.reason
                         );
                     }
-                    std::process::exit(2);
+                    return Err(Exit::quiet(2).into());
                 }
                 Err(e @ FetchError::Revoked(_)) => {
                     eprintln!("weightvault: {e}");
-                    std::process::exit(2);
+                    return Err(Exit::quiet(2).into());
                 }
                 Err(e) => return Err(e.into()),
             }
