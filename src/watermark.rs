@@ -14,8 +14,49 @@ pub mod trace {
     use weightvault_watermark::mark::MarkedTensor;
     pub use weightvault_watermark::trace::*;
 
+    /// Why a copy on disk cannot be traced.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum TraceFilesError {
+        /// The original or the suspect cannot be compared.
+        #[error(transparent)]
+        Trace(#[from] TraceError),
+        /// The original's bytes cannot be read from the vault.
+        #[error(transparent)]
+        Store(#[from] StoreError),
+        /// A suspect file or directory cannot be read.
+        #[error("{}: {source}", path.display())]
+        Read {
+            /// The path.
+            path: PathBuf,
+            /// The OS error.
+            #[source]
+            source: std::io::Error,
+        },
+        /// A suspect file is not safetensors.
+        #[error("{}: not safetensors: {why}", path.display())]
+        NotSafetensors {
+            /// The file.
+            path: PathBuf,
+            /// The parser's words.
+            why: String,
+        },
+        /// A suspect directory holds no `.safetensors` file.
+        #[error("{}: no .safetensors file", .0.display())]
+        NoSuspectFiles(PathBuf),
+    }
+
+    fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> TraceFilesError + '_ {
+        move |source| TraceFilesError::Read {
+            path: path.into(),
+            source,
+        }
+    }
+
     /// The watermarked tensors of every file of an opened revision, and its segment count.
-    pub fn revision_tensors(rev: &OpenedRevision) -> Result<(Vec<Vec<MarkedTensor>>, u32), String> {
+    pub fn revision_tensors(
+        rev: &OpenedRevision,
+    ) -> Result<(Vec<Vec<MarkedTensor>>, u32), TraceError> {
         weightvault_watermark::trace::revision_tensors(
             rev.files
                 .iter()
@@ -24,10 +65,10 @@ pub mod trace {
     }
 
     /// Suspect safetensors files: a file, or every `.safetensors` file under a directory.
-    pub fn suspect_files(p: &Path) -> Result<Vec<PathBuf>, String> {
-        fn walk(d: &Path, v: &mut Vec<PathBuf>) -> Result<(), String> {
-            for e in std::fs::read_dir(d).map_err(|e| format!("{}: {e}", d.display()))? {
-                let path = e.map_err(|e| format!("{}: {e}", d.display()))?.path();
+    pub fn suspect_files(p: &Path) -> Result<Vec<PathBuf>, TraceFilesError> {
+        fn walk(d: &Path, v: &mut Vec<PathBuf>) -> Result<(), TraceFilesError> {
+            for e in std::fs::read_dir(d).map_err(read_err(d))? {
+                let path = e.map_err(read_err(d))?.path();
                 if path.is_dir() {
                     walk(&path, v)?;
                 } else if path.extension().is_some_and(|x| x == "safetensors") {
@@ -42,7 +83,7 @@ pub mod trace {
         let mut v = Vec::new();
         walk(p, &mut v)?;
         if v.is_empty() {
-            return Err(format!("{}: no .safetensors file", p.display()));
+            return Err(TraceFilesError::NoSuspectFiles(p.into()));
         }
         v.sort();
         Ok(v)
@@ -56,37 +97,36 @@ pub mod trace {
         suspect: &Path,
         candidates: Vec<Candidate>,
         epsilon: f64,
-    ) -> Result<TraceReport, String> {
+    ) -> Result<TraceReport, TraceFilesError> {
         let (files, segments) = revision_tensors(rev)?;
         let originals: Vec<(MarkedTensor, zeroize::Zeroizing<Vec<u8>>)> = files
             .into_iter()
             .enumerate()
             .flat_map(|(i, ts)| ts.into_iter().map(move |t| (i, t)))
             .map(|(i, t)| {
-                let b = rev.files[i]
-                    .1
-                    .read_range(t.range.0, t.range.1)
-                    .map_err(|e: StoreError| e.to_string())?;
+                let b = rev.files[i].1.read_range(t.range.0, t.range.1)?;
                 Ok((t, zeroize::Zeroizing::new(b)))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, TraceFilesError>>()?;
         // The suspect, held in memory (its files are read once).
         let paths = suspect_files(suspect)?;
         let blobs: Vec<Vec<u8>> = paths
             .iter()
-            .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+            .map(|p| std::fs::read(p).map_err(read_err(p)))
             .collect::<Result<_, _>>()?;
         let parsed: Vec<SafeTensors<'_>> = blobs
             .iter()
             .zip(&paths)
             .map(|(b, p)| {
-                SafeTensors::deserialize(b)
-                    .map_err(|e| format!("{}: not safetensors: {e}", p.display()))
+                SafeTensors::deserialize(b).map_err(|e| TraceFilesError::NotSafetensors {
+                    path: p.clone(),
+                    why: e.to_string(),
+                })
             })
             .collect::<Result<_, _>>()?;
         let suspects: Vec<_> = parsed.iter().flat_map(|s| s.tensors()).collect();
-        weightvault_watermark::trace::trace(
+        Ok(weightvault_watermark::trace::trace(
             wm_key, &originals, segments, &suspects, candidates, epsilon,
-        )
+        )?)
     }
 }

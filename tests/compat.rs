@@ -126,4 +126,43 @@ fn an_old_vault_verifies_opens_audits_and_traces() {
     assert_eq!(accused[0]["release"]["ledger_index"], 3);
     assert_eq!(accused[0]["release"]["record"]["organisation"], "acme");
     assert_eq!(rep["releases"], 2);
+
+    // What cannot be traced says why.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (traced, _, err) = common::cli(
+        &v,
+        &[
+            "trace",
+            empty.to_str().unwrap(),
+            "--model",
+            "acme-frontier@r1",
+        ],
+    );
+    assert!(!traced);
+    assert!(err.contains("no .safetensors file"), "{err}");
+    let other = tmp.path().join("other.safetensors");
+    common::write_safetensors(
+        &other,
+        &[(
+            "unrelated.weight",
+            safetensors::Dtype::F32,
+            vec![3, 5],
+            common::bytes(7, 60),
+        )],
+    );
+    let (traced, _, err) = common::cli(
+        &v,
+        &[
+            "trace",
+            other.to_str().unwrap(),
+            "--model",
+            "acme-frontier@r1",
+        ],
+    );
+    assert!(!traced);
+    assert!(
+        err.contains("no tensor of the suspect matches a watermarked tensor"),
+        "{err}"
+    );
 }

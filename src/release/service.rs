@@ -450,7 +450,7 @@ fn release_marks(
     wm_key: &SymmetricKey,
     rev: &OpenedRevision,
     cid: &[u8; 16],
-) -> Result<Marks, String> {
+) -> Result<Marks, crate::watermark::trace::TraceError> {
     use crate::watermark::tardos;
     let (files, segments) = crate::watermark::trace::revision_tensors(rev)?;
     let code = tardos::Code::new(wm_key, segments, tardos::DEFAULT_CUTOFF);

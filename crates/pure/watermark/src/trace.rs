@@ -114,13 +114,33 @@ pub struct TraceReport {
     pub accused: Vec<Accusation>,
 }
 
+/// Why a copy cannot be traced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TraceError {
+    /// A file of the original revision has a safetensors header that does not parse.
+    #[error("{path}: {why}")]
+    Header {
+        /// The file, as the revision names it.
+        path: String,
+        /// What is wrong with its header.
+        why: String,
+    },
+    /// Nothing of the suspect can be compared with the original.
+    #[error(
+        "no tensor of the suspect matches a watermarked tensor of the model, by name and size \
+         or by shape and correlation"
+    )]
+    NoMatchingTensor,
+}
+
 /// The watermarked tensors of every file of a revision (empty for files that are not
 /// safetensors), and the revision's segment count, which follows from their weights. The
 /// service marks releases and `trace` reads suspects with this one description. `files` gives
 /// each file's path, kind and (safetensors) header bytes, in the revision's order.
 pub fn revision_tensors<'a>(
     files: impl IntoIterator<Item = (&'a str, FileKind, &'a [u8])>,
-) -> Result<(Vec<Vec<MarkedTensor>>, u32), String> {
+) -> Result<(Vec<Vec<MarkedTensor>>, u32), TraceError> {
     let mut out = Vec::new();
     let mut eligible = 0u64;
     for (path, kind, meta) in files {
@@ -128,8 +148,12 @@ pub fn revision_tensors<'a>(
             out.push(Vec::new());
             continue;
         }
-        let md = weightvault_core::header_check::parse_safetensors_meta(meta)
-            .map_err(|w| format!("{path}: {w}"))?;
+        let md = weightvault_core::header_check::parse_safetensors_meta(meta).map_err(|why| {
+            TraceError::Header {
+                path: path.to_string(),
+                why,
+            }
+        })?;
         let ts = mark::marked_tensors(&md);
         eligible += ts
             .iter()
@@ -194,7 +218,7 @@ pub fn trace(
     suspects: &[(String, TensorView<'_>)],
     candidates: Vec<Candidate>,
     epsilon: f64,
-) -> Result<TraceReport, String> {
+) -> Result<TraceReport, TraceError> {
     let suspects: Vec<&(String, TensorView<'_>)> = suspects
         .iter()
         .filter(|(_, v)| mark::elem_size(v.dtype()).is_some())
@@ -251,11 +275,7 @@ pub fn trace(
         .filter_map(|((t, o), j)| j.map(|j| (t.clone(), o, &suspects[j].1)))
         .collect();
     if pairs.is_empty() {
-        return Err(
-            "no tensor of the suspect matches a watermarked tensor of the model, by name and size \
-             or by shape and correlation"
-                .into(),
-        );
+        return Err(TraceError::NoMatchingTensor);
     }
     // One global scale.
     fn values<'a>(
