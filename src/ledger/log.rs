@@ -343,7 +343,10 @@ impl Tree {
 }
 
 /// Called with each entry's index and bytes; an `Err` stops the read, naming the entry.
-pub type Visit<'a> = dyn FnMut(u64, &[u8]) -> Result<(), String> + 'a;
+pub type Visit<'a> = dyn FnMut(u64, &[u8]) -> Result<(), VisitError> + 'a;
+
+/// Why a visitor stopped a read: whatever its own error was.
+pub type VisitError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Hands one entry to a reader's visitor; its refusal names the entry and its segment.
 fn visit_entry(

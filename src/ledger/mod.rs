@@ -134,9 +134,9 @@ impl Ledger {
     /// Licence usage counted from every record of the ledger in `dir` (a vault's `ledger`
     /// directory); a ledger not yet written counts nothing. Reads without taking the writer's
     /// lock.
-    pub fn allocations(dir: &Path) -> Result<usage::Allocations, String> {
+    pub fn allocations(dir: &Path) -> Result<usage::Allocations, LedgerError> {
         let mut a = usage::Allocations::default();
-        Self::entries(dir, &mut |i, e| a.add_entry(i, e)).map_err(|e| e.to_string())?;
+        Self::entries(dir, &mut |i, e| Ok(a.add_entry(i, e)?))?;
         Ok(a)
     }
 
@@ -241,7 +241,7 @@ impl Ledger {
         let log = log::LogReader::read(&segments_dir(dir), true, &mut |i, e| {
             record::Record::parse(e)
                 .map(|_| ())
-                .map_err(|why| format!("entry {i} is not a canonical record: {why}"))
+                .map_err(|why| format!("entry {i} is not a canonical record: {why}").into())
         })?;
         let total = log.len();
         let mut prev: Option<Checkpoint> = None;

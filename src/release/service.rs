@@ -854,7 +854,7 @@ impl Server {
         // One read of the ledger: opening it also counts each licence's use.
         let mut alloc = Allocations::default();
         let (ledger, rec) = vault
-            .ledger_visiting(&mut |i, e| alloc.add_entry(i, e))
+            .ledger_visiting(&mut |i, e| Ok(alloc.add_entry(i, e)?))
             .map_err(|e| setup(format!("opening the ledger and counting licence use: {e}")))?;
         if rec.discarded_bytes > 0 {
             tracing::warn!(

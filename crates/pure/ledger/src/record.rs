@@ -118,13 +118,25 @@ impl Record {
     }
 
     /// Parses canonical bytes, requiring that they re-serialise identically.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let r: Record = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    pub fn parse(bytes: &[u8]) -> Result<Self, RecordError> {
+        let r: Record = serde_json::from_slice(bytes).map_err(RecordError::NotARecord)?;
         if r.canonical() != bytes {
-            return Err("not in canonical form".into());
+            return Err(RecordError::NotCanonical);
         }
         Ok(r)
     }
+}
+
+/// Why bytes are not a ledger record.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// Not JSON of a record (a field missing, unknown or of the wrong type).
+    #[error("{0}")]
+    NotARecord(#[source] serde_json::Error),
+    /// A record, but not in its canonical bytes (field order, spacing, escapes).
+    #[error("not in canonical form")]
+    NotCanonical,
 }
 
 /// How an operator open ended.

@@ -1,7 +1,7 @@
 //! What each licence has been used for, counted from the ledger, so that a restart does not
 //! reset it: the release service decides with it, and `policy check` shows it.
 
-use crate::record::Record;
+use crate::record::{Record, RecordError};
 use std::collections::{BTreeMap, HashMap};
 use weightvault_core::facts::Usage;
 
@@ -21,7 +21,7 @@ pub struct Allocations {
 impl Allocations {
     /// Counts the entry at ledger index `index` from its bytes (a ledger visitor; the reader
     /// names the entry in any error).
-    pub fn add_entry(&mut self, index: u64, entry: &[u8]) -> Result<(), String> {
+    pub fn add_entry(&mut self, index: u64, entry: &[u8]) -> Result<(), RecordError> {
         self.add(index, &Record::parse(entry)?);
         Ok(())
     }
