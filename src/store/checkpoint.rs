@@ -70,8 +70,8 @@ pub fn read_safetensors_header(path: &Path) -> Result<(Vec<u8>, u64, u64, usize)
     f.read_exact_at(&mut meta, 0)
         .map_err(|e| StoreError::io("reading", path, e))?;
     let json = std::str::from_utf8(&meta[8..]).map_err(|_| bad("header is not UTF-8".into()))?;
-    super::header_check::check(json, Some(len - 8 - n)).map_err(bad)?;
-    let md = parse_safetensors_meta(&meta).map_err(bad)?;
+    super::header_check::check(json, Some(len - 8 - n)).map_err(|e| bad(e.to_string()))?;
+    let md = parse_safetensors_meta(&meta).map_err(|e| bad(e.to_string()))?;
     let data_len = md.data_len() as u64;
     Ok((meta, 8 + n, data_len, md.tensors().len()))
 }
@@ -158,7 +158,7 @@ pub fn plan(src: &Path) -> Result<Vec<CheckpointFile>, StoreError> {
     let mut out = Vec::with_capacity(files.len());
     let mut shard = 0u32;
     for (p, rel) in files {
-        check_rel_path(&rel).map_err(StoreError::BadInput)?;
+        check_rel_path(&rel).map_err(|e| StoreError::BadInput(e.to_string()))?;
         let src_len = std::fs::metadata(&p)
             .map_err(|e| StoreError::io("reading", &p, e))?
             .len();

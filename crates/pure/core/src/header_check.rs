@@ -96,46 +96,187 @@ pub fn dtype_bits(name: &str) -> Option<u64> {
     Some(d.bitsize() as u64)
 }
 
+/// What is wrong with a safetensors header. Each message names the tensor and says what a
+/// user can check; a file refused here is never sealed, and a sealed one never opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// Not the strict JSON shape of a header (a name twice, an unknown field, a bad value).
+    #[error("{0}")]
+    Json(String),
+    /// `data_offsets` that end before they start.
+    #[error("tensor {name:?}: data_offsets [{start}, {end}] end before they start")]
+    OffsetsBackwards {
+        /// Tensor.
+        name: String,
+        /// First byte.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+    /// A dtype safetensors does not define.
+    #[error("tensor {name:?}: dtype {dtype:?} is not a safetensors dtype")]
+    UnknownDtype {
+        /// Tensor.
+        name: String,
+        /// The dtype given.
+        dtype: String,
+    },
+    /// A shape whose size does not fit in 64 bits.
+    #[error("tensor {name:?}: shape {shape:?} overflows")]
+    ShapeOverflows {
+        /// Tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<u64>,
+    },
+    /// A shape of a sub-byte dtype that does not fill whole bytes.
+    #[error("tensor {name:?}: shape {shape:?} of {dtype} is not a whole number of bytes")]
+    NotWholeBytes {
+        /// Tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<u64>,
+        /// Its dtype.
+        dtype: String,
+    },
+    /// Shape and dtype give another size than the offsets.
+    #[error(
+        "tensor {name:?}: shape {shape:?} of {dtype} is {bytes} bytes but data_offsets [{start}, {end}] span {}",
+        end - start
+    )]
+    SizeMismatch {
+        /// Tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<u64>,
+        /// Its dtype.
+        dtype: String,
+        /// The size shape and dtype give.
+        bytes: u64,
+        /// First byte.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+    /// Two tensors share bytes.
+    #[error("tensor {name:?}: data_offsets start at {start}, inside tensor {inside:?} (which ends at {inside_end})")]
+    Overlap {
+        /// Tensor.
+        name: String,
+        /// Its first byte.
+        start: u64,
+        /// The tensor it starts inside.
+        inside: String,
+        /// Where that one ends.
+        inside_end: u64,
+    },
+    /// Bytes between two tensors (or before the first) that no tensor covers.
+    #[error("tensor {name:?}: data_offsets start at {start}, leaving {gap} bytes unaccounted for after {after}")]
+    Gap {
+        /// Tensor.
+        name: String,
+        /// Its first byte.
+        start: u64,
+        /// Bytes uncovered.
+        gap: u64,
+        /// `the header` or `tensor "<name>"`.
+        after: String,
+    },
+    /// The last tensor ends past the file's data.
+    #[error("tensor {name:?} ends at byte {end} of the data, past the {len} bytes the file holds: the file is truncated or extended, or the header lies about offsets")]
+    PastEnd {
+        /// Tensor.
+        name: String,
+        /// Where it ends.
+        end: u64,
+        /// The data the file holds.
+        len: u64,
+    },
+    /// Data after the last tensor.
+    #[error("the tensors end at byte {end} of the data but the file holds {len} bytes: {} bytes no tensor accounts for (the file is truncated or extended, or the header lies about offsets)", len - end)]
+    TrailingBytes {
+        /// Where the tensors end.
+        end: u64,
+        /// The data the file holds.
+        len: u64,
+    },
+    /// The 8-byte length prefix is missing or disagrees with the header's length.
+    #[error("{0}")]
+    Prefix(&'static str),
+    /// The header is not UTF-8.
+    #[error("header is not UTF-8")]
+    NotUtf8,
+    /// The safetensors crate refuses what this check accepted.
+    #[error("invalid header: {0}")]
+    Invalid(String),
+}
+
+/// A relative path inside a checkpoint that is not made of ordinary components.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// Empty, or longer than the container allows.
+    #[error("path is empty or too long")]
+    Length,
+    /// `.`, `..`, an empty component, NUL or a backslash.
+    #[error("path '{path}' has a component '{component}' that is not allowed")]
+    Component {
+        /// The path.
+        path: String,
+        /// The component refused.
+        component: String,
+    },
+}
+
 /// Reads `json` strictly and checks that its tensors tile `[0, data_len)` exactly (when
 /// `data_len` is given: the bytes after the header in the file). Returns the tensors in
 /// data order.
-pub fn check(json: &str, data_len: Option<u64>) -> Result<Vec<(String, HeaderTensor)>, String> {
+pub fn check(
+    json: &str,
+    data_len: Option<u64>,
+) -> Result<Vec<(String, HeaderTensor)>, HeaderError> {
     let mut tensors = serde_json::from_str::<Entries>(json)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| HeaderError::Json(e.to_string()))?
         .0;
     for (name, t) in &tensors {
         let [s, e] = t.data_offsets;
         if e < s {
-            return Err(format!(
-                "tensor {name:?}: data_offsets [{s}, {e}] end before they start"
-            ));
+            return Err(HeaderError::OffsetsBackwards {
+                name: name.clone(),
+                start: s,
+                end: e,
+            });
         }
-        let bits = dtype_bits(&t.dtype).ok_or_else(|| {
-            format!(
-                "tensor {name:?}: dtype {:?} is not a safetensors dtype",
-                t.dtype
-            )
+        let bits = dtype_bits(&t.dtype).ok_or_else(|| HeaderError::UnknownDtype {
+            name: name.clone(),
+            dtype: t.dtype.clone(),
         })?;
         let elements = t
             .shape
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .and_then(|n| n.checked_mul(bits))
-            .ok_or_else(|| format!("tensor {name:?}: shape {:?} overflows", t.shape))?;
+            .ok_or_else(|| HeaderError::ShapeOverflows {
+                name: name.clone(),
+                shape: t.shape.clone(),
+            })?;
         if elements % 8 != 0 {
-            return Err(format!(
-                "tensor {name:?}: shape {:?} of {} is not a whole number of bytes",
-                t.shape, t.dtype
-            ));
+            return Err(HeaderError::NotWholeBytes {
+                name: name.clone(),
+                shape: t.shape.clone(),
+                dtype: t.dtype.clone(),
+            });
         }
         if elements / 8 != e - s {
-            return Err(format!(
-                "tensor {name:?}: shape {:?} of {} is {} bytes but data_offsets [{s}, {e}] span {}",
-                t.shape,
-                t.dtype,
-                elements / 8,
-                e - s
-            ));
+            return Err(HeaderError::SizeMismatch {
+                name: name.clone(),
+                shape: t.shape.clone(),
+                dtype: t.dtype.clone(),
+                bytes: elements / 8,
+                start: s,
+                end: e,
+            });
         }
     }
     tensors.sort_by_key(|(_, t)| t.data_offsets);
@@ -144,48 +285,50 @@ pub fn check(json: &str, data_len: Option<u64>) -> Result<Vec<(String, HeaderTen
     for (name, t) in &tensors {
         let [s, _] = t.data_offsets;
         if s < at {
-            return Err(format!(
-                "tensor {name:?}: data_offsets start at {s}, inside tensor {:?} (which ends at {at})",
-                prev.unwrap_or("")
-            ));
+            return Err(HeaderError::Overlap {
+                name: name.clone(),
+                start: s,
+                inside: prev.unwrap_or("").to_string(),
+                inside_end: at,
+            });
         }
         if s > at {
-            return Err(format!(
-                "tensor {name:?}: data_offsets start at {s}, leaving {} bytes unaccounted for after {}",
-                s - at,
-                prev.map_or("the header".to_string(), |p| format!("tensor {p:?}"))
-            ));
+            return Err(HeaderError::Gap {
+                name: name.clone(),
+                start: s,
+                gap: s - at,
+                after: prev.map_or("the header".to_string(), |p| format!("tensor {p:?}")),
+            });
         }
         at = t.data_offsets[1];
         prev = Some(name);
     }
     if let Some(len) = data_len {
         if at > len {
-            return Err(format!(
-                "tensor {:?} ends at byte {at} of the data, past the {len} bytes the file holds: the file is truncated or extended, or the header lies about offsets",
-                prev.unwrap_or("")
-            ));
+            return Err(HeaderError::PastEnd {
+                name: prev.unwrap_or("").to_string(),
+                end: at,
+                len,
+            });
         }
         if at < len {
-            return Err(format!(
-                "the tensors end at byte {at} of the data but the file holds {len} bytes: {} bytes no tensor accounts for (the file is truncated or extended, or the header lies about offsets)",
-                len - at
-            ));
+            return Err(HeaderError::TrailingBytes { end: at, len });
         }
     }
     Ok(tensors)
 }
 
 /// Checks a relative path is made of ordinary components only.
-pub fn check_rel_path(rel: &str) -> Result<(), String> {
+pub fn check_rel_path(rel: &str) -> Result<(), PathError> {
     if rel.is_empty() || rel.len() > crate::format::MAX_PATH_LEN {
-        return Err("path is empty or too long".into());
+        return Err(PathError::Length);
     }
     for c in rel.split('/') {
         if c.is_empty() || c == "." || c == ".." || c.contains('\0') || c.contains('\\') {
-            return Err(format!(
-                "path '{rel}' has a component '{c}' that is not allowed"
-            ));
+            return Err(PathError::Component {
+                path: rel.to_string(),
+                component: c.to_string(),
+            });
         }
     }
     Ok(())
@@ -193,18 +336,18 @@ pub fn check_rel_path(rel: &str) -> Result<(), String> {
 
 /// Parses the 8-byte prefix + JSON header of a safetensors file into validated metadata
 /// (offsets contiguous, sizes agree with dtypes and shapes).
-pub fn parse_safetensors_meta(meta: &[u8]) -> Result<safetensors::tensor::Metadata, String> {
+pub fn parse_safetensors_meta(meta: &[u8]) -> Result<safetensors::tensor::Metadata, HeaderError> {
     if meta.len() < 8 {
-        return Err("header shorter than 8 bytes".into());
+        return Err(HeaderError::Prefix("header shorter than 8 bytes"));
     }
     let n = u64::from_le_bytes(meta[..8].try_into().expect("8")) as usize;
     if meta.len() != 8 + n {
-        return Err("header length prefix does not match".into());
+        return Err(HeaderError::Prefix("header length prefix does not match"));
     }
-    let json = std::str::from_utf8(&meta[8..]).map_err(|_| "header is not UTF-8".to_string())?;
+    let json = std::str::from_utf8(&meta[8..]).map_err(|_| HeaderError::NotUtf8)?;
     check(json, None)?;
     serde_json::from_str::<safetensors::tensor::Metadata>(json)
-        .map_err(|e| format!("invalid header: {e}"))
+        .map_err(|e| HeaderError::Invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -298,7 +441,10 @@ mod tests {
         ];
         for (json, len, want) in rows {
             let err = check(&json, len).expect_err(&json);
-            assert!(err.contains(want), "{json}: {err} (wanted {want})");
+            assert!(
+                err.to_string().contains(want),
+                "{json}: {err} (wanted {want})"
+            );
         }
     }
 

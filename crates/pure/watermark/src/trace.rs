@@ -124,7 +124,8 @@ pub enum TraceError {
         /// The file, as the revision names it.
         path: String,
         /// What is wrong with its header.
-        why: String,
+        #[source]
+        why: weightvault_core::header_check::HeaderError,
     },
     /// Nothing of the suspect can be compared with the original.
     #[error(
