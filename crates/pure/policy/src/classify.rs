@@ -10,16 +10,17 @@
 use super::data::{ModelEntry, CONTROL_THRESHOLD_OPS};
 use crate::TrainingFacts;
 
+/// An ECCN not written as the Commerce Control List writes them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ECCN {0:?} is not written as the Commerce Control List writes them: a category digit, a product group A-E and three digits (4E091, 5D002, 0A501, optionally a paragraph such as 3A090.a), or EAR99")]
+pub struct EccnError(pub String);
+
 /// Checks an ECCN is written as the Commerce Control List writes them.
-pub fn check_eccn(s: &str) -> Result<(), String> {
+pub fn check_eccn(s: &str) -> Result<(), EccnError> {
     if s == "EAR99" {
         return Ok(());
     }
-    let hint = || {
-        format!(
-            "ECCN {s:?} is not written as the Commerce Control List writes them: a category digit, a product group A-E and three digits (4E091, 5D002, 0A501, optionally a paragraph such as 3A090.a), or EAR99"
-        )
-    };
+    let hint = || EccnError(s.to_string());
     let (base, para) = s.split_once('.').unwrap_or((s, ""));
     let b = base.as_bytes();
     let ok = b.len() == 5

@@ -65,17 +65,20 @@ impl Ctx<'_> {
     }
 }
 
+/// A country code that is not ISO 3166-1 alpha-2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown country code '{0}' (use ISO 3166-1 alpha-2, upper case, e.g. US, DE, IN)")]
+pub struct CountryError(pub String);
+
 /// An ISO 3166-1 alpha-2 code, checked against the standard's list.
-pub fn check_country(code: &str) -> Result<String, String> {
+pub fn check_country(code: &str) -> Result<String, CountryError> {
     if code.len() == 2
         && code.bytes().all(|b| b.is_ascii_uppercase())
         && celes::Country::from_alpha2(code).is_ok()
     {
         return Ok(code.to_string());
     }
-    Err(format!(
-        "unknown country code '{code}' (use ISO 3166-1 alpha-2, upper case, e.g. US, DE, IN)"
-    ))
+    Err(CountryError(code.to_string()))
 }
 
 fn date(ctx: &Ctx<'_>, d: &Spanned<toml::value::Datetime>) -> Result<Date, PolicyError> {
@@ -179,7 +182,7 @@ impl CountryTiers {
             };
             let set = |v: &[Spanned<String>]| -> Result<BTreeSet<String>, PolicyError> {
                 v.iter()
-                    .map(|s| check_country(s.get_ref()).map_err(|m| ctx.at(s, m)))
+                    .map(|s| check_country(s.get_ref()).map_err(|m| ctx.at(s, m.to_string())))
                     .collect()
             };
             changes.push(TierChange {
@@ -198,7 +201,7 @@ impl CountryTiers {
     }
 
     /// The tier of `country` on `date`, or an error for a code that is not ISO 3166-1.
-    pub fn tier(&self, country: &str, date: Date) -> Result<Tier, String> {
+    pub fn tier(&self, country: &str, date: Date) -> Result<Tier, CountryError> {
         check_country(country)?;
         let mut t1 = false;
         let mut t3 = false;
@@ -421,7 +424,8 @@ pub(crate) fn parse_people(ctx: &Ctx<'_>) -> Result<People, PolicyError> {
     let f: PeopleFile = ctx.parse()?;
     let mut orgs = BTreeMap::new();
     for o in f.organisations {
-        let country = check_country(o.country.get_ref()).map_err(|m| ctx.at(&o.country, m))?;
+        let country =
+            check_country(o.country.get_ref()).map_err(|m| ctx.at(&o.country, m.to_string()))?;
         let org = Organisation {
             id: o.id.get_ref().clone(),
             name: o.name,
@@ -454,12 +458,13 @@ pub(crate) fn parse_people(ctx: &Ctx<'_>) -> Result<People, PolicyError> {
         }
         let mut nat = Vec::new();
         for n in p.nationalities.get_ref() {
-            nat.push(check_country(n.get_ref()).map_err(|m| ctx.at(n, m))?);
+            nat.push(check_country(n.get_ref()).map_err(|m| ctx.at(n, m.to_string()))?);
         }
         let mut clearances = Vec::new();
         for c in p.clearances {
             clearances.push(Clearance {
-                country: check_country(c.country.get_ref()).map_err(|m| ctx.at(&c.country, m))?,
+                country: check_country(c.country.get_ref())
+                    .map_err(|m| ctx.at(&c.country, m.to_string()))?,
                 reference: c.reference,
                 until: date(ctx, &c.until)?,
             });
@@ -593,7 +598,7 @@ pub(crate) fn parse_licences(
         }
         let mut destinations = BTreeSet::new();
         for d in &l.destinations {
-            destinations.insert(check_country(d.get_ref()).map_err(|m| ctx.at(d, m))?);
+            destinations.insert(check_country(d.get_ref()).map_err(|m| ctx.at(d, m.to_string()))?);
         }
         let mut end_users = BTreeSet::new();
         for u in &l.end_users {
@@ -683,7 +688,7 @@ impl RestrictedParties {
             }
             let country = rec.get(1).unwrap_or("").to_string();
             if !country.is_empty() {
-                check_country(&country).map_err(bad)?;
+                check_country(&country).map_err(|e| bad(e.to_string()))?;
             }
             by_name.insert(
                 key,
@@ -829,7 +834,7 @@ pub(crate) fn parse_network(ctx: &Ctx<'_>) -> Result<NetworkRules, PolicyError> 
     for p in f.private {
         out.private.push((
             net(&p.cidr)?,
-            check_country(p.country.get_ref()).map_err(|m| ctx.at(&p.country, m))?,
+            check_country(p.country.get_ref()).map_err(|m| ctx.at(&p.country, m.to_string()))?,
             p.site,
         ));
     }
