@@ -160,6 +160,18 @@ pub enum ScratchError {
     },
 }
 
+impl ScratchError {
+    /// `map_err` for an OS error while doing `action` on `path`.
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ScratchError {
+        let path = path.to_path_buf();
+        move |source| ScratchError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
 fn lock_path_of(dir: &Path) -> PathBuf {
     let mut s = dir.as_os_str().to_owned();
     s.push(".lock");
@@ -207,15 +219,7 @@ impl Scratch {
             .to_string_lossy()
             .into_owned();
         let parent = parent_of(target);
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ScratchError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        create_private_dir(parent).map_err(io("creating", parent))?;
+        create_private_dir(parent).map_err(ScratchError::io("creating", parent))?;
         let base = if stable {
             format!(".{name}{MARK}{kind}")
         } else {
@@ -224,16 +228,16 @@ impl Scratch {
         let dir = parent.join(base);
         let lock_path = lock_path_of(&dir);
         let lock = try_lock(&lock_path, true)
-            .map_err(io("locking", &lock_path))?
+            .map_err(ScratchError::io("locking", &lock_path))?
             .ok_or_else(|| ScratchError::Busy(target.into()))?;
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if stable && e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io("creating", &dir)(e)),
+            Err(e) => return Err(ScratchError::io("creating", &dir)(e)),
         }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("protecting", &dir))?;
+            .map_err(ScratchError::io("protecting", &dir))?;
         Ok(Scratch {
             dir,
             lock_path,
@@ -263,27 +267,21 @@ impl Scratch {
         files: impl IntoIterator<Item = (R, PlaintextFile)>,
         out: &Path,
     ) -> Result<(), ScratchError> {
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ScratchError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         let root = self.dir.join("out");
         let _ = std::fs::remove_dir_all(&root);
-        create_private_dir(&root).map_err(io("creating", &root))?;
+        create_private_dir(&root).map_err(ScratchError::io("creating", &root))?;
         for (rel, plain) in files {
             let at = root.join(rel);
             if let Some(p) = at.parent() {
-                create_private_dir(p).map_err(io("creating", p))?;
+                create_private_dir(p).map_err(ScratchError::io("creating", p))?;
             }
-            plain.link_to(&at).map_err(io("naming", &at))?;
+            plain
+                .link_to(&at)
+                .map_err(ScratchError::io("naming", &at))?;
         }
-        sync_dir(&root).map_err(io("syncing", &root))?;
+        sync_dir(&root).map_err(ScratchError::io("syncing", &root))?;
         self.publish(&root, out)
-            .map_err(io("renaming into place", out))
+            .map_err(ScratchError::io("renaming into place", out))
     }
 
     /// The directory.
