@@ -4,7 +4,7 @@
 use crate::policy::data::{PolicyError, FILES};
 use crate::policy::{PolicyData, PolicyHandle, PolicySource};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A policy set in a directory (`policies/`): one file per name in [`FILES`].
 #[derive(Debug, Clone)]
@@ -43,6 +43,6 @@ impl PolicySource for PolicyDir {
     }
 
     fn location(&self, file: &str) -> String {
-        Path::new(&self.0).join(file).display().to_string()
+        self.0.join(file).display().to_string()
     }
 }

@@ -11,8 +11,10 @@ use super::wire::{
 use crate::hsm::Pkcs11KeyWrap;
 use crate::keys::SymmetricKey;
 use crate::ledger::{record::Record, usage::Allocations, Ledger};
-use crate::policy::ReleaseDecision;
-use crate::policy::{self, data::RequesterKind, Authority, GeoLookup, HostClaims, PolicyHandle};
+use crate::policy::{
+    self, data::RequesterKind, Authority, GeoLookup, HostClaims, NoGeo, PolicyHandle,
+    ReleaseDecision,
+};
 use crate::store::{OpenedRevision, RevisionRef, Vault};
 use axum::body::Body;
 use axum::extract::{Extension, Path as UrlPath, State};
@@ -27,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+use weightvault_core::facts::rfc3339;
 
 /// How the service is set up.
 #[derive(Debug, Clone)]
@@ -64,8 +67,6 @@ pub enum ServeError {
 fn setup(e: impl std::fmt::Display) -> ServeError {
     ServeError::Setup(e.to_string())
 }
-
-use crate::policy::NoGeo;
 
 struct Nonce {
     client: [u8; 32],
@@ -165,8 +166,6 @@ fn random16() -> [u8; 16] {
     getrandom::fill(&mut b).expect("OS randomness");
     b
 }
-
-use weightvault_core::facts::rfc3339;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
