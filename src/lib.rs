@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod clock;
 pub mod durable;
 pub use weightvault_core::{format, keys};
 pub use weightvault_policy as policy;

@@ -304,21 +304,9 @@ struct StoredWrappedKey {
 /// Path recorded in the manifest's own header.
 pub const MANIFEST_PATH: &str = "MANIFEST";
 
-/// Checks a model or revision name: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
-pub fn check_name(what: &str, s: &str) -> Result<(), StoreError> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-        && !s.starts_with('.')
-        && !s.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::BadInput(format!(
-            "{what} '{s}' is not allowed: use 1-128 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
-        )))
-    }
+/// Checks a model or revision name (see [`weightvault_core::names`]).
+pub fn check_name(what: &'static str, s: &str) -> Result<(), StoreError> {
+    weightvault_core::names::check_name(what, s).map_err(|e| StoreError::BadInput(e.to_string()))
 }
 
 /// `NAME@REV` (or `NAME` alone).
