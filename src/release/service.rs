@@ -259,34 +259,7 @@ async fn releases(
         now,
         codeword: st.cfg.watermark.then(random16),
     };
-    // Decided under the allocation the state holds; appended without holding it, so
-    // concurrent decisions share the ledger's group commit and never exceed a licence.
-    let (judged, hold) = st
-        .state
-        .reserve(&mut |used| engine::judge(&policy, st.geo.as_ref(), &asked, used))
-        .map_err(|e| internal("reserving the allocation", e))?;
-    // The decision is durable before anything is answered: no record, no release.
-    let st2 = st.clone();
-    let rec = judged.record.clone();
-    let ledger_index = match blocking(move || st2.ledger.append(&rec)).await? {
-        Ok(i) => i,
-        Err(e) => {
-            st.state.cancel(hold);
-            tracing::error!("ledger append failed: {e}");
-            return Err(api(
-                ApiCode::LedgerUnavailable,
-                "the release ledger cannot be written; nothing is released",
-            ));
-        }
-    };
-    st.state
-        .commit(hold, ledger_index, &judged.record)
-        .map_err(|e| internal("counting the allocation", e))?;
-    let r = &judged.record;
-    tracing::info!(
-        requester = %peer.id.name, model = %r.model, outcome = %r.outcome,
-        failed = ?r.failed_checks, ledger_index, "release decision"
-    );
+    let (judged, ledger_index) = decide_and_record(&st, &policy, &asked).await?;
     let expires_at = now + ttl(st.cfg.release_ttl);
     let (grant, info, decision) = engine::grant(
         &asked,
@@ -314,6 +287,43 @@ async fn releases(
         ledger_index,
         release: Some(info),
     }))
+}
+
+/// Decides under the allocation the state holds and appends the decision, without holding
+/// the allocation across the append: concurrent decisions share the ledger's group commit and
+/// never exceed a licence. The decision is durable before anything is answered: no record, no
+/// release.
+async fn decide_and_record(
+    st: &Arc<AppState>,
+    policy: &crate::policy::PolicyData,
+    asked: &Asked<'_>,
+) -> Result<(engine::Judged, u64), ApiError> {
+    let (judged, hold) = st
+        .state
+        .reserve(&mut |used| engine::judge(policy, st.geo.as_ref(), asked, used))
+        .map_err(|e| internal("reserving the allocation", e))?;
+    let st2 = st.clone();
+    let rec = judged.record.clone();
+    let ledger_index = match blocking(move || st2.ledger.append(&rec)).await? {
+        Ok(i) => i,
+        Err(e) => {
+            st.state.cancel(hold);
+            tracing::error!("ledger append failed: {e}");
+            return Err(api(
+                ApiCode::LedgerUnavailable,
+                "the release ledger cannot be written; nothing is released",
+            ));
+        }
+    };
+    st.state
+        .commit(hold, ledger_index, &judged.record)
+        .map_err(|e| internal("counting the allocation", e))?;
+    let r = &judged.record;
+    tracing::info!(
+        requester = %r.requester, model = %r.model, outcome = %r.outcome,
+        failed = ?r.failed_checks, ledger_index, "release decision"
+    );
+    Ok((judged, ledger_index))
 }
 
 /// What this replica serves a release with: kept from the request, or opened again (a
