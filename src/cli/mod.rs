@@ -709,16 +709,12 @@ fn run_policy(cmd: PolicyCommand, vault_dir: &std::path::Path) -> Result<()> {
                 );
                 std::thread::sleep(std::time::Duration::from_millis(50));
             };
-            anyhow::ensure!(
-                r.outcome == "applied",
-                "the service refused the new policy and keeps the old one in force: {}",
-                r.failed_checks.join("; ")
-            );
-            let withdrawn: Vec<&str> = r
-                .shards
-                .iter()
-                .filter_map(|s| s.strip_prefix("withdrawn:"))
-                .collect();
+            if let Some(why) = r.rejection() {
+                anyhow::bail!(
+                    "the service refused the new policy and keeps the old one in force: {why}"
+                );
+            }
+            let withdrawn: Vec<String> = r.withdrawals().iter().map(u64::to_string).collect();
             outln!(
                 "policy reloaded; {} live release(s) withdrawn{}",
                 withdrawn.len(),

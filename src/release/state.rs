@@ -281,7 +281,7 @@ mod tests {
                 vec![],
                 if allowed { "allowed" } else { "denied" },
             );
-            record.authority = Some("licence:L".into());
+            record.authority = Some(crate::ledger::words::RecordAuthority::Licence("L".into()));
             record.bytes = Some(size);
             Judged {
                 decision: ReleaseDecision {

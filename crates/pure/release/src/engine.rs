@@ -26,6 +26,7 @@ use weightvault_core::facts::{rfc3339, TrainingFacts, Usage};
 use weightvault_core::keys::SymmetricKey;
 use weightvault_core::stream::{release_secret, Sealer, StreamError};
 use weightvault_ledger::record::Record;
+use weightvault_ledger::words::{self, Kind, Outcome, RecordAuthority};
 use weightvault_policy::data::RequesterKind;
 use weightvault_policy::{
     self as policy, Authority, GeoLookup, HostClaims, PolicyData, ReleaseDecision, ReleaseRequest,
@@ -271,16 +272,15 @@ pub fn judge(
     let who = policy.requesters.get(&asked.client.name);
     let codeword = asked.codeword.filter(|_| decision.allowed);
     let record = Record {
-        kind: "release-decision".into(),
+        kind: Kind::ReleaseDecision,
         time: record_time(asked.now),
         requester: asked.client.name.clone(),
         requester_kind: match who.map(|w| w.kind) {
-            Some(RequesterKind::Person) => "person",
-            Some(RequesterKind::Workload) => "workload",
-            None if asked.client.workload => "workload",
-            None => "person",
-        }
-        .into(),
+            Some(RequesterKind::Person) => words::RequesterKind::Person,
+            Some(RequesterKind::Workload) => words::RequesterKind::Workload,
+            None if asked.client.workload => words::RequesterKind::Workload,
+            None => words::RequesterKind::Person,
+        },
         organisation: who.map(|w| w.organisation.clone()),
         nationalities: who.map(|w| w.nationalities.clone()).unwrap_or_default(),
         host_id: Some(st.host_id.clone()),
@@ -296,16 +296,15 @@ pub fn judge(
             .map(|&i| rev.files[i].path.clone())
             .collect(),
         outcome: if decision.allowed {
-            "allowed"
+            Outcome::Allowed
         } else {
-            "denied"
-        }
-        .into(),
+            Outcome::Denied
+        },
         failed_checks: failed_names(&decision),
         authority: decision.authority.as_ref().map(|a| match a {
-            Authority::NotControlled => "not-controlled".to_string(),
-            Authority::LicenceException { name } => format!("licence-exception:{name}"),
-            Authority::Licence { id } => format!("licence:{id}"),
+            Authority::NotControlled => RecordAuthority::NotControlled,
+            Authority::LicenceException { name } => RecordAuthority::LicenceException(name.clone()),
+            Authority::Licence { id } => RecordAuthority::Licence(id.clone()),
         }),
         codeword: codeword.map(hex::encode),
         // What the release allows out (its byte allocation); a stream-end carries what was sent.
@@ -538,10 +537,14 @@ pub fn stream_end(
 ) -> Record {
     let complete = sent == requested;
     Record {
-        kind: "stream-end".into(),
+        kind: Kind::StreamEnd,
         time: record_time(now),
         shards: vec![shard.to_string()],
-        outcome: if complete { "completed" } else { "cut-short" }.into(),
+        outcome: if complete {
+            Outcome::Completed
+        } else {
+            Outcome::CutShort
+        },
         failed_checks: match cut {
             Some(failed) if !complete => failed.to_vec(),
             _ => vec![],
@@ -588,21 +591,7 @@ pub fn rejudge(
 /// Step 7: the `policy-reload` record: `applied` with the ledger indices of the decisions it
 /// withdrew, or `rejected` with why (the old policy stays in force).
 pub fn reload_record(now: OffsetDateTime, rejected: Option<String>, withdrawn: &[u64]) -> Record {
-    let mut r = Record::action(
-        &record_time(now),
-        "policy-reload",
-        "weightvault-serve",
-        "",
-        None,
-        withdrawn.iter().map(|i| format!("withdrawn:{i}")).collect(),
-        if rejected.is_some() {
-            "rejected"
-        } else {
-            "applied"
-        },
-    );
-    r.failed_checks = rejected.into_iter().collect();
-    r
+    Record::policy_reload(&record_time(now), withdrawn, rejected)
 }
 
 /// What marks one release's copy: its Tardos codeword and, per file of the revision, the

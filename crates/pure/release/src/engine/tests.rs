@@ -325,7 +325,10 @@ fn allowed_releases_carry_their_authority_codeword_and_shards() {
         assert_eq!(r.outcome, "allowed");
         assert!(r.failed_checks.is_empty());
         if let Some(a) = authority {
-            assert_eq!(r.authority.as_deref(), Some(a));
+            assert_eq!(
+                r.authority.as_ref().map(|x| x.to_wire()).as_deref(),
+                Some(a)
+            );
             assert_eq!(j.allocation(), Some(("D-2026-0001", 91_335_235)));
         }
         assert_eq!(r.codeword.as_deref(), Some(hex::encode([7u8; 16]).as_str()));
@@ -755,8 +758,19 @@ fn reloads_are_recorded_with_what_they_withdrew_or_why_they_were_refused() {
     );
     assert_eq!(applied.shards, ["withdrawn:4", "withdrawn:9"]);
     assert!(applied.failed_checks.is_empty());
+    assert_eq!(applied.withdrawals(), [4, 9]);
+    assert_eq!(applied.rejection(), None);
     let rejected = reload_record(NOW, Some("licences.toml: line 1: bad".into()), &[]);
     assert_eq!(rejected.outcome, "rejected");
-    assert_eq!(rejected.failed_checks, ["licences.toml: line 1: bad"]);
+    // The error is the reason, not a failed check.
+    assert!(rejected.failed_checks.is_empty());
+    assert_eq!(
+        rejected.reason.as_deref(),
+        Some("licences.toml: line 1: bad")
+    );
+    assert_eq!(
+        rejected.rejection().as_deref(),
+        Some("licences.toml: line 1: bad")
+    );
     assert!(rejected.shards.is_empty());
 }
