@@ -9,6 +9,7 @@
 pub use weightvault_ledger::{checkpoint, merkle, proof, record, usage, words};
 pub use weightvault_ledger::{ConsistencyProof, InclusionProof};
 
+pub mod backend;
 pub mod log;
 pub mod spool;
 

@@ -15,7 +15,7 @@ use super::wire::{ApiCode, ChallengeReply, ReleaseBody, ReleaseReply};
 use crate::clock::{Clock, SystemClock};
 use crate::hsm::Pkcs11KeyWrap;
 use crate::keys::SymmetricKey;
-use crate::ledger::{usage::Allocations, Ledger};
+use crate::ledger::{backend::LedgerBackend, usage::Allocations};
 use crate::policy::{self, GeoLookup, NoGeo, PolicyHandle};
 use crate::store::{OpenedRevision, RevisionRef, Vault};
 use axum::body::Body;
@@ -87,7 +87,7 @@ struct AppState {
     wm_key: SymmetricKey,
     policy: PolicyHandle,
     geo: Box<dyn GeoLookup + Send>,
-    ledger: Ledger,
+    ledger: Box<dyn LedgerBackend>,
     state: Arc<dyn ReleaseState>,
     clock: Arc<dyn Clock>,
     /// Releases this replica serves, by id.
@@ -669,7 +669,7 @@ fn withdraw_failing(
 
 /// Appends the spooled operator records (counting them like any other record).
 fn ingest_spool(st: &AppState) {
-    match st.ledger.ingest_spool() {
+    match st.ledger.take_pending() {
         Ok(got) => {
             for (i, r) in &got {
                 if let Err(e) = st.state.count(*i, r) {
@@ -781,7 +781,7 @@ impl Server {
             wm_key,
             policy,
             geo,
-            ledger,
+            ledger: Box::new(ledger),
             state: Arc::new(LocalState::new(alloc)),
             clock: Arc::new(SystemClock),
             serving: Mutex::new(HashMap::new()),
