@@ -1,9 +1,10 @@
 //! weightvault: an encrypted vault for AI model weights whose keys are released only under policy.
 //!
 //! This crate is the I/O layer and the CLI: the pure crates of the workspace (`format`, `keys`,
-//! `policy`, the ledger's records and proofs, the watermark; re-exported here under their old
-//! paths) never open a file, a socket or the HSM; `hsm`, `store`, `local`, `ledger`'s log,
-//! `release` and `cli` do. `unsafe` is denied everywhere but `store::mapped`, which maps
+//! `policy`, the ledger's records and proofs, the watermark, the release engine and wire types;
+//! re-exported here under their old paths) never open a file, a socket or the HSM; `hsm`,
+//! `store`, `local`, `ledger`'s log, `release` and `cli` do, each behind the edge traits listed
+//! in `docs/ARCHITECTURE.md`. `unsafe` is denied everywhere but `store::mapped`, which maps
 //! files for `verify` and says why.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
