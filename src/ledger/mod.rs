@@ -10,6 +10,7 @@ pub use weightvault_ledger::{checkpoint, merkle, proof, record, usage};
 pub use weightvault_ledger::{ConsistencyProof, InclusionProof};
 
 pub mod log;
+pub mod query;
 pub mod spool;
 
 use checkpoint::Checkpoint;
