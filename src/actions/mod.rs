@@ -68,3 +68,50 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     }
     msg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{error_line, with_causes};
+
+    /// An error with a message and an optional cause.
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn one_line_and_every_cause() {
+        let chain = |msgs: &[&'static str]| {
+            msgs.iter()
+                .rev()
+                .fold(None, |cause, m| Some(Box::new(E(m, cause))))
+                .unwrap()
+        };
+        let rows: &[(&[&str], &str, &str)] = &[
+            (&["a"], "a", "a"),
+            (&["a", "b"], "a: b", "a: b"),
+            // A cause the words before already say is left out of the one line.
+            (&["a: b", "b"], "a: b", "a: b: b"),
+            (
+                &["writing x", "disk full", "os error 28"],
+                "writing x: disk full: os error 28",
+                "writing x: disk full: os error 28",
+            ),
+        ];
+        for (msgs, line, all) in rows {
+            let e = chain(msgs);
+            assert_eq!(error_line(&*e), *line, "{msgs:?}");
+            assert_eq!(with_causes(&*e), *all, "{msgs:?}");
+        }
+    }
+}

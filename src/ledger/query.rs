@@ -38,3 +38,53 @@ impl EntryFilter {
             || self.requester.as_ref().is_some_and(|q| *q != r.requester)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EntryFilter;
+    use crate::ledger::record::Record;
+    use time::macros::datetime;
+
+    #[test]
+    fn filters() {
+        let r = Record::action(
+            "2026-06-01T12:00:00Z",
+            "seal",
+            "alice",
+            "m",
+            Some("r1"),
+            vec![],
+            "sealed",
+        );
+        let f = |since, model: Option<&str>, requester: Option<&str>| EntryFilter {
+            since,
+            model: model.map(str::to_string),
+            requester: requester.map(str::to_string),
+        };
+        let rows: &[(EntryFilter, bool)] = &[
+            (EntryFilter::default(), true),
+            (f(Some(datetime!(2026-06-01 12:00 UTC)), None, None), true),
+            (
+                f(Some(datetime!(2026-06-01 12:00:01 UTC)), None, None),
+                false,
+            ),
+            (f(None, Some("m"), None), true),
+            (f(None, Some("other"), None), false),
+            (f(None, None, Some("alice")), true),
+            (f(None, None, Some("bob")), false),
+            (
+                f(Some(datetime!(2000-01-01 0:00 UTC)), Some("m"), Some("bob")),
+                false,
+            ),
+        ];
+        for (filter, want) in rows {
+            assert_eq!(filter.matches(&r).unwrap(), *want, "{filter:?}");
+        }
+        let bad = Record {
+            time: "yesterday".into(),
+            ..r
+        };
+        let e = EntryFilter::default().matches(&bad).unwrap_err();
+        assert!(e.to_string().starts_with("bad time \"yesterday\": "), "{e}");
+    }
+}
