@@ -5,6 +5,7 @@
 //! and which live releases it withdrew.
 
 use crate::ledger::record::Record;
+use crate::ledger::words::Kind;
 use crate::ledger::{Ledger, LedgerError};
 use crate::store::Vault;
 use std::path::PathBuf;
@@ -17,12 +18,12 @@ pub enum PolicyReload {
     /// decisions) were withdrawn and their streams cut.
     Applied {
         /// Ledger entries of the withdrawn releases' decisions.
-        withdrawn: Vec<String>,
+        withdrawn: Vec<u64>,
     },
-    /// The directory was invalid: the old policy stays in force, for these reasons.
+    /// The directory was invalid: the old policy stays in force.
     Refused {
-        /// Why, one reason per problem.
-        reasons: Vec<String>,
+        /// Why, as the service recorded it.
+        reason: String,
     },
 }
 
@@ -89,7 +90,7 @@ pub fn reload(v: &Vault, wait: Duration) -> Result<PolicyReload, ReloadError> {
         let mut out = Vec::new();
         Ledger::entries(&v.ledger_dir(), &mut |_, e| {
             let r = Record::parse(e)?;
-            if r.kind == "policy-reload" {
+            if r.kind == Kind::PolicyReload {
                 out.push(r);
             }
             Ok(())
@@ -110,19 +111,11 @@ pub fn reload(v: &Vault, wait: Duration) -> Result<PolicyReload, ReloadError> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    Ok(if r.outcome == "applied" {
-        PolicyReload::Applied {
-            withdrawn: r
-                .shards
-                .iter()
-                .filter_map(|s| s.strip_prefix("withdrawn:"))
-                .map(str::to_string)
-                .collect(),
-        }
-    } else {
-        PolicyReload::Refused {
-            reasons: r.failed_checks,
-        }
+    Ok(match r.rejection() {
+        Some(reason) => PolicyReload::Refused { reason },
+        None => PolicyReload::Applied {
+            withdrawn: r.withdrawals(),
+        },
     })
 }
 

@@ -6,9 +6,10 @@
 //! segments, see [`log`]) and `checkpoints.log` (one JSON line per signed checkpoint note, see
 //! [`checkpoint`]).
 
-pub use weightvault_ledger::{checkpoint, merkle, proof, record, usage};
+pub use weightvault_ledger::{checkpoint, merkle, proof, record, usage, words};
 pub use weightvault_ledger::{ConsistencyProof, InclusionProof};
 
+pub mod backend;
 pub mod log;
 pub mod query;
 pub mod spool;

@@ -1,9 +1,11 @@
 //! Key release: host evidence, the sealed stream to an attested host, the release service
 //! (`weightvault serve`) and its client (`weightvault fetch`). The protocol is in
-//! `docs/PROTOCOL.md`.
+//! `docs/PROTOCOL.md`. The decisions are the pure release engine's ([`engine`]); the wire
+//! types are shared by the service and the fetcher ([`wire`]).
 
 pub use weightvault_core::{evidence, stream};
+pub use weightvault_release::{engine, wire};
 pub mod fetch;
 pub mod service;
+pub mod state;
 pub mod tls;
-pub mod wire;

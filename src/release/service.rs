@@ -1,20 +1,22 @@
 //! The key-release service (`weightvault serve`): axum on rustls with mutual TLS. Challenge,
 //! evidence, decision, ledger, then shards streamed sealed to the attested host key. The
 //! protocol is in `docs/PROTOCOL.md`.
+//!
+//! The handlers are thin: every decision is the release engine's ([`super::engine`], pure
+//! and unit-tested as tables); what the service remembers between requests is behind
+//! [`ReleaseState`]; the time comes from a [`Clock`]. A handler parses, calls the engine and
+//! the edges (state, ledger, store) in order, and maps errors to one [`ApiCode`].
 
-use super::evidence;
+use super::engine::{self, Admitted, Asked, Client, FileView, Grant, Marks, Refusal, RevisionView};
+use super::state::{LocalState, ReleaseState, Withdrawal};
 use super::stream::{Sealer, HEADER_LEN};
 use super::tls::{self, ClientIdentity, ServerTls};
-use super::wire::{
-    ApiCode, ChallengeReply, ErrorBody, ReleaseBody, ReleaseInfo, ReleaseReply, ShardInfo,
-};
+use super::wire::{ApiCode, ChallengeReply, ReleaseBody, ReleaseReply};
+use crate::clock::{Clock, SystemClock};
 use crate::hsm::Pkcs11KeyWrap;
 use crate::keys::SymmetricKey;
-use crate::ledger::{record::Record, usage::Allocations, Ledger};
-use crate::policy::{
-    self, data::RequesterKind, Authority, GeoLookup, HostClaims, NoGeo, PolicyHandle,
-    ReleaseDecision,
-};
+use crate::ledger::{backend::LedgerBackend, usage::Allocations};
+use crate::policy::{self, GeoLookup, NoGeo, PolicyHandle};
 use crate::store::{OpenedRevision, RevisionRef, Vault};
 use axum::body::Body;
 use axum::extract::{Extension, Path as UrlPath, State};
@@ -24,11 +26,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use time::OffsetDateTime;
+use std::time::Duration;
 use weightvault_core::facts::rfc3339;
 
 /// How the service is set up.
@@ -68,51 +69,29 @@ fn setup(e: impl std::fmt::Display) -> ServeError {
     ServeError::Setup(e.to_string())
 }
 
-struct Nonce {
-    client: [u8; 32],
-    expires: Instant,
-    used: bool,
-}
-
-/// What marks one release's copy.
-struct Marks {
-    codeword: Vec<bool>,
-    segments: u32,
-    /// Per file of `Release::rev`, its eligible tensors.
-    files: Vec<Vec<crate::watermark::mark::MarkedTensor>>,
-}
-
-struct Release {
-    id: [u8; 16],
-    marks: Option<Marks>,
-    client: [u8; 32],
-    host_key: [u8; 32],
-    secret: SymmetricKey,
-    expires: Instant,
+/// What this replica holds open for a release it serves: the revision (open files and
+/// unwrapped data keys), the marks of the release's codeword, and the switch that ends its
+/// running streams when the release is withdrawn.
+struct Serving {
     rev: Arc<OpenedRevision>,
-    /// Indices into `rev.files`, in the order of the release's shard list.
-    files: Vec<usize>,
-    decision_index: u64,
-    base: Record,
-    /// The request as decided, to decide again when the policy changes.
-    req: policy::ReleaseRequest,
-    /// Set (with the checks that now fail) when a policy reload withdrew the release: new
-    /// shard requests are refused and running streams end at once.
+    view: RevisionView,
+    marks: Option<Marks>,
     cut: tokio::sync::watch::Sender<Option<Vec<String>>>,
 }
 
 struct AppState {
     vault: Vault,
     kw: Pkcs11KeyWrap,
+    /// The vault's service key (HSM-wrapped `watermark.key`): watermark codes, and each
+    /// release's stream secret (derived from it and the release id).
     wm_key: SymmetricKey,
     policy: PolicyHandle,
     geo: Box<dyn GeoLookup + Send>,
-    ledger: Ledger,
-    nonces: Mutex<HashMap<String, Nonce>>,
-    releases: Mutex<HashMap<String, Arc<Release>>>,
-    /// Releases and bytes per licence, from the ledger; held across decide-and-record so
-    /// that concurrent requests never exceed an allocation.
-    alloc: tokio::sync::Mutex<Allocations>,
+    ledger: Box<dyn LedgerBackend>,
+    state: Arc<dyn ReleaseState>,
+    clock: Arc<dyn Clock>,
+    /// Releases this replica serves, by id.
+    serving: Mutex<HashMap<[u8; 16], Arc<Serving>>>,
     cfg: ServeConfig,
 }
 
@@ -123,22 +102,28 @@ struct Peer {
     addr: SocketAddr,
 }
 
-/// An error at the edge: a stable code and a message; internal detail goes to the log only.
+impl Peer {
+    fn client(&self) -> Client {
+        Client {
+            name: self.id.name.clone(),
+            fingerprint: self.id.fingerprint,
+            workload: self.id.workload,
+        }
+    }
+}
+
+/// An engine refusal as an HTTP answer; internal detail goes to the log only.
 #[derive(Debug)]
-struct ApiError {
-    code: ApiCode,
-    message: String,
-    decision: Option<Box<ReleaseDecision>>,
-    ledger_index: Option<u64>,
+struct ApiError(Refusal);
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        ApiError(r)
+    }
 }
 
 fn api(code: ApiCode, message: impl Into<String>) -> ApiError {
-    ApiError {
-        code,
-        message: message.into(),
-        decision: None,
-        ledger_index: None,
-    }
+    ApiError(Refusal::new(code, message))
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
@@ -151,13 +136,7 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            code: self.code,
-            message: self.message,
-            decision: self.decision.map(|d| *d),
-            ledger_index: self.ledger_index,
-        };
-        (self.code.status(), Json(body)).into_response()
+        (self.0.code.status(), Json(self.0.into_body())).into_response()
     }
 }
 
@@ -165,6 +144,10 @@ fn random16() -> [u8; 16] {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("OS randomness");
     b
+}
+
+fn ttl(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).expect("a TTL fits")
 }
 
 async fn blocking<T: Send + 'static>(
@@ -178,40 +161,67 @@ async fn blocking<T: Send + 'static>(
 async fn challenge(
     State(st): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
-) -> Json<ChallengeReply> {
-    let nonce = hex::encode(random16());
-    let now = Instant::now();
-    let mut n = st.nonces.lock().expect("nonce lock");
-    n.retain(|_, v| v.expires > now);
-    n.insert(
-        nonce.clone(),
-        Nonce {
-            client: peer.id.fingerprint,
-            expires: now + st.cfg.nonce_ttl,
-            used: false,
-        },
-    );
-    Json(ChallengeReply {
+) -> Result<Json<ChallengeReply>, ApiError> {
+    let now = st.clock.now();
+    let expires_at = now + ttl(st.cfg.nonce_ttl);
+    let nonce = st
+        .state
+        .issue_nonce(&peer.id.fingerprint, now, expires_at)
+        .map_err(|e| internal("issuing a nonce", e))?;
+    Ok(Json(ChallengeReply {
         nonce,
-        expires_at: rfc3339(
-            OffsetDateTime::now_utc() + time::Duration::try_from(st.cfg.nonce_ttl).expect("ttl"),
-        ),
-    })
+        expires_at: rfc3339(expires_at),
+    }))
 }
 
-/// The source address: the peer, or the address a trusted proxy forwards.
-fn source_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[ipnet::IpNet]) -> IpAddr {
-    if proxies.iter().any(|n| n.contains(&peer)) {
-        if let Some(ip) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse().ok())
-        {
-            return ip;
-        }
+/// The engine's view of an opened revision.
+fn view_of(rev: &OpenedRevision) -> RevisionView {
+    RevisionView {
+        label: rev.label.clone(),
+        model: rev.manifest.model.clone(),
+        revision: rev.manifest.revision.clone(),
+        training: rev.manifest.training.clone(),
+        files: rev
+            .files
+            .iter()
+            .map(|(e, f)| {
+                let h = f.header();
+                FileView {
+                    path: e.path.clone(),
+                    original_len: e.original_len,
+                    chunk_size: h.chunk_size,
+                    head_len: h.meta.len() as u64,
+                    data_len: h.plaintext_len,
+                }
+            })
+            .collect(),
     }
-    peer
+}
+
+/// Opens a revision for serving (blocking: files and the HSM).
+async fn open_revision(st: &Arc<AppState>, r: RevisionRef) -> Result<OpenedRevision, ApiError> {
+    let st2 = st.clone();
+    blocking(move || st2.vault.open_revision(&r, &st2.kw))
+        .await?
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound(m) => api(ApiCode::NotFound, m),
+            e @ crate::store::StoreError::Shredded(..) => api(ApiCode::Shredded, e.to_string()),
+            e => internal("opening the revision", e),
+        })
+}
+
+/// The marks of a release's copy, when it is watermarked.
+fn marks_of(st: &AppState, rev: &OpenedRevision, g: &Grant) -> Result<Option<Marks>, ApiError> {
+    g.codeword
+        .map(|cid| {
+            let files = rev
+                .files
+                .iter()
+                .map(|(e, f)| (e.path.as_str(), e.kind, f.header().meta.as_slice()));
+            engine::marks(&st.wm_key, files, &cid)
+                .map_err(|e| internal("reading tensor headers", e))
+        })
+        .transpose()
 }
 
 async fn releases(
@@ -222,220 +232,56 @@ async fn releases(
 ) -> Result<Json<ReleaseReply>, ApiError> {
     let Json(body) = body.map_err(|e| api(ApiCode::BadRequest, e.body_text()))?;
     let policy = st.policy.current();
-    let (statement, signature_valid) = evidence::open(&body.evidence, |id| {
-        policy.attesters.get(id).map(|a| a.public_key)
-    })
-    .map_err(|e| api(ApiCode::BadEvidence, e.to_string()))?;
-    let host_key = statement.host_key().expect("checked by open");
-    // The nonce is spent by this request whatever the outcome, and counts only if it was
-    // issued to this client and is still fresh.
-    let nonce_fresh = {
-        let mut n = st.nonces.lock().expect("nonce lock");
-        match n.get_mut(&statement.nonce) {
-            Some(e) if e.client == peer.id.fingerprint => {
-                let fresh = !e.used && e.expires > Instant::now();
-                e.used = true;
-                fresh
-            }
-            _ => false,
-        }
-    };
-    let r = RevisionRef {
-        model: body.model.clone(),
-        revision: body.revision.clone(),
-    };
-    crate::store::check_name("model name", &r.model)
-        .map_err(|e| api(ApiCode::BadRequest, e.to_string()))?;
-    if let Some(rev) = &r.revision {
-        crate::store::check_name("revision", rev)
-            .map_err(|e| api(ApiCode::BadRequest, e.to_string()))?;
-    }
-    let st2 = st.clone();
-    let rev = blocking(move || st2.vault.open_revision(&r, &st2.kw))
-        .await?
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound(m) => api(ApiCode::NotFound, m),
-            e @ crate::store::StoreError::Shredded(..) => api(ApiCode::Shredded, e.to_string()),
-            e => internal("opening the revision", e),
-        })?;
-    let files: Vec<usize> = match &body.shards {
-        None => (0..rev.files.len()).collect(),
-        Some(paths) => paths
-            .iter()
-            .map(|p| {
-                rev.files
-                    .iter()
-                    .position(|(e, _)| &e.path == p)
-                    .ok_or_else(|| {
-                        api(
-                            ApiCode::UnknownShard,
-                            format!("{} has no file {p}", rev.label),
-                        )
-                    })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    // The bytes this release allows out: judged against a licence's byte allocation.
-    let size: u64 = files.iter().map(|&i| rev.files[i].0.original_len).sum();
-    // Decide and record under the allocation lock: a licence's count cannot change between
-    // the check and the durable record, so concurrent requests never exceed it.
-    let mut alloc = st.alloc.lock().await;
-    let now = OffsetDateTime::now_utc();
-    let source = source_ip(peer.addr.ip(), &headers, &policy.network.trusted_proxies);
-    let req = policy::ReleaseRequest {
-        requester: peer.id.name.clone(),
-        model: rev.manifest.model.clone(),
-        sealed_facts: Some(rev.manifest.training.clone()),
-        host: HostClaims {
-            host_id: statement.host_id.clone(),
-            country: statement.country.clone(),
-            region: statement.region.clone(),
-            attester: statement.attester.clone(),
-            issued_at: statement.issued_at,
-            expires_at: statement.expires_at,
-            signature_valid,
-            nonce_fresh,
-        },
-        source_ip: Some(source),
-        time: now,
-        used: alloc.used.clone(),
-        size,
-        dry_run: false,
-    };
-    let decision = policy::decide(&policy, st.geo.as_ref(), &req);
-    let who = policy.requesters.get(&peer.id.name);
-    let base = Record {
-        kind: "release-decision".into(),
-        time: rfc3339(now.replace_nanosecond(0).expect("0")),
-        requester: peer.id.name.clone(),
-        requester_kind: match who.map(|w| w.kind) {
-            Some(RequesterKind::Person) => "person",
-            Some(RequesterKind::Workload) => "workload",
-            None if peer.id.workload => "workload",
-            None => "person",
-        }
-        .into(),
-        organisation: who.map(|w| w.organisation.clone()),
-        nationalities: who.map(|w| w.nationalities.clone()).unwrap_or_default(),
-        host_id: Some(statement.host_id.clone()),
-        host_country: Some(statement.country.clone()),
-        host_region: Some(statement.region.clone()),
-        attester: Some(statement.attester.clone()),
-        source: Some(source.to_string()),
-        model: rev.manifest.model.clone(),
-        revision: Some(rev.manifest.revision.clone()),
-        shards: files.iter().map(|&i| rev.files[i].0.path.clone()).collect(),
-        outcome: if decision.allowed {
-            "allowed"
-        } else {
-            "denied"
-        }
-        .into(),
-        failed_checks: decision
-            .failed()
-            .iter()
-            .map(|c| c.name().to_string())
-            .collect(),
-        authority: decision.authority.as_ref().map(|a| match a {
-            Authority::NotControlled => "not-controlled".to_string(),
-            Authority::LicenceException { name } => format!("licence-exception:{name}"),
-            Authority::Licence { id } => format!("licence:{id}"),
-        }),
-        codeword: None,
-        // What the release allows out (its byte allocation); a stream-end carries what was sent.
-        bytes: Some(size),
-        follows: None,
-        reason: None,
-    };
-    let mut base = base;
-    let codeword_id = (decision.allowed && st.cfg.watermark).then(random16);
-    base.codeword = codeword_id.map(hex::encode);
-    // The decision is durable before anything is answered: no record, no release.
-    let st2 = st.clone();
-    let rec = base.clone();
-    let ledger_index = blocking(move || st2.ledger.append(&rec))
-        .await?
-        .map_err(|e| {
-            tracing::error!("ledger append failed: {e}");
-            api(
-                ApiCode::LedgerUnavailable,
-                "the release ledger cannot be written; nothing is released",
-            )
-        })?;
-    alloc.add(ledger_index, &base);
-    drop(alloc);
-    tracing::info!(
-        requester = %peer.id.name, model = %base.model, outcome = %base.outcome,
-        failed = ?base.failed_checks, ledger_index, "release decision"
-    );
-    if !decision.allowed {
-        let failed = base.failed_checks.join(", ");
-        let mut e = api(
-            ApiCode::Denied,
-            format!("release denied: failed checks: {failed}"),
-        );
-        e.decision = Some(Box::new(decision));
-        e.ledger_index = Some(ledger_index);
-        return Err(e);
-    }
-    let id = random16();
-    let secret = SymmetricKey::random().map_err(|e| internal("randomness", e))?;
-    let ttl = st.cfg.release_ttl;
-    let mut shards = Vec::new();
-    for (k, &i) in files.iter().enumerate() {
-        let (e, f) = &rev.files[i];
-        let h = f.header();
-        let s = Sealer::new(
-            &secret,
-            &host_key,
-            id,
-            k as u32,
-            h.chunk_size,
-            h.meta.len() as u64,
-            h.plaintext_len,
+    let evidence: Admitted = engine::admit(&policy, &body)?;
+    // The nonce is spent by this request whatever the outcome.
+    let nonce_fresh = st
+        .state
+        .take_nonce(
+            &evidence.statement.nonce,
+            &peer.id.fingerprint,
+            st.clock.now(),
         )
-        .map_err(|e| api(ApiCode::BadEvidence, e.to_string()))?;
-        shards.push(ShardInfo {
-            index: k as u32,
-            path: e.path.clone(),
-            size: s.header().file_len(),
-            stream_len: s.header().stream_len(),
-        });
-    }
-    let info = ReleaseInfo {
-        id: hex::encode(id),
-        expires_at: rfc3339(now + time::Duration::try_from(ttl).expect("ttl")),
-        model: rev.manifest.model.clone(),
-        revision: rev.manifest.revision.clone(),
-        shards,
+        .map_err(|e| internal("taking the nonce", e))?;
+    let (model, revision) = engine::target(&body)?;
+    let rev = open_revision(&st, RevisionRef { model, revision }).await?;
+    let view = view_of(&rev);
+    let files = engine::select_shards(&view, body.shards.as_deref())?;
+    let client = peer.client();
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let now = st.clock.now();
+    let asked = Asked {
+        client: &client,
+        source: engine::source_ip(peer.addr.ip(), forwarded, &policy.network.trusted_proxies),
+        evidence: &evidence,
+        nonce_fresh,
+        revision: &view,
+        files: &files,
+        now,
+        codeword: st.cfg.watermark.then(random16),
     };
-    let marks = match codeword_id {
-        None => None,
-        Some(cid) => Some(
-            release_marks(&st.wm_key, &rev, &cid)
-                .map_err(|e| internal("reading tensor headers", e))?,
-        ),
-    };
-    let rel = Release {
-        id,
-        marks,
-        client: peer.id.fingerprint,
-        host_key,
-        secret,
-        expires: Instant::now() + ttl,
+    let (judged, ledger_index) = decide_and_record(&st, &policy, &asked).await?;
+    let expires_at = now + ttl(st.cfg.release_ttl);
+    let (grant, info, decision) = engine::grant(
+        &asked,
+        judged,
+        ledger_index,
+        random16(),
+        expires_at,
+        &st.wm_key,
+    )?;
+    let serving = Serving {
+        marks: marks_of(&st, &rev, &grant)?,
         rev: Arc::new(rev),
-        files,
-        decision_index: ledger_index,
-        base,
-        req,
+        view,
         cut: tokio::sync::watch::channel(None).0,
     };
-    {
-        let mut rs = st.releases.lock().expect("release lock");
-        let now = Instant::now();
-        rs.retain(|_, r| r.expires > now);
-        rs.insert(info.id.clone(), Arc::new(rel));
-    }
+    st.serving
+        .lock()
+        .expect("serving lock")
+        .insert(grant.id, Arc::new(serving));
+    st.state
+        .put_release(grant, now)
+        .map_err(|e| internal("keeping the release", e))?;
     Ok(Json(ReleaseReply {
         decision,
         ledger_index,
@@ -443,51 +289,65 @@ async fn releases(
     }))
 }
 
-/// The codeword and the eligible tensors of every file of a revision, for one codeword id.
-/// The segment count follows from the eligible weights of the whole revision.
-fn release_marks(
-    wm_key: &SymmetricKey,
-    rev: &OpenedRevision,
-    cid: &[u8; 16],
-) -> Result<Marks, crate::watermark::trace::TraceError> {
-    use crate::watermark::tardos;
-    let (files, segments) = crate::watermark::trace::revision_tensors(rev)?;
-    let code = tardos::Code::new(wm_key, segments, tardos::DEFAULT_CUTOFF);
-    Ok(Marks {
-        codeword: code.codeword(wm_key, cid),
-        segments,
-        files,
-    })
+/// Decides under the allocation the state holds and appends the decision, without holding
+/// the allocation across the append: concurrent decisions share the ledger's group commit and
+/// never exceed a licence. The decision is durable before anything is answered: no record, no
+/// release.
+async fn decide_and_record(
+    st: &Arc<AppState>,
+    policy: &crate::policy::PolicyData,
+    asked: &Asked<'_>,
+) -> Result<(engine::Judged, u64), ApiError> {
+    let (judged, hold) = st
+        .state
+        .reserve(&mut |used| engine::judge(policy, st.geo.as_ref(), asked, used))
+        .map_err(|e| internal("reserving the allocation", e))?;
+    let st2 = st.clone();
+    let rec = judged.record.clone();
+    let ledger_index = match blocking(move || st2.ledger.append(&rec)).await? {
+        Ok(i) => i,
+        Err(e) => {
+            st.state.cancel(hold);
+            tracing::error!("ledger append failed: {e}");
+            return Err(api(
+                ApiCode::LedgerUnavailable,
+                "the release ledger cannot be written; nothing is released",
+            ));
+        }
+    };
+    st.state
+        .commit(hold, ledger_index, &judged.record)
+        .map_err(|e| internal("counting the allocation", e))?;
+    let r = &judged.record;
+    tracing::info!(
+        requester = %r.requester, model = %r.model, outcome = %r.outcome,
+        failed = ?r.failed_checks, ledger_index, "release decision"
+    );
+    Ok((judged, ledger_index))
 }
 
-/// Parses a `Range: bytes=START-[END]` header against a length.
-fn parse_range(h: Option<&header::HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, ApiError> {
-    let Some(h) = h else { return Ok(None) };
-    let bad = || {
-        api(
-            ApiCode::BadRange,
-            format!("only one range bytes=START-[END] within {len} bytes is served"),
-        )
-    };
-    let s = h.to_str().map_err(|_| bad())?;
-    let (a, b) = s
-        .strip_prefix("bytes=")
-        .and_then(|r| r.split_once('-'))
-        .ok_or_else(bad)?;
-    let start: u64 = a.trim().parse().map_err(|_| bad())?;
-    let end = if b.trim().is_empty() {
-        len
-    } else {
-        b.trim()
-            .parse::<u64>()
-            .map_err(|_| bad())?
-            .saturating_add(1)
-            .min(len)
-    };
-    if start >= end {
-        return Err(bad());
+/// What this replica serves a release with: kept from the request, or opened again (a
+/// release made by another replica, or before this one forgot it).
+async fn serving_of(st: &Arc<AppState>, g: &Grant) -> Result<Arc<Serving>, ApiError> {
+    if let Some(s) = st.serving.lock().expect("serving lock").get(&g.id) {
+        return Ok(s.clone());
     }
-    Ok(Some((start, end)))
+    let rev = open_revision(
+        st,
+        RevisionRef {
+            model: g.model.clone(),
+            revision: Some(g.revision.clone()),
+        },
+    )
+    .await?;
+    let s = Arc::new(Serving {
+        marks: marks_of(st, &rev, g)?,
+        view: view_of(&rev),
+        rev: Arc::new(rev),
+        cut: tokio::sync::watch::channel(g.withdrawn.clone()).0,
+    });
+    let mut m = st.serving.lock().expect("serving lock");
+    Ok(m.entry(g.id).or_insert(s).clone())
 }
 
 async fn shard(
@@ -497,59 +357,44 @@ async fn shard(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let UrlPath((id, n)) = path.map_err(|e| api(ApiCode::BadRequest, e.body_text()))?;
-    let rel = st
-        .releases
-        .lock()
-        .expect("release lock")
-        .get(&id)
-        .cloned()
-        .ok_or_else(|| api(ApiCode::UnknownRelease, "no such release"))?;
-    if rel.client != peer.id.fingerprint {
-        tracing::warn!(requester = %peer.id.name, release = %id, "release used by another client");
-        return Err(api(
-            ApiCode::WrongClient,
-            "this release was made for another client certificate",
-        ));
-    }
-    if Instant::now() > rel.expires {
-        return Err(api(
-            ApiCode::ReleaseExpired,
-            "this release has expired; request a new one",
-        ));
-    }
-    if let Some(failed) = rel.cut.borrow().as_deref() {
-        return Err(api(
-            ApiCode::ReleaseRevoked,
-            format!(
-                "this release was withdrawn by a policy change: {}",
-                failed.join(", ")
-            ),
-        ));
-    }
-    let fi = *rel
-        .files
-        .get(n as usize)
-        .ok_or_else(|| api(ApiCode::UnknownShard, format!("no shard {n}")))?;
-    let h = rel.rev.files[fi].1.header();
-    let sealer = Sealer::new(
-        &rel.secret,
-        &rel.host_key,
-        rel.id,
-        n,
-        h.chunk_size,
-        h.meta.len() as u64,
-        h.plaintext_len,
-    )
-    .map_err(|e| internal("sealing", e))?;
+    let unknown = || api(ApiCode::UnknownRelease, "no such release");
+    let id: [u8; 16] = hex::decode(&id)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(unknown)?;
+    let grant = st
+        .state
+        .release(&id)
+        .map_err(|e| internal("reading the release", e))?
+        .ok_or_else(unknown)?;
+    let fi = engine::admit_shard(&grant, &peer.id.fingerprint, st.clock.now(), n).inspect_err(
+        |r| {
+            if r.code == ApiCode::WrongClient {
+                tracing::warn!(requester = %peer.id.name, release = %hex::encode(id), "release used by another client");
+            }
+        },
+    )?;
+    let serving = serving_of(&st, &grant).await?;
+    let sealer = engine::sealer(&st.wm_key, &grant, n, &serving.view.files[fi])
+        .map_err(|e| internal("sealing", e))?;
     let total = sealer.header().stream_len();
-    let range = parse_range(headers.get(header::RANGE), total)?;
+    let range = engine::parse_range(headers.get(header::RANGE).map(|h| h.as_bytes()), total)?;
     let (start, end) = range.unwrap_or((0, total));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let (report, handed) = tokio::sync::oneshot::channel();
     let st2 = st.clone();
-    let mut cut = rel.cut.subscribe();
+    let mut cut = serving.cut.subscribe();
     tokio::task::spawn_blocking(move || {
-        produce(&st2, &rel, fi, n, &sealer, start, end, tx, handed)
+        let job = Job {
+            grant: &grant,
+            serving: &serving,
+            fi,
+            n,
+            sealer: &sealer,
+            start,
+            end,
+        };
+        produce(&st2, job, tx, handed)
     });
     // A withdrawn release ends its running streams at once: the body stops short of its
     // length (the client sees the transfer break) and the producer stops on its next send.
@@ -616,23 +461,37 @@ impl<S> Drop for Counted<S> {
     }
 }
 
-/// Decrypts, seals and sends stream bytes `[start, end)` of one shard, then records how the
-/// stream ended: once the body is done, with the bytes it handed to the connection.
-#[allow(clippy::too_many_arguments)]
-fn produce(
-    st: &AppState,
-    rel: &Release,
+/// One stream to produce: bytes `[start, end)` of shard `n` (file `fi` of the revision).
+struct Job<'a> {
+    grant: &'a Grant,
+    serving: &'a Serving,
     fi: usize,
     n: u32,
-    sealer: &Sealer,
+    sealer: &'a Sealer,
     start: u64,
     end: u64,
+}
+
+/// Decrypts, seals and sends a stream's bytes, then records how the stream ended: once the
+/// body is done, with the bytes it handed to the connection.
+fn produce(
+    st: &AppState,
+    job: Job<'_>,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     handed: tokio::sync::oneshot::Receiver<u64>,
 ) {
+    let Job {
+        grant,
+        serving,
+        fi,
+        n,
+        sealer,
+        start,
+        end,
+    } = job;
     let h = *sealer.header();
-    let (entry, f) = &rel.rev.files[fi];
-    let marks = rel.marks.as_ref().map(|m| {
+    let (entry, f) = &serving.rev.files[fi];
+    let marks = serving.marks.as_ref().map(|m| {
         crate::watermark::mark::FileMarks::new(
             &st.wm_key,
             m.files[fi].clone(),
@@ -650,7 +509,7 @@ fn produce(
         ));
     }
     let mut i = h.chunk_at(start.max(HEADER_LEN as u64));
-    while ok && i < h.chunks() && h.offset(i) < end && rel.cut.borrow().is_none() {
+    while ok && i < h.chunks() && h.offset(i) < end && serving.cut.borrow().is_none() {
         let off = h.offset(i);
         let len = h.plain_len(i) as usize;
         let mut buf = vec![0u8; len + 16];
@@ -665,7 +524,7 @@ fn produce(
                     None => Ok(()),
                 });
             if let Err(e) = r {
-                tracing::error!("release {}: {e}", hex::encode(rel.id));
+                tracing::error!("release {}: {e}", hex::encode(grant.id));
                 let _ = tx.blocking_send(Err(std::io::Error::other(
                     "the vault could not read this shard",
                 )));
@@ -682,31 +541,65 @@ fn produce(
     // The body ends when the channel closes; then it reports what it handed on.
     drop(tx);
     let sent = handed.blocking_recv().unwrap_or(0);
-    let complete = sent == end - start;
-    let mut r = rel.base.clone();
-    r.kind = "stream-end".into();
-    r.time = rfc3339(OffsetDateTime::now_utc().replace_nanosecond(0).expect("0"));
-    r.shards = vec![entry.path.clone()];
-    r.outcome = if complete { "completed" } else { "cut-short" }.into();
-    // Cut by a policy change: the checks that now fail.
-    r.failed_checks = match rel.cut.borrow().as_ref() {
-        Some(failed) if !complete => failed.clone(),
-        _ => vec![],
-    };
-    r.bytes = Some(sent);
-    r.follows = Some(rel.decision_index);
+    let cut = serving.cut.borrow().clone();
+    let r = engine::stream_end(
+        grant,
+        &entry.path,
+        sent,
+        end - start,
+        cut.as_deref(),
+        st.clock.now(),
+    );
     match st.ledger.append(&r) {
         Ok(i) => {
-            st.alloc.blocking_lock().add(i, &r);
+            if let Err(e) = st.state.count(i, &r) {
+                tracing::error!("counting the end of a stream: {e}");
+            }
             tracing::info!(
                 shard = n,
                 bytes = sent,
-                complete,
+                complete = sent == end - start,
                 ledger_index = i,
                 "stream end"
             )
         }
         Err(e) => tracing::error!("recording the end of a stream: {e}"),
+    }
+}
+
+/// Ends the running streams of every release the state withdraws (by this replica's reload
+/// or, with a shared state, another's).
+async fn follow_withdrawals(st: Arc<AppState>) {
+    let mut rx = st.state.withdrawals();
+    loop {
+        match rx.recv().await {
+            Ok(Withdrawal { id, failed }) => {
+                if let Some(s) = st.serving.lock().expect("serving lock").get(&id) {
+                    s.cut.send_replace(Some(failed));
+                }
+            }
+            // Missed some: ask the state about every release this replica serves.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                let ids: Vec<[u8; 16]> = st
+                    .serving
+                    .lock()
+                    .expect("serving lock")
+                    .keys()
+                    .copied()
+                    .collect();
+                for id in ids {
+                    if let Ok(Some(g)) = st.state.release(&id) {
+                        if let (Some(f), Some(s)) = (
+                            &g.withdrawn,
+                            st.serving.lock().expect("serving lock").get(&id),
+                        ) {
+                            s.cut.send_replace(Some(f.clone()));
+                        }
+                    }
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
@@ -721,54 +614,20 @@ async fn reload_policy(st: &Arc<AppState>) {
         .await
         .expect("reload task");
     let mut withdrawn = Vec::new();
-    let (outcome, why) = match res {
+    let rejected = match res {
         Err(e) => {
             tracing::error!("policy reload refused, the old policy stays in force: {e}");
-            ("rejected", vec![e.to_string()])
+            Some(e.to_string())
         }
         Ok(()) => {
-            let policy = st.policy.current();
-            let alloc = st.alloc.lock().await;
-            let live: Vec<Arc<Release>> = st
-                .releases
-                .lock()
-                .expect("release lock")
-                .values()
-                .cloned()
-                .collect();
-            for rel in live {
-                if rel.cut.borrow().is_some() || Instant::now() > rel.expires {
-                    continue;
-                }
-                let mut req = rel.req.clone();
-                req.used = alloc.used_by_others(rel.decision_index);
-                let d = policy::decide(&policy, st.geo.as_ref(), &req);
-                if !d.allowed {
-                    let failed: Vec<String> =
-                        d.failed().iter().map(|c| c.name().to_string()).collect();
-                    tracing::warn!(
-                        release = %hex::encode(rel.id), requester = %rel.base.requester,
-                        failed = ?failed, "release withdrawn by the new policy"
-                    );
-                    rel.cut.send_replace(Some(failed));
-                    withdrawn.push(rel.decision_index);
-                }
+            if let Err(e) = withdraw_failing(st, &mut withdrawn) {
+                tracing::error!("deciding live releases again: {e}");
             }
-            drop(alloc);
             tracing::info!(withdrawn = withdrawn.len(), "policy reloaded");
-            ("applied", vec![])
+            None
         }
     };
-    let mut r = Record::action(
-        &crate::store::now_rfc3339(),
-        "policy-reload",
-        "weightvault-serve",
-        "",
-        None,
-        withdrawn.iter().map(|i| format!("withdrawn:{i}")).collect(),
-        outcome,
-    );
-    r.failed_checks = why;
+    let r = engine::reload_record(st.clock.now(), rejected, &withdrawn);
     let st2 = st.clone();
     if let Err(e) = tokio::task::spawn_blocking(move || st2.ledger.append(&r))
         .await
@@ -778,13 +637,44 @@ async fn reload_policy(st: &Arc<AppState>) {
     }
 }
 
+/// Decides every live release again under the policy in force and withdraws those that fail;
+/// pushes their decisions' ledger indices to `withdrawn`.
+fn withdraw_failing(
+    st: &AppState,
+    withdrawn: &mut Vec<u64>,
+) -> Result<(), super::state::StateError> {
+    let policy = st.policy.current();
+    let now = st.clock.now();
+    let grants = st.state.live_releases(now)?;
+    let live = grants
+        .iter()
+        .map(|g| {
+            Ok(engine::Live {
+                grant: g,
+                used_by_others: st.state.used_by_others(g.decision_index)?,
+            })
+        })
+        .collect::<Result<Vec<_>, super::state::StateError>>()?;
+    for (k, failed) in engine::rejudge(&policy, st.geo.as_ref(), &live, now) {
+        let g = live[k].grant;
+        tracing::warn!(
+            release = %hex::encode(g.id), requester = %g.record.requester,
+            failed = ?failed, "release withdrawn by the new policy"
+        );
+        st.state.withdraw(Withdrawal { id: g.id, failed })?;
+        withdrawn.push(g.decision_index);
+    }
+    Ok(())
+}
+
 /// Appends the spooled operator records (counting them like any other record).
 fn ingest_spool(st: &AppState) {
-    match st.ledger.ingest_spool() {
+    match st.ledger.take_pending() {
         Ok(got) => {
-            let mut alloc = st.alloc.blocking_lock();
             for (i, r) in &got {
-                alloc.add(*i, r);
+                if let Err(e) = st.state.count(*i, r) {
+                    tracing::error!("counting a spooled record: {e}");
+                }
                 tracing::info!(ledger_index = i, kind = %r.kind, "spooled record appended");
             }
         }
@@ -891,10 +781,10 @@ impl Server {
             wm_key,
             policy,
             geo,
-            ledger,
-            nonces: Mutex::new(HashMap::new()),
-            releases: Mutex::new(HashMap::new()),
-            alloc: tokio::sync::Mutex::new(alloc),
+            ledger: Box::new(ledger),
+            state: Arc::new(LocalState::new(alloc)),
+            clock: Arc::new(SystemClock),
+            serving: Mutex::new(HashMap::new()),
             cfg,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -940,7 +830,9 @@ impl Server {
                         let _ = tokio::task::spawn_blocking(move || ingest_spool(&st)).await;
                     }
                 });
+                let follower = tokio::spawn(follow_withdrawals(state.clone()));
                 accept_loop(listener, tls, router(state.clone()), stop_rx).await;
+                follower.abort();
                 signer.abort();
                 reloader.abort();
                 spooler.abort();

@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub use weightvault_core::header_check;
 pub mod mapped;
+pub mod object;
 pub mod output;
 pub mod sealed;
 
@@ -304,21 +305,9 @@ struct StoredWrappedKey {
 /// Path recorded in the manifest's own header.
 pub const MANIFEST_PATH: &str = "MANIFEST";
 
-/// Checks a model or revision name: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
-pub fn check_name(what: &str, s: &str) -> Result<(), StoreError> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-        && !s.starts_with('.')
-        && !s.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::BadInput(format!(
-            "{what} '{s}' is not allowed: use 1-128 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
-        )))
-    }
+/// Checks a model or revision name (see [`weightvault_core::names`]).
+pub fn check_name(what: &'static str, s: &str) -> Result<(), StoreError> {
+    weightvault_core::names::check_name(what, s).map_err(|e| StoreError::BadInput(e.to_string()))
 }
 
 /// `NAME@REV` (or `NAME` alone).
@@ -398,6 +387,8 @@ pub struct RemoveReport {
 pub struct Vault {
     dir: PathBuf,
     config: VaultConfig,
+    /// Where its sealed revisions are read from (the `models` directory).
+    store: Box<dyn object::SealedStore>,
 }
 
 fn random_hex(n: usize) -> String {
@@ -584,7 +575,13 @@ impl Vault {
         Ok(Self {
             dir: dir.into(),
             config,
+            store: Box::new(object::LocalDir::new(dir.join("models"))),
         })
+    }
+
+    /// Where the vault's sealed revisions are read from.
+    pub fn sealed_store(&self) -> &dyn object::SealedStore {
+        self.store.as_ref()
     }
 
     /// The vault directory.
@@ -1006,25 +1003,12 @@ impl Vault {
 
     /// Revisions of a model, sorted by name.
     pub fn revisions(&self, model: &str) -> Result<Vec<String>, StoreError> {
-        let d = self.model_dir(model);
-        if !d.is_dir() {
-            return Err(StoreError::NotFound(format!(
-                "no model '{model}' in this vault"
-            )));
-        }
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&d).map_err(|e| StoreError::io("listing", &d, e))? {
-            let e = e.map_err(|e| StoreError::io("listing", &d, e))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') && e.path().join(MANIFEST_FILE).exists() {
-                out.push(name);
-            }
-        }
-        out.sort();
-        Ok(out)
+        self.store
+            .revisions(model)?
+            .ok_or_else(|| StoreError::NotFound(format!("no model '{model}' in this vault")))
     }
 
-    fn resolve_revision(&self, r: &RevisionRef) -> Result<(String, PathBuf), StoreError> {
+    fn resolve_revision(&self, r: &RevisionRef) -> Result<String, StoreError> {
         let rev = match &r.revision {
             Some(rev) => rev.clone(),
             None => {
@@ -1048,26 +1032,21 @@ impl Vault {
                 }
             }
         };
-        let dir = self.model_dir(&r.model).join(&rev);
-        if !dir.join(MANIFEST_FILE).is_file() {
-            if dir.is_dir() {
-                return Err(StoreError::Mismatch(format!(
-                    "{}@{rev}: the manifest is missing — revision damaged",
-                    r.model
-                )));
-            }
-            if !self.model_dir(&r.model).is_dir() {
-                return Err(StoreError::NotFound(format!(
-                    "no model '{}' in this vault",
-                    r.model
-                )));
-            }
-            return Err(StoreError::NotFound(format!(
+        match self.store.state(&r.model, &rev)? {
+            object::RevisionState::Sealed => Ok(rev),
+            object::RevisionState::NoManifest => Err(StoreError::Mismatch(format!(
+                "{}@{rev}: the manifest is missing — revision damaged",
+                r.model
+            ))),
+            object::RevisionState::Absent { model: false } => Err(StoreError::NotFound(format!(
+                "no model '{}' in this vault",
+                r.model
+            ))),
+            object::RevisionState::Absent { model: true } => Err(StoreError::NotFound(format!(
                 "no revision {}@{rev} in this vault",
                 r.model
-            )));
+            ))),
         }
-        Ok((rev, dir))
     }
 
     /// Opens a revision: authenticates its manifest, checks that the files present are exactly
@@ -1077,13 +1056,15 @@ impl Vault {
         r: &RevisionRef,
         kw: &dyn KeyWrap,
     ) -> Result<OpenedRevision, StoreError> {
-        let (rev, dir) = self.resolve_revision(r)?;
+        let rev = self.resolve_revision(r)?;
         let label = format!("{}@{rev}", r.model);
-        if let Some(t) = shredded_at(&dir) {
+        if let Some(t) = self.store.shredded(&r.model, &rev)? {
             return Err(StoreError::Shredded(label, t));
         }
-        let mpath = dir.join(MANIFEST_FILE);
-        let mfile = SealedFile::open(&mpath)?;
+        let (obj, name) = self
+            .store
+            .open(&r.model, &rev, object::ObjectName::Manifest)?;
+        let mfile = SealedFile::from_object(name.into(), obj)?;
         let m = mfile.unlock(kw, &format!("{label} manifest"))?;
         let h = m.header();
         if h.kind != FileKind::Manifest {
@@ -1109,13 +1090,7 @@ impl Vault {
             )));
         }
         // The files present must be exactly those listed.
-        let files_dir = dir.join("files");
-        let mut present = Vec::new();
-        if files_dir.is_dir() {
-            let mut found = Vec::new();
-            list_sealed(&files_dir, &files_dir, &mut found)?;
-            present = found;
-        }
+        let present = self.store.files(&r.model, &rev)?;
         let listed: BTreeMap<&str, &ManifestEntry> = manifest
             .files
             .iter()
@@ -1131,19 +1106,22 @@ impl Vault {
         let mut files = Vec::with_capacity(manifest.files.len());
         for e in &manifest.files {
             let what = describe(&label, e);
-            let path = files_dir.join(format!("{}.sealed", e.path));
-            if !present.iter().any(|p| p == &e.path) {
+            if present.binary_search(&e.path).is_err() {
                 return Err(StoreError::Mismatch(format!(
                     "{what}: missing — shard dropped"
                 )));
             }
-            let sf = SealedFile::open(&path).map_err(|err| match err {
-                StoreError::Format { source, .. } => StoreError::Format {
-                    what: what.clone(),
-                    source,
-                },
-                other => other,
-            })?;
+            let sf = self
+                .store
+                .open(&r.model, &rev, object::ObjectName::File(&e.path))
+                .and_then(|(obj, name)| SealedFile::from_object(name.into(), obj))
+                .map_err(|err| match err {
+                    StoreError::Format { source, .. } => StoreError::Format {
+                        what: what.clone(),
+                        source,
+                    },
+                    other => other,
+                })?;
             let hh = hex::encode(crate::format::header_hash(&sf.head.encoded_header));
             let sh = &sf.head.header;
             if sh.model != r.model || sh.revision != rev {
@@ -1178,22 +1156,13 @@ impl Vault {
 
     /// Every sealed revision, read from the clear (unauthenticated) manifest headers.
     pub fn list(&self) -> Result<Vec<ListedRevision>, StoreError> {
-        let models = self.dir.join("models");
         let mut out = Vec::new();
-        let mut names: Vec<String> = match std::fs::read_dir(&models) {
-            Ok(rd) => rd
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(StoreError::io("listing", &models, e)),
-        };
-        names.sort();
-        for model in names {
+        for model in self.store.models()? {
             for rev in self.revisions(&model)? {
-                let dir = self.model_dir(&model).join(&rev);
-                let sf = SealedFile::open(&dir.join(MANIFEST_FILE))?;
+                let (obj, name) = self
+                    .store
+                    .open(&model, &rev, object::ObjectName::Manifest)?;
+                let sf = SealedFile::from_object(name.into(), obj)?;
                 let manifest: Manifest =
                     serde_json::from_slice(&sf.head.header.meta).map_err(|e| {
                         StoreError::Mismatch(format!(
@@ -1205,7 +1174,7 @@ impl Vault {
                 out.push(ListedRevision {
                     manifest,
                     sealed_bytes,
-                    shredded: shredded_at(&dir),
+                    shredded: self.store.shredded(&model, &rev)?,
                 });
             }
         }
@@ -1224,35 +1193,6 @@ pub fn describe(label: &str, e: &ManifestEntry) -> String {
         ),
         _ => format!("{label} {}", e.path),
     }
-}
-
-fn list_sealed(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), StoreError> {
-    for e in std::fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))? {
-        let e = e.map_err(|e| StoreError::io("listing", dir, e))?;
-        let p = e.path();
-        let ft = e
-            .file_type()
-            .map_err(|e| StoreError::io("reading", &p, e))?;
-        if ft.is_dir() {
-            list_sealed(root, &p, out)?;
-        } else {
-            let rel = p
-                .strip_prefix(root)
-                .expect("under root")
-                .to_string_lossy()
-                .into_owned();
-            match rel.strip_suffix(".sealed") {
-                Some(r) => out.push(r.to_string()),
-                None => {
-                    return Err(StoreError::Mismatch(format!(
-                        "{}: unexpected file in a sealed revision",
-                        p.display()
-                    )))
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 fn io<'a>(a: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {

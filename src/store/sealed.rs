@@ -1,6 +1,7 @@
 //! Sealed files on disk: writing one from a source file, and reading one back (whole, by byte
 //! range, or just checking it), chunk by chunk with bounded memory on every core.
 
+use super::object::{LocalObject, RangeRead};
 use super::StoreError;
 use crate::format::aead::{AwsLc, ChunkAead, TAG_LEN};
 use crate::format::{
@@ -307,21 +308,23 @@ pub fn seal_file<A: ChunkAead>(
 
 /// A sealed file whose head has been parsed but not yet authenticated.
 pub struct SealedFile {
-    /// Where it is.
+    /// Where it is (for messages, and key slot writes to a local file).
     pub path: PathBuf,
-    file: File,
+    object: Box<dyn RangeRead>,
     /// The parsed head.
     pub head: ParsedHead,
 }
 
 impl SealedFile {
-    /// Opens and parses the head: magic, header, key slots, tag table, length and padding.
+    /// Opens a local sealed file and parses its head.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let file = File::open(path).map_err(|e| StoreError::io("opening", path, e))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| StoreError::io("reading", path, e))?
-            .len();
+        Self::from_object(path.into(), Box::new(LocalObject::open(path)?))
+    }
+
+    /// Parses the head of a sealed object (`path` names it in messages): magic, header, key
+    /// slots, tag table, length and padding.
+    pub fn from_object(path: PathBuf, object: Box<dyn RangeRead>) -> Result<Self, StoreError> {
+        let file_len = object.len();
         let fe = |e: FormatError| StoreError::Format {
             what: path.display().to_string(),
             source: e,
@@ -329,8 +332,9 @@ impl SealedFile {
         let read = |n: u64| -> Result<Vec<u8>, StoreError> {
             let n = n.min(file_len) as usize;
             let mut b = vec![0u8; n];
-            file.read_exact_at(&mut b, 0)
-                .map_err(|e| StoreError::io("reading", path, e))?;
+            object
+                .read_exact_at(&mut b, 0)
+                .map_err(|e| StoreError::io("reading", &path, e))?;
             Ok(b)
         };
         let mut prefix = read(64 * 1024)?;
@@ -345,11 +349,7 @@ impl SealedFile {
             prefix = read(need)?;
         }
         let head = ParsedHead::parse(&prefix, file_len).map_err(fe)?;
-        Ok(Self {
-            path: path.into(),
-            file,
-            head,
-        })
+        Ok(Self { path, object, head })
     }
 
     /// Indices of the non-empty key slots, newest generation first.
@@ -476,7 +476,7 @@ impl SealedFile {
             })?;
         Ok(OpenedFile {
             what: what.into(),
-            file: self.file,
+            object: self.object,
             path: self.path,
             head: self.head,
             codec,
@@ -541,7 +541,7 @@ pub struct OpenedFile<A: ChunkAead> {
     what: String,
     /// Where it is.
     pub path: PathBuf,
-    file: File,
+    object: Box<dyn RangeRead>,
     /// The authenticated head.
     pub head: ParsedHead,
     codec: ChunkCodec<A>,
@@ -562,7 +562,7 @@ impl<A: ChunkAead> OpenedFile<A> {
     pub fn read_chunk(&self, i: u64, buf: &mut [u8]) -> Result<(), StoreError> {
         let l = self.codec.layout();
         let (s, _) = l.chunk_range(i);
-        self.file
+        self.object
             .read_exact_at(buf, l.data_offset + s)
             .map_err(|e| StoreError::io("reading", &self.path, e))?;
         self.codec
@@ -574,12 +574,15 @@ impl<A: ChunkAead> OpenedFile<A> {
     }
 
     /// Authenticates every chunk without writing plaintext anywhere. Reads the ciphertext
-    /// through short-lived maps (see `store::mapped` for why only here).
+    /// through [`RangeRead::view`] (short-lived maps of a local file; see `store::mapped` for
+    /// why only here).
     pub fn verify(&self, threads: usize, progress: &dyn Progress) -> Result<(), StoreError> {
         let l = *self.codec.layout();
         for_each_chunk(&l, threads, |i, buf| {
             let (s, _) = l.chunk_range(i);
-            let ct = super::mapped::map_range(&self.file, l.data_offset + s, buf.len())
+            let ct = self
+                .object
+                .view(l.data_offset + s, buf.len())
                 .map_err(|e| StoreError::io("mapping", &self.path, e))?;
             self.codec
                 .open_chunk_to(i, &ct, buf, &self.head.tags[i as usize])

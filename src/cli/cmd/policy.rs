@@ -16,19 +16,21 @@ pub(in crate::cli) fn run(cmd: PolicyCommand, vault_dir: &Path) -> Result<()> {
         PolicyCommand::Reload { wait } => {
             let v = Vault::open(vault_dir)?;
             match reload(&v, std::time::Duration::from_secs(wait))? {
-                PolicyReload::Refused { reasons } => anyhow::bail!(
-                    "the service refused the new policy and keeps the old one in force: {}",
-                    reasons.join("; ")
+                PolicyReload::Refused { reason } => anyhow::bail!(
+                    "the service refused the new policy and keeps the old one in force: {reason}"
                 ),
-                PolicyReload::Applied { withdrawn } => outln!(
-                    "policy reloaded; {} live release(s) withdrawn{}",
-                    withdrawn.len(),
-                    if withdrawn.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (decisions at ledger entries {})", withdrawn.join(", "))
-                    }
-                ),
+                PolicyReload::Applied { withdrawn } => {
+                    let withdrawn: Vec<String> = withdrawn.iter().map(u64::to_string).collect();
+                    outln!(
+                        "policy reloaded; {} live release(s) withdrawn{}",
+                        withdrawn.len(),
+                        if withdrawn.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (decisions at ledger entries {})", withdrawn.join(", "))
+                        }
+                    )
+                }
             }
         }
         PolicyCommand::Lint { policies } => {

@@ -15,4 +15,5 @@ pub mod facts;
 pub mod format;
 pub mod header_check;
 pub mod keys;
+pub mod names;
 pub mod stream;

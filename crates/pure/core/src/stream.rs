@@ -174,6 +174,19 @@ fn derive(
     Ok(SymmetricKey::from_bytes(*k))
 }
 
+/// A release's stream secret, from the vault's service key (HSM-wrapped, `watermark.key`) and
+/// the release id: any holder of the vault's keys (another replica, the same service after a
+/// restart) derives the same secret from the id alone, so no secret lives in one process's
+/// memory. HKDF-SHA256 with the id as salt and a label of its own, so it is independent of
+/// every other key derived from the service key (the watermark's codes and carriers).
+pub fn release_secret(service_key: &SymmetricKey, release: &[u8; 16]) -> SymmetricKey {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(release), service_key.expose());
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    hk.expand(b"weightvault release stream secret v1", k.as_mut())
+        .expect("32 bytes");
+    SymmetricKey::from_bytes(*k)
+}
+
 /// The ephemeral secret of shard `shard` of a release, from the release's secret.
 pub fn ephemeral_secret(release_secret: &SymmetricKey, shard: u32) -> StaticSecret {
     let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, release_secret.expose());

@@ -12,5 +12,6 @@ pub mod merkle;
 pub mod proof;
 pub mod record;
 pub mod usage;
+pub mod words;
 
 pub use proof::{ConsistencyProof, InclusionProof};

@@ -1,5 +1,6 @@
 //! What the ledger records, and its canonical bytes (`docs/LEDGER.md`).
 
+use crate::words::{self, KeyEvent, Kind, Outcome, RecordAuthority, RequesterKind};
 use serde::{Deserialize, Serialize};
 
 /// One ledger entry. Serialised canonically as compact JSON with the fields in this order;
@@ -7,14 +8,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    /// `release-decision`, `stream-end` or `operator-open`.
-    pub kind: String,
+    /// What it records.
+    pub kind: Kind,
     /// RFC 3339 UTC time.
     pub time: String,
     /// Requester id (certificate identity, or the operator's user name).
     pub requester: String,
-    /// `person`, `workload` or `operator`.
-    pub requester_kind: String,
+    /// Person, workload or operator.
+    pub requester_kind: RequesterKind,
     /// Organisation id.
     pub organisation: Option<String>,
     /// Nationalities (persons).
@@ -33,14 +34,15 @@ pub struct Record {
     pub model: String,
     /// Revision.
     pub revision: Option<String>,
-    /// Shards (paths) concerned.
+    /// Shards (paths) concerned; for a `policy-reload` its withdrawals
+    /// ([`Record::withdrawals`]), for key events the KEK versions ([`Record::key_events`]).
     pub shards: Vec<String>,
-    /// `allowed`, `denied`, `completed`, `cut-short`.
-    pub outcome: String,
+    /// How it came out.
+    pub outcome: Outcome,
     /// Failing checks (names), for denials.
     pub failed_checks: Vec<String>,
-    /// Licence id or licence exception relied on.
-    pub authority: Option<String>,
+    /// Licence or licence exception relied on.
+    pub authority: Option<RecordAuthority>,
     /// Watermark codeword id (watermarking issue).
     pub codeword: Option<String>,
     /// Bytes released so far (stream-end records).
@@ -59,18 +61,18 @@ impl Record {
     /// `operator-open`, `shred`, `policy-reload`, at `time` (RFC 3339).
     pub fn action(
         time: &str,
-        kind: &str,
+        kind: impl Into<Kind>,
         requester: &str,
         model: &str,
         revision: Option<&str>,
         shards: Vec<String>,
-        outcome: &str,
+        outcome: impl Into<Outcome>,
     ) -> Self {
         Record {
             kind: kind.into(),
             time: time.into(),
             requester: requester.into(),
-            requester_kind: "operator".into(),
+            requester_kind: RequesterKind::Operator,
             organisation: None,
             nationalities: vec![],
             host_id: None,
@@ -102,14 +104,92 @@ impl Record {
         reason: Option<String>,
     ) -> Self {
         Record {
-            kind: "open-end".into(),
+            kind: Kind::OpenEnd,
             time: time.into(),
-            outcome: outcome.as_str().into(),
+            outcome: outcome.into(),
             bytes,
             follows: Some(start),
             reason,
             ..started.clone()
         }
+    }
+
+    /// A key event of an operator (`kek-rotate`, `kek-retire`, `rewrap`): the events go in
+    /// `shards` in their written forms.
+    pub fn key_event(
+        time: &str,
+        kind: Kind,
+        requester: &str,
+        revision: Option<(&str, &str)>,
+        events: &[KeyEvent],
+        outcome: Outcome,
+    ) -> Self {
+        let (model, rev) = revision.map_or(("", None), |(m, r)| (m, Some(r)));
+        Record::action(
+            time,
+            kind,
+            requester,
+            model,
+            rev,
+            events.iter().map(KeyEvent::to_wire).collect(),
+            outcome,
+        )
+    }
+
+    /// A `policy-reload` of the service: `applied` with the ledger indices of the decisions
+    /// it withdrew, or `rejected` with why (the old policy stays in force).
+    pub fn policy_reload(time: &str, withdrawn: &[u64], rejected: Option<String>) -> Self {
+        let mut r = Record::action(
+            time,
+            Kind::PolicyReload,
+            "weightvault-serve",
+            "",
+            None,
+            withdrawn
+                .iter()
+                .map(|&i| words::withdrawal_to_wire(i))
+                .collect(),
+            if rejected.is_some() {
+                Outcome::Rejected
+            } else {
+                Outcome::Applied
+            },
+        );
+        r.reason = rejected;
+        r
+    }
+
+    /// The release decisions a `policy-reload` withdrew (their ledger indices); none for any
+    /// other kind of record.
+    pub fn withdrawals(&self) -> Vec<u64> {
+        if self.kind != Kind::PolicyReload {
+            return vec![];
+        }
+        self.shards
+            .iter()
+            .filter_map(|s| words::parse_withdrawal(s))
+            .collect()
+    }
+
+    /// Why a `policy-reload` was rejected: its reason (records before typed records put it in
+    /// `failed_checks`).
+    pub fn rejection(&self) -> Option<String> {
+        (self.kind == Kind::PolicyReload && self.outcome == Outcome::Rejected).then(|| {
+            self.reason
+                .clone()
+                .unwrap_or_else(|| self.failed_checks.join("; "))
+        })
+    }
+
+    /// The key events of a `kek-rotate`, `kek-retire` or `rewrap`; none for any other kind.
+    pub fn key_events(&self) -> Vec<KeyEvent> {
+        if !matches!(self.kind, Kind::KekRotate | Kind::KekRetire | Kind::Rewrap) {
+            return vec![];
+        }
+        self.shards
+            .iter()
+            .filter_map(|s| KeyEvent::parse(s))
+            .collect()
     }
 
     /// Canonical bytes: compact JSON, fields in declaration order.
@@ -150,13 +230,12 @@ pub enum OpenOutcome {
     Interrupted,
 }
 
-impl OpenOutcome {
-    /// The outcome word in the record.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpenOutcome::Completed => "completed",
-            OpenOutcome::Failed => "failed",
-            OpenOutcome::Interrupted => "interrupted",
+impl From<OpenOutcome> for Outcome {
+    fn from(o: OpenOutcome) -> Self {
+        match o {
+            OpenOutcome::Completed => Outcome::Completed,
+            OpenOutcome::Failed => Outcome::Failed,
+            OpenOutcome::Interrupted => Outcome::Interrupted,
         }
     }
 }
@@ -177,7 +256,7 @@ impl UnfinishedOpens {
             return;
         }
         let Ok(r) = Record::parse(bytes) else { return };
-        if open && r.outcome == "started" {
+        if open && r.outcome == Outcome::Started {
             self.started.insert(index, r);
         } else if let (true, Some(f)) = (end, r.follows) {
             self.started.remove(&f);

@@ -2,6 +2,7 @@
 //! reset it: the release service decides with it, and `policy check` shows it.
 
 use crate::record::{Record, RecordError};
+use crate::words::{Kind, Outcome, RecordAuthority};
 use std::collections::{BTreeMap, HashMap};
 use weightvault_core::facts::Usage;
 
@@ -41,13 +42,9 @@ impl Allocations {
 
     /// Counts one record appended at ledger index `index`.
     pub fn add(&mut self, index: u64, r: &Record) {
-        match r.kind.as_str() {
-            "release-decision" if r.outcome == "allowed" => {
-                if let Some(id) = r
-                    .authority
-                    .as_deref()
-                    .and_then(|a| a.strip_prefix("licence:"))
-                {
+        match r.kind {
+            Kind::ReleaseDecision if r.outcome == Outcome::Allowed => {
+                if let Some(id) = r.authority.as_ref().and_then(RecordAuthority::licence) {
                     let size = r.bytes.unwrap_or(0);
                     let u = self.used.entry(id.to_string()).or_default();
                     u.releases += 1;
@@ -55,7 +52,7 @@ impl Allocations {
                     self.of.insert(index, (id.to_string(), size));
                 }
             }
-            "stream-end" => {
+            Kind::StreamEnd => {
                 if let Some((id, _)) = r.follows.and_then(|f| self.of.get(&f)) {
                     *self.streamed.entry(id.clone()).or_default() += r.bytes.unwrap_or(0);
                 }

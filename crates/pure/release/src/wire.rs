@@ -2,10 +2,10 @@
 //! bodies, the stable error codes ([`ApiCode`], mapped to an HTTP status in one place) and the
 //! error body. Both sides use these types; neither reads the other's JSON by string keys.
 
-use crate::policy::ReleaseDecision;
-use axum::http::StatusCode;
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use weightvault_core::evidence::Evidence;
+use weightvault_policy::ReleaseDecision;
 
 /// Every error the service answers with. The JSON form (`snake_case`) is the stable code
 /// clients match on; [`ApiCode::status`] is the only place a code meets an HTTP status.

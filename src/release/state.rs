@@ -1,0 +1,403 @@
+//! What the release service remembers between requests, behind one trait: the challenge
+//! nonces (each *taken* once, like rustls' `StoresServerSessions::take`), the licence
+//! allocations counted from the ledger, the live releases and their withdrawals.
+//! [`LocalState`] keeps it in this process's memory (the embedded default); a state shared by
+//! several replicas is another implementation of [`ReleaseState`], not another path through
+//! the handlers.
+//!
+//! Deciding under an allocation without holding a lock across the ledger's fsync:
+//! [`ReleaseState::reserve`] decides under the state's lock with the licence use the ledger
+//! counts *plus* what decisions still on their way to the ledger hold, and an allowed
+//! decision under a licence leaves a hold of its own; the caller appends the record (so
+//! concurrent decisions share the log's group commit) and then [`ReleaseState::commit`]s the
+//! hold at its ledger index, or [`ReleaseState::cancel`]s it when the append failed. Two
+//! concurrent requests can therefore never both take a licence's last release.
+
+use super::engine::{Grant, Judged};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+use weightvault_core::facts::Usage;
+use weightvault_ledger::record::Record;
+use weightvault_ledger::usage::Allocations;
+
+/// A state that cannot be read or written (a shared store unreachable); the request fails
+/// closed.
+#[derive(Debug, thiserror::Error)]
+#[error("release state: {0}")]
+pub struct StateError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// A withdrawn release: its id and the checks that now fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    /// Release id.
+    pub id: [u8; 16],
+    /// The checks the new policy fails.
+    pub failed: Vec<String>,
+}
+
+/// An allocation held by a decision between [`ReleaseState::reserve`] and its ledger append.
+#[derive(Debug)]
+#[must_use = "a hold is committed or cancelled"]
+pub struct Hold(u64);
+
+/// What the release service remembers between requests.
+pub trait ReleaseState: Send + Sync {
+    /// Issues a nonce to `client`, usable until `expires_at`.
+    fn issue_nonce(
+        &self,
+        client: &[u8; 32],
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<String, StateError>;
+
+    /// Takes `nonce` for `client`: true only if it was issued to this client, has not expired
+    /// and was never taken before. A nonce issued to this client is spent whatever the answer.
+    fn take_nonce(
+        &self,
+        nonce: &str,
+        client: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<bool, StateError>;
+
+    /// Decides with `judge` under the current licence use (counted plus held), atomically
+    /// with holding the allocation an allowed decision takes.
+    fn reserve(
+        &self,
+        judge: &mut dyn FnMut(&BTreeMap<String, Usage>) -> Judged,
+    ) -> Result<(Judged, Hold), StateError>;
+
+    /// The held decision's record is in the ledger at `index`: it counts from now on.
+    fn commit(&self, hold: Hold, index: u64, record: &Record) -> Result<(), StateError>;
+
+    /// The held decision never reached the ledger: its allocation is free again.
+    fn cancel(&self, hold: Hold);
+
+    /// Counts a record appended at `index` by anything else (stream ends, spooled records).
+    fn count(&self, index: u64, record: &Record) -> Result<(), StateError>;
+
+    /// Licence use not counting the decision at `index` (to decide it again).
+    fn used_by_others(&self, index: u64) -> Result<BTreeMap<String, Usage>, StateError>;
+
+    /// Keeps a release (and forgets the ones expired by `now`).
+    fn put_release(&self, grant: Grant, now: OffsetDateTime) -> Result<(), StateError>;
+
+    /// A release by id.
+    fn release(&self, id: &[u8; 16]) -> Result<Option<Arc<Grant>>, StateError>;
+
+    /// Releases not expired at `now` and not withdrawn.
+    fn live_releases(&self, now: OffsetDateTime) -> Result<Vec<Arc<Grant>>, StateError>;
+
+    /// Withdraws a release: shard requests are refused from now on, and every subscriber of
+    /// [`ReleaseState::withdrawals`] hears of it (running streams end).
+    fn withdraw(&self, w: Withdrawal) -> Result<(), StateError>;
+
+    /// Withdrawals from now on.
+    fn withdrawals(&self) -> tokio::sync::broadcast::Receiver<Withdrawal>;
+}
+
+struct Nonce {
+    client: [u8; 32],
+    expires_at: OffsetDateTime,
+    used: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    nonces: HashMap<String, Nonce>,
+    alloc: Allocations,
+    held: HashMap<u64, (String, u64)>,
+    next_hold: u64,
+    releases: HashMap<[u8; 16], Arc<Grant>>,
+}
+
+/// The service's state in this process's memory (one replica; gone when it stops, except the
+/// allocations, which are counted from the ledger at start).
+pub struct LocalState {
+    inner: Mutex<Inner>,
+    withdrawn: tokio::sync::broadcast::Sender<Withdrawal>,
+}
+
+impl LocalState {
+    /// A state whose allocations start from those counted in the ledger.
+    pub fn new(alloc: Allocations) -> Self {
+        LocalState {
+            inner: Mutex::new(Inner {
+                alloc,
+                ..Inner::default()
+            }),
+            withdrawn: tokio::sync::broadcast::channel(256).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("release state lock")
+    }
+}
+
+fn random_hex16() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("OS randomness");
+    hex::encode(b)
+}
+
+impl ReleaseState for LocalState {
+    fn issue_nonce(
+        &self,
+        client: &[u8; 32],
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<String, StateError> {
+        let nonce = random_hex16();
+        let mut s = self.lock();
+        s.nonces.retain(|_, v| v.expires_at > now);
+        s.nonces.insert(
+            nonce.clone(),
+            Nonce {
+                client: *client,
+                expires_at,
+                used: false,
+            },
+        );
+        Ok(nonce)
+    }
+
+    fn take_nonce(
+        &self,
+        nonce: &str,
+        client: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<bool, StateError> {
+        let mut s = self.lock();
+        Ok(match s.nonces.get_mut(nonce) {
+            Some(e) if &e.client == client => {
+                let fresh = !e.used && e.expires_at > now;
+                e.used = true;
+                fresh
+            }
+            _ => false,
+        })
+    }
+
+    fn reserve(
+        &self,
+        judge: &mut dyn FnMut(&BTreeMap<String, Usage>) -> Judged,
+    ) -> Result<(Judged, Hold), StateError> {
+        let mut s = self.lock();
+        let mut used = s.alloc.used.clone();
+        for (id, size) in s.held.values() {
+            let u = used.entry(id.clone()).or_default();
+            u.releases += 1;
+            u.bytes = u.bytes.saturating_add(*size);
+        }
+        let judged = judge(&used);
+        let h = s.next_hold;
+        s.next_hold += 1;
+        if let Some((id, size)) = judged.allocation() {
+            s.held.insert(h, (id.to_string(), size));
+        }
+        Ok((judged, Hold(h)))
+    }
+
+    fn commit(&self, hold: Hold, index: u64, record: &Record) -> Result<(), StateError> {
+        let mut s = self.lock();
+        s.held.remove(&hold.0);
+        s.alloc.add(index, record);
+        Ok(())
+    }
+
+    fn cancel(&self, hold: Hold) {
+        self.lock().held.remove(&hold.0);
+    }
+
+    fn count(&self, index: u64, record: &Record) -> Result<(), StateError> {
+        self.lock().alloc.add(index, record);
+        Ok(())
+    }
+
+    fn used_by_others(&self, index: u64) -> Result<BTreeMap<String, Usage>, StateError> {
+        Ok(self.lock().alloc.used_by_others(index))
+    }
+
+    fn put_release(&self, grant: Grant, now: OffsetDateTime) -> Result<(), StateError> {
+        let mut s = self.lock();
+        s.releases.retain(|_, g| g.expires_at > now);
+        s.releases.insert(grant.id, Arc::new(grant));
+        Ok(())
+    }
+
+    fn release(&self, id: &[u8; 16]) -> Result<Option<Arc<Grant>>, StateError> {
+        Ok(self.lock().releases.get(id).cloned())
+    }
+
+    fn live_releases(&self, now: OffsetDateTime) -> Result<Vec<Arc<Grant>>, StateError> {
+        Ok(self
+            .lock()
+            .releases
+            .values()
+            .filter(|g| g.withdrawn.is_none() && g.expires_at >= now)
+            .cloned()
+            .collect())
+    }
+
+    fn withdraw(&self, w: Withdrawal) -> Result<(), StateError> {
+        {
+            let mut s = self.lock();
+            if let Some(g) = s.releases.get_mut(&w.id) {
+                let mut g2 = (**g).clone();
+                g2.withdrawn = Some(w.failed.clone());
+                *g = Arc::new(g2);
+            }
+        }
+        // No subscriber (no stream running) is fine.
+        let _ = self.withdrawn.send(w);
+        Ok(())
+    }
+
+    fn withdrawals(&self) -> tokio::sync::broadcast::Receiver<Withdrawal> {
+        self.withdrawn.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Authority, HostClaims, ReleaseDecision, ReleaseRequest};
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-12-01 12:00 UTC);
+
+    /// A decision under licence `L` of `size` bytes, allowed while fewer than `max` releases
+    /// are used (what `engine::judge` does with the policy's allocation, reduced to it).
+    fn judge_under(max: u64, size: u64) -> impl FnMut(&BTreeMap<String, Usage>) -> Judged {
+        move |used| {
+            let allowed = used.get("L").map_or(0, |u| u.releases) < max;
+            let mut record = Record::action(
+                "2026-12-01T12:00:00Z",
+                "release-decision",
+                "r",
+                "m",
+                Some("1"),
+                vec![],
+                if allowed { "allowed" } else { "denied" },
+            );
+            record.authority = Some(crate::ledger::words::RecordAuthority::Licence("L".into()));
+            record.bytes = Some(size);
+            Judged {
+                decision: ReleaseDecision {
+                    allowed,
+                    checks: vec![],
+                    authority: Some(Authority::Licence { id: "L".into() }),
+                    obligations: None,
+                    tier: None,
+                    dry_run: false,
+                },
+                record,
+                request: ReleaseRequest {
+                    requester: "r".into(),
+                    model: "m".into(),
+                    sealed_facts: None,
+                    host: HostClaims {
+                        host_id: "h".into(),
+                        country: "US".into(),
+                        region: "r1".into(),
+                        attester: "a".into(),
+                        issued_at: NOW,
+                        expires_at: NOW,
+                        signature_valid: true,
+                        nonce_fresh: true,
+                    },
+                    source_ip: None,
+                    time: NOW,
+                    used: used.clone(),
+                    size,
+                    dry_run: false,
+                },
+                files: vec![],
+                codeword: None,
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_decisions_appending_outside_the_lock_never_exceed_an_allocation() {
+        let st = Arc::new(LocalState::new(Allocations::default()));
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let allowed: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..24)
+                .map(|k| {
+                    let (st, next) = (st.clone(), next.clone());
+                    s.spawn(move || {
+                        let (j, hold) = st.reserve(&mut judge_under(5, 100)).unwrap();
+                        // The ledger append happens here, without the state's lock; one in
+                        // three fails and gives its allocation back.
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        if k % 3 == 0 {
+                            st.cancel(hold);
+                            return 0;
+                        }
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        st.commit(hold, i, &j.record).unwrap();
+                        u64::from(j.decision.allowed)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        let used = st.used_by_others(u64::MAX).unwrap();
+        assert_eq!(
+            used["L"].releases, allowed,
+            "what was committed is what counts"
+        );
+        assert!(allowed <= 5, "{allowed} releases under an allocation of 5");
+        assert_eq!(used["L"].bytes, allowed * 100);
+        // With every hold settled, what failed to reach the ledger is free again.
+        let (j, hold) = st.reserve(&mut judge_under(5, 100)).unwrap();
+        assert_eq!(j.decision.allowed, allowed < 5);
+        st.cancel(hold);
+    }
+
+    #[test]
+    fn a_held_allocation_counts_for_others_until_committed_or_cancelled() {
+        let st = LocalState::new(Allocations::default());
+        let (a, ha) = st.reserve(&mut judge_under(1, 10)).unwrap();
+        assert!(a.decision.allowed);
+        let (b, hb) = st.reserve(&mut judge_under(1, 10)).unwrap();
+        assert!(
+            !b.decision.allowed,
+            "the last release is held by the first decision"
+        );
+        st.cancel(hb);
+        st.cancel(ha);
+        let (c, hc) = st.reserve(&mut judge_under(1, 10)).unwrap();
+        assert!(c.decision.allowed, "a cancelled hold frees the allocation");
+        st.commit(hc, 7, &c.record).unwrap();
+        assert_eq!(st.used_by_others(7).unwrap()["L"].releases, 0);
+        assert_eq!(st.used_by_others(8).unwrap()["L"].releases, 1);
+    }
+
+    #[test]
+    fn a_nonce_is_taken_once_and_only_by_its_client() {
+        let st = LocalState::new(Allocations::default());
+        let (me, other) = ([1u8; 32], [2u8; 32]);
+        let later = NOW + time::Duration::minutes(1);
+        let n = st.issue_nonce(&me, NOW, later).unwrap();
+        assert!(
+            !st.take_nonce(&n, &other, NOW).unwrap(),
+            "another client's nonce"
+        );
+        assert!(
+            st.take_nonce(&n, &me, NOW).unwrap(),
+            "not spent by the other client"
+        );
+        assert!(!st.take_nonce(&n, &me, NOW).unwrap(), "replayed");
+        let m = st.issue_nonce(&me, NOW, later).unwrap();
+        assert_ne!(m, n);
+        assert!(
+            !st.take_nonce(&m, &me, later + time::Duration::seconds(1))
+                .unwrap(),
+            "expired"
+        );
+        assert!(!st.take_nonce("00", &me, NOW).unwrap(), "never issued");
+    }
+}

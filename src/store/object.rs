@@ -1,0 +1,298 @@
+//! Where sealed objects live, behind two traits: [`RangeRead`] (one sealed object read by byte
+//! ranges, so any chunk decrypts on its own) and [`SealedStore`] (a vault's revisions: listing,
+//! the manifest and files of one, the shred mark, key-slot writes). [`LocalDir`] is the vault
+//! directory as it has always been laid out (`models/<model>/<rev>/manifest.sealed`,
+//! `files/<path>.sealed`, `SHREDDED`); an object store is another implementation, not another
+//! path through the callers. The revision integrity rules (the manifest lists exactly the
+//! files present, each header matches its entry) stay in `store::Vault::open_revision`, above
+//! both, so every implementation is held to them.
+//!
+//! Not yet behind the trait: writing a revision (`seal`'s staging directory, published by a
+//! rename) and removing one, which stay local-directory operations in `store`; the object
+//! storage issue gives them a write-once transaction whose shape the multipart upload decides.
+
+use super::mapped::MappedRange;
+use super::StoreError;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// One sealed object, read by byte ranges.
+pub trait RangeRead: Send + Sync {
+    /// Its length in bytes.
+    fn len(&self) -> u64;
+
+    /// Whether it is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads exactly `buf.len()` bytes from `offset` into `buf`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+
+    /// `len` bytes from `offset` to *authenticate* (`verify`), never to release plaintext
+    /// from: a local file maps them (no copy; see `store::mapped` for why only here), other
+    /// implementations read them.
+    fn view(&self, offset: u64, len: usize) -> std::io::Result<View> {
+        let mut b = vec![0u8; len];
+        self.read_exact_at(&mut b, offset)?;
+        Ok(View::Owned(b))
+    }
+}
+
+/// Bytes of an object to authenticate: mapped or read.
+pub enum View {
+    /// A read-only map of a local file.
+    Mapped(MappedRange),
+    /// A copy.
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for View {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            View::Mapped(m) => m,
+            View::Owned(v) => v,
+        }
+    }
+}
+
+/// A sealed file in a local directory.
+pub struct LocalObject {
+    file: File,
+    len: u64,
+}
+
+impl LocalObject {
+    /// Opens a local sealed file for reading.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::io("opening", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| StoreError::io("reading", path, e))?
+            .len();
+        Ok(LocalObject { file, len })
+    }
+}
+
+impl RangeRead for LocalObject {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn view(&self, offset: u64, len: usize) -> std::io::Result<View> {
+        super::mapped::map_range(&self.file, offset, len).map(View::Mapped)
+    }
+}
+
+/// An object of a revision: its manifest, or one of its files (by path in the checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectName<'a> {
+    /// The sealed manifest.
+    Manifest,
+    /// A sealed file, by its path in the checkpoint directory.
+    File(&'a str),
+}
+
+/// What a store holds under a model and revision name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevisionState {
+    /// Nothing: no such model, or no such revision of it.
+    Absent {
+        /// Whether the model exists at all.
+        model: bool,
+    },
+    /// Something, but no manifest: a damaged revision.
+    NoManifest,
+    /// A revision with its manifest (not yet authenticated).
+    Sealed,
+}
+
+/// Where a vault's sealed revisions live.
+pub trait SealedStore: Send + Sync {
+    /// Model names, sorted.
+    fn models(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The revisions of `model` that have a manifest, sorted; `None` when there is no such
+    /// model.
+    fn revisions(&self, model: &str) -> Result<Option<Vec<String>>, StoreError>;
+
+    /// What is stored under `model@rev`.
+    fn state(&self, model: &str, rev: &str) -> Result<RevisionState, StoreError>;
+
+    /// When the revision was crypto-shredded (`" on <time>"`, or `""` when the mark names no
+    /// time), or `None`.
+    fn shredded(&self, model: &str, rev: &str) -> Result<Option<String>, StoreError>;
+
+    /// The paths (in the checkpoint) of the sealed files present under the revision, sorted.
+    fn files(&self, model: &str, rev: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Opens one object of a revision; also gives its name for messages.
+    fn open(
+        &self,
+        model: &str,
+        rev: &str,
+        object: ObjectName<'_>,
+    ) -> Result<(Box<dyn RangeRead>, String), StoreError>;
+
+    /// Writes `bytes` at `offset` of an object (its key slots: nothing else of a sealed object
+    /// ever changes) and makes the write durable before returning.
+    fn write_key_slots(
+        &self,
+        model: &str,
+        rev: &str,
+        object: ObjectName<'_>,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), StoreError>;
+}
+
+/// The vault directory's `models/` tree.
+pub struct LocalDir {
+    root: PathBuf,
+}
+
+impl LocalDir {
+    /// The store under `root` (a vault's `models` directory).
+    pub fn new(root: PathBuf) -> Self {
+        LocalDir { root }
+    }
+
+    /// The directory of a revision.
+    pub fn revision_dir(&self, model: &str, rev: &str) -> PathBuf {
+        self.root.join(model).join(rev)
+    }
+
+    /// Where an object is.
+    pub fn path(&self, model: &str, rev: &str, object: ObjectName<'_>) -> PathBuf {
+        let d = self.revision_dir(model, rev);
+        match object {
+            ObjectName::Manifest => d.join(super::MANIFEST_FILE),
+            ObjectName::File(p) => d.join("files").join(format!("{p}.sealed")),
+        }
+    }
+}
+
+impl SealedStore for LocalDir {
+    fn models(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = match std::fs::read_dir(&self.root) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(StoreError::io("listing", &self.root, e)),
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    fn revisions(&self, model: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let d = self.root.join(model);
+        if !d.is_dir() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&d).map_err(|e| StoreError::io("listing", &d, e))? {
+            let e = e.map_err(|e| StoreError::io("listing", &d, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && e.path().join(super::MANIFEST_FILE).exists() {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(Some(out))
+    }
+
+    fn state(&self, model: &str, rev: &str) -> Result<RevisionState, StoreError> {
+        let dir = self.revision_dir(model, rev);
+        Ok(if dir.join(super::MANIFEST_FILE).is_file() {
+            RevisionState::Sealed
+        } else if dir.is_dir() {
+            RevisionState::NoManifest
+        } else {
+            RevisionState::Absent {
+                model: self.root.join(model).is_dir(),
+            }
+        })
+    }
+
+    fn shredded(&self, model: &str, rev: &str) -> Result<Option<String>, StoreError> {
+        Ok(super::shredded_at(&self.revision_dir(model, rev)))
+    }
+
+    fn files(&self, model: &str, rev: &str) -> Result<Vec<String>, StoreError> {
+        let files_dir = self.revision_dir(model, rev).join("files");
+        let mut found = Vec::new();
+        if files_dir.is_dir() {
+            list_sealed(&files_dir, &files_dir, &mut found)?;
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    fn open(
+        &self,
+        model: &str,
+        rev: &str,
+        object: ObjectName<'_>,
+    ) -> Result<(Box<dyn RangeRead>, String), StoreError> {
+        let p = self.path(model, rev, object);
+        Ok((Box::new(LocalObject::open(&p)?), p.display().to_string()))
+    }
+
+    fn write_key_slots(
+        &self,
+        model: &str,
+        rev: &str,
+        object: ObjectName<'_>,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let path = self.path(model, rev, object);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("opening for a key slot write", &path, e))?;
+        f.write_all_at(bytes, offset)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| StoreError::io("writing the key slots of", &path, e))
+    }
+}
+
+/// The `.sealed` files under `dir`, as paths relative to `root` without the suffix; anything
+/// else is a file that does not belong in a sealed revision.
+fn list_sealed(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), StoreError> {
+    for e in std::fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))? {
+        let e = e.map_err(|e| StoreError::io("listing", dir, e))?;
+        let p = e.path();
+        let ft = e
+            .file_type()
+            .map_err(|e| StoreError::io("reading", &p, e))?;
+        if ft.is_dir() {
+            list_sealed(root, &p, out)?;
+        } else {
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            match rel.strip_suffix(".sealed") {
+                Some(r) => out.push(r.to_string()),
+                None => {
+                    return Err(StoreError::Mismatch(format!(
+                        "{}: unexpected file in a sealed revision",
+                        p.display()
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
+}
