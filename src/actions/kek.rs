@@ -6,6 +6,7 @@
 use super::{operator_record, with_causes};
 use crate::hsm::{HsmError, Pkcs11KeyWrap};
 use crate::ledger::spool::Recorded;
+use crate::ledger::words::{KeyEvent, Kind, Outcome};
 use crate::ledger::LedgerError;
 use crate::store::{RevisionRef, RewrapReport, StoreError, Vault};
 
@@ -35,20 +36,33 @@ pub enum KekError {
     RewrapNotRecorded(#[source] LedgerError),
 }
 
-/// Records a key lifecycle event `kind` as `operator`'s (`model` empty unless it concerns
-/// one): appended to the ledger, or spooled for the running service that holds it.
+/// Records a key lifecycle event `kind` (`kek-rotate`, `kek-retire`, `rewrap`) as
+/// `operator`'s, its `events` in their written forms (`model` empty unless it concerns one,
+/// `revision` too): appended to the ledger, or spooled for the running service that holds it.
 pub fn record_key_event(
     v: &Vault,
     operator: &str,
-    kind: &str,
-    model: &str,
-    revision: Option<&str>,
-    shards: Vec<String>,
-    outcome: &str,
+    kind: Kind,
+    (model, revision): (&str, Option<&str>),
+    events: &[KeyEvent],
+    outcome: Outcome,
 ) -> Result<Recorded, LedgerError> {
     v.record(&operator_record(
-        kind, operator, model, revision, shards, outcome,
+        kind,
+        operator,
+        model,
+        revision,
+        events.iter().map(KeyEvent::to_wire).collect(),
+        outcome,
     ))
+}
+
+/// The event of KEK version `version` of `kw`'s KEK.
+fn kek(kw: &Pkcs11KeyWrap, version: u32) -> KeyEvent {
+    KeyEvent::Kek {
+        label: kw.kek_label().to_string(),
+        version,
+    }
 }
 
 impl Vault {
@@ -63,11 +77,10 @@ impl Vault {
         let at = record_key_event(
             self,
             operator,
-            "kek-rotate",
-            "",
-            None,
-            vec![format!("kek:{}.v{n}", kw.kek_label())],
-            "created",
+            Kind::KekRotate,
+            ("", None),
+            &[kek(kw, n)],
+            Outcome::Created,
         )
         .map_err(|source| KekError::RotateNotRecorded {
             label: kw.kek_label().to_string(),
@@ -90,11 +103,10 @@ impl Vault {
             let r = record_key_event(
                 self,
                 operator,
-                "kek-retire",
-                "",
-                None,
-                vec![format!("kek:{}.v{version}", kw.kek_label())],
-                "destroyed",
+                Kind::KekRetire,
+                ("", None),
+                &[kek(kw, version)],
+                Outcome::Destroyed,
             );
             at = Some(r.map_err(|e| format!("{} (nothing was destroyed)", with_causes(&e)))?);
             Ok(())
@@ -113,18 +125,25 @@ impl Vault {
         operator: &str,
     ) -> Result<(RewrapReport, Recorded), KekError> {
         let rep = self.rewrap(kw, only, progress)?;
-        let mut shards = vec![format!("kek:{}.v{}", kw.kek_label(), rep.newest)];
-        shards.extend(
+        let mut events = vec![kek(kw, rep.newest)];
+        events.extend(
             rep.rewrapped_from
                 .iter()
-                .map(|(v, n)| format!("from:v{v}:{n}")),
+                .map(|(&version, &files)| KeyEvent::From { version, files }),
         );
-        let (model, rev) = match only {
+        let what = match only {
             Some(w) => (w.model.as_str(), w.revision.as_deref()),
             None => ("", None),
         };
-        let at = record_key_event(self, operator, "rewrap", model, rev, shards, "rewrapped")
-            .map_err(KekError::RewrapNotRecorded)?;
+        let at = record_key_event(
+            self,
+            operator,
+            Kind::Rewrap,
+            what,
+            &events,
+            Outcome::Rewrapped,
+        )
+        .map_err(KekError::RewrapNotRecorded)?;
         Ok((rep, at))
     }
 }

@@ -19,15 +19,16 @@ pub mod shred;
 pub mod trace;
 
 use crate::ledger::record::Record;
+use crate::ledger::words::{Kind, Outcome};
 
 /// A record of `operator`'s action `kind` now (see [`Record::action`]).
 fn operator_record(
-    kind: &str,
+    kind: Kind,
     operator: &str,
     model: &str,
     revision: Option<&str>,
     shards: Vec<String>,
-    outcome: &str,
+    outcome: Outcome,
 ) -> Record {
     Record::action(
         &crate::store::now_rfc3339(),

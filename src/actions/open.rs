@@ -5,6 +5,7 @@
 
 use super::{error_line, operator_record};
 use crate::ledger::record::{OpenOutcome, Record};
+use crate::ledger::words::{Kind, Outcome};
 use crate::ledger::LedgerError;
 use crate::store::sealed::Progress;
 use crate::store::{OpenedRevision, StoreError, Vault};
@@ -90,12 +91,12 @@ impl Vault {
             OpenTarget::Files { .. } => rev.manifest.files.iter().map(|f| f.path.clone()).collect(),
         };
         let start = operator_record(
-            "operator-open",
+            Kind::OperatorOpen,
             operator,
             &rev.manifest.model,
             Some(&rev.manifest.revision),
             shards,
-            "started",
+            Outcome::Started,
         );
         let index = ledger.append(&start).map_err(OpenError::NotRecorded)?;
         let result = match what {

@@ -2,6 +2,7 @@
 //! `remove` record is written first, and nothing is removed when it cannot be.
 
 use super::operator_record;
+use crate::ledger::words::{Kind, Outcome};
 use crate::store::{RemoveReport, RevisionRef, StoreError, Vault};
 
 impl Vault {
@@ -17,12 +18,12 @@ impl Vault {
         self.remove(r, |label, files| {
             let (model, rev) = label.split_once('@').expect("MODEL@REV");
             let rec = operator_record(
-                "remove",
+                Kind::Remove,
                 operator,
                 model,
                 Some(rev),
                 files.to_vec(),
-                "removed",
+                Outcome::Removed,
             );
             self.record(&rec).map(|at| at.to_string()).map_err(|e| {
                 format!("recording the removal in the ledger (nothing was removed): {e}")

@@ -6,6 +6,7 @@
 use super::operator_record;
 use crate::hsm::KeyWrap;
 use crate::ledger::spool::Recorded;
+use crate::ledger::words::{Kind, Outcome};
 use crate::ledger::LedgerError;
 use crate::policy::data::PolicyError;
 use crate::store::{
@@ -79,12 +80,12 @@ impl Vault {
     ) -> Result<(SealReport, Recorded), SealError> {
         let r = self.seal(src, req, kw, progress)?;
         let mut rec = operator_record(
-            "seal",
+            Kind::Seal,
             operator,
             &r.manifest.model,
             Some(&r.manifest.revision),
             r.manifest.files.iter().map(|f| f.path.clone()).collect(),
-            "sealed",
+            Outcome::Sealed,
         );
         rec.bytes = Some(r.bytes);
         if !forced.is_empty() {

@@ -4,6 +4,7 @@
 
 use super::operator_record;
 use crate::hsm::Pkcs11KeyWrap;
+use crate::ledger::words::{Kind, Outcome};
 use crate::store::{RevisionRef, ShredReport, StoreError, Vault};
 
 impl Vault {
@@ -23,12 +24,12 @@ impl Vault {
             let (model, rev) = label.split_once('@').expect("MODEL@REV");
             ledger
                 .append(&operator_record(
-                    "shred",
+                    Kind::Shred,
                     operator,
                     model,
                     Some(rev),
                     files.to_vec(),
-                    "shredded",
+                    Outcome::Shredded,
                 ))
                 .map(|_| ())
                 .map_err(|e| {

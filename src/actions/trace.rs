@@ -3,6 +3,7 @@
 //! [`crate::watermark::trace::trace`].
 
 use crate::ledger::record::Record;
+use crate::ledger::words::{Kind, Outcome};
 use crate::ledger::{Ledger, LedgerError};
 use crate::store::Vault;
 use crate::watermark::trace::Candidate;
@@ -18,8 +19,8 @@ impl Vault {
         let mut candidates = Vec::new();
         Ledger::entries(&self.ledger_dir(), &mut |i, e| {
             let r = Record::parse(e).map_err(|w| format!("not a canonical record: {w}"))?;
-            if r.kind == "release-decision"
-                && r.outcome == "allowed"
+            if r.kind == Kind::ReleaseDecision
+                && r.outcome == Outcome::Allowed
                 && r.model == model
                 && r.revision.as_deref() == Some(revision)
             {
