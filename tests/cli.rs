@@ -10,22 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn init(vault: &Path) {
-    require_softhsm();
-    let (ok, out, err) = cli(vault, &["init"]);
-    assert!(ok, "init failed: {out} {err}");
-}
-
 fn small_checkpoint(dir: &Path, seed: u64, n: usize) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let p = dir.join("model.safetensors");
     write_safetensors(&p, &[("w", Dtype::F32, vec![n], bytes(seed, n * 4))]);
     std::fs::write(dir.join("config.json"), b"{}").unwrap();
     dir.to_path_buf()
-}
-
-fn seal(vault: &Path, src: &str, model: &str, rev: &str) -> (bool, String, String) {
-    cli(vault, &["seal", src, "--model", model, "--revision", rev])
 }
 
 /// A failing command: exit non-zero, exactly one line on stderr that names the problem.
@@ -56,17 +46,14 @@ fn errors_are_one_line_and_actionable() {
     std::fs::remove_file(v.join("serve.pid")).unwrap();
     let ck = small_checkpoint(&tmp.path().join("ck"), 1, 1000);
     let s = ck.to_str().unwrap();
-    assert_fails(seal(&v, "/nonexistent", "m", "r"), "/nonexistent");
+    assert_fails(seal(&v, "/nonexistent", "m@r", &[]), "/nonexistent");
     let txt = tmp.path().join("notes.safetensors");
     std::fs::write(&txt, b"hello world, not tensors").unwrap();
-    assert_fails(
-        seal(&v, txt.to_str().unwrap(), "m", "r"),
-        "not a valid safetensors file",
-    );
-    assert_fails(seal(&v, s, "m/x", "r"), "model name 'm/x' is not allowed");
-    let (ok, out, err) = seal(&v, s, "m", "r1");
+    assert_fails(seal(&v, &txt, "m@r", &[]), "not a valid safetensors file");
+    assert_fails(seal(&v, s, "m/x@r", &[]), "model name 'm/x' is not allowed");
+    let (ok, out, err) = seal(&v, s, "m@r1", &[]);
     assert!(ok, "{out}{err}");
-    assert_fails(seal(&v, s, "m", "r1"), "already sealed");
+    assert_fails(seal(&v, s, "m@r1", &[]), "already sealed");
     assert_fails(cli(&v, &["verify", "m@r9"]), "no revision m@r9");
     assert_fails(cli(&v, &["verify", "nomodel@r1"]), "no model 'nomodel'");
     let out_dir = tmp.path().join("nonempty");
@@ -123,7 +110,7 @@ fn a_revision_under_another_kek_does_not_open() {
     init(&a);
     init(&b);
     let ck = small_checkpoint(&tmp.path().join("ck"), 2, 5000);
-    let (ok, _, err) = seal(&a, ck.to_str().unwrap(), "m", "r1");
+    let (ok, _, err) = seal(&a, &ck, "m@r1", &[]);
     assert!(ok, "{err}");
     // Copy the sealed revision into vault b, whose token has a different KEK of the same label.
     let st = Command::new("cp")
@@ -157,7 +144,7 @@ fn many_processes_share_one_token() {
     let v = tmp.path().join("vault");
     init(&v);
     let ck = small_checkpoint(&tmp.path().join("ck"), 3, 300_000);
-    let (ok, _, err) = seal(&v, ck.to_str().unwrap(), "m", "base");
+    let (ok, _, err) = seal(&v, &ck, "m@base", &[]);
     assert!(ok, "{err}");
     // 3 rounds of 6 processes at once: 3 sealing new revisions, 3 verifying, all logging in.
     for round in 0..3 {
@@ -264,7 +251,7 @@ fn a_killed_seal_leaves_nothing_visible() {
         killed_mid_seal,
         "could not kill a seal mid-way in 5 attempts"
     );
-    let (ok, _, err) = seal(&v, ck.to_str().unwrap(), "big", "r1");
+    let (ok, _, err) = seal(&v, &ck, "big@r1", &[]);
     assert!(ok, "{err}");
     let (ok, out, _) = cli(&v, &["list"]);
     assert!(ok && out.contains("big"), "{out}");
@@ -321,17 +308,14 @@ fn a_full_disk_is_a_clear_refusal() {
     let v = mnt.join("vault");
     init(&v);
     let ck = small_checkpoint(&tmp.path().join("ck"), 5, 2 << 20); // 8 MiB
-    assert_fails(
-        seal(&v, ck.to_str().unwrap(), "m", "r1"),
-        "disk full while writing",
-    );
+    assert_fails(seal(&v, &ck, "m@r1", &[]), "disk full while writing");
     let (ok, out, _) = cli(&v, &["list"]);
     assert!(ok && out.contains("no sealed models"), "{out}");
     let left: Vec<_> = std::fs::read_dir(v.join("models/m")).unwrap().collect();
     assert!(left.is_empty(), "partial seal kept: {left:?}");
     // A small checkpoint still seals and opens in the space left.
     let small = small_checkpoint(&tmp.path().join("ck2"), 6, 1000);
-    let (ok, _, err) = seal(&v, small.to_str().unwrap(), "m", "r2");
+    let (ok, _, err) = seal(&v, &small, "m@r2", &[]);
     assert!(ok, "{err}");
     let (ok, _, err) = cli(&v, &["verify", "m@r2"]);
     assert!(ok, "{err}");
@@ -370,19 +354,11 @@ fn sealed_facts_that_disagree_with_the_inventory_deny() {
             .unwrap()
     };
     // acme-small is 4e24 closed in the inventory; sealed claiming 5e26 operations.
-    let (ok, _, err) = cli(
+    let (ok, _, err) = seal(
         &v,
-        &[
-            "seal",
-            ck.to_str().unwrap(),
-            "--model",
-            "acme-small",
-            "--revision",
-            "r1",
-            "--training-ops",
-            "5e26",
-            "--force",
-        ],
+        &ck,
+        "acme-small@r1",
+        &["--training-ops", "5e26", "--force"],
     );
     assert!(ok, "{err}");
     let out = check("acme-small");
@@ -396,20 +372,11 @@ fn sealed_facts_that_disagree_with_the_inventory_deny() {
     );
     assert!(c["reason"].as_str().unwrap().contains("disagree"), "{c}");
     // Sealed with the inventory's facts, it passes.
-    let (ok, _, err) = cli(
+    let (ok, _, err) = seal(
         &v,
-        &[
-            "seal",
-            ck.to_str().unwrap(),
-            "--model",
-            "acme-threshold",
-            "--revision",
-            "r1",
-            "--training-ops",
-            "1e26",
-            "--eccn",
-            "4E091",
-        ],
+        &ck,
+        "acme-threshold@r1",
+        &["--training-ops", "1e26", "--eccn", "4E091"],
     );
     assert!(ok, "{err}");
     let out = check("acme-threshold");
@@ -429,7 +396,7 @@ fn opens_are_audited() {
     let v = tmp.path().join("vault");
     init(&v);
     let ck = small_checkpoint(&tmp.path().join("ck"), 8, 1000);
-    let (ok, _, err) = seal(&v, ck.to_str().unwrap(), "m", "r1");
+    let (ok, _, err) = seal(&v, &ck, "m@r1", &[]);
     assert!(ok, "{err}");
     for i in 0..3 {
         let out = tmp.path().join(format!("out{i}"));
@@ -655,7 +622,7 @@ fn malformed_headers_are_refused_at_seal() {
         } else {
             raw_safetensors(&dir, json, *data)
         };
-        let r = seal(&v, dir.to_str().unwrap(), name, "r1");
+        let r = seal(&v, &dir, &format!("{name}@r1"), &[]);
         assert_fails(r.clone(), want);
         assert!(
             r.2.contains(p.to_str().unwrap()),
@@ -704,49 +671,25 @@ fn seal_facts_are_checked_forced_seals_recorded_and_removal_frees_the_name() {
         ),
     ];
     for (flags, want) in rows {
-        let mut a = vec!["seal", ck, "--model", "m", "--revision", "r1"];
-        a.extend_from_slice(flags);
-        assert_fails(cli(&v, &a), want);
+        assert_fails(seal(&v, ck, "m@r1", flags), want);
         assert_vault_untouched(&v, "m");
     }
     // A model of the inventory (policies/models.toml: acme-small is EAR99, 4e24, closed)
     // sealed with other facts.
-    let wrong = [
-        "seal",
-        ck,
-        "--model",
-        "acme-small",
-        "--revision",
-        "r1",
-        "--training-ops",
-        "2e24",
-    ];
+    let wrong = ["--training-ops", "2e24"];
     assert_fails(
-        cli(&v, &wrong),
+        seal(&v, ck, "acme-small@r1", &wrong),
         "2e24 training operations at seal, 4e24 in the inventory",
     );
     assert_vault_untouched(&v, "acme-small");
     // A syntax error is never forced.
     assert_fails(
-        cli(
-            &v,
-            &[
-                "seal",
-                ck,
-                "--model",
-                "m",
-                "--revision",
-                "r1",
-                "--eccn",
-                "bogus",
-                "--force",
-            ],
-        ),
+        seal(&v, ck, "m@r1", &["--eccn", "bogus", "--force"]),
         "is not written as",
     );
     let mut forced = wrong.to_vec();
     forced.push("--force");
-    let (ok, _, err) = cli(&v, &forced);
+    let (ok, _, err) = seal(&v, ck, "acme-small@r1", &forced);
     assert!(ok, "{err}");
     assert!(
         err.contains("warning: sealed with --force although 2e24 training operations"),
@@ -754,19 +697,7 @@ fn seal_facts_are_checked_forced_seals_recorded_and_removal_frees_the_name() {
     );
     // Sealing the same name again is refused until it is removed.
     assert_fails(
-        cli(
-            &v,
-            &[
-                "seal",
-                ck,
-                "--model",
-                "acme-small",
-                "--revision",
-                "r1",
-                "--training-ops",
-                "4e24",
-            ],
-        ),
+        seal(&v, ck, "acme-small@r1", &["--training-ops", "4e24"]),
         "already sealed",
     );
     assert_fails(
@@ -779,19 +710,7 @@ fn seal_facts_are_checked_forced_seals_recorded_and_removal_frees_the_name() {
         cli(&v, &["remove", "acme-small@r1", "--yes"]),
         "no revision acme-small@r1",
     );
-    let (ok, _, err) = cli(
-        &v,
-        &[
-            "seal",
-            ck,
-            "--model",
-            "acme-small",
-            "--revision",
-            "r1",
-            "--training-ops",
-            "4e24",
-        ],
-    );
+    let (ok, _, err) = seal(&v, ck, "acme-small@r1", &["--training-ops", "4e24"]);
     assert!(ok, "{err}");
     let (ok, out, err) = cli(&v, &["verify", "acme-small@r1"]);
     assert!(ok, "{out}{err}");

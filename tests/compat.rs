@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::cli_ok as ok;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -43,12 +44,6 @@ fn copy(root: &Path) -> PathBuf {
         .unwrap();
     assert!(st.success());
     v
-}
-
-fn ok(vault: &Path, args: &[&str]) -> String {
-    let (ok, out, err) = common::cli(vault, args);
-    assert!(ok, "weightvault {args:?}: {err}");
-    out
 }
 
 #[test]

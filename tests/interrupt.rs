@@ -156,8 +156,7 @@ fn failed_opens_are_recorded_as_failed() {
     let tmp = common::scratch();
     let root = tmp.path().to_path_buf();
     let vault = root.join("vault");
-    let (ok, _, err) = common::cli(&vault, &["init"]);
-    assert!(ok, "{err}");
+    common::init(&vault);
     let ck = root.join("ck");
     std::fs::create_dir_all(&ck).unwrap();
     common::write_safetensors(
@@ -169,18 +168,7 @@ fn failed_opens_are_recorded_as_failed() {
             common::bytes(1, 1024),
         )],
     );
-    let (ok, _, err) = common::cli(
-        &vault,
-        &[
-            "seal",
-            ck.to_str().unwrap(),
-            "--model",
-            "m",
-            "--revision",
-            "r1",
-        ],
-    );
-    assert!(ok, "{err}");
+    common::seal_ok(&vault, &ck, "m@r1", &[]);
     let unwritable = PathBuf::from("/proc/weightvault-cannot-write-here/out");
     let rows: Vec<(Vec<String>, &str)> = vec![
         (

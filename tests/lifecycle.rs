@@ -3,13 +3,13 @@
 
 mod common;
 
+use common::cli_ok;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A fresh vault with one sealed revision `m@r1` of `files` small safetensors shards (and a
 /// hidden file, sealed like any other). Returns (scratch, vault, source dir).
 fn sealed_vault(files: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
-    common::require_softhsm();
     let t = common::scratch();
     let src = t.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -26,34 +26,13 @@ fn sealed_vault(files: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
     }
     std::fs::write(src.join(".gitattributes"), "*.safetensors filter=lfs\n").unwrap();
     let vault = t.path().join("vault");
-    cli_ok(&vault, &["init"]);
-    seal(&vault, &src, "r1");
+    common::init(&vault);
+    common::seal_ok(&vault, &src, "m@r1", FACTS);
     (t, vault, src)
 }
 
-fn seal(vault: &Path, src: &Path, revision: &str) {
-    cli_ok(
-        vault,
-        &[
-            "seal",
-            src.to_str().unwrap(),
-            "--model",
-            "m",
-            "--revision",
-            revision,
-            "--eccn",
-            "EAR99",
-            "--training-ops",
-            "1e20",
-        ],
-    );
-}
-
-fn cli_ok(vault: &Path, args: &[&str]) -> String {
-    let (ok, out, err) = common::cli(vault, args);
-    assert!(ok, "weightvault {args:?}: {err}");
-    out
-}
+/// The export facts every revision here is sealed with.
+const FACTS: &[&str] = &["--eccn", "EAR99", "--training-ops", "1e20"];
 
 /// KEK version → number of objects it opens, and the versions on the token.
 fn kek_use(vault: &Path) -> (Vec<(u32, usize)>, Vec<u32>) {
@@ -207,7 +186,7 @@ fn a_rewrap_killed_at_random_points_leaves_every_object_openable() {
 #[test]
 fn shred_destroys_a_revision_for_good_and_leaves_the_others() {
     let (t, vault, src) = sealed_vault(4);
-    seal(&vault, &src, "r2");
+    common::seal_ok(&vault, &src, "m@r2", FACTS);
     // A backup of r1 taken before the shred.
     let r1 = vault.join("models/m/r1");
     let backup = t.path().join("backup-r1");

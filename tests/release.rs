@@ -38,27 +38,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Seals `src` as `what` (MODEL@REV) with its export facts.
-fn seal(vault: &Path, src: &Path, what: &str, eccn: &str, ops: &str) {
-    let (model, rev) = what.split_once('@').unwrap();
-    let (ok, _, err) = common::cli(
-        vault,
-        &[
-            "seal",
-            src.to_str().unwrap(),
-            "--model",
-            model,
-            "--revision",
-            rev,
-            "--eccn",
-            eccn,
-            "--training-ops",
-            ops,
-        ],
-    );
-    assert!(ok, "sealing {what}: {err}");
-}
-
 /// Starts `weightvault serve` on 127.0.0.1:0 for `vault`, with its address and log in `dir`;
 /// it stops when the returned child's stdin closes (when the child is dropped).
 fn start_service(
@@ -128,10 +107,14 @@ fn env() -> &'static Env {
         )
         .unwrap();
         let vault = root.join("vault");
-        let (ok, _, err) = common::cli(&vault, &["init"]);
-        assert!(ok, "{err}");
+        common::init(&vault);
         let minilm = common::minilm_dir();
-        seal(&vault, &minilm, "acme-frontier@r1", "4E091", "3.1e26");
+        common::seal_ok(
+            &vault,
+            &minilm,
+            "acme-frontier@r1",
+            &["--eccn", "4E091", "--training-ops", "3.1e26"],
+        );
         // A generated 64 MiB model in two shards with an index, for resume and concurrency.
         let generated = root.join("generated");
         std::fs::create_dir_all(&generated).unwrap();
@@ -151,7 +134,12 @@ fn env() -> &'static Env {
             r#"{"metadata":{},"weight_map":{"w":"model-00001-of-00002.safetensors"}}"#,
         )
         .unwrap();
-        seal(&vault, &generated, GENERATED, "EAR99", "4e24");
+        common::seal_ok(
+            &vault,
+            &generated,
+            GENERATED,
+            &["--eccn", "EAR99", "--training-ops", "4e24"],
+        );
         // The test PKI: the organisation CA, the server, one client per identity, and the
         // certificates that must fail the handshake.
         let pki = root.join("pki");
@@ -1924,7 +1912,12 @@ fn interrupted_fetches_leave_no_plaintext_and_a_rerun_matches() {
     // I32 tensors: not watermarked, so every release of it equals the original byte for byte
     // and one index finds the plaintext of any of them.
     big_checkpoint(&src, 1024, 9);
-    seal(&v, &src, "acme-small@big", "EAR99", "4e24");
+    common::seal_ok(
+        &v,
+        &src,
+        "acme-small@big",
+        &["--eccn", "EAR99", "--training-ops", "4e24"],
+    );
     let index = PlainIndex::build(&src);
     let (url, mut child) = serve_copy(&v, &root, None);
     let (outs, tmp, state) = (root.join("outs"), root.join("tmp"), root.join("state"));

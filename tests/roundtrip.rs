@@ -5,15 +5,7 @@ mod common;
 use common::*;
 use safetensors::Dtype;
 use std::path::Path;
-use weightvault::store::{RevisionRef, SealRequest, TrainingFacts, Vault};
-
-fn req(model: &str, rev: &str) -> SealRequest {
-    SealRequest {
-        model: model.into(),
-        revision: rev.into(),
-        training: TrainingFacts::default(),
-    }
-}
+use weightvault::store::{RevisionRef, Vault};
 
 fn rref(s: &str) -> RevisionRef {
     s.parse().unwrap()
@@ -22,7 +14,7 @@ fn rref(s: &str) -> RevisionRef {
 /// Seals `src`, verifies, opens into a fresh directory and returns it.
 fn round_trip(v: &Vault, src: &Path, model: &str, rev: &str, out: &Path) {
     let sh = shared();
-    v.seal(src, &req(model, rev), &sh.kw, &()).unwrap();
+    v.seal(src, &seal_request(model, rev), &sh.kw, &()).unwrap();
     let r = v
         .open_revision(&rref(&format!("{model}@{rev}")), &sh.kw)
         .unwrap();
@@ -175,7 +167,8 @@ fn byte_ranges_decrypt_alone() {
     let data = bytes(42, 10_000 * 4);
     write_safetensors(&src, &[("w", Dtype::F32, vec![10_000], data.clone())]);
     let v = sh.vault(1000);
-    v.seal(&src, &req("ranges", "r1"), &sh.kw, &()).unwrap();
+    v.seal(&src, &seal_request("ranges", "r1"), &sh.kw, &())
+        .unwrap();
     let r = v.open_revision(&rref("ranges@r1"), &sh.kw).unwrap();
     let (_, f) = &r.files[0];
     for (s, e) in [
@@ -229,7 +222,7 @@ fn bad_inputs_are_refused_before_anything_is_written() {
     ];
     for (src, rev, want) in cases {
         let e = v
-            .seal(src, &req("bad", rev), &sh.kw, &())
+            .seal(src, &seal_request("bad", rev), &sh.kw, &())
             .unwrap_err()
             .to_string();
         assert!(
@@ -239,9 +232,10 @@ fn bad_inputs_are_refused_before_anything_is_written() {
         );
     }
     assert!(v.revisions("bad").map(|r| r.is_empty()).unwrap_or(true));
-    v.seal(&good, &req("bad", "ok"), &sh.kw, &()).unwrap();
+    v.seal(&good, &seal_request("bad", "ok"), &sh.kw, &())
+        .unwrap();
     let e = v
-        .seal(&good, &req("bad", "ok"), &sh.kw, &())
+        .seal(&good, &seal_request("bad", "ok"), &sh.kw, &())
         .unwrap_err()
         .to_string();
     assert!(e.contains("already sealed"), "{e}");
@@ -254,7 +248,8 @@ fn a_failed_tensor_open_leaves_no_file() {
     let src = tmp.path().join("t.safetensors");
     write_safetensors(&src, &[("w", Dtype::F32, vec![4000], bytes(9, 16_000))]);
     let v = sh.vault(4096);
-    v.seal(&src, &req("tensorfail", "r1"), &sh.kw, &()).unwrap();
+    v.seal(&src, &seal_request("tensorfail", "r1"), &sh.kw, &())
+        .unwrap();
     // Damage the last chunk: the tensor's first chunks are written before the failure.
     let sealed = sh
         .vault_dir()

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use weightvault::format::{KEY_SLOT_LEN, PRELUDE_LEN};
 use weightvault::store::sealed::SealedFile;
-use weightvault::store::{SealRequest, TrainingFacts, Vault};
+use weightvault::store::Vault;
 
 const CS: u32 = 4096;
 const S1: &str = "files/model-00001-of-00002.safetensors.sealed";
@@ -124,17 +124,7 @@ fn every_tampering_is_refused_with_a_specific_error() {
     for (rev, seed) in [("r1", 1), ("r2", 100)] {
         let src = tmp.path().join(rev);
         make_checkpoint(&src, seed);
-        v.seal(
-            &src,
-            &SealRequest {
-                model: "tm".into(),
-                revision: rev.into(),
-                training: TrainingFacts::default(),
-            },
-            &sh.kw,
-            &(),
-        )
-        .unwrap();
+        v.seal(&src, &seal_request("tm", rev), &sh.kw, &()).unwrap();
     }
     let models = sh.vault_dir().join("models/tm");
     let r2 = models.join("r2");

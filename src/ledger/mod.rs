@@ -11,6 +11,7 @@ pub use weightvault_ledger::{ConsistencyProof, InclusionProof};
 
 pub mod backend;
 pub mod log;
+pub mod query;
 pub mod spool;
 
 use checkpoint::Checkpoint;

@@ -223,6 +223,52 @@ pub fn cli(vault: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// [`cli`] that must succeed: its standard output (the test fails with the command and its
+/// stderr otherwise).
+pub fn cli_ok(vault: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = cli(vault, args);
+    assert!(ok, "weightvault {args:?}: {err}");
+    out
+}
+
+/// `weightvault init` of a new vault with its own SoftHSM2 token; the test fails if it fails.
+pub fn init(vault: &Path) {
+    require_softhsm();
+    let (ok, out, err) = cli(vault, &["init"]);
+    assert!(ok, "init failed: {out} {err}");
+}
+
+/// `weightvault seal SRC --model MODEL --revision REV` for `what` (`MODEL@REV`), followed by
+/// `flags` (`--eccn`, `--training-ops`, `--force`, ...): (exit success, stdout, stderr).
+pub fn seal(
+    vault: &Path,
+    src: impl AsRef<Path>,
+    what: &str,
+    flags: &[&str],
+) -> (bool, String, String) {
+    let (model, rev) = what.split_once('@').expect("MODEL@REV");
+    let src = src.as_ref().to_str().unwrap();
+    let mut args = vec!["seal", src, "--model", model, "--revision", rev];
+    args.extend_from_slice(flags);
+    cli(vault, &args)
+}
+
+/// [`seal`] that must succeed: its standard output.
+pub fn seal_ok(vault: &Path, src: impl AsRef<Path>, what: &str, flags: &[&str]) -> String {
+    let (ok, out, err) = seal(vault, src, what, flags);
+    assert!(ok, "sealing {what}: {err}");
+    out
+}
+
+/// What the library's `Vault::seal` is asked to seal: `model@rev`, no training facts.
+pub fn seal_request(model: &str, rev: &str) -> weightvault::store::SealRequest {
+    weightvault::store::SealRequest {
+        model: model.into(),
+        revision: rev.into(),
+        training: weightvault::store::TrainingFacts::default(),
+    }
+}
+
 /// The per-user state directory the CLI uses for a test vault (beside it, so tests do not
 /// share one and nothing lands in the real user's home).
 pub fn state_dir_of(vault: &Path) -> PathBuf {

@@ -1,0 +1,155 @@
+//! `weightvault audit ...`: verifies the ledger, signs checkpoints, lists entries and prints
+//! and checks proofs for auditors and witnesses.
+
+use crate::cli::{write_out, AuditCommand, Exit};
+use crate::ledger::query::EntryFilter;
+use crate::ledger::record::Record;
+use crate::ledger::Ledger;
+use crate::store::Vault;
+use anyhow::{Context, Result};
+
+/// `--since`: RFC 3339, or a date meaning its midnight UTC.
+fn parse_since(s: &str) -> Result<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &fmt)
+        .map(|d| d.midnight().assume_utc())
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--since {s:?}: expected an RFC 3339 time (2026-11-22T10:00:00Z) or a date (2026-11-22)"
+            )
+        })
+}
+
+/// `--public-key`: an Ed25519 public key in hex.
+fn parse_key(hex_key: &str) -> Result<[u8; 32]> {
+    hex::decode(hex_key)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!("--public-key must be 64 hex digits (an Ed25519 public key)")
+        })
+}
+
+/// Runs an `audit` command; `vault` opens the vault for the commands that need it
+/// (`verify-proof` works offline without one).
+pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()> {
+    if let AuditCommand::VerifyProof {
+        file,
+        public_key,
+        key_name,
+    } = &cmd
+    {
+        let p: crate::ledger::InclusionProof = serde_json::from_str(
+            &std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?,
+        )
+        .with_context(|| format!("{}: not a proof from `audit prove`", file.display()))?;
+        let cp = p.verify(key_name, &parse_key(public_key)?)?;
+        outln!(
+            "entry {} is in the ledger at checkpoint size {} (signed by {key_name})",
+            p.index,
+            cp.size
+        );
+        return Ok(());
+    }
+    let v = vault()?;
+    let origin = v.config().ledger.origin.clone();
+    match cmd {
+        AuditCommand::VerifyProof { .. } => {}
+        AuditCommand::Verify { public_key } => {
+            let key = match public_key {
+                Some(k) => parse_key(&k)?,
+                None => v.key_wrap()?.ledger_public_key()?,
+            };
+            let r = Ledger::verify(&v.ledger_dir(), &origin, &key)?;
+            outln!(
+                "ledger verified: {} entries ({} closed segments), {} checkpoints (latest covers {}), {} entries not yet under a checkpoint",
+                r.entries, r.closed_segments, r.checkpoints, r.latest_size, r.uncovered
+            );
+        }
+        AuditCommand::Checkpoint => {
+            let kw = v.key_wrap()?;
+            let public = kw.ledger_public_key()?;
+            let (l, rec) = v.ledger()?;
+            if rec.discarded_bytes > 0 {
+                eprintln!(
+                    "ledger: discarded a torn final write of {} bytes",
+                    rec.discarded_bytes
+                );
+            }
+            let note = l.checkpoint(&origin, &public, &|m| {
+                kw.sign_ledger(m).map_err(|e| e.to_string())
+            })?;
+            out!("{note}");
+        }
+        AuditCommand::Show {
+            since,
+            model,
+            requester,
+            json,
+        } => {
+            let filter = EntryFilter {
+                since: since.as_deref().map(parse_since).transpose()?,
+                model,
+                requester,
+            };
+            // A closed standard output ends the listing (and the command) quietly.
+            let mut stopped: Option<Exit> = None;
+            let listed = Ledger::entries(&v.ledger_dir(), &mut |i, e| {
+                let r = Record::parse(e).map_err(|w| format!("not a canonical record: {w}"))?;
+                if !filter.matches(&r)? {
+                    return Ok(());
+                }
+                let written = if json {
+                    write_out(format_args!(
+                        "{{\"index\":{i},\"record\":{}}}\n",
+                        String::from_utf8_lossy(e)
+                    ))
+                } else {
+                    write_out(format_args!(
+                        "{i:>6} {} {:<16} {:<32} {}@{} {} {}{}{}\n",
+                        r.time,
+                        r.kind,
+                        r.requester,
+                        r.model,
+                        r.revision.as_deref().unwrap_or("-"),
+                        r.outcome,
+                        r.failed_checks.join(","),
+                        r.follows
+                            .map(|f| format!(" (follows {f})"))
+                            .unwrap_or_default(),
+                        r.reason
+                            .as_deref()
+                            .map(|w| format!(" — {w}"))
+                            .unwrap_or_default()
+                    ))
+                };
+                if let Err(x) = written {
+                    stopped = Some(x);
+                    return Err("standard output closed".into());
+                }
+                Ok(())
+            });
+            if let Some(x) = stopped {
+                return Err(x.into());
+            }
+            listed?;
+        }
+        AuditCommand::Consistency { from } => {
+            let p = Ledger::prove_consistency(&v.ledger_dir(), from)?;
+            outln!("{}", serde_json::to_string_pretty(&p)?);
+        }
+        AuditCommand::Prove { index } => {
+            let p = Ledger::prove(&v.ledger_dir(), index)?;
+            outln!("{}", serde_json::to_string_pretty(&p)?);
+        }
+        AuditCommand::PublicKey => {
+            outln!("{}", hex::encode(v.key_wrap()?.ledger_public_key()?));
+        }
+    }
+    Ok(())
+}
