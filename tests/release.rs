@@ -503,15 +503,18 @@ fn a_tier2_host_with_a_licence_is_allowed() {
 
 #[test]
 fn denials_are_explained_recorded_and_release_nothing() {
-    for (who, country, check) in [
-        ("acme", "KP", "destination"),  // Tier 3
-        ("acme", "IN", "licence"),      // Tier 2, no licence
-        ("umbrella", "AE", "licence"),  // expired (and another ECCN)
-        ("initech", "BR", "licence"),   // suspended
-        ("hooli", "SG", "licence"),     // allocation exhausted
-        ("bob", "US", "deemed_export"), // a nationality not cleared
-        ("shadow", "US", "restricted_parties"),
-    ] {
+    let rows = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/denials.tsv"),
+    )
+    .unwrap();
+    let rows: Vec<Vec<&str>> = rows
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 7, "tests/vectors/denials.tsv");
+    for row in rows {
+        let (who, country, check) = (row[0], row[1], row[2]);
         let out = out_dir(&format!("denied-{who}-{country}"));
         match fetch(&cfg(who, country), &rr(FRONTIER), &out) {
             Err(FetchError::Denied {

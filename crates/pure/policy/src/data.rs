@@ -20,8 +20,25 @@ pub struct PolicyError {
     pub message: String,
 }
 
-/// The file names the loader reads from a policy directory.
-pub const FILES: &[&str] = &[
+/// Names the policy files once: the loader's list, and the repository's own set compiled in.
+macro_rules! policy_files {
+    ($($name:literal),* $(,)?) => {
+        /// The file names the loader reads from a policy directory.
+        pub const FILES: &[&str] = &[$($name),*];
+
+        /// The repository's own `policies/`, compiled in (feature `repository-policies`): a
+        /// set that tests of the layers above can decide with, without reading a directory.
+        #[cfg(feature = "repository-policies")]
+        pub fn repository_files() -> std::collections::BTreeMap<String, String> {
+            [$(($name, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../policies/", $name)))),*]
+                .into_iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect()
+        }
+    };
+}
+
+policy_files!(
     "tiers.toml",
     "models.toml",
     "people.toml",
@@ -31,7 +48,7 @@ pub const FILES: &[&str] = &[
     "network.toml",
     "org.cedarschema",
     "org.cedar",
-];
+);
 
 pub(crate) struct Ctx<'a> {
     pub file: &'a str,

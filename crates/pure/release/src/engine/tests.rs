@@ -12,27 +12,14 @@ use weightvault_core::stream::{Opener, HEADER_LEN};
 use weightvault_policy::PolicySource;
 use weightvault_policy::{NoGeo, PolicyData};
 
-macro_rules! policy_files {
-    ($($name:literal),*) => {
-        [$(($name, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../policies/", $name)))),*]
-    };
-}
-
-const POLICY: &[(&str, &str)] = &policy_files!(
-    "tiers.toml",
-    "models.toml",
-    "people.toml",
-    "licences.toml",
-    "restricted-parties.csv",
-    "attesters.toml",
-    "network.toml",
-    "org.cedarschema",
-    "org.cedar"
-);
-
 const ATTESTER_SEED: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../tools/test-attester/seed.hex"
+));
+
+const DENIALS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../tests/vectors/denials.tsv"
 ));
 
 const NOW: OffsetDateTime = datetime!(2026-12-01 12:00 UTC);
@@ -50,16 +37,16 @@ impl PolicySource for Texts {
 
 /// The repository's policy with `edit` applied to the text of one file.
 fn policy_with(edit: impl Fn(&str, String) -> String) -> PolicyData {
-    let files = POLICY
-        .iter()
-        .map(|(name, text)| {
-            let mut t = text.to_string();
-            if *name == "network.toml" {
+    let files = weightvault_policy::data::repository_files()
+        .into_iter()
+        .map(|(name, mut t)| {
+            if name == "network.toml" {
                 t.push_str(
                     "\n[[vpn]]\ncidr = \"127.0.0.0/8\"\nname = \"test hosts over loopback\"\n",
                 );
             }
-            (name.to_string(), edit(name, t))
+            let t = edit(&name, t);
+            (name, t)
         })
         .collect();
     PolicyData::load(&Texts(files)).expect("the repository's policies load")
@@ -262,16 +249,16 @@ fn host_evidence_reason(d: &ReleaseDecision) -> String {
 
 #[test]
 fn denials_name_their_check_and_their_record_says_so() {
-    // The rows of tests/release.rs `denials_are_explained_recorded_and_release_nothing`.
-    for (who, country, check) in [
-        ("acme", "KP", "destination"),  // Tier 3
-        ("acme", "IN", "licence"),      // Tier 2, no licence
-        ("umbrella", "AE", "licence"),  // expired (and another ECCN)
-        ("initech", "BR", "licence"),   // suspended
-        ("hooli", "SG", "licence"),     // allocation exhausted
-        ("bob", "US", "deemed_export"), // a nationality not cleared
-        ("shadow", "US", "restricted_parties"),
-    ] {
+    // The rows tests/release.rs `denials_are_explained_recorded_and_release_nothing` sends
+    // through the service.
+    let rows: Vec<Vec<&str>> = DENIALS
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 7, "tests/vectors/denials.tsv");
+    for row in rows {
+        let (who, country, check) = (row[0], row[1], row[2]);
         let c = Case::new(who, country);
         let j = c.judge(&BTreeMap::new());
         assert!(!j.decision.allowed, "{who}/{country}");
