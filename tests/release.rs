@@ -503,18 +503,14 @@ fn a_tier2_host_with_a_licence_is_allowed() {
 
 #[test]
 fn denials_are_explained_recorded_and_release_nothing() {
-    let rows = std::fs::read_to_string(
+    let table = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/denials.tsv"),
     )
     .unwrap();
-    let rows: Vec<Vec<&str>> = rows
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split('\t').collect())
-        .collect();
+    let rows = weightvault::release::engine::vectors::denials(&table);
     assert_eq!(rows.len(), 7, "tests/vectors/denials.tsv");
     for row in rows {
-        let (who, country, check) = (row[0], row[1], row[2]);
+        let (who, country, check) = (row.client, row.country, row.check);
         let out = out_dir(&format!("denied-{who}-{country}"));
         match fetch(&cfg(who, country), &rr(FRONTIER), &out) {
             Err(FetchError::Denied {

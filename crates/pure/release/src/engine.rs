@@ -624,5 +624,37 @@ pub fn marks<'a>(
     })
 }
 
+/// Release requests that must be denied, as data (`tests/vectors/denials.tsv`): the same rows
+/// drive the end-to-end test through the service and the engine's table test without it.
+pub mod vectors {
+    /// One row: the client (a stem of the test PKI), the host's country, and the check that
+    /// must fail.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Denial<'a> {
+        /// Client certificate stem.
+        pub client: &'a str,
+        /// Attested country.
+        pub country: &'a str,
+        /// The failing check's name.
+        pub check: &'a str,
+    }
+
+    /// The rows of a denial table: tab-separated, `#` lines are comments.
+    pub fn denials(text: &str) -> Vec<Denial<'_>> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let mut f = l.split('\t');
+                let mut next = || f.next().expect("client, country and check on every row");
+                Denial {
+                    client: next(),
+                    country: next(),
+                    check: next(),
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -251,14 +251,10 @@ fn host_evidence_reason(d: &ReleaseDecision) -> String {
 fn denials_name_their_check_and_their_record_says_so() {
     // The rows tests/release.rs `denials_are_explained_recorded_and_release_nothing` sends
     // through the service.
-    let rows: Vec<Vec<&str>> = DENIALS
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split('\t').collect())
-        .collect();
+    let rows = vectors::denials(DENIALS);
     assert_eq!(rows.len(), 7, "tests/vectors/denials.tsv");
     for row in rows {
-        let (who, country, check) = (row[0], row[1], row[2]);
+        let (who, country, check) = (row.client, row.country, row.check);
         let c = Case::new(who, country);
         let j = c.judge(&BTreeMap::new());
         assert!(!j.decision.allowed, "{who}/{country}");
