@@ -484,9 +484,7 @@ fn run_audit(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()>
                     rec.discarded_bytes
                 );
             }
-            let note = l.checkpoint(&origin, &public, &|m| {
-                kw.sign_ledger(m).map_err(|e| e.to_string())
-            })?;
+            let note = l.checkpoint(&origin, &public, &|m| Ok(kw.sign_ledger(m)?))?;
             out!("{note}");
         }
         AuditCommand::Show {
