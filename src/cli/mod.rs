@@ -1064,9 +1064,10 @@ pub fn run(cli: Cli) -> Result<()> {
                     files.to_vec(),
                     "removed",
                 );
-                v.record(&r).map(|at| at.to_string()).map_err(|e| {
-                    format!("recording the removal in the ledger (nothing was removed): {e}")
-                })
+                let at = v
+                    .record(&r)
+                    .context("recording the removal in the ledger (nothing was removed)")?;
+                Ok(at.to_string())
             })?;
             outln!(
                 "{}: removed ({} sealed files, {}; {}). Its name can be sealed again.",
@@ -1142,7 +1143,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let rep = v.shred(&kw, &revision, |label, files| {
                 let (ledger, _) = v
                     .ledger()
-                    .map_err(|e| format!("opening the ledger (nothing was destroyed): {e}"))?;
+                    .context("opening the ledger (nothing was destroyed)")?;
                 let (model, rev) = label.split_once('@').expect("MODEL@REV");
                 ledger
                     .append(&crate::ledger::record::Record::action(
@@ -1154,10 +1155,8 @@ pub fn run(cli: Cli) -> Result<()> {
                         files.to_vec(),
                         "shredded",
                     ))
-                    .map(|_| ())
-                    .map_err(|e| {
-                        format!("recording the shred in the ledger (nothing was destroyed): {e}")
-                    })
+                    .context("recording the shred in the ledger (nothing was destroyed)")?;
+                Ok(())
             })?;
             outln!(
                 "{}: SHREDDED. The key slots of its {} sealed files are overwritten; every other object was rewrapped to KEK v{} ({} objects) and KEK versions {} destroyed, so copies made earlier cannot be opened either.",

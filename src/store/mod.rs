@@ -41,18 +41,20 @@ pub enum StoreError {
         /// Config path.
         path: PathBuf,
         /// What is wrong.
-        why: String,
+        #[source]
+        why: ConfigError,
     },
     /// Input that is not acceptable, with the reason.
     #[error("{0}")]
     BadInput(String),
     /// A file that should be safetensors is not.
-    #[error("{path}: not a valid safetensors file: {why}")]
+    #[error("{path}: not a valid safetensors file: {source}")]
     NotSafetensors {
         /// File.
         path: PathBuf,
         /// Why.
-        why: String,
+        #[source]
+        source: checkpoint::SafetensorsError,
     },
     /// The revision exists already.
     #[error("{model}@{revision} is already sealed in this vault (revisions are immutable; choose a new revision name)")]
@@ -101,6 +103,11 @@ pub enum StoreError {
         /// Where.
         path: PathBuf,
     },
+    /// The ledger record an action waits for (`record` of [`Vault::remove`], [`Vault::shred`],
+    /// [`Vault::retire_kek`]) could not be made, so the action was not done: the record's own
+    /// error.
+    #[error(transparent)]
+    Unrecorded(RecordError),
     /// SIGINT or SIGTERM asked the command to stop; nothing partial was kept.
     #[error("{0}; nothing partial was kept")]
     Interrupted(#[from] crate::interrupt::Interrupted),
@@ -116,6 +123,28 @@ pub enum StoreError {
         source: std::io::Error,
     },
 }
+
+/// What is wrong with a vault's `vault.toml`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Not TOML, or not the fields of a vault config.
+    #[error("line {line}: {}", .error.message().trim())]
+    Parse {
+        /// The line the error is on (0 when the parser names none).
+        line: usize,
+        /// The parser's error. Not a `source`: its `Display` is a multi-line excerpt of the
+        /// file, and the line and message above already say it. Boxed: it is large.
+        error: Box<toml::de::Error>,
+    },
+    /// `seal.chunk_size` outside what the sealed format allows.
+    #[error("seal.chunk_size {0} is out of range")]
+    ChunkSize(u32),
+}
+
+/// Why the ledger record an action waits for could not be made (the caller's own error): see
+/// [`StoreError::Unrecorded`].
+pub type RecordError = Box<dyn std::error::Error + Send + Sync>;
 
 impl From<output::ScratchError> for StoreError {
     fn from(e: output::ScratchError) -> Self {
@@ -570,7 +599,10 @@ impl Vault {
                 .unwrap_or(0);
             StoreError::Config {
                 path: cfg_path.clone(),
-                why: format!("line {line}: {}", e.message().trim()),
+                why: ConfigError::Parse {
+                    line,
+                    error: Box::new(e),
+                },
             }
         })?;
         if !(crate::format::MIN_CHUNK_SIZE..=crate::format::MAX_CHUNK_SIZE)
@@ -578,7 +610,7 @@ impl Vault {
         {
             return Err(StoreError::Config {
                 path: cfg_path,
-                why: format!("seal.chunk_size {} is out of range", config.seal.chunk_size),
+                why: ConfigError::ChunkSize(config.seal.chunk_size),
             });
         }
         Ok(Self {
@@ -861,7 +893,7 @@ impl Vault {
     pub fn remove(
         &self,
         r: &RevisionRef,
-        record: impl FnOnce(&str, &[String]) -> Result<String, String>,
+        record: impl FnOnce(&str, &[String]) -> Result<String, RecordError>,
     ) -> Result<RemoveReport, StoreError> {
         let (label, dir) = self.named_revision(r, "remove")?;
         let mut files = Vec::new();
@@ -872,7 +904,7 @@ impl Vault {
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
             .sum();
         let names: Vec<String> = files.iter().map(|p| self.relative(p)).collect();
-        let recorded = record(&label, &names).map_err(StoreError::BadInput)?;
+        let recorded = record(&label, &names).map_err(StoreError::Unrecorded)?;
         let scratch = output::Scratch::beside(&dir, "removed", false)?;
         let moved = scratch.path().join("revision");
         std::fs::rename(&dir, &moved).map_err(|e| StoreError::io("removing", &dir, e))?;
