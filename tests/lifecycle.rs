@@ -9,8 +9,15 @@ use std::process::{Command, Stdio};
 /// A fresh vault with one sealed revision `m@r1` of `files` small safetensors shards (and a
 /// hidden file, sealed like any other). Returns (scratch, vault, source dir).
 fn sealed_vault(files: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
-    common::require_softhsm();
     let t = common::scratch();
+    let vault = t.path().join("vault");
+    let src = sealed_vault_at(&t, &vault, files);
+    (t, vault, src)
+}
+
+/// [`sealed_vault`] with the vault at `vault`; returns the source dir (in `t`).
+fn sealed_vault_at(t: &tempfile::TempDir, vault: &Path, files: usize) -> PathBuf {
+    common::require_softhsm();
     let src = t.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..files {
@@ -25,10 +32,9 @@ fn sealed_vault(files: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
         );
     }
     std::fs::write(src.join(".gitattributes"), "*.safetensors filter=lfs\n").unwrap();
-    let vault = t.path().join("vault");
-    cli_ok(&vault, &["init"]);
-    seal(&vault, &src, "r1");
-    (t, vault, src)
+    cli_ok(vault, &["init"]);
+    seal(vault, &src, "r1");
+    src
 }
 
 fn seal(vault: &Path, src: &Path, revision: &str) {
@@ -206,7 +212,11 @@ fn a_rewrap_killed_at_random_points_leaves_every_object_openable() {
 
 #[test]
 fn shred_destroys_a_revision_for_good_and_leaves_the_others() {
-    let (t, vault, src) = sealed_vault(4);
+    // The end opens the token in this process: the vault is where SOFTHSM2_CONF points.
+    let t = common::scratch();
+    let hsm = common::in_process_vault();
+    let vault = hsm.join("vault");
+    let src = sealed_vault_at(&t, &vault, 4);
     seal(&vault, &src, "r2");
     // A backup of r1 taken before the shred.
     let r1 = vault.join("models/m/r1");

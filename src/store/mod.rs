@@ -461,12 +461,44 @@ pub fn threads(configured: usize) -> usize {
     }
 }
 
+/// Where `init` puts the embedded token's SoftHSM2 configuration, under the vault (it writes
+/// the file beside the token directory, `hsm/tokens/`).
+const EMBEDDED_SOFTHSM2_CONF: &str = "hsm/softhsm2.conf";
+
+/// A path of the vault config: relative paths are under the vault directory `dir`.
+fn resolve_in(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.into()
+    } else {
+        dir.join(p)
+    }
+}
+
 impl Vault {
     /// The default vault directory: `$WEIGHTVAULT_HOME`, else `./vault`.
     pub fn default_dir() -> PathBuf {
         std::env::var_os("WEIGHTVAULT_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("vault"))
+    }
+
+    /// The SoftHSM2 configuration that a process working on the vault at `dir` must be started
+    /// with, as `SOFTHSM2_CONF` (see [`crate::hsm`] for why it cannot be set later): the one
+    /// its `vault.toml` names or, with no `vault.toml` yet, the one [`Vault::init`]`(dir,
+    /// module)` makes. `None` when the vault uses another HSM, or when its config cannot be
+    /// read (opening the vault then says why). Reads only `vault.toml`.
+    pub fn softhsm2_conf_for(dir: &Path, module: Option<&Path>) -> Option<PathBuf> {
+        match std::fs::read_to_string(dir.join("vault.toml")) {
+            Ok(text) => toml::from_str::<VaultConfig>(&text)
+                .ok()?
+                .hsm
+                .softhsm2_conf
+                .map(|p| resolve_in(dir, &p)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                module.is_none().then(|| dir.join(EMBEDDED_SOFTHSM2_CONF))
+            }
+            Err(_) => None,
+        }
     }
 
     /// Makes a vault at `dir` with an embedded SoftHSM2 token and KEK, keeping whatever is
@@ -489,7 +521,7 @@ impl Vault {
                     token_label: "weightvault".into(),
                     kek_label: "weightvault-kek".into(),
                     pin_file: Some("hsm/user.pin".into()),
-                    softhsm2_conf: module.is_none().then(|| "hsm/softhsm2.conf".into()),
+                    softhsm2_conf: module.is_none().then(|| EMBEDDED_SOFTHSM2_CONF.into()),
                     lock_file: "hsm/token.lock".into(),
                 },
                 seal: SealSection::default(),
@@ -640,11 +672,7 @@ impl Vault {
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.into()
-        } else {
-            self.dir.join(p)
-        }
+        resolve_in(&self.dir, p)
     }
 
     /// The HSM settings, with the PIN from `WEIGHTVAULT_HSM_PIN` or the PIN file.
