@@ -30,7 +30,8 @@
 //! has a second thread, by whoever starts it:
 //!
 //! - the `weightvault` command sets it in `main`, right after parsing its arguments, from the
-//!   vault it is given ([`crate::cli::Cli::softhsm2_conf`], [`crate::store::Vault::softhsm2_conf_for`]);
+//!   vault it is given ([`crate::cli::Cli::softhsm2_conf`],
+//!   [`crate::store::Vault::softhsm2_conf_for`]);
 //! - test processes get it from cargo (`[env]` in `.cargo/config.toml`), and the tests that
 //!   open an HSM in their own process make their vault where it points (`tests/common`);
 //! - another program using the library sets it in the environment it starts with, or at the
@@ -83,7 +84,7 @@ pub enum HsmError {
     /// The process was not started with `SOFTHSM2_CONF` naming the vault's SoftHSM2
     /// configuration, the only place SoftHSM2 takes it from.
     #[error(
-        "this vault's SoftHSM2 configuration is {conf}, but {}: SoftHSM2 reads only the environment's, when it is first initialised in a process; start the process with SOFTHSM2_CONF={conf} (the weightvault command sets it itself before it starts)",
+        "this vault's SoftHSM2 configuration is {conf}, but {}: SoftHSM2 takes its configuration only from SOFTHSM2_CONF, which cannot be changed safely once a process runs threads; start the process with SOFTHSM2_CONF={conf}, as the weightvault command does",
         env_conf(.env)
     )]
     SoftHsmConfEnv {
