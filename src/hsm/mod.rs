@@ -997,3 +997,36 @@ impl Pkcs11KeyWrap {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{check_softhsm2_conf, HsmError};
+
+    #[test]
+    fn a_configuration_the_environment_does_not_name_is_refused_not_set() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("tokens")).unwrap();
+        let conf = t.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\n",
+                t.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
+        // Whatever the test process was started with (cargo's, or none), it is not this file.
+        let before = std::env::var_os("SOFTHSM2_CONF");
+        let e = check_softhsm2_conf(&conf).unwrap_err();
+        assert!(matches!(e, HsmError::SoftHsmConfEnv { .. }), "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains(&format!(
+                "start the process with SOFTHSM2_CONF={}",
+                conf.display()
+            )),
+            "{m}"
+        );
+        assert_eq!(std::env::var_os("SOFTHSM2_CONF"), before);
+    }
+}
