@@ -15,7 +15,13 @@ fn main() -> anyhow::Result<()> {
         a.len() == 5,
         "usage: trace-fixture VAULT MODEL@REV RELEASES OUT_DIR"
     );
-    let v = Vault::open(std::path::Path::new(&a[1]))?;
+    let dir = std::path::Path::new(&a[1]);
+    // Before any thread: the library only checks SOFTHSM2_CONF (see weightvault::hsm).
+    if let Some(conf) = Vault::softhsm2_conf_for(dir, None) {
+        #[allow(clippy::disallowed_methods)]
+        std::env::set_var(weightvault::hsm::SOFTHSM2_CONF_VAR, conf);
+    }
+    let v = Vault::open(dir)?;
     let r: RevisionRef = a[2].parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let n: u64 = a[3].parse()?;
     let out = std::path::PathBuf::from(&a[4]);

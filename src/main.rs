@@ -12,6 +12,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = weightvault::cli::Cli::parse();
+    if let Some(conf) = cli.softhsm2_conf() {
+        set_softhsm2_conf(&conf);
+    }
     match weightvault::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => match e.downcast::<weightvault::cli::Exit>() {
@@ -25,6 +28,15 @@ fn main() -> std::process::ExitCode {
             Err(e) => report(e),
         },
     }
+}
+
+/// Points SoftHSM2 at the vault's configuration: the only place it takes one from is
+/// `SOFTHSM2_CONF`, read when the module is initialised. Here, at the start of `main`, the
+/// process has one thread, so nothing can read the environment while it changes; the library
+/// never sets it, only checks it (see `weightvault::hsm`).
+#[allow(clippy::disallowed_methods)]
+fn set_softhsm2_conf(conf: &std::path::Path) {
+    std::env::set_var(weightvault::hsm::SOFTHSM2_CONF_VAR, conf);
 }
 
 /// The one line for an error, and the status: as the shell reports a signal that stopped the

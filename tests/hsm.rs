@@ -208,7 +208,9 @@ fn ledger_tampering_is_detected() {
     let sh = shared();
     let public = sh.kw.ledger_public_key().unwrap();
     let name = "weightvault.test/ledger";
-    let sign = |m: &[u8]| sh.kw.sign_ledger(m).map_err(|e| e.to_string());
+    let sign = |m: &[u8]| -> Result<[u8; 64], weightvault::ledger::SignError> {
+        Ok(sh.kw.sign_ledger(m)?)
+    };
     let tmp = common::scratch();
     let dir = tmp.path().join("ledger");
     // Segments of 4 entries: 12 entries fill three closed (write-once) segments.

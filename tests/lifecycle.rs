@@ -11,6 +11,14 @@ use std::process::{Command, Stdio};
 /// hidden file, sealed like any other). Returns (scratch, vault, source dir).
 fn sealed_vault(files: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let t = common::scratch();
+    let vault = t.path().join("vault");
+    let src = sealed_vault_at(&t, &vault, files);
+    (t, vault, src)
+}
+
+/// [`sealed_vault`] with the vault at `vault`; returns the source dir (in `t`).
+fn sealed_vault_at(t: &tempfile::TempDir, vault: &Path, files: usize) -> PathBuf {
+    common::require_softhsm();
     let src = t.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..files {
@@ -25,10 +33,9 @@ fn sealed_vault(files: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
         );
     }
     std::fs::write(src.join(".gitattributes"), "*.safetensors filter=lfs\n").unwrap();
-    let vault = t.path().join("vault");
-    common::init(&vault);
-    common::seal_ok(&vault, &src, "m@r1", FACTS);
-    (t, vault, src)
+    common::init(vault);
+    common::seal_ok(vault, &src, "m@r1", FACTS);
+    src
 }
 
 /// The export facts every revision here is sealed with.
@@ -185,7 +192,11 @@ fn a_rewrap_killed_at_random_points_leaves_every_object_openable() {
 
 #[test]
 fn shred_destroys_a_revision_for_good_and_leaves_the_others() {
-    let (t, vault, src) = sealed_vault(4);
+    // The end opens the token in this process: the vault is where SOFTHSM2_CONF points.
+    let t = common::scratch();
+    let hsm = common::in_process_vault();
+    let vault = hsm.join("vault");
+    let src = sealed_vault_at(&t, &vault, 4);
     common::seal_ok(&vault, &src, "m@r2", FACTS);
     // A backup of r1 taken before the shred.
     let r1 = vault.join("models/m/r1");

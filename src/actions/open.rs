@@ -50,7 +50,7 @@ pub enum OpenError {
         name: String,
         /// Why.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// The ledger could not be opened: nothing was opened.
     #[error("opening the ledger (nothing was opened)")]
@@ -104,7 +104,7 @@ impl Vault {
                 rev.open_tensor_to(name, out)
                     .map_err(|source| OpenError::Tensor {
                         name: name.to_string(),
-                        source,
+                        source: Box::new(source),
                     })
             }
             OpenTarget::Files { threads, progress } => {

@@ -4,6 +4,7 @@
 use super::operator_record;
 use crate::ledger::words::{Kind, Outcome};
 use crate::store::{RemoveReport, RevisionRef, StoreError, Vault};
+use anyhow::Context;
 
 impl Vault {
     /// Removes `r` (see [`Vault::remove`]) as `operator`'s action: a `remove` record of its
@@ -25,9 +26,10 @@ impl Vault {
                 files.to_vec(),
                 Outcome::Removed,
             );
-            self.record(&rec).map(|at| at.to_string()).map_err(|e| {
-                format!("recording the removal in the ledger (nothing was removed): {e}")
-            })
+            let at = self
+                .record(&rec)
+                .context("recording the removal in the ledger (nothing was removed)")?;
+            Ok(at.to_string())
         })
     }
 }

@@ -6,6 +6,7 @@ use super::operator_record;
 use crate::hsm::Pkcs11KeyWrap;
 use crate::ledger::words::{Kind, Outcome};
 use crate::store::{RevisionRef, ShredReport, StoreError, Vault};
+use anyhow::Context;
 
 impl Vault {
     /// Shreds `r` (see [`Vault::shred`]) as `operator`'s action, its `shred` record of every
@@ -20,7 +21,7 @@ impl Vault {
         self.shred(kw, r, |label, files| {
             let (ledger, _) = self
                 .ledger()
-                .map_err(|e| format!("opening the ledger (nothing was destroyed): {e}"))?;
+                .context("opening the ledger (nothing was destroyed)")?;
             let (model, rev) = label.split_once('@').expect("MODEL@REV");
             ledger
                 .append(&operator_record(
@@ -31,10 +32,8 @@ impl Vault {
                     files.to_vec(),
                     Outcome::Shredded,
                 ))
-                .map(|_| ())
-                .map_err(|e| {
-                    format!("recording the shred in the ledger (nothing was destroyed): {e}")
-                })
+                .context("recording the shred in the ledger (nothing was destroyed)")?;
+            Ok(())
         })
     }
 }

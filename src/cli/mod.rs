@@ -92,6 +92,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The SoftHSM2 configuration this command needs as `SOFTHSM2_CONF`: its vault's (or, for
+    /// `init` with no `--hsm-module`, the one it makes). `main` sets it before any thread
+    /// starts; the library only checks it (see [`crate::hsm`]).
+    pub fn softhsm2_conf(&self) -> Option<PathBuf> {
+        let dir = self.vault.clone().unwrap_or_else(Vault::default_dir);
+        let module = match &self.command {
+            Command::Init { hsm_module } => hsm_module.as_deref(),
+            _ => None,
+        };
+        Vault::softhsm2_conf_for(&dir, module)
+    }
+}
+
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

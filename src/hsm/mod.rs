@@ -9,6 +9,37 @@
 //! This module must never print, log or store the PIN or a data key. SoftHSM2 breaks when
 //! several processes log in to one token at once, so every PKCS#11 call here runs under an
 //! exclusive lock on a file beside the token ([`TokenLock`]).
+//!
+//! ## `SOFTHSM2_CONF` is set by whoever starts the process, never here
+//!
+//! A vault with an embedded token has its own SoftHSM2 configuration,
+//! `<vault>/hsm/softhsm2.conf`, and SoftHSM2 takes a configuration from one place only: its
+//! `C_Initialize` reloads the file named by the environment variable `SOFTHSM2_CONF` (else
+//! `~/.config/softhsm2/softhsm2.conf`, else `/etc/softhsm/softhsm2.conf`;
+//! `SimpleConfigLoader::getConfigPath` in SoftHSMv2's `src/lib/common/SimpleConfigLoader.cpp`).
+//! There is no other way in: `SoftHSM::C_Initialize` answers `CKR_ARGUMENTS_BAD` to a
+//! non-null `pReserved` in `CK_C_INITIALIZE_ARGS`, the one field PKCS#11 leaves to a module,
+//! and SoftHSM2 has no function or option that takes a path.
+//!
+//! Setting the variable from here would be unsound: `std::env::set_var` races every other
+//! thread that reads the environment (C code calls `getenv` without Rust's lock: SoftHSM2
+//! itself, the resolver, time zones), and by the time a vault opens its HSM the service's
+//! runtime, sealing workers or the test harness's threads may be running. So this module only
+//! reads it: [`check_softhsm2_conf`] refuses, with [`HsmError::SoftHsmConfEnv`] saying what to
+//! set, unless `SOFTHSM2_CONF` names the vault's configuration. It is set before the process
+//! has a second thread, by whoever starts it:
+//!
+//! - the `weightvault` command sets it in `main`, right after parsing its arguments, from the
+//!   vault it is given ([`crate::cli::Cli::softhsm2_conf`],
+//!   [`crate::store::Vault::softhsm2_conf_for`]);
+//! - test processes get it from cargo (`[env]` in `.cargo/config.toml`), and the tests that
+//!   open an HSM in their own process make their vault where it points (`tests/common`);
+//! - another program using the library sets it in the environment it starts with, or at the
+//!   start of its `main` as the command does.
+//!
+//! A process therefore works with one SoftHSM2 configuration, as it has to anyway: the loaded
+//! module, and the configuration its first `C_Initialize` read, are shared by the whole
+//! process. The root `clippy.toml` refuses `set_var` outside a binary's `main`.
 
 use crate::keys::{DataKey, KEY_LEN};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -26,6 +57,9 @@ use zeroize::Zeroizing;
 
 /// The Debian path of SoftHSM2's PKCS#11 module.
 pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// The environment variable SoftHSM2 takes its configuration file from.
+pub const SOFTHSM2_CONF_VAR: &str = "SOFTHSM2_CONF";
 
 /// What went wrong talking to the HSM, in words an operator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +80,18 @@ pub enum HsmError {
         path: PathBuf,
         /// What is wrong.
         why: String,
+    },
+    /// The process was not started with `SOFTHSM2_CONF` naming the vault's SoftHSM2
+    /// configuration, the only place SoftHSM2 takes it from.
+    #[error(
+        "this vault's SoftHSM2 configuration is {conf}, but {}: SoftHSM2 takes its configuration only from SOFTHSM2_CONF, which cannot be changed safely once a process runs threads; start the process with SOFTHSM2_CONF={conf}, as the weightvault command does",
+        env_conf(.env)
+    )]
+    SoftHsmConfEnv {
+        /// The vault's SoftHSM2 configuration.
+        conf: PathBuf,
+        /// `SOFTHSM2_CONF` in this process's environment.
+        env: Option<PathBuf>,
     },
     /// No token with the configured label.
     #[error("no HSM token labelled '{0}' (run `weightvault init`, or check [hsm] token_label)")]
@@ -110,6 +156,14 @@ pub enum HsmError {
         #[source]
         source: CkError,
     },
+}
+
+/// What `SOFTHSM2_CONF` is, for [`HsmError::SoftHsmConfEnv`].
+fn env_conf(env: &Option<PathBuf>) -> String {
+    match env {
+        Some(e) => format!("SOFTHSM2_CONF is {}", e.display()),
+        None => "SOFTHSM2_CONF is not set".into(),
+    }
 }
 
 fn ck(during: &'static str) -> impl FnOnce(CkError) -> HsmError {
@@ -183,7 +237,8 @@ pub struct HsmConfig {
     pub kek_label: String,
     /// User PIN.
     pub pin: Pin,
-    /// SoftHSM2 configuration file to use (sets `SOFTHSM2_CONF`), if any.
+    /// SoftHSM2 configuration file to use, if any: the process must have been started with
+    /// `SOFTHSM2_CONF` naming it (see the module doc).
     pub softhsm2_conf: Option<PathBuf>,
     /// Lock file serialising PKCS#11 use across processes.
     pub lock_file: PathBuf,
@@ -212,9 +267,10 @@ impl Drop for TokenLock {
     }
 }
 
-/// Checks a SoftHSM2 config and points this process at it. SoftHSM2 reports a bad config only
+/// Checks a SoftHSM2 configuration and that this process was started with `SOFTHSM2_CONF`
+/// naming it (the module doc says why it is not set here). SoftHSM2 reports a bad config only
 /// as `CKR_GENERAL_ERROR` at initialise, so the file and its token directory are checked first.
-pub fn use_softhsm2_conf(conf: &Path) -> Result<(), HsmError> {
+pub fn check_softhsm2_conf(conf: &Path) -> Result<(), HsmError> {
     let bad = |why: String| HsmError::SoftHsmConf {
         path: conf.into(),
         why,
@@ -232,17 +288,25 @@ pub fn use_softhsm2_conf(conf: &Path) -> Result<(), HsmError> {
             dir.display()
         )));
     }
-    // Edition 2021: set_var is safe. It runs before the module is loaded and before this
-    // process starts any thread that reads the environment.
-    if std::env::var_os("SOFTHSM2_CONF").as_deref() != Some(conf.as_os_str()) {
-        std::env::set_var("SOFTHSM2_CONF", conf);
+    // Only read: SoftHSM2 reads it again in C_Initialize, and nothing changes it after the
+    // process starts.
+    let env = std::env::var_os(SOFTHSM2_CONF_VAR).map(PathBuf::from);
+    let same = |e: &Path| match (e.canonicalize(), conf.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => e == conf,
+    };
+    if !env.as_deref().is_some_and(same) {
+        return Err(HsmError::SoftHsmConfEnv {
+            conf: conf.into(),
+            env,
+        });
     }
     Ok(())
 }
 
 fn load_module(cfg: &HsmConfig) -> Result<Pkcs11, HsmError> {
     if let Some(conf) = &cfg.softhsm2_conf {
-        use_softhsm2_conf(conf)?;
+        check_softhsm2_conf(conf)?;
     }
     if !cfg.module.exists() {
         return Err(HsmError::Module {
@@ -446,7 +510,7 @@ pub fn init_softhsm2_token(
     )
     .map_err(io)?;
     let _lock = TokenLock::acquire(lock_file)?;
-    use_softhsm2_conf(&conf)?;
+    check_softhsm2_conf(&conf)?;
     let cfg = HsmConfig {
         module: module.into(),
         token_label: token_label.into(),
@@ -931,5 +995,38 @@ impl Pkcs11KeyWrap {
                 source: CkError::Pkcs11(RvError::GeneralError, cryptoki::context::Function::Sign),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_softhsm2_conf, HsmError};
+
+    #[test]
+    fn a_configuration_the_environment_does_not_name_is_refused_not_set() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("tokens")).unwrap();
+        let conf = t.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\n",
+                t.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
+        // Whatever the test process was started with (cargo's, or none), it is not this file.
+        let before = std::env::var_os("SOFTHSM2_CONF");
+        let e = check_softhsm2_conf(&conf).unwrap_err();
+        assert!(matches!(e, HsmError::SoftHsmConfEnv { .. }), "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains(&format!(
+                "start the process with SOFTHSM2_CONF={}",
+                conf.display()
+            )),
+            "{m}"
+        );
+        assert_eq!(std::env::var_os("SOFTHSM2_CONF"), before);
     }
 }

@@ -36,7 +36,7 @@ pub enum LedgerError {
     },
     /// Signing failed.
     #[error("signing a checkpoint: {0}")]
-    Sign(String),
+    Sign(#[source] SignError),
     /// Verification found a problem.
     #[error("ledger verification failed: {0}")]
     Verify(String),
@@ -48,8 +48,11 @@ impl From<proof::ProofError> for LedgerError {
     }
 }
 
+/// Why a [`Signer`] could not sign: the signer's own error (the HSM's, in production).
+pub type SignError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Signs a checkpoint body with the ledger key (the HSM in production).
-pub type Signer<'a> = dyn Fn(&[u8]) -> Result<[u8; 64], String> + 'a;
+pub type Signer<'a> = dyn Fn(&[u8]) -> Result<[u8; 64], SignError> + 'a;
 
 /// An open ledger.
 pub struct Ledger {

@@ -689,17 +689,12 @@ fn checkpoint_if_new(st: &AppState, last: u64) -> u64 {
         return last;
     }
     let origin = st.vault.config().ledger.origin.clone();
-    let r = st
-        .kw
-        .ledger_public_key()
-        .map_err(|e| e.to_string())
-        .and_then(|public| {
-            st.ledger
-                .checkpoint(&origin, &public, &|m| {
-                    st.kw.sign_ledger(m).map_err(|e| e.to_string())
-                })
-                .map_err(|e| e.to_string())
-        });
+    let r = (|| -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let public = st.kw.ledger_public_key()?;
+        Ok(st
+            .ledger
+            .checkpoint(&origin, &public, &|m| Ok(st.kw.sign_ledger(m)?))?)
+    })();
     match r {
         Ok(_) => {
             tracing::info!(size = n, "ledger checkpoint signed");

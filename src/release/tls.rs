@@ -124,12 +124,26 @@ pub struct ClientIdentity {
     pub fingerprint: [u8; 32],
 }
 
+/// Why a client certificate names no requester.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// It is not a DER X.509 certificate.
+    #[error("unreadable certificate: {0}")]
+    Unreadable(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// It has neither a URI nor an e-mail subject alternative name.
+    #[error("the client certificate names no e-mail or URI subject alternative name")]
+    NoIdentity,
+    /// It has several URI SANs, or no URI SAN and several e-mail SANs.
+    #[error("the client certificate names more than one identity")]
+    SeveralIdentities,
+}
+
 /// The identity of a client certificate (already verified by the TLS handshake): its single
 /// URI SAN (a workload) or else its single e-mail SAN (a person).
-pub fn identity_of(der: &[u8]) -> Result<ClientIdentity, String> {
+pub fn identity_of(der: &[u8]) -> Result<ClientIdentity, IdentityError> {
     use x509_parser::prelude::*;
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(IdentityError::Unreadable)?;
     let mut uris = Vec::new();
     let mut emails = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -153,9 +167,7 @@ pub fn identity_of(der: &[u8]) -> Result<ClientIdentity, String> {
             workload: false,
             fingerprint,
         }),
-        ([], []) => {
-            Err("the client certificate names no e-mail or URI subject alternative name".into())
-        }
-        _ => Err("the client certificate names more than one identity".into()),
+        ([], []) => Err(IdentityError::NoIdentity),
+        _ => Err(IdentityError::SeveralIdentities),
     }
 }

@@ -7,10 +7,38 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use weightvault_core::header_check::HeaderError;
 pub use weightvault_core::header_check::{check_rel_path, parse_safetensors_meta};
 
 /// Largest safetensors JSON header accepted (the `safetensors` crate's own limit).
 pub const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// Why a file is not a safetensors file the vault can seal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SafetensorsError {
+    /// Too short for the 8-byte header length.
+    #[error("{0} bytes is too short for a header")]
+    TooShort(u64),
+    /// The header length is larger than any accepted.
+    #[error("header length {0} exceeds {MAX_SAFETENSORS_HEADER}")]
+    HeaderTooLong(u64),
+    /// The header length runs past the end of the file.
+    #[error("header length {header} runs past the end of the {len}-byte file")]
+    PastEnd {
+        /// The header length.
+        header: u64,
+        /// The file's length.
+        len: u64,
+    },
+    /// The header is not UTF-8, not a safetensors header, or does not describe exactly the
+    /// bytes after it.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    /// A single file given to seal that is not named `.safetensors`.
+    #[error("a single file to seal must be a .safetensors file (or give a checkpoint directory)")]
+    NotNamedSafetensors,
+}
 
 /// One file of a checkpoint, ready to seal.
 #[derive(Debug, Clone)]
@@ -40,9 +68,9 @@ pub struct CheckpointFile {
 /// Reads and validates a safetensors file's header: returns (meta bytes, data start, data
 /// length, tensor count). The header must describe exactly the bytes that follow it.
 pub fn read_safetensors_header(path: &Path) -> Result<(Vec<u8>, u64, u64, usize), StoreError> {
-    let bad = |why: String| StoreError::NotSafetensors {
+    let bad = |source: SafetensorsError| StoreError::NotSafetensors {
         path: path.into(),
-        why,
+        source,
     };
     let f = File::open(path).map_err(|e| StoreError::io("opening", path, e))?;
     let len = f
@@ -50,28 +78,24 @@ pub fn read_safetensors_header(path: &Path) -> Result<(Vec<u8>, u64, u64, usize)
         .map_err(|e| StoreError::io("reading", path, e))?
         .len();
     if len < 8 {
-        return Err(bad(format!("{len} bytes is too short for a header")));
+        return Err(bad(SafetensorsError::TooShort(len)));
     }
     let mut n8 = [0u8; 8];
     f.read_exact_at(&mut n8, 0)
         .map_err(|e| StoreError::io("reading", path, e))?;
     let n = u64::from_le_bytes(n8);
     if n > MAX_SAFETENSORS_HEADER {
-        return Err(bad(format!(
-            "header length {n} exceeds {MAX_SAFETENSORS_HEADER}"
-        )));
+        return Err(bad(SafetensorsError::HeaderTooLong(n)));
     }
     if 8 + n > len {
-        return Err(bad(format!(
-            "header length {n} runs past the end of the {len}-byte file"
-        )));
+        return Err(bad(SafetensorsError::PastEnd { header: n, len }));
     }
     let mut meta = vec![0u8; 8 + n as usize];
     f.read_exact_at(&mut meta, 0)
         .map_err(|e| StoreError::io("reading", path, e))?;
-    let json = std::str::from_utf8(&meta[8..]).map_err(|_| bad("header is not UTF-8".into()))?;
-    super::header_check::check(json, Some(len - 8 - n)).map_err(|e| bad(e.to_string()))?;
-    let md = parse_safetensors_meta(&meta).map_err(|e| bad(e.to_string()))?;
+    let json = std::str::from_utf8(&meta[8..]).map_err(|_| bad(HeaderError::NotUtf8.into()))?;
+    super::header_check::check(json, Some(len - 8 - n)).map_err(|e| bad(e.into()))?;
+    let md = parse_safetensors_meta(&meta).map_err(|e| bad(e.into()))?;
     let data_len = md.data_len() as u64;
     Ok((meta, 8 + n, data_len, md.tensors().len()))
 }
@@ -140,7 +164,7 @@ pub fn plan(src: &Path) -> Result<Vec<CheckpointFile>, StoreError> {
         if !name.ends_with(".safetensors") {
             return Err(StoreError::NotSafetensors {
                 path: src.into(),
-                why: "a single file to seal must be a .safetensors file (or give a checkpoint directory)".into(),
+                source: SafetensorsError::NotNamedSafetensors,
             });
         }
         files.push((src.to_path_buf(), name.to_string()));

@@ -42,18 +42,20 @@ pub enum StoreError {
         /// Config path.
         path: PathBuf,
         /// What is wrong.
-        why: String,
+        #[source]
+        why: ConfigError,
     },
     /// Input that is not acceptable, with the reason.
     #[error("{0}")]
     BadInput(String),
     /// A file that should be safetensors is not.
-    #[error("{path}: not a valid safetensors file: {why}")]
+    #[error("{path}: not a valid safetensors file: {source}")]
     NotSafetensors {
         /// File.
         path: PathBuf,
         /// Why.
-        why: String,
+        #[source]
+        source: checkpoint::SafetensorsError,
     },
     /// The revision exists already.
     #[error("{model}@{revision} is already sealed in this vault (revisions are immutable; choose a new revision name)")]
@@ -102,6 +104,11 @@ pub enum StoreError {
         /// Where.
         path: PathBuf,
     },
+    /// The ledger record an action waits for (`record` of [`Vault::remove`], [`Vault::shred`],
+    /// [`Vault::retire_kek`]) could not be made, so the action was not done: the record's own
+    /// error.
+    #[error(transparent)]
+    Unrecorded(RecordError),
     /// SIGINT or SIGTERM asked the command to stop; nothing partial was kept.
     #[error("{0}; nothing partial was kept")]
     Interrupted(#[from] crate::interrupt::Interrupted),
@@ -117,6 +124,28 @@ pub enum StoreError {
         source: std::io::Error,
     },
 }
+
+/// What is wrong with a vault's `vault.toml`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Not TOML, or not the fields of a vault config.
+    #[error("line {line}: {}", .error.message().trim())]
+    Parse {
+        /// The line the error is on (0 when the parser names none).
+        line: usize,
+        /// The parser's error. Not a `source`: its `Display` is a multi-line excerpt of the
+        /// file, and the line and message above already say it. Boxed: it is large.
+        error: Box<toml::de::Error>,
+    },
+    /// `seal.chunk_size` outside what the sealed format allows.
+    #[error("seal.chunk_size {0} is out of range")]
+    ChunkSize(u32),
+}
+
+/// Why the ledger record an action waits for could not be made (the caller's own error): see
+/// [`StoreError::Unrecorded`].
+pub type RecordError = Box<dyn std::error::Error + Send + Sync>;
 
 impl From<output::ScratchError> for StoreError {
     fn from(e: output::ScratchError) -> Self {
@@ -423,12 +452,44 @@ pub fn threads(configured: usize) -> usize {
     }
 }
 
+/// Where `init` puts the embedded token's SoftHSM2 configuration, under the vault (it writes
+/// the file beside the token directory, `hsm/tokens/`).
+const EMBEDDED_SOFTHSM2_CONF: &str = "hsm/softhsm2.conf";
+
+/// A path of the vault config: relative paths are under the vault directory `dir`.
+fn resolve_in(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.into()
+    } else {
+        dir.join(p)
+    }
+}
+
 impl Vault {
     /// The default vault directory: `$WEIGHTVAULT_HOME`, else `./vault`.
     pub fn default_dir() -> PathBuf {
         std::env::var_os("WEIGHTVAULT_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("vault"))
+    }
+
+    /// The SoftHSM2 configuration that a process working on the vault at `dir` must be started
+    /// with, as `SOFTHSM2_CONF` (see [`crate::hsm`] for why it cannot be set later): the one
+    /// its `vault.toml` names or, with no `vault.toml` yet, the one [`Vault::init`]`(dir,
+    /// module)` makes. `None` when the vault uses another HSM, or when its config cannot be
+    /// read (opening the vault then says why). Reads only `vault.toml`.
+    pub fn softhsm2_conf_for(dir: &Path, module: Option<&Path>) -> Option<PathBuf> {
+        match std::fs::read_to_string(dir.join("vault.toml")) {
+            Ok(text) => toml::from_str::<VaultConfig>(&text)
+                .ok()?
+                .hsm
+                .softhsm2_conf
+                .map(|p| resolve_in(dir, &p)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                module.is_none().then(|| dir.join(EMBEDDED_SOFTHSM2_CONF))
+            }
+            Err(_) => None,
+        }
     }
 
     /// Makes a vault at `dir` with an embedded SoftHSM2 token and KEK, keeping whatever is
@@ -451,7 +512,7 @@ impl Vault {
                     token_label: "weightvault".into(),
                     kek_label: "weightvault-kek".into(),
                     pin_file: Some("hsm/user.pin".into()),
-                    softhsm2_conf: module.is_none().then(|| "hsm/softhsm2.conf".into()),
+                    softhsm2_conf: module.is_none().then(|| EMBEDDED_SOFTHSM2_CONF.into()),
                     lock_file: "hsm/token.lock".into(),
                 },
                 seal: SealSection::default(),
@@ -561,7 +622,10 @@ impl Vault {
                 .unwrap_or(0);
             StoreError::Config {
                 path: cfg_path.clone(),
-                why: format!("line {line}: {}", e.message().trim()),
+                why: ConfigError::Parse {
+                    line,
+                    error: Box::new(e),
+                },
             }
         })?;
         if !(crate::format::MIN_CHUNK_SIZE..=crate::format::MAX_CHUNK_SIZE)
@@ -569,7 +633,7 @@ impl Vault {
         {
             return Err(StoreError::Config {
                 path: cfg_path,
-                why: format!("seal.chunk_size {} is out of range", config.seal.chunk_size),
+                why: ConfigError::ChunkSize(config.seal.chunk_size),
             });
         }
         Ok(Self {
@@ -605,11 +669,7 @@ impl Vault {
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.into()
-        } else {
-            self.dir.join(p)
-        }
+        resolve_in(&self.dir, p)
     }
 
     /// The HSM settings, with the PIN from `WEIGHTVAULT_HSM_PIN` or the PIN file.
@@ -858,7 +918,7 @@ impl Vault {
     pub fn remove(
         &self,
         r: &RevisionRef,
-        record: impl FnOnce(&str, &[String]) -> Result<String, String>,
+        record: impl FnOnce(&str, &[String]) -> Result<String, RecordError>,
     ) -> Result<RemoveReport, StoreError> {
         let (label, dir) = self.named_revision(r, "remove")?;
         let mut files = Vec::new();
@@ -869,7 +929,7 @@ impl Vault {
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
             .sum();
         let names: Vec<String> = files.iter().map(|p| self.relative(p)).collect();
-        let recorded = record(&label, &names).map_err(StoreError::BadInput)?;
+        let recorded = record(&label, &names).map_err(StoreError::Unrecorded)?;
         let scratch = output::Scratch::beside(&dir, "removed", false)?;
         let moved = scratch.path().join("revision");
         std::fs::rename(&dir, &moved).map_err(|e| StoreError::io("removing", &dir, e))?;

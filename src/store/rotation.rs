@@ -3,7 +3,7 @@
 //! version once nothing depends on it.
 
 use super::sealed::SealedFile;
-use super::{RevisionRef, StoreError, Vault, MANIFEST_FILE, SHREDDED_FILE};
+use super::{RecordError, RevisionRef, StoreError, Vault, MANIFEST_FILE, SHREDDED_FILE};
 use crate::format::{KEY_SLOTS, KEY_SLOT_LEN};
 use crate::hsm::{KeyWrap, Pkcs11KeyWrap};
 use std::collections::BTreeMap;
@@ -160,7 +160,7 @@ impl Vault {
         &self,
         kw: &Pkcs11KeyWrap,
         version: u32,
-        record: impl FnOnce() -> Result<(), String>,
+        record: impl FnOnce() -> Result<(), RecordError>,
     ) -> Result<(), StoreError> {
         let uses = self.kek_use(kw)?;
         if !uses.on_token.contains(&version) {
@@ -188,7 +188,7 @@ impl Vault {
             });
         }
         // Recorded before anything is destroyed.
-        record().map_err(StoreError::BadInput)?;
+        record().map_err(StoreError::Unrecorded)?;
         kw.destroy_kek(version).map_err(|e| StoreError::Hsm {
             what: format!("KEK version {version}"),
             source: e,
@@ -228,7 +228,7 @@ impl Vault {
         &self,
         kw: &Pkcs11KeyWrap,
         r: &RevisionRef,
-        record: impl FnOnce(&str, &[String]) -> Result<(), String>,
+        record: impl FnOnce(&str, &[String]) -> Result<(), RecordError>,
     ) -> Result<ShredReport, StoreError> {
         let (label, dir) = self.named_revision(r, "shred")?;
         let mut files = Vec::new();
@@ -240,7 +240,7 @@ impl Vault {
             wrapped.extend(sf.head.slots.iter().flatten().map(|s| s.wrapped.clone()));
         }
         let names: Vec<String> = files.iter().map(|p| self.relative(p)).collect();
-        record(&label, &names).map_err(StoreError::BadInput)?;
+        record(&label, &names).map_err(StoreError::Unrecorded)?;
         // The mark first, so that anyone opening meanwhile is told plainly.
         if super::shredded_at(&dir).is_none() {
             let now = super::now_rfc3339();

@@ -104,8 +104,33 @@ pub fn fixture_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The directory of the one vault a test process may open the HSM of in its own process
+/// (`Vault::init`, `Vault::key_wrap`): `<it>/vault`, whose embedded token's configuration
+/// `SOFTHSM2_CONF` names. SoftHSM2 takes its configuration only from that variable, and a
+/// test process has threads from its start, so it cannot be set from inside: cargo sets it for
+/// test processes (`.cargo/config.toml`). Emptied when made (and removed when the guard
+/// drops): one test, or [`shared`], per test binary owns it. The weightvault command in a
+/// subprocess sets its own, so CLI tests need none of this.
+pub fn in_process_vault() -> TestDir {
+    TestDir::new(in_process_dir())
+}
+
+fn in_process_dir() -> PathBuf {
+    require_softhsm();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-scratch/in-process");
+    let conf = dir.join("vault/hsm/softhsm2.conf");
+    let env = std::env::var_os(weightvault::hsm::SOFTHSM2_CONF_VAR);
+    assert!(
+        env.as_deref().map(Path::new) == Some(conf.as_path()),
+        "tests that open the HSM in their own process need SOFTHSM2_CONF={} (cargo sets it from \
+         .cargo/config.toml; it is {env:?})",
+        conf.display()
+    );
+    dir
+}
+
 /// One vault and one HSM login per test process: SoftHSM2 reads its configuration once per
-/// process, so every test of a binary shares this token.
+/// process, so every test of a binary shares this token (in [`in_process_vault`]).
 pub struct Shared {
     pub dir: PathBuf,
     pub kw: Pkcs11KeyWrap,
@@ -114,8 +139,11 @@ pub struct Shared {
 pub fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
     S.get_or_init(|| {
-        require_softhsm();
-        let dir = fixture_dir("shared");
+        // Held in a static, never dropped: the next test binary that needs it empties it.
+        let dir = in_process_dir();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
         let (v, _) = Vault::init(&dir.join("vault"), None).expect("vault init");
         let kw = v.key_wrap().expect("HSM login");
         Shared { dir, kw }

@@ -70,18 +70,12 @@ enum Cmd {
 }
 
 /// The HTTP test attester: answers until its standard input closes.
-fn attest_server(seed: PathBuf, facts: HostFacts, addr_file: PathBuf) -> Result<(), String> {
+fn attest_server(seed: PathBuf, facts: HostFacts, addr_file: PathBuf) -> anyhow::Result<()> {
     use axum::{routing::post, Json, Router};
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        std::fs::write(
-            &addr_file,
-            l.local_addr().map_err(|e| e.to_string())?.to_string(),
-        )
-        .map_err(|e| e.to_string())?;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        std::fs::write(&addr_file, l.local_addr()?.to_string())?;
         let app = Router::new().route(
             "/attest",
             post(move |Json(q): Json<serde_json::Value>| {
@@ -96,7 +90,7 @@ fn attest_server(seed: PathBuf, facts: HostFacts, addr_file: PathBuf) -> Result<
                     );
                     match r {
                         Ok(e) => Ok(Json(e)),
-                        Err(e) => Err((axum::http::StatusCode::BAD_REQUEST, e)),
+                        Err(e) => Err((axum::http::StatusCode::BAD_REQUEST, e.to_string())),
                     }
                 }
             }),
@@ -108,28 +102,28 @@ fn attest_server(seed: PathBuf, facts: HostFacts, addr_file: PathBuf) -> Result<
             })
             .await;
         };
-        axum::serve(l, app)
-            .with_graceful_shutdown(stop)
-            .await
-            .map_err(|e| e.to_string())
+        axum::serve(l, app).with_graceful_shutdown(stop).await?;
+        Ok(())
     })
 }
 
 fn main() -> std::process::ExitCode {
     let r = match Cli::parse().cmd {
-        Cmd::Pki { dir, client } => (|| {
+        Cmd::Pki { dir, client } => (|| -> anyhow::Result<()> {
             let ca = TestCa::create(&dir, "weightvault test organisation CA")?;
             ca.issue_server("server")?;
             for c in client {
                 let (stem, id) = c
                     .split_once('=')
-                    .ok_or_else(|| format!("--client {c}: expected STEM=IDENTITY"))?;
+                    .ok_or_else(|| anyhow::anyhow!("--client {c}: expected STEM=IDENTITY"))?;
                 ca.issue_client(stem, id, None)?;
             }
             println!("{}", dir.display());
             Ok(())
         })(),
-        Cmd::HostKey { file } => new_host_key(&file).map(|p| println!("{}", hex::encode(p))),
+        Cmd::HostKey { file } => new_host_key(&file)
+            .map(|p| println!("{}", hex::encode(p)))
+            .map_err(Into::into),
         Cmd::Attest {
             seed,
             id,
@@ -137,8 +131,8 @@ fn main() -> std::process::ExitCode {
             country,
             region,
             ttl,
-        } => (|| {
-            let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
+        } => (|| -> anyhow::Result<()> {
+            let env = |k: &str| std::env::var(k).map_err(|_| anyhow::anyhow!("{k} is not set"));
             let e = attest(
                 &seed,
                 &id,

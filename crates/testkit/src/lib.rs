@@ -10,11 +10,55 @@ use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 use weightvault_core::evidence::{self, Evidence, Statement};
 
-/// Errors of the test kit.
-pub type Result<T> = std::result::Result<T, String>;
+/// What can go wrong making test certificates, keys and evidence.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// rcgen could not make a key, a certificate or a CRL.
+    #[error(transparent)]
+    Rcgen(#[from] rcgen::Error),
+    /// A name that a certificate cannot carry as a subject alternative name.
+    #[error("bad {kind} {name}")]
+    BadName {
+        /// "URI", "e-mail" or "DNS name".
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// rcgen's reason.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// An attester seed file that does not hold a seed.
+    #[error("{}: not a 64-hex-digit Ed25519 seed", .0.display())]
+    BadSeed(PathBuf),
+}
+
+/// The test kit's results.
+pub type Result<T> = std::result::Result<T, Error>;
 
 fn io<T>(p: &Path, r: std::io::Result<T>) -> Result<T> {
-    r.map_err(|e| format!("{}: {e}", p.display()))
+    r.map_err(|source| Error::Io {
+        path: p.into(),
+        source,
+    })
+}
+
+/// A subject alternative name of `kind` (for the error), as rcgen takes it.
+fn ia5(kind: &'static str, name: &str) -> Result<rcgen::string::Ia5String> {
+    name.try_into().map_err(|source| Error::BadName {
+        kind,
+        name: name.into(),
+        source,
+    })
 }
 
 fn write_private(p: &Path, text: &str) -> Result<()> {
@@ -59,7 +103,7 @@ pub struct Issued {
 }
 
 fn ca_params(name: &str) -> Result<CertificateParams> {
-    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name.push(DnType::CommonName, name);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![
@@ -78,8 +122,8 @@ impl TestCa {
     pub fn create(dir: &Path, name: &str) -> Result<Self> {
         io(dir, std::fs::create_dir_all(dir))?;
         let params = ca_params(name)?;
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
-        let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
         io(
             &dir.join("ca.pem"),
             std::fs::write(dir.join("ca.pem"), cert.pem()),
@@ -100,7 +144,7 @@ impl TestCa {
     pub fn load(dir: &Path) -> Result<Self> {
         let name = io(dir, std::fs::read_to_string(dir.join("name")))?;
         let key_pem = io(dir, std::fs::read_to_string(dir.join("ca.key")))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| e.to_string())?;
+        let key = KeyPair::from_pem(&key_pem)?;
         // The issuer is identified by its name and key; the certificate itself is on disk.
         let mut params = ca_params(name.trim())?;
         params.key_identifier_method = KeyIdMethod::Sha256;
@@ -130,7 +174,7 @@ impl TestCa {
         cn: &str,
         valid: (OffsetDateTime, OffsetDateTime),
     ) -> Result<Issued> {
-        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.distinguished_name.push(DnType::CommonName, cn);
         p.subject_alt_names = sans;
         p.not_before = valid.0;
@@ -139,9 +183,9 @@ impl TestCa {
         p.serial_number = Some(s.clone());
         p.use_authority_key_identifier_extension = true;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let key = KeyPair::generate()?;
         let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = p.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
+        let cert = p.signed_by(&key, &issuer)?;
         let (c, k) = (
             self.dir.join(format!("{stem}.pem")),
             self.dir.join(format!("{stem}.key")),
@@ -161,7 +205,7 @@ impl TestCa {
         self.issue(
             stem,
             vec![
-                SanType::DnsName("localhost".try_into().map_err(|_| "dns")?),
+                SanType::DnsName(ia5("DNS name", "localhost")?),
                 SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
             ],
             "weightvault test server",
@@ -179,17 +223,9 @@ impl TestCa {
     ) -> Result<Issued> {
         let now = OffsetDateTime::now_utc();
         let san = if identity.contains("://") {
-            SanType::URI(
-                identity
-                    .try_into()
-                    .map_err(|_| format!("bad URI {identity}"))?,
-            )
+            SanType::URI(ia5("URI", identity)?)
         } else {
-            SanType::Rfc822Name(
-                identity
-                    .try_into()
-                    .map_err(|_| format!("bad e-mail {identity}"))?,
-            )
+            SanType::Rfc822Name(ia5("e-mail", identity)?)
         };
         self.issue(
             stem,
@@ -225,12 +261,9 @@ impl TestCa {
             key_identifier_method: KeyIdMethod::Sha256,
         };
         let issuer = Issuer::from_params(&self.params, &self.key);
-        let crl = crl.signed_by(&issuer).map_err(|e| e.to_string())?;
+        let crl = crl.signed_by(&issuer)?;
         let p = self.crl();
-        io(
-            &p,
-            std::fs::write(&p, crl.pem().map_err(|e| e.to_string())?),
-        )
+        io(&p, std::fs::write(&p, crl.pem()?))
     }
 }
 
@@ -267,7 +300,7 @@ pub fn attest(
     let seed: [u8; 32] = hex::decode(seed.trim())
         .ok()
         .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| format!("{}: not a 64-hex-digit Ed25519 seed", seed_file.display()))?;
+        .ok_or_else(|| Error::BadSeed(seed_file.into()))?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)

@@ -81,9 +81,7 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
                     rec.discarded_bytes
                 );
             }
-            let note = l.checkpoint(&origin, &public, &|m| {
-                kw.sign_ledger(m).map_err(|e| e.to_string())
-            })?;
+            let note = l.checkpoint(&origin, &public, &|m| Ok(kw.sign_ledger(m)?))?;
             out!("{note}");
         }
         AuditCommand::Show {

@@ -3,9 +3,11 @@
 //! few entities it names (requester, organisation, model), built per decision.
 
 use super::data::{Ctx, ModelEntry, Organisation, PolicyError, Requester};
+use cedar_policy::entities_errors::EntitiesError;
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, ContextCreationError, Decision, Entities, Entity,
+    EntityAttrEvaluationError, EntityId, EntityTypeName, EntityUid, PolicySet, Request,
+    RequestValidationError, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use std::collections::{HashMap, HashSet};
@@ -36,6 +38,43 @@ pub struct OrgVerdict {
     /// Evaluation errors (a policy that errors is skipped by Cedar; reported here).
     pub errors: Vec<String>,
 }
+
+/// Why a request could not be put to the organisation rules: Cedar refused an entity, the
+/// entities, the context or the request built from the decision's inputs. [`OrgRules::decide`]
+/// reports it as the verdict's one evaluation error (and denies). Cedar's errors are large,
+/// hence boxed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OrgRequestError {
+    /// An entity's attributes.
+    #[error(transparent)]
+    Entity(Box<EntityAttrEvaluationError>),
+    /// The entities, checked against the schema.
+    #[error("{}", one_line(.0))]
+    Entities(#[source] Box<EntitiesError>),
+    /// The request context.
+    #[error("{}", one_line(.0))]
+    Context(#[source] Box<ContextCreationError>),
+    /// The request, checked against the schema.
+    #[error("{}", one_line(.0))]
+    Request(#[source] Box<RequestValidationError>),
+}
+
+macro_rules! org_request_error_from {
+    ($($variant:ident($cedar:ty)),*) => {
+        $(impl From<$cedar> for OrgRequestError {
+            fn from(e: $cedar) -> Self {
+                Self::$variant(Box::new(e))
+            }
+        })*
+    };
+}
+
+org_request_error_from!(
+    Entity(EntityAttrEvaluationError),
+    Entities(EntitiesError),
+    Context(ContextCreationError),
+    Request(RequestValidationError)
+);
 
 fn first_offset(d: &dyn Diagnostic) -> usize {
     d.labels()
@@ -117,7 +156,7 @@ impl OrgRules {
             Err(e) => OrgVerdict {
                 allowed: false,
                 policies: vec![],
-                errors: vec![e],
+                errors: vec![e.to_string()],
             },
         }
     }
@@ -128,26 +167,23 @@ impl OrgRules {
         org: &Organisation,
         model: &ModelEntry,
         ctx: &OrgContext<'_>,
-    ) -> Result<OrgVerdict, String> {
+    ) -> Result<OrgVerdict, OrgRequestError> {
         let s = |v: &str| RestrictedExpression::new_string(v.to_string());
         let org_uid = EntityUid::from_type_name_and_id(self.t_org.clone(), EntityId::new(&org.id));
         let who_uid =
             EntityUid::from_type_name_and_id(self.t_requester.clone(), EntityId::new(&who.id));
         let model_uid =
             EntityUid::from_type_name_and_id(self.t_model.clone(), EntityId::new(&model.name));
-        let e = |x: Result<Entity, _>| {
-            x.map_err(|e: cedar_policy::EntityAttrEvaluationError| e.to_string())
-        };
         let entities = vec![
-            e(Entity::new(
+            Entity::new(
                 org_uid.clone(),
                 HashMap::from([
                     ("name".into(), s(&org.name)),
                     ("country".into(), s(&org.country)),
                 ]),
                 HashSet::new(),
-            ))?,
-            e(Entity::new(
+            )?,
+            Entity::new(
                 who_uid.clone(),
                 HashMap::from([
                     (
@@ -164,8 +200,8 @@ impl OrgRules {
                     ),
                 ]),
                 HashSet::from([org_uid]),
-            ))?,
-            e(Entity::new(
+            )?,
+            Entity::new(
                 model_uid.clone(),
                 HashMap::from([
                     ("eccn".into(), s(&model.eccn)),
@@ -180,26 +216,23 @@ impl OrgRules {
                     ),
                 ]),
                 HashSet::new(),
-            ))?,
+            )?,
         ];
-        let entities =
-            Entities::from_entities(entities, Some(&self.schema)).map_err(|e| one_line(&e))?;
+        let entities = Entities::from_entities(entities, Some(&self.schema))?;
         let context = Context::from_pairs([
             ("host_id".to_string(), s(ctx.host_id)),
             ("host_country".to_string(), s(ctx.host_country)),
             ("host_region".to_string(), s(ctx.host_region)),
             ("tier".to_string(), RestrictedExpression::new_long(ctx.tier)),
             ("origin_country".to_string(), s(ctx.origin_country)),
-        ])
-        .map_err(|e| one_line(&e))?;
+        ])?;
         let request = Request::new(
             who_uid,
             self.action.clone(),
             model_uid,
             context,
             Some(&self.schema),
-        )
-        .map_err(|e| one_line(&e))?;
+        )?;
         let resp = Authorizer::new().is_authorized(&request, &self.policies, &entities);
         let mut policies: Vec<String> = resp
             .diagnostics()

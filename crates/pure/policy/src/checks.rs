@@ -202,7 +202,7 @@ pub(crate) fn licence(s: &Subject<'_>, tier: Option<Tier>) -> LicenceJudged {
                         consume: Some(l.id.clone()),
                     }
                 }
-                Err(why) => plain(Fail, &why),
+                Err(why) => plain(Fail, &why.to_string()),
             }
         }
     }

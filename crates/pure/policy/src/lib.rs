@@ -41,12 +41,17 @@ impl GeoLookup for NoGeo {
 /// The MaxMind-format database of `@ip-location-db/geo-whois-asn-country-mmdb`.
 pub struct MaxMindGeo(maxminddb::Reader<Vec<u8>>);
 
+/// Bytes that are not a MaxMind database.
+#[derive(Debug, thiserror::Error)]
+#[error("not a MaxMind database: {0}")]
+pub struct GeoDbError(#[source] pub maxminddb::MaxMindDbError);
+
 impl MaxMindGeo {
     /// Parses a database held in memory.
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, String> {
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GeoDbError> {
         maxminddb::Reader::from_source(bytes)
             .map(Self)
-            .map_err(|e| format!("not a MaxMind database: {e}"))
+            .map_err(GeoDbError)
     }
 }
 
@@ -301,6 +306,90 @@ fn licence_use(l: &data::Licence, req: &ReleaseRequest) -> Usage {
     }
 }
 
+/// Why no licence covers a release to a destination that is not Tier 1: the licence check's
+/// sentence when it fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LicenceError {
+    /// The organisation holds no licence at all.
+    #[error("{org} holds no licence, and {country} is not Tier 1")]
+    NoneHeld {
+        /// The organisation.
+        org: String,
+        /// The destination.
+        country: String,
+    },
+    /// Every licence it holds falls short, each in the ways listed.
+    #[error("no usable licence: {}", join(.0, "; "))]
+    NoneUsable(Vec<Unusable>),
+}
+
+/// A licence that does not cover the release, and every way it falls short.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("licence {id}: {}", join(.defects, ", "))]
+pub(crate) struct Unusable {
+    /// The licence id.
+    id: String,
+    /// What is wrong with it, in the order checked (never empty).
+    defects: Vec<Defect>,
+}
+
+/// One way a licence falls short of a release.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Defect {
+    /// It licenses another ECCN.
+    #[error("covers {0} not 4E091")]
+    Eccn(String),
+    /// The destination is not among its destinations.
+    #[error("does not cover {0}")]
+    Destination(String),
+    /// Neither the organisation nor the person is an end user it names.
+    #[error("does not name {org} or {person} as end user")]
+    EndUser {
+        /// The organisation.
+        org: String,
+        /// The requester.
+        person: String,
+    },
+    /// Not valid yet.
+    #[error("not valid before {0}")]
+    NotYetValid(Date),
+    /// No longer valid.
+    #[error("expired after {0}")]
+    Expired(Date),
+    /// Suspended.
+    #[error("suspended")]
+    Suspended,
+    /// Revoked.
+    #[error("revoked")]
+    Revoked,
+    /// Every release it allows is used.
+    #[error("allocation used up ({used} of {max} releases)")]
+    Releases {
+        /// Releases used.
+        used: u64,
+        /// Releases allowed.
+        max: u64,
+    },
+    /// This release would pass the bytes it allows.
+    #[error("byte allocation used up ({used} of {max} bytes used, this release is {size})")]
+    Bytes {
+        /// Bytes used.
+        used: u64,
+        /// Bytes allowed.
+        max: u64,
+        /// Bytes of this release.
+        size: u64,
+    },
+}
+
+fn join<T: std::fmt::Display>(items: &[T], sep: &str) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 fn find_licence<'a>(
     policy: &'a PolicyData,
     org: &str,
@@ -308,60 +397,68 @@ fn find_licence<'a>(
     country: &str,
     today: Date,
     req: &ReleaseRequest,
-) -> Result<&'a data::Licence, String> {
+) -> Result<&'a data::Licence, LicenceError> {
     let candidates: Vec<&data::Licence> = policy
         .licences_by_licensee
         .get(org)
         .map(|v| v.iter().map(|&i| &policy.licences[i]).collect())
         .unwrap_or_default();
     if candidates.is_empty() {
-        return Err(format!(
-            "{org} holds no licence, and {country} is not Tier 1"
-        ));
+        return Err(LicenceError::NoneHeld {
+            org: org.into(),
+            country: country.into(),
+        });
     }
-    let mut why = Vec::new();
+    let mut unusable = Vec::new();
     for l in candidates {
         let mut bad = Vec::new();
         if l.eccn != "4E091" {
-            bad.push(format!("covers {} not 4E091", l.eccn));
+            bad.push(Defect::Eccn(l.eccn.clone()));
         }
         if !l.destinations.contains(country) {
-            bad.push(format!("does not cover {country}"));
+            bad.push(Defect::Destination(country.into()));
         }
         if !l.end_users.contains(org) && !l.end_users.contains(person) {
-            bad.push(format!("does not name {org} or {person} as end user"));
+            bad.push(Defect::EndUser {
+                org: org.into(),
+                person: person.into(),
+            });
         }
         if today < l.valid_from {
-            bad.push(format!("not valid before {}", l.valid_from));
+            bad.push(Defect::NotYetValid(l.valid_from));
         }
         if today > l.valid_until {
-            bad.push(format!("expired after {}", l.valid_until));
+            bad.push(Defect::Expired(l.valid_until));
         }
         match l.status {
             data::LicenceStatus::Active => {}
-            data::LicenceStatus::Suspended => bad.push("suspended".into()),
-            data::LicenceStatus::Revoked => bad.push("revoked".into()),
+            data::LicenceStatus::Suspended => bad.push(Defect::Suspended),
+            data::LicenceStatus::Revoked => bad.push(Defect::Revoked),
         }
         let u = licence_use(l, req);
         if u.releases >= l.max_releases {
-            bad.push(format!(
-                "allocation used up ({} of {} releases)",
-                u.releases, l.max_releases
-            ));
+            bad.push(Defect::Releases {
+                used: u.releases,
+                max: l.max_releases,
+            });
         }
         if let Some(max) = l.max_bytes {
             let b = u.bytes;
             if b.saturating_add(req.size) > max {
-                bad.push(format!(
-                    "byte allocation used up ({b} of {max} bytes used, this release is {})",
-                    req.size
-                ));
+                bad.push(Defect::Bytes {
+                    used: b,
+                    max,
+                    size: req.size,
+                });
             }
         }
         if bad.is_empty() {
             return Ok(l);
         }
-        why.push(format!("licence {}: {}", l.id, bad.join(", ")));
+        unusable.push(Unusable {
+            id: l.id.clone(),
+            defects: bad,
+        });
     }
-    Err(format!("no usable licence: {}", why.join("; ")))
+    Err(LicenceError::NoneUsable(unusable))
 }
