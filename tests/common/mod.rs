@@ -118,6 +118,7 @@ pub fn in_process_vault() -> TestDir {
 fn in_process_dir() -> PathBuf {
     require_softhsm();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-scratch/in-process");
+    hold_in_process_lock(&dir);
     let conf = dir.join("vault/hsm/softhsm2.conf");
     let env = std::env::var_os(weightvault::hsm::SOFTHSM2_CONF_VAR);
     assert!(
@@ -127,6 +128,20 @@ fn in_process_dir() -> PathBuf {
         conf.display()
     );
     dir
+}
+
+/// Every test binary that opens the HSM in its own process uses the one directory
+/// SOFTHSM2_CONF names, so two of them must not run at once (a test runner that runs binaries
+/// side by side): the first use takes an exclusive lock on `<dir>.lock` and holds it until the
+/// process ends, and another binary waits for it.
+fn hold_in_process_lock(dir: &Path) {
+    static LOCK: OnceLock<std::fs::File> = OnceLock::new();
+    LOCK.get_or_init(|| {
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(dir.with_extension("lock")).unwrap();
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        f
+    });
 }
 
 /// One vault and one HSM login per test process: SoftHSM2 reads its configuration once per
