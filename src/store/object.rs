@@ -99,6 +99,42 @@ pub enum ObjectName<'a> {
     File(&'a str),
 }
 
+/// One object of a vault, by name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// Model.
+    pub model: String,
+    /// Revision.
+    pub rev: String,
+    /// The file's path in the checkpoint, or `None` for the manifest.
+    pub file: Option<String>,
+}
+
+impl ObjectRef {
+    /// Which object of its revision it is.
+    pub fn name(&self) -> ObjectName<'_> {
+        match &self.file {
+            Some(p) => ObjectName::File(p),
+            None => ObjectName::Manifest,
+        }
+    }
+
+    /// How records and messages name it: `models/<model>/<rev>/manifest.sealed` or
+    /// `models/<model>/<rev>/files/<path>.sealed` (its place in a vault directory, whatever the
+    /// store).
+    pub fn label(&self) -> String {
+        match &self.file {
+            Some(p) => format!("models/{}/{}/files/{p}.sealed", self.model, self.rev),
+            None => format!(
+                "models/{}/{}/{}",
+                self.model,
+                self.rev,
+                super::MANIFEST_FILE
+            ),
+        }
+    }
+}
+
 /// What a store holds under a model and revision name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevisionState {
@@ -150,6 +186,30 @@ pub trait SealedStore: Send + Sync {
         offset: u64,
         bytes: &[u8],
     ) -> Result<(), StoreError>;
+
+    /// Marks a revision crypto-shredded (the mark is `mark`, JSON with its time), durably;
+    /// keeps an existing mark.
+    fn mark_shredded(&self, model: &str, rev: &str, mark: &[u8]) -> Result<(), StoreError>;
+
+    /// Every object of a revision (its files, then its manifest), in label order.
+    fn objects(&self, model: &str, rev: &str) -> Result<Vec<ObjectRef>, StoreError> {
+        let mut v: Vec<ObjectRef> = self
+            .files(model, rev)?
+            .into_iter()
+            .map(|p| ObjectRef {
+                model: model.into(),
+                rev: rev.into(),
+                file: Some(p),
+            })
+            .chain(std::iter::once(ObjectRef {
+                model: model.into(),
+                rev: rev.into(),
+                file: None,
+            }))
+            .collect();
+        v.sort_by_key(ObjectRef::label);
+        Ok(v)
+    }
 }
 
 /// The vault directory's `models/` tree.
@@ -263,6 +323,18 @@ impl SealedStore for LocalDir {
         f.write_all_at(bytes, offset)
             .and_then(|()| f.sync_data())
             .map_err(|e| StoreError::io("writing the key slots of", &path, e))
+    }
+
+    fn mark_shredded(&self, model: &str, rev: &str, mark: &[u8]) -> Result<(), StoreError> {
+        let dir = self.revision_dir(model, rev);
+        if super::shredded_at(&dir).is_some() {
+            return Ok(());
+        }
+        let tmp = dir.join(format!(".{}.tmp", super::SHREDDED_FILE));
+        super::write_synced(&tmp, mark)?;
+        std::fs::rename(&tmp, dir.join(super::SHREDDED_FILE))
+            .map_err(|e| StoreError::io("writing", &dir, e))?;
+        super::sync_dir(&dir)
     }
 }
 

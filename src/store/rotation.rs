@@ -2,8 +2,9 @@
 //! data key under the newest version (only key slots change, never ciphertext), and retiring a
 //! version once nothing depends on it.
 
+use super::object::{ObjectRef, RevisionState};
 use super::sealed::SealedFile;
-use super::{RecordError, RevisionRef, StoreError, Vault, MANIFEST_FILE, SHREDDED_FILE};
+use super::{RecordError, RevisionRef, StoreError, Vault};
 use crate::format::{KEY_SLOTS, KEY_SLOT_LEN};
 use crate::hsm::{KeyWrap, Pkcs11KeyWrap};
 use std::collections::BTreeMap;
@@ -30,11 +31,11 @@ pub struct KekUse {
 }
 
 impl Vault {
-    /// Every sealed file of the vault (manifests and files), or of one model or revision.
+    /// Every sealed object of the vault (manifests and files), or of one model or revision.
     /// Revisions are the sealed ones (`revisions`: a staging directory of an unfinished seal
-    /// is not one); inside a revision every `*.sealed` file counts, hidden names included
-    /// (a checkpoint's `.gitattributes` is sealed like any other file).
-    pub fn sealed_files(&self, only: Option<&RevisionRef>) -> Result<Vec<PathBuf>, StoreError> {
+    /// is not one); inside a revision every sealed file counts, hidden names included (a
+    /// checkpoint's `.gitattributes` is sealed like any other file).
+    pub fn sealed_objects(&self, only: Option<&RevisionRef>) -> Result<Vec<ObjectRef>, StoreError> {
         let revs: Vec<(String, String)> = match only {
             Some(r) => match &r.revision {
                 Some(rev) => vec![(r.model.clone(), rev.clone())],
@@ -50,24 +51,36 @@ impl Vault {
                 .map(|l| (l.manifest.model, l.manifest.revision))
                 .collect(),
         };
+        let store = self.sealed_store();
         let mut out = Vec::new();
         for (model, rev) in revs {
-            let dir = self.model_dir(&model).join(&rev);
-            if !dir.join(MANIFEST_FILE).is_file() {
+            if store.state(&model, &rev)? != RevisionState::Sealed {
                 return Err(StoreError::NotFound(format!(
                     "no revision {model}@{rev} in this vault"
                 )));
             }
-            if let Some(t) = super::shredded_at(&dir) {
+            if let Some(t) = store.shredded(&model, &rev)? {
                 if only.is_some_and(|r| r.revision.is_some()) {
                     return Err(StoreError::Shredded(format!("{model}@{rev}"), t));
                 }
                 continue; // nothing left to rewrap or to depend on a KEK
             }
-            walk_sealed(&dir, &mut out)?;
+            out.extend(store.objects(&model, &rev)?);
         }
-        out.sort();
+        out.sort_by_key(ObjectRef::label);
         Ok(out)
+    }
+
+    /// Opens a sealed object through the store and parses its head.
+    fn sealed_object(&self, o: &ObjectRef) -> Result<SealedFile, StoreError> {
+        let (obj, name) = self.sealed_store().open(&o.model, &o.rev, o.name())?;
+        SealedFile::from_object(name.into(), obj)
+    }
+
+    /// Writes key slots of an object through the store.
+    fn write_slots(&self, o: &ObjectRef, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.sealed_store()
+            .write_key_slots(&o.model, &o.rev, o.name(), offset, bytes)
     }
 
     pub(super) fn relative(&self, p: &Path) -> String {
@@ -93,16 +106,17 @@ impl Vault {
             })?
             .last()
             .expect("a token with no KEK fails to open");
-        let files = self.sealed_files(only)?;
+        let files = self.sealed_objects(only)?;
         let with_wm = only.is_none() && self.watermark_key_path().exists();
         let total = files.len() + usize::from(with_wm);
         let mut rep = RewrapReport {
             newest,
             ..Default::default()
         };
-        for (i, p) in files.iter().enumerate() {
-            let what = self.relative(p);
-            match SealedFile::open(p)?.rewrap(kw, &what)? {
+        for (i, o) in files.iter().enumerate() {
+            let what = o.label();
+            let write = |offset, bytes: &[u8]| self.write_slots(o, offset, bytes);
+            match self.sealed_object(o)?.rewrap(kw, &what, &write)? {
                 Some((old, _)) => *rep.rewrapped_from.entry(old).or_default() += 1,
                 None => rep.current += 1,
             }
@@ -136,9 +150,9 @@ impl Vault {
             source: e,
         })?;
         let mut by_version: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for p in self.sealed_files(None)? {
-            let what = self.relative(&p);
-            let v = SealedFile::open(&p)?.opening_kek_version(kw, &what)?;
+        for o in self.sealed_objects(None)? {
+            let what = o.label();
+            let v = self.sealed_object(&o)?.opening_kek_version(kw, &what)?;
             by_version.entry(v).or_default().push(what);
         }
         if let Some(w) = self.wrapped_watermark_key()? {
@@ -230,35 +244,25 @@ impl Vault {
         r: &RevisionRef,
         record: impl FnOnce(&str, &[String]) -> Result<(), RecordError>,
     ) -> Result<ShredReport, StoreError> {
-        let (label, dir) = self.named_revision(r, "shred")?;
-        let mut files = Vec::new();
-        walk_sealed(&dir, &mut files)?;
-        files.sort();
+        let (label, _) = self.named_revision(r, "shred")?;
+        let (model, rev) = label.split_once('@').expect("MODEL@REV");
+        let store = self.sealed_store();
+        let files = store.objects(model, rev)?;
         let mut wrapped = Vec::new();
-        for p in &files {
-            let sf = SealedFile::open(p)?;
+        for o in &files {
+            let sf = self.sealed_object(o)?;
             wrapped.extend(sf.head.slots.iter().flatten().map(|s| s.wrapped.clone()));
         }
-        let names: Vec<String> = files.iter().map(|p| self.relative(p)).collect();
+        let names: Vec<String> = files.iter().map(ObjectRef::label).collect();
         record(&label, &names).map_err(StoreError::Unrecorded)?;
         // The mark first, so that anyone opening meanwhile is told plainly.
-        if super::shredded_at(&dir).is_none() {
-            let now = super::now_rfc3339();
-            let tmp = dir.join(format!(".{SHREDDED_FILE}.tmp"));
-            super::write_synced(
-                &tmp,
-                serde_json::json!({"time": now, "files": names})
-                    .to_string()
-                    .as_bytes(),
-            )?;
-            std::fs::rename(&tmp, dir.join(SHREDDED_FILE))
-                .map_err(|e| StoreError::io("writing", &dir, e))?;
-            super::sync_dir(&dir)?;
-        }
+        let mark = serde_json::json!({"time": super::now_rfc3339(), "files": names});
+        store.mark_shredded(model, rev, mark.to_string().as_bytes())?;
         let zeros = [0u8; KEY_SLOT_LEN * KEY_SLOTS];
         // Opened again rather than held open: a revision may have more files than descriptors.
-        for p in &files {
-            SealedFile::open(p)?.write_key_slots(0, &zeros)?;
+        for o in &files {
+            let at = self.sealed_object(o)?.key_slot_offset(0);
+            self.write_slots(o, at, &zeros)?;
         }
         let hsm = |e| StoreError::Hsm {
             what: "HSM".into(),

@@ -306,6 +306,9 @@ pub fn seal_file<A: ChunkAead>(
     })
 }
 
+/// A key-slot write of a sealed object: `(offset, bytes)`, durable when it returns.
+pub type SlotWrite<'a> = dyn Fn(u64, &[u8]) -> Result<(), StoreError> + 'a;
+
 /// A sealed file whose head has been parsed but not yet authenticated.
 pub struct SealedFile {
     /// Where it is (for messages, and key slot writes to a local file).
@@ -486,10 +489,16 @@ impl SealedFile {
     /// Rewraps the data key under the newest KEK version of `kw`, if the newest opening slot is
     /// under another: the new wrapped key goes into the *other* slot with the next generation
     /// and a fresh MAC (bound to the header hash, which does not cover the slots), written with
-    /// one `pwrite` and synced. The header, tag table and ciphertext are not touched, and until
-    /// the write is durable the old slot still opens the file. Returns the old and new
-    /// versions, or `None` when already current.
-    pub fn rewrap(&self, kw: &dyn KeyWrap, what: &str) -> Result<Option<(u32, u32)>, StoreError> {
+    /// one write by `write(offset, bytes)` (the store's key-slot write, durable when it
+    /// returns). The header, tag table and ciphertext are not touched, and until the write is
+    /// durable the old slot still opens the file. Returns the old and new versions, or `None`
+    /// when already current.
+    pub fn rewrap(
+        &self,
+        kw: &dyn KeyWrap,
+        what: &str,
+        write: &SlotWrite<'_>,
+    ) -> Result<Option<(u32, u32)>, StoreError> {
         let (i, dek) = self.unwrap_dek(kw, what)?;
         let active = self.head.slots[i].as_ref().expect("opening slot");
         let w = kw.wrap(&dek).map_err(|e| StoreError::Hsm {
@@ -512,27 +521,15 @@ impl SealedFile {
                 w.wrapped,
             ))
             .map_err(fe)?;
-        self.write_key_slots(1 - i, &slot.encode().map_err(fe)?)?;
+        write(self.key_slot_offset(1 - i), &slot.encode().map_err(fe)?)?;
         Ok(Some((active.kek_version, w.kek_version)))
     }
 
-    /// Writes `bytes` (whole key slots) over the key slots from slot `first` on, with one
-    /// `pwrite`, and syncs the data before returning. Nothing else of the file is touched.
-    pub fn write_key_slots(&self, first: usize, bytes: &[u8]) -> Result<(), StoreError> {
-        assert!(
-            bytes.len().is_multiple_of(KEY_SLOT_LEN)
-                && first * KEY_SLOT_LEN + bytes.len() <= KEY_SLOTS * KEY_SLOT_LEN
-        );
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| StoreError::io("opening for a key slot write", &self.path, e))?;
-        f.write_all_at(
-            bytes,
-            self.head.layout.key_slots_offset + (first * KEY_SLOT_LEN) as u64,
-        )
-        .and_then(|()| f.sync_data())
-        .map_err(|e| StoreError::io("writing the key slots of", &self.path, e))
+    /// Where key slot `first` starts in the file (key-slot writes cover whole slots from
+    /// there; nothing else of the file ever changes).
+    pub fn key_slot_offset(&self, first: usize) -> u64 {
+        assert!(first < KEY_SLOTS);
+        self.head.layout.key_slots_offset + (first * KEY_SLOT_LEN) as u64
     }
 }
 
