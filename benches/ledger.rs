@@ -42,7 +42,6 @@ fn secs(t: Instant) -> f64 {
 }
 
 fn main() {
-    use ed25519_dalek::Signer;
     let full = std::env::args().any(|a| a == "--bench");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-ledger");
     let _ = std::fs::remove_dir_all(&dir);
@@ -93,7 +92,7 @@ fn main() {
                 for i in (w..n).step_by(writers as usize) {
                     let idx = l.append(&record(i)).unwrap();
                     if idx % every == every - 1 {
-                        l.checkpoint(origin, &public, &|m| Ok(key.sign(m).to_bytes()))
+                        l.checkpoint(origin, &key)
                             .unwrap();
                     }
                 }
@@ -115,7 +114,7 @@ fn main() {
         secs(t) * 1e3
     );
     let t = Instant::now();
-    l.checkpoint(origin, &public, &|m| Ok(key.sign(m).to_bytes()))
+    l.checkpoint(origin, &key)
         .unwrap();
     println!(
         "checkpoint (tree head + sign + fsync): {:.2} ms",

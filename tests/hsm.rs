@@ -208,9 +208,6 @@ fn ledger_tampering_is_detected() {
     let sh = shared();
     let public = sh.kw.ledger_public_key().unwrap();
     let name = "weightvault.test/ledger";
-    let sign = |m: &[u8]| -> Result<[u8; 64], weightvault::ledger::SignError> {
-        Ok(sh.kw.sign_ledger(m)?)
-    };
     let tmp = common::scratch();
     let dir = tmp.path().join("ledger");
     // Segments of 4 entries: 12 entries fill three closed (write-once) segments.
@@ -218,10 +215,10 @@ fn ledger_tampering_is_detected() {
     for i in 0..12 {
         assert_eq!(l.append(&common::record(i)).unwrap(), i);
         if i == 4 || i == 9 {
-            l.checkpoint(name, &public, &sign).unwrap();
+            l.checkpoint(name, &sh.kw).unwrap();
         }
     }
-    l.checkpoint(name, &public, &sign).unwrap();
+    l.checkpoint(name, &sh.kw).unwrap();
     drop(l);
     let rep = Ledger::verify(&dir, name, &public).unwrap();
     assert_eq!(

@@ -303,7 +303,6 @@ fn crash_key() -> ed25519_dalek::SigningKey {
 #[test]
 #[ignore = "child process of the SIGKILL crash test"]
 fn crash_child() {
-    use ed25519_dalek::Signer;
     use std::io::Write;
     let Some(dir) = std::env::var_os(CRASH_DIR) else {
         return;
@@ -311,7 +310,6 @@ fn crash_child() {
     let (l, _) = Ledger::open_with(Path::new(&dir), CRASH_ORIGIN, 3).unwrap();
     let l = Arc::new(l);
     let key = crash_key();
-    let public = key.verifying_key().to_bytes();
     let hs: Vec<_> = (0..4)
         .map(|t| {
             let (l, key) = (l.clone(), key.clone());
@@ -322,8 +320,7 @@ fn crash_child() {
                     let i = l.append(&r).unwrap();
                     writeln!(std::io::stdout().lock(), "{i} {}", r.requester).unwrap();
                     if t == 0 && k % 40 == 39 {
-                        l.checkpoint(CRASH_ORIGIN, &public, &|m| Ok(key.sign(m).to_bytes()))
-                            .unwrap();
+                        l.checkpoint(CRASH_ORIGIN, &key).unwrap();
                     }
                 }
             })
@@ -423,7 +420,6 @@ fn sigkill_at_random_moments_loses_no_acknowledged_entry() {
 /// with the old root and the public key alone, and fail for a wrong old root or another key.
 #[test]
 fn witnesses_check_consistency_offline() {
-    use ed25519_dalek::Signer;
     let tmp = common::scratch();
     let dir = tmp.path().join("ledger");
     let key = crash_key();
@@ -432,8 +428,7 @@ fn witnesses_check_consistency_offline() {
     for i in 0..23 {
         l.append(&common::record(i)).unwrap();
     }
-    l.checkpoint(CRASH_ORIGIN, &public, &|m| Ok(key.sign(m).to_bytes()))
-        .unwrap();
+    l.checkpoint(CRASH_ORIGIN, &key).unwrap();
     let leaves: Vec<merkle::Hash> = read_all(&dir.join("segments"))
         .unwrap()
         .iter()

@@ -998,6 +998,17 @@ impl Pkcs11KeyWrap {
     }
 }
 
+/// The HSM's ledger key signs checkpoints.
+impl crate::ledger::LedgerSigner for Pkcs11KeyWrap {
+    fn public_key(&self) -> Result<[u8; 32], crate::ledger::SignError> {
+        Ok(self.ledger_public_key()?)
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<[u8; 64], crate::ledger::SignError> {
+        Ok(self.sign_ledger(msg)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{check_softhsm2_conf, HsmError};

@@ -7,7 +7,7 @@
 
 use super::merkle::Hash;
 use super::record::Record;
-use super::{LedgerError, Signer};
+use super::{LedgerError, LedgerSigner};
 
 /// An append-only, verifiable log of records.
 pub trait LedgerBackend: Send + Sync {
@@ -33,14 +33,9 @@ pub trait LedgerBackend: Send + Sync {
     /// Consistency proof from the first `old` to the first `size` entries.
     fn consistency_proof(&self, old: u64, size: u64) -> Result<Option<Vec<Hash>>, LedgerError>;
 
-    /// Signs a checkpoint of the current tree with the ledger key named `key_name` (public
-    /// key `public`) and keeps it; returns the signed note.
-    fn checkpoint(
-        &self,
-        key_name: &str,
-        public: &[u8; 32],
-        sign: &Signer<'_>,
-    ) -> Result<String, LedgerError>;
+    /// Signs a checkpoint of the current tree by `signer` as the ledger key named `key_name`
+    /// and keeps it; returns the signed note.
+    fn checkpoint(&self, key_name: &str, signer: &dyn LedgerSigner) -> Result<String, LedgerError>;
 
     /// Appends the records other processes left for this backend while it was held (the
     /// local spool); returns their indices. A backend every process can append to has none.
@@ -70,13 +65,8 @@ impl LedgerBackend for super::Ledger {
         Ok(self.log().consistency_proof(old, size)?)
     }
 
-    fn checkpoint(
-        &self,
-        key_name: &str,
-        public: &[u8; 32],
-        sign: &Signer<'_>,
-    ) -> Result<String, LedgerError> {
-        super::Ledger::checkpoint(self, key_name, public, sign)
+    fn checkpoint(&self, key_name: &str, signer: &dyn LedgerSigner) -> Result<String, LedgerError> {
+        super::Ledger::checkpoint(self, key_name, signer)
     }
 
     fn take_pending(&self) -> Result<Vec<(u64, Record)>, LedgerError> {

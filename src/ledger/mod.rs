@@ -48,11 +48,7 @@ impl From<proof::ProofError> for LedgerError {
     }
 }
 
-/// Why a [`Signer`] could not sign: the signer's own error (the HSM's, in production).
-pub type SignError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Signs a checkpoint body with the ledger key (the HSM in production).
-pub type Signer<'a> = dyn Fn(&[u8]) -> Result<[u8; 64], SignError> + 'a;
+pub use checkpoint::{LedgerSigner, SignError};
 
 /// An open ledger.
 pub struct Ledger {
@@ -202,9 +198,9 @@ impl Ledger {
     pub fn checkpoint(
         &self,
         key_name: &str,
-        public: &[u8; 32],
-        sign: &Signer<'_>,
+        signer: &dyn LedgerSigner,
     ) -> Result<String, LedgerError> {
+        let public = signer.public_key().map_err(LedgerError::Sign)?;
         let (size, root) = self.log.tree_head()?;
         let cp = Checkpoint {
             origin: self.origin.clone(),
@@ -212,8 +208,10 @@ impl Ledger {
             root,
             time: time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
         };
-        let sig = sign(cp.body().as_bytes()).map_err(LedgerError::Sign)?;
-        let note = cp.signed_note(key_name, public, &sig);
+        let sig = signer
+            .sign(cp.body().as_bytes())
+            .map_err(LedgerError::Sign)?;
+        let note = cp.signed_note(key_name, &public, &sig);
         let path = self.dir.join("checkpoints.log");
         let io = |e| LedgerError::Io {
             path: path.clone(),

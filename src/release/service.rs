@@ -689,12 +689,7 @@ fn checkpoint_if_new(st: &AppState, last: u64) -> u64 {
         return last;
     }
     let origin = st.vault.config().ledger.origin.clone();
-    let r = (|| -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        let public = st.kw.ledger_public_key()?;
-        Ok(st
-            .ledger
-            .checkpoint(&origin, &public, &|m| Ok(st.kw.sign_ledger(m)?))?)
-    })();
+    let r = st.ledger.checkpoint(&origin, &st.kw);
     match r {
         Ok(_) => {
             tracing::info!(size = n, "ledger checkpoint signed");

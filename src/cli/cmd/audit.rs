@@ -73,7 +73,6 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
         }
         AuditCommand::Checkpoint => {
             let kw = v.key_wrap()?;
-            let public = kw.ledger_public_key()?;
             let (l, rec) = v.ledger()?;
             if rec.discarded_bytes > 0 {
                 eprintln!(
@@ -81,7 +80,7 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
                     rec.discarded_bytes
                 );
             }
-            let note = l.checkpoint(&origin, &public, &|m| Ok(kw.sign_ledger(m)?))?;
+            let note = l.checkpoint(&origin, &kw)?;
             out!("{note}");
         }
         AuditCommand::Show {

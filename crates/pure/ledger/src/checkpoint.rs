@@ -136,3 +136,25 @@ impl Checkpoint {
         Err(CheckpointError::NoSignature(key_name.into()))
     }
 }
+
+/// Why a [`LedgerSigner`] could not sign: the signer's own error (the HSM's, in production).
+pub type SignError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Who signs checkpoints: the ledger key in the HSM in production, a software Ed25519 key for
+/// a test or an offline witness.
+pub trait LedgerSigner: Send + Sync {
+    /// The ledger key's Ed25519 public key.
+    fn public_key(&self) -> Result<[u8; 32], SignError>;
+    /// An Ed25519 signature of `msg` (a checkpoint body) by the ledger key.
+    fn sign(&self, msg: &[u8]) -> Result<[u8; 64], SignError>;
+}
+
+impl LedgerSigner for ed25519_dalek::SigningKey {
+    fn public_key(&self) -> Result<[u8; 32], SignError> {
+        Ok(self.verifying_key().to_bytes())
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<[u8; 64], SignError> {
+        Ok(ed25519_dalek::Signer::sign(self, msg).to_bytes())
+    }
+}
