@@ -92,8 +92,7 @@ fn main() {
                 for i in (w..n).step_by(writers as usize) {
                     let idx = l.append(&record(i)).unwrap();
                     if idx % every == every - 1 {
-                        l.checkpoint(origin, &key)
-                            .unwrap();
+                        l.checkpoint(origin, &key).unwrap();
                     }
                 }
             })
@@ -114,8 +113,7 @@ fn main() {
         secs(t) * 1e3
     );
     let t = Instant::now();
-    l.checkpoint(origin, &key)
-        .unwrap();
+    l.checkpoint(origin, &key).unwrap();
     println!(
         "checkpoint (tree head + sign + fsync): {:.2} ms",
         secs(t) * 1e3
