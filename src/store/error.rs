@@ -86,16 +86,8 @@ pub enum StoreError {
     #[error("{0}; nothing partial was kept")]
     Interrupted(#[from] crate::interrupt::Interrupted),
     /// Any other I/O failure.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(crate::durable::PathIoError),
 }
 
 /// What is wrong with a vault's `vault.toml`.
@@ -123,11 +115,7 @@ pub type RecordError = Box<dyn std::error::Error + Send + Sync>;
 impl From<output::ScratchError> for StoreError {
     fn from(e: output::ScratchError) -> Self {
         match e {
-            output::ScratchError::Io {
-                action,
-                path,
-                source,
-            } => StoreError::io(action, &path, source),
+            output::ScratchError::Io(e) => StoreError::io(e.action, &e.path, e.source),
             other => StoreError::BadInput(other.to_string()),
         }
     }
@@ -145,10 +133,10 @@ impl StoreError {
                 path: path.into(),
             };
         }
-        StoreError::Io {
+        StoreError::Io(crate::durable::PathIoError {
             action,
             path: path.into(),
             source,
-        }
+        })
     }
 }

@@ -148,26 +148,20 @@ pub enum ScratchError {
     #[error("{0}: not a usable output path")]
     BadTarget(PathBuf),
     /// I/O.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(crate::durable::PathIoError),
 }
 
 impl ScratchError {
     /// `map_err` for an OS error while doing `action` on `path`.
     fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ScratchError {
         let path = path.to_path_buf();
-        move |source| ScratchError::Io {
-            action,
-            path,
-            source,
+        move |source| {
+            ScratchError::Io(crate::durable::PathIoError {
+                action,
+                path,
+                source,
+            })
         }
     }
 }
