@@ -178,14 +178,7 @@ pub trait SealedStore: Send + Sync {
 
     /// Writes `bytes` at `offset` of an object (its key slots: nothing else of a sealed object
     /// ever changes) and makes the write durable before returning.
-    fn write_key_slots(
-        &self,
-        model: &str,
-        rev: &str,
-        object: ObjectName<'_>,
-        offset: u64,
-        bytes: &[u8],
-    ) -> Result<(), StoreError>;
+    fn write_key_slots(&self, o: &ObjectRef, offset: u64, bytes: &[u8]) -> Result<(), StoreError>;
 
     /// Marks a revision crypto-shredded (the mark is `mark`, JSON with its time), durably;
     /// keeps an existing mark.
@@ -307,15 +300,8 @@ impl SealedStore for LocalDir {
         Ok((Box::new(LocalObject::open(&p)?), p.display().to_string()))
     }
 
-    fn write_key_slots(
-        &self,
-        model: &str,
-        rev: &str,
-        object: ObjectName<'_>,
-        offset: u64,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        let path = self.path(model, rev, object);
+    fn write_key_slots(&self, o: &ObjectRef, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(&o.model, &o.rev, o.name());
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)

@@ -79,8 +79,7 @@ impl Vault {
 
     /// Writes key slots of an object through the store.
     fn write_slots(&self, o: &ObjectRef, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        self.sealed_store()
-            .write_key_slots(&o.model, &o.rev, o.name(), offset, bytes)
+        self.sealed_store().write_key_slots(o, offset, bytes)
     }
 
     pub(super) fn relative(&self, p: &Path) -> String {
