@@ -140,9 +140,7 @@ fn a_revision_under_another_kek_does_not_open() {
 
 #[test]
 fn many_processes_share_one_token() {
-    let tmp = scratch();
-    let v = tmp.path().join("vault");
-    init(&v);
+    let (tmp, v) = common::fresh_vault();
     let ck = small_checkpoint(&tmp.path().join("ck"), 3, 300_000);
     let (ok, _, err) = seal(&v, &ck, "m@base", &[]);
     assert!(ok, "{err}");
@@ -187,9 +185,7 @@ fn many_processes_share_one_token() {
 /// again afterwards.
 #[test]
 fn a_killed_seal_leaves_nothing_visible() {
-    let tmp = scratch();
-    let v = tmp.path().join("vault");
-    init(&v);
+    let (tmp, v) = common::fresh_vault();
     // 256 MiB, so that the seal is still running when it is killed.
     let ck = small_checkpoint(&tmp.path().join("ck"), 4, 64 << 20);
     let model_dir = v.join("models/big");
@@ -324,9 +320,7 @@ fn a_full_disk_is_a_clear_refusal() {
 /// A model sealed with training facts that disagree with the inventory is never released.
 #[test]
 fn sealed_facts_that_disagree_with_the_inventory_deny() {
-    let tmp = scratch();
-    let v = tmp.path().join("vault");
-    init(&v);
+    let (tmp, v) = common::fresh_vault();
     let ck = small_checkpoint(&tmp.path().join("ck"), 7, 1000);
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let check = |model: &str| {
@@ -392,9 +386,7 @@ fn sealed_facts_that_disagree_with_the_inventory_deny() {
 /// `audit prove` and the offline `audit verify-proof` agree, and a tampered ledger fails.
 #[test]
 fn opens_are_audited() {
-    let tmp = scratch();
-    let v = tmp.path().join("vault");
-    init(&v);
+    let (tmp, v) = common::fresh_vault();
     let ck = small_checkpoint(&tmp.path().join("ck"), 8, 1000);
     let (ok, _, err) = seal(&v, &ck, "m@r1", &[]);
     assert!(ok, "{err}");
@@ -549,9 +541,7 @@ fn assert_vault_untouched(v: &Path, model: &str) {
 /// is left in the vault.
 #[test]
 fn malformed_headers_are_refused_at_seal() {
-    let tmp = scratch();
-    let v = tmp.path().join("vault");
-    init(&v);
+    let (tmp, v) = common::fresh_vault();
     let f32x2 = r#""dtype":"F32","shape":[2],"data_offsets""#;
     let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
     let rows: Vec<(&str, String, usize, String)> = vec![
@@ -643,9 +633,7 @@ fn malformed_headers_are_refused_at_seal() {
 /// new seal under the same name works, and the ledger shows all of it.
 #[test]
 fn seal_facts_are_checked_forced_seals_recorded_and_removal_frees_the_name() {
-    let tmp = scratch();
-    let v = tmp.path().join("vault");
-    init(&v);
+    let (tmp, v) = common::fresh_vault();
     let ck = small_checkpoint(&tmp.path().join("ck"), 3, 64);
     let ck = ck.to_str().unwrap();
     let rows: &[(&[&str], &str)] = &[

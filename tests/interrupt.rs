@@ -219,11 +219,7 @@ fn failed_opens_are_recorded_as_failed() {
         .args(["open", "m@r1", "--out", root.join("o").to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let recs = records(&root, &vault);
     let who = recs.last().unwrap()["requester"]
         .as_str()
@@ -257,11 +253,7 @@ fn gc_leaves_a_running_commands_scratch_alone() {
         .env("WEIGHTVAULT_STATE_DIR", d.join("state"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let report: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

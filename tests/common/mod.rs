@@ -275,6 +275,25 @@ pub fn cli_ok(vault: &Path, args: &[&str]) -> String {
 }
 
 /// `weightvault init` of a new vault with its own SoftHSM2 token; the test fails if it fails.
+/// A scratch directory with a new vault in it at `<scratch>/vault`.
+#[allow(dead_code)]
+pub fn fresh_vault() -> (tempfile::TempDir, PathBuf) {
+    let tmp = scratch();
+    let v = tmp.path().join("vault");
+    init(&v);
+    (tmp, v)
+}
+
+/// Asserts that a finished command succeeded, showing its standard error if not.
+#[allow(dead_code)]
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn init(vault: &Path) {
     require_softhsm();
     let (ok, out, err) = cli(vault, &["init"]);
