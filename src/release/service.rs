@@ -77,6 +77,21 @@ struct Serving {
     view: RevisionView,
     marks: Option<Marks>,
     cut: tokio::sync::watch::Sender<Option<Vec<String>>>,
+    /// The release's expiry: after it the entry is forgotten (its files closed).
+    expires_at: time::OffsetDateTime,
+}
+
+/// Keeps what this replica serves a release with, forgetting the entries of expired releases
+/// (running streams keep theirs until they end).
+fn keep_serving(
+    st: &AppState,
+    id: [u8; 16],
+    s: Arc<Serving>,
+    now: time::OffsetDateTime,
+) -> Arc<Serving> {
+    let mut m = st.serving.lock().expect("serving lock");
+    m.retain(|_, v| v.expires_at > now);
+    m.entry(id).or_insert(s).clone()
 }
 
 struct AppState {
@@ -274,11 +289,9 @@ async fn releases(
         rev: Arc::new(rev),
         view,
         cut: tokio::sync::watch::channel(None).0,
+        expires_at,
     };
-    st.serving
-        .lock()
-        .expect("serving lock")
-        .insert(grant.id, Arc::new(serving));
+    keep_serving(&st, grant.id, Arc::new(serving), now);
     st.state
         .put_release(grant, now)
         .map_err(|e| internal("keeping the release", e))?;
@@ -345,9 +358,9 @@ async fn serving_of(st: &Arc<AppState>, g: &Grant) -> Result<Arc<Serving>, ApiEr
         view: view_of(&rev),
         rev: Arc::new(rev),
         cut: tokio::sync::watch::channel(g.withdrawn.clone()).0,
+        expires_at: g.expires_at,
     });
-    let mut m = st.serving.lock().expect("serving lock");
-    Ok(m.entry(g.id).or_insert(s).clone())
+    Ok(keep_serving(st, g.id, s, st.clock.now()))
 }
 
 async fn shard(
