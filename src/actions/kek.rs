@@ -3,8 +3,9 @@
 //! newest (`rewrap`). Each record goes to the ledger, or to its spool for the running service
 //! that holds it, so these run beside `weightvault serve`.
 
-use super::{operator_record, with_causes};
+use super::with_causes;
 use crate::hsm::{HsmError, Pkcs11KeyWrap};
+use crate::ledger::record::Record;
 use crate::ledger::spool::Recorded;
 use crate::ledger::words::{KeyEvent, Kind, Outcome};
 use crate::ledger::LedgerError;
@@ -43,16 +44,16 @@ pub fn record_key_event(
     v: &Vault,
     operator: &str,
     kind: Kind,
-    (model, revision): (&str, Option<&str>),
+    what: (&str, Option<&str>),
     events: &[KeyEvent],
     outcome: Outcome,
 ) -> Result<Recorded, LedgerError> {
-    v.record(&operator_record(
+    v.record(&Record::key_event(
+        &crate::store::now_rfc3339(),
         kind,
         operator,
-        model,
-        revision,
-        events.iter().map(KeyEvent::to_wire).collect(),
+        what,
+        events,
         outcome,
     ))
 }

@@ -114,23 +114,23 @@ impl Record {
         }
     }
 
-    /// A key event of an operator (`kek-rotate`, `kek-retire`, `rewrap`): the events go in
-    /// `shards` in their written forms.
+    /// A key event of an operator (`kek-rotate`, `kek-retire`, `rewrap`), of the whole vault
+    /// (`model` empty) or of one model or revision: the events go in `shards` in their written
+    /// forms.
     pub fn key_event(
         time: &str,
         kind: Kind,
         requester: &str,
-        revision: Option<(&str, &str)>,
+        (model, revision): (&str, Option<&str>),
         events: &[KeyEvent],
         outcome: Outcome,
     ) -> Self {
-        let (model, rev) = revision.map_or(("", None), |(m, r)| (m, Some(r)));
         Record::action(
             time,
             kind,
             requester,
             model,
-            rev,
+            revision,
             events.iter().map(KeyEvent::to_wire).collect(),
             outcome,
         )
