@@ -57,11 +57,7 @@ pub mod trace {
     pub fn revision_tensors(
         rev: &OpenedRevision,
     ) -> Result<(Vec<Vec<MarkedTensor>>, u32), TraceError> {
-        weightvault_watermark::trace::revision_tensors(
-            rev.files
-                .iter()
-                .map(|(e, f)| (e.path.as_str(), e.kind, f.header().meta.as_slice())),
-        )
+        weightvault_watermark::trace::revision_tensors(rev.file_heads())
     }
 
     /// Suspect safetensors files: a file, or every `.safetensors` file under a directory.

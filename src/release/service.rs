@@ -229,11 +229,7 @@ async fn open_revision(st: &Arc<AppState>, r: RevisionRef) -> Result<OpenedRevis
 fn marks_of(st: &AppState, rev: &OpenedRevision, g: &Grant) -> Result<Option<Marks>, ApiError> {
     g.codeword
         .map(|cid| {
-            let files = rev
-                .files
-                .iter()
-                .map(|(e, f)| (e.path.as_str(), e.kind, f.header().meta.as_slice()));
-            engine::marks(&st.wm_key, files, &cid)
+            engine::marks(&st.wm_key, rev.file_heads(), &cid)
                 .map_err(|e| internal("reading tensor headers", e))
         })
         .transpose()

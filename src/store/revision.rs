@@ -234,6 +234,14 @@ pub struct OpenedRevision {
 }
 
 impl OpenedRevision {
+    /// Each file's path, kind and header bytes (a safetensors header), in manifest order: what
+    /// the watermark reads to find the tensors that carry a mark.
+    pub fn file_heads(&self) -> impl Iterator<Item = (&str, FileKind, &[u8])> {
+        self.files
+            .iter()
+            .map(|(e, f)| (e.path.as_str(), e.kind, f.header().meta.as_slice()))
+    }
+
     /// Total plaintext bytes.
     pub fn total_bytes(&self) -> u64 {
         self.files
