@@ -123,18 +123,22 @@ fn an_old_vault_verifies_opens_audits_and_traces() {
     assert_eq!(rep["releases"], 2);
 
     // What cannot be traced says why.
+    let trace_fails = |suspect: &std::path::Path| {
+        let (traced, _, err) = common::cli(
+            &v,
+            &[
+                "trace",
+                suspect.to_str().unwrap(),
+                "--model",
+                "acme-frontier@r1",
+            ],
+        );
+        assert!(!traced, "{err}");
+        err
+    };
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let (traced, _, err) = common::cli(
-        &v,
-        &[
-            "trace",
-            empty.to_str().unwrap(),
-            "--model",
-            "acme-frontier@r1",
-        ],
-    );
-    assert!(!traced);
+    let err = trace_fails(&empty);
     assert!(err.contains("no .safetensors file"), "{err}");
     let other = tmp.path().join("other.safetensors");
     common::write_safetensors(
@@ -146,16 +150,7 @@ fn an_old_vault_verifies_opens_audits_and_traces() {
             common::bytes(7, 60),
         )],
     );
-    let (traced, _, err) = common::cli(
-        &v,
-        &[
-            "trace",
-            other.to_str().unwrap(),
-            "--model",
-            "acme-frontier@r1",
-        ],
-    );
-    assert!(!traced);
+    let err = trace_fails(&other);
     assert!(
         err.contains("no tensor of the suspect matches a watermarked tensor"),
         "{err}"
