@@ -60,6 +60,54 @@ pub struct VaultConfig {
     /// Ledger settings.
     #[serde(default)]
     pub ledger: LedgerSection,
+    /// Where sealed revisions live (absent: the vault directory's `models/`).
+    #[serde(default, skip_serializing_if = "StoreSection::is_local")]
+    pub store: StoreSection,
+}
+
+/// `[store]` in `vault.toml`: object storage for sealed revisions. Without a `url` (and
+/// without `WEIGHTVAULT_STORE`) they live in the vault directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `s3://bucket/prefix`; `WEIGHTVAULT_STORE` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Endpoint of an S3-compatible server (AWS when absent, or `AWS_ENDPOINT_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region (or `AWS_REGION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint (test servers on loopback; or `AWS_ALLOW_HTTP=true`).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Multipart part size in bytes (default 16 MiB, at least 5 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<u64>,
+    /// Parts one writer uploads at once (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_parts: Option<usize>,
+}
+
+impl StoreSection {
+    fn is_local(&self) -> bool {
+        self.url.is_none() && self.endpoint.is_none() && self.region.is_none()
+    }
+
+    /// The bucket these settings name, with `WEIGHTVAULT_STORE` (`env`) over `url`; `None`
+    /// for the local directory.
+    pub fn bucket(&self, env: Option<String>) -> Option<super::bucket::BucketConfig> {
+        let url = env.filter(|u| !u.is_empty()).or_else(|| self.url.clone())?;
+        Some(super::bucket::BucketConfig {
+            url,
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            allow_http: self.allow_http,
+            part_size: self.part_size.unwrap_or(super::bucket::DEFAULT_PART_SIZE),
+            parallel_parts: self.parallel_parts.unwrap_or(4),
+        })
+    }
 }
 
 /// `[ledger]` in `vault.toml`.

@@ -88,6 +88,17 @@ pub enum StoreError {
     /// Any other I/O failure.
     #[error(transparent)]
     Io(crate::durable::PathIoError),
+    /// Object storage refused or failed.
+    #[error("{action} {key} in the bucket: {source}")]
+    Bucket {
+        /// What was being done.
+        action: &'static str,
+        /// The object's key.
+        key: String,
+        /// What the store said.
+        #[source]
+        source: Box<object_store::Error>,
+    },
 }
 
 /// What is wrong with a vault's `vault.toml`.

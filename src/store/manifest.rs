@@ -54,14 +54,19 @@ pub const SHREDDED_FILE: &str = "SHREDDED";
 
 /// `Some(" on <time>")` when the revision in `dir` was shredded.
 pub(crate) fn shredded_at(dir: &Path) -> Option<String> {
-    let b = std::fs::read(dir.join(SHREDDED_FILE)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
-    Some(
-        v["time"]
-            .as_str()
-            .map(|t| format!(" on {t}"))
-            .unwrap_or_default(),
-    )
+    std::fs::read(dir.join(SHREDDED_FILE))
+        .ok()
+        .map(|b| shred_mark_time(&b))
+}
+
+/// When a shred mark says the revision was shredded (`" on <time>"`, or `""` when it names no
+/// time).
+pub(crate) fn shred_mark_time(mark: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(mark).unwrap_or_default();
+    v["time"]
+        .as_str()
+        .map(|t| format!(" on {t}"))
+        .unwrap_or_default()
 }
 
 /// Path recorded in the manifest's own header.

@@ -17,6 +17,7 @@
 //! and `RangeRead` edges with the local directory), `sealed` (one sealed file), `output`
 //! (plaintext outputs and scratch), `checkpoint` (a checkpoint directory to seal).
 
+pub mod bucket;
 pub mod checkpoint;
 pub use weightvault_core::header_check;
 pub mod mapped;
@@ -32,7 +33,7 @@ mod revision;
 mod seal;
 mod service_key;
 mod setup;
-pub use config::{HsmSection, LedgerSection, SealSection, VaultConfig};
+pub use config::{HsmSection, LedgerSection, SealSection, StoreSection, VaultConfig};
 pub use error::{ConfigError, RecordError, StoreError};
 use manifest::shredded_at;
 pub use manifest::{

@@ -1,15 +1,18 @@
 //! Where sealed objects live, behind two traits: [`RangeRead`] (one sealed object read by byte
 //! ranges, so any chunk decrypts on its own) and [`SealedStore`] (a vault's revisions: listing,
-//! the manifest and files of one, the shred mark, key-slot writes). [`LocalDir`] is the vault
-//! directory as it has always been laid out (`models/<model>/<rev>/manifest.sealed`,
-//! `files/<path>.sealed`, `SHREDDED`); an object store is another implementation, not another
-//! path through the callers. The revision integrity rules (the manifest lists exactly the
-//! files present, each header matches its entry) stay in `store::Vault::open_revision`, above
-//! both, so every implementation is held to them.
+//! the manifest and files of one, the shred mark, key-slot writes, writing a new revision and
+//! removing one). [`LocalDir`] is the vault directory as it has always been laid out
+//! (`models/<model>/<rev>/manifest.sealed`, `files/<path>.sealed`, `SHREDDED`); object storage
+//! (`super::bucket`) is another implementation, not another path through the callers. The
+//! revision integrity rules (the manifest lists exactly the files present, each header matches
+//! its entry) stay in `store::Vault::open_revision`, above both, so every implementation is
+//! held to them.
 //!
-//! Not yet behind the trait: writing a revision (`seal`'s staging directory, published by a
-//! rename) and removing one, which stay local-directory operations in `store`; the object
-//! storage issue gives them a write-once transaction whose shape the multipart upload decides.
+//! Writing goes through [`RevisionSink`] (one per revision being sealed) and [`ObjectSink`]
+//! (one per sealed object): ciphertext at its offsets while chunks are encrypted, then the head
+//! at offset 0 once every tag is known. Every object is created once: a revision is never
+//! overwritten, by a check *and* by the store (a local `create_new` and a rename that fails onto
+//! an existing revision; a bucket's `If-None-Match: *`).
 
 use super::mapped::MappedRange;
 use super::StoreError;
@@ -149,6 +152,35 @@ pub enum RevisionState {
     Sealed,
 }
 
+/// One sealed object being written, by one thread. Dropped without [`ObjectSink::finish`], it
+/// leaves nothing readable under its name (a local temporary file inside the revision's
+/// staging directory; an aborted multipart upload).
+pub trait ObjectSink: Send {
+    /// Writes ciphertext `bytes` at `offset` (at or after the data offset; any order, each
+    /// byte once).
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// Writes `head` at offset 0, makes the object `len` bytes long and durable, and creates it
+    /// under its name.
+    fn finish(self: Box<Self>, head: &[u8], len: u64) -> Result<(), StoreError>;
+}
+
+/// A revision being written: its objects, then [`RevisionSink::publish`]. Dropped before
+/// publishing, it leaves no revision that `list` shows.
+pub trait RevisionSink: Send {
+    /// A new object of the revision, `len` bytes long, whose head (written last) is its first
+    /// `head_len` bytes.
+    fn create(
+        &mut self,
+        object: ObjectName<'_>,
+        head_len: u64,
+        len: u64,
+    ) -> Result<Box<dyn ObjectSink + '_>, StoreError>;
+
+    /// Every object, the manifest last, is written: make the revision visible.
+    fn publish(self: Box<Self>) -> Result<(), StoreError>;
+}
+
 /// Where a vault's sealed revisions live.
 pub trait SealedStore: Send + Sync {
     /// Model names, sorted.
@@ -183,6 +215,26 @@ pub trait SealedStore: Send + Sync {
     /// Marks a revision crypto-shredded (the mark is `mark`, JSON with its time), durably;
     /// keeps an existing mark.
     fn mark_shredded(&self, model: &str, rev: &str, mark: &[u8]) -> Result<(), StoreError>;
+
+    /// Starts writing the new revision `model@rev`: refused with
+    /// [`StoreError::AlreadySealed`] when anything of that name exists.
+    fn begin_revision(
+        &self,
+        model: &str,
+        rev: &str,
+    ) -> Result<Box<dyn RevisionSink + '_>, StoreError>;
+
+    /// Deletes every object of `model@rev` (the manifest first, so an interruption leaves no
+    /// revision that lists shows half-removed) and returns how many objects and bytes went.
+    fn remove_revision(&self, model: &str, rev: &str) -> Result<(usize, u64), StoreError>;
+
+    /// Where the store is, for messages (`<vault>/models` or `s3://bucket/prefix`).
+    fn location(&self) -> String;
+
+    /// Where a revision is, for messages.
+    fn revision_location(&self, model: &str, rev: &str) -> String {
+        format!("{}/{model}/{rev}", self.location())
+    }
 
     /// Every object of a revision (its files, then its manifest), in label order.
     fn objects(&self, model: &str, rev: &str) -> Result<Vec<ObjectRef>, StoreError> {
@@ -311,6 +363,58 @@ impl SealedStore for LocalDir {
             .map_err(|e| StoreError::io("writing the key slots of", &path, e))
     }
 
+    fn begin_revision(
+        &self,
+        model: &str,
+        rev: &str,
+    ) -> Result<Box<dyn RevisionSink + '_>, StoreError> {
+        let target = self.revision_dir(model, rev);
+        let already = || StoreError::AlreadySealed {
+            model: model.into(),
+            revision: rev.into(),
+        };
+        if target.exists() {
+            return Err(already());
+        }
+        let model_dir = self.root.join(model);
+        std::fs::create_dir_all(&model_dir)
+            .map_err(|e| StoreError::io("creating", &model_dir, e))?;
+        // Abandoned seals of this revision (a crash, or an earlier version's `.staging-*`).
+        for prefix in [format!(".{rev}.weightvault-"), format!(".staging-{rev}-")] {
+            let _ = super::output::sweep(&model_dir, &prefix, false);
+        }
+        let scratch = super::output::Scratch::beside(&target, "staging", false)?;
+        let staging = scratch.path().join("revision");
+        std::fs::create_dir(&staging).map_err(|e| StoreError::io("creating", &staging, e))?;
+        Ok(Box::new(LocalRevision {
+            dirs: vec![staging.clone()],
+            staging,
+            scratch,
+            target,
+            already: already(),
+        }))
+    }
+
+    fn remove_revision(&self, model: &str, rev: &str) -> Result<(usize, u64), StoreError> {
+        let dir = self.revision_dir(model, rev);
+        let mut files = Vec::new();
+        super::rotation::walk_sealed(&dir, &mut files)?;
+        let bytes = files
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
+        let scratch = super::output::Scratch::beside(&dir, "removed", false)?;
+        let moved = scratch.path().join("revision");
+        std::fs::rename(&dir, &moved).map_err(|e| StoreError::io("removing", &dir, e))?;
+        super::sync_dir(&self.root.join(model))?;
+        drop(scratch);
+        Ok((files.len(), bytes))
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
     fn mark_shredded(&self, model: &str, rev: &str, mark: &[u8]) -> Result<(), StoreError> {
         let dir = self.revision_dir(model, rev);
         if super::shredded_at(&dir).is_some() {
@@ -321,6 +425,96 @@ impl SealedStore for LocalDir {
         std::fs::rename(&tmp, dir.join(super::SHREDDED_FILE))
             .map_err(|e| StoreError::io("writing", &dir, e))?;
         super::sync_dir(&dir)
+    }
+}
+
+/// A revision being sealed into a local vault: a staging directory beside where it goes,
+/// renamed into place once every file and the manifest are written and synced.
+struct LocalRevision {
+    scratch: super::output::Scratch,
+    staging: PathBuf,
+    target: PathBuf,
+    /// Directories made, to sync before the rename.
+    dirs: Vec<PathBuf>,
+    already: StoreError,
+}
+
+impl RevisionSink for LocalRevision {
+    fn create(
+        &mut self,
+        object: ObjectName<'_>,
+        _head_len: u64,
+        _len: u64,
+    ) -> Result<Box<dyn ObjectSink + '_>, StoreError> {
+        let out = match object {
+            ObjectName::Manifest => self.staging.join(super::MANIFEST_FILE),
+            ObjectName::File(p) => self.staging.join("files").join(format!("{p}.sealed")),
+        };
+        let parent = out.parent().expect("has a parent");
+        if !self.dirs.iter().any(|d| d == parent) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::io("creating", parent, e))?;
+            self.dirs.push(parent.to_path_buf());
+        }
+        let f = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&out)
+            .map_err(|e| StoreError::io("creating", &out, e))?;
+        Ok(Box::new(LocalSink::new(f, out)))
+    }
+
+    fn publish(self: Box<Self>) -> Result<(), StoreError> {
+        let this = *self;
+        for d in this.dirs.iter().rev() {
+            super::sync_dir(d)?;
+        }
+        super::revision::interrupted()?;
+        match this.scratch.publish(&this.staging, &this.target) {
+            Ok(()) => Ok(()),
+            Err(_) if this.target.exists() => Err(this.already),
+            Err(e) => Err(StoreError::io("renaming into place", &this.target, e)),
+        }
+    }
+}
+
+/// A sealed file being written to a local disk, flushed in the background as it grows.
+struct LocalSink {
+    file: File,
+    path: PathBuf,
+    writeback: Option<super::sealed::Writeback>,
+}
+
+impl LocalSink {
+    fn new(file: File, path: PathBuf) -> Self {
+        let writeback = super::sealed::Writeback::start(&file);
+        LocalSink {
+            file,
+            path,
+            writeback,
+        }
+    }
+}
+
+impl ObjectSink for LocalSink {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(|e| StoreError::io("writing", &self.path, e))?;
+        if let Some(w) = &self.writeback {
+            w.wrote(bytes.len() as u64);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, head: &[u8], len: u64) -> Result<(), StoreError> {
+        drop(self.writeback.take());
+        let io = |e| StoreError::io("writing", &self.path, e);
+        self.file.write_all_at(head, 0).map_err(io)?;
+        // An empty tail still needs the file to reach its full length.
+        self.file.set_len(len).map_err(io)?;
+        self.file
+            .sync_all()
+            .map_err(|e| StoreError::io("syncing", &self.path, e))
     }
 }
 

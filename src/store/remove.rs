@@ -1,5 +1,6 @@
 //! Taking a revision out of the vault, recorded first.
 
+use super::object::ObjectRef;
 use super::*;
 
 /// What `remove` did.
@@ -24,36 +25,30 @@ impl Vault {
         r: &RevisionRef,
         record: impl FnOnce(&str, &[String]) -> Result<String, RecordError>,
     ) -> Result<RemoveReport, StoreError> {
-        let (label, dir) = self.named_revision(r, "remove")?;
-        let mut files = Vec::new();
-        rotation::walk_sealed(&dir, &mut files)?;
-        files.sort();
-        let bytes = files
+        let (label, rev) = self.named_revision(r, "remove")?;
+        let store = self.sealed_store();
+        let names: Vec<String> = store
+            .objects(&r.model, &rev)?
             .iter()
-            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-            .sum();
-        let names: Vec<String> = files.iter().map(|p| self.relative(p)).collect();
+            .map(ObjectRef::label)
+            .collect();
         let recorded = record(&label, &names).map_err(StoreError::Unrecorded)?;
-        let scratch = output::Scratch::beside(&dir, "removed", false)?;
-        let moved = scratch.path().join("revision");
-        std::fs::rename(&dir, &moved).map_err(|e| StoreError::io("removing", &dir, e))?;
-        sync_dir(&self.model_dir(&r.model))?;
-        drop(scratch);
+        let (files, bytes) = store.remove_revision(&r.model, &rev)?;
         Ok(RemoveReport {
             label,
-            files: files.len(),
+            files,
             bytes,
             recorded,
         })
     }
 
-    /// `model@rev` and its directory, for a command (`verb`) that must be given the revision
+    /// `model@rev` and the revision's name, for a command (`verb`) that must be given the revision
     /// by name (no default to the only one).
     pub(crate) fn named_revision(
         &self,
         r: &RevisionRef,
         verb: &str,
-    ) -> Result<(String, PathBuf), StoreError> {
+    ) -> Result<(String, String), StoreError> {
         let Some(rev) = &r.revision else {
             return Err(StoreError::BadInput(format!(
                 "name the revision to {verb}: {}@REV",
@@ -63,12 +58,11 @@ impl Vault {
         check_name("model name", &r.model)?;
         check_name("revision", rev)?;
         let label = format!("{}@{rev}", r.model);
-        let dir = self.model_dir(&r.model).join(rev);
-        if !dir.join(MANIFEST_FILE).is_file() {
+        if self.sealed_store().state(&r.model, rev)? != object::RevisionState::Sealed {
             return Err(StoreError::NotFound(format!(
                 "no revision {label} in this vault"
             )));
         }
-        Ok((label, dir))
+        Ok((label, rev.clone()))
     }
 }

@@ -1,5 +1,6 @@
-//! Sealing a checkpoint directory into a new revision: every file sealed into a staging
-//! directory, then the manifest, then one rename publishes it.
+//! Sealing a checkpoint directory into a new revision of the vault's store: every file, then
+//! the manifest, then the store publishes it (a local staging directory renamed into place; in
+//! a bucket the manifest, created last, is what makes the revision exist).
 
 use super::*;
 
@@ -19,8 +20,8 @@ pub struct SealRequest {
 pub struct SealReport {
     /// The manifest written.
     pub manifest: Manifest,
-    /// Where the revision lives.
-    pub dir: PathBuf,
+    /// Where the revision lives (a directory, or `s3://bucket/prefix/models/<model>/<rev>`).
+    pub location: String,
     /// Plaintext bytes sealed.
     pub bytes: u64,
 }
@@ -36,42 +37,16 @@ impl Vault {
     ) -> Result<SealReport, StoreError> {
         check_name("model name", &req.model)?;
         check_name("revision", &req.revision)?;
-        let target = self.model_dir(&req.model).join(&req.revision);
-        if target.exists() {
-            return Err(StoreError::AlreadySealed {
-                model: req.model.clone(),
-                revision: req.revision.clone(),
-            });
-        }
+        let store = self.sealed_store();
         let plan = checkpoint::plan(src)?;
         let total: u64 = plan.iter().map(|f| f.data_len).sum();
+        let mut sink = store.begin_revision(&req.model, &req.revision)?;
         progress.start(total, plan.len());
-        let model_dir = self.model_dir(&req.model);
-        std::fs::create_dir_all(&model_dir)
-            .map_err(|e| StoreError::io("creating", &model_dir, e))?;
-        // Abandoned seals of this revision (a crash, or an earlier version's `.staging-*`).
-        for prefix in [
-            format!(".{}.weightvault-", req.revision),
-            format!(".staging-{}-", req.revision),
-        ] {
-            let _ = output::sweep(&model_dir, &prefix, false);
-        }
-        let scratch = output::Scratch::beside(&target, "staging", false)?;
-        let staging = scratch.path().join("revision");
-        std::fs::create_dir(&staging).map_err(|e| StoreError::io("creating", &staging, e))?;
         let threads = threads(self.config.seal.threads);
         let mut entries = Vec::with_capacity(plan.len());
-        let mut dirs = vec![staging.clone()];
         for f in &plan {
             progress.file(&f.rel);
-            let out = staging.join("files").join(format!("{}.sealed", f.rel));
-            let parent = out.parent().expect("has a parent");
-            if !dirs.iter().any(|d| d == parent) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::io("creating", parent, e))?;
-                dirs.push(parent.to_path_buf());
-            }
-            let summary = self.seal_one(f, req, kw, &out, threads, progress.bytes())?;
+            let summary = self.seal_one(f, req, kw, sink.as_mut(), threads, progress.bytes())?;
             entries.push(ManifestEntry {
                 path: f.rel.clone(),
                 kind: f.kind,
@@ -101,6 +76,7 @@ impl Vault {
             source: e,
         })?;
         let empty = tempfile_empty()?;
+        interrupted()?;
         sealed::seal_file(
             crate::format::aead::AwsLc,
             SealParams {
@@ -111,28 +87,14 @@ impl Vault {
             },
             &empty,
             0,
-            &staging.join(MANIFEST_FILE),
+            (sink.as_mut(), object::ObjectName::Manifest),
             &(),
         )?;
-        for d in dirs.iter().rev() {
-            sync_dir(d)?;
-        }
-        interrupted()?;
-        match scratch.publish(&staging, &target) {
-            Ok(()) => {}
-            Err(e) if target.exists() => {
-                let _ = e;
-                return Err(StoreError::AlreadySealed {
-                    model: req.model.clone(),
-                    revision: req.revision.clone(),
-                });
-            }
-            Err(e) => return Err(StoreError::io("renaming into place", &target, e)),
-        }
+        sink.publish()?;
         progress.finish();
         Ok(SealReport {
             manifest,
-            dir: target,
+            location: store.revision_location(&req.model, &req.revision),
             bytes: total,
         })
     }
@@ -170,7 +132,7 @@ impl Vault {
         f: &CheckpointFile,
         req: &SealRequest,
         kw: &dyn KeyWrap,
-        out: &Path,
+        sink: &mut dyn object::RevisionSink,
         threads: usize,
         progress: &dyn Progress,
     ) -> Result<sealed::SealedSummary, StoreError> {
@@ -200,7 +162,7 @@ impl Vault {
             },
             &src,
             f.data_start,
-            out,
+            (sink, object::ObjectName::File(&f.rel)),
             progress,
         )?;
         let now = src

@@ -1,7 +1,7 @@
 //! Sealed files on disk: writing one from a source file, and reading one back (whole, by byte
 //! range, or just checking it), chunk by chunk with bounded memory on every core.
 
-use super::object::{LocalObject, RangeRead};
+use super::object::{LocalObject, ObjectName, RangeRead, RevisionSink};
 use super::StoreError;
 use crate::format::aead::{AwsLc, ChunkAead, TAG_LEN};
 use crate::format::{
@@ -182,30 +182,65 @@ fn producers(threads: usize) -> usize {
 /// Bytes written between two background flushes.
 const WRITEBACK_STEP: u64 = 64 << 20;
 
-/// Runs `work` while a helper thread asks the kernel to write `f`'s dirty pages to disk every
-/// [`WRITEBACK_STEP`] bytes that `work` reports in its counter, so that the fsync that follows
-/// has little left to do and disk writes overlap encryption. Flush errors are ignored here:
-/// the caller's final `sync_all` reports them.
+/// Runs `work` while a [`Writeback`] flushes `f`, counting the bytes `work` reports.
 pub fn with_writeback<T>(f: &File, work: impl FnOnce(&AtomicU64) -> T) -> T {
-    let written = AtomicU64::new(0);
-    let done = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
+    let counter = AtomicU64::new(0);
+    match Writeback::start(f) {
+        Some(w) => work(&w.written),
+        None => work(&counter),
+    }
+}
+
+/// A helper thread that asks the kernel to write a file's dirty pages to disk every
+/// [`WRITEBACK_STEP`] bytes its writer reports, so that the fsync that follows has little left
+/// to do and disk writes overlap encryption. Flush errors are ignored here: the writer's final
+/// `sync_all` reports them. Stops when dropped.
+pub struct Writeback {
+    written: std::sync::Arc<AtomicU64>,
+    done: std::sync::Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writeback {
+    /// Starts flushing `f` (through a second handle of the same open file); `None` when the
+    /// handle cannot be duplicated (then nothing is flushed early).
+    pub fn start(f: &File) -> Option<Self> {
+        let f = f.try_clone().ok()?;
+        let written = std::sync::Arc::new(AtomicU64::new(0));
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let (w, d) = (written.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
             let mut flushed = 0;
-            while !done.load(Ordering::Relaxed) {
-                let w = written.load(Ordering::Relaxed);
-                if w >= flushed + WRITEBACK_STEP {
+            while !d.load(Ordering::Relaxed) {
+                let now = w.load(Ordering::Relaxed);
+                if now >= flushed + WRITEBACK_STEP {
                     let _ = f.sync_data();
-                    flushed = w;
+                    flushed = now;
                 } else {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             }
         });
-        let r = work(&written);
-        done.store(true, Ordering::Relaxed);
-        r
-    })
+        Some(Writeback {
+            written,
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// `n` more bytes were written.
+    pub fn wrote(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What a sealed file's writer needs besides the source bytes.
@@ -229,14 +264,15 @@ pub struct SealedSummary {
     pub file_len: u64,
 }
 
-/// Seals `header.plaintext_len` bytes of `src` starting at `src_offset` into a new file `out`
-/// (which must not exist), then fsyncs it. Never writes plaintext.
+/// Seals `header.plaintext_len` bytes of `src` starting at `src_offset` into a new object of a
+/// revision being written (`into`: the revision and the object's name), then finishes it
+/// (durable, created once). Never writes plaintext.
 pub fn seal_file<A: ChunkAead>(
     aead: A,
     p: SealParams<'_>,
     src: &File,
     src_offset: u64,
-    out: &Path,
+    into: (&mut dyn RevisionSink, ObjectName<'_>),
     progress: &dyn Progress,
 ) -> Result<SealedSummary, StoreError> {
     let mut header = p.header;
@@ -246,36 +282,29 @@ pub fn seal_file<A: ChunkAead>(
         .map_err(|e| StoreError::BadInput(format!("{}: {e}", header.path)))?;
     let (codec, header_tag) = ChunkCodec::for_sealing(aead, p.dek, &header, &encoded);
     let layout = *codec.layout();
-    let f = File::options()
-        .write(true)
-        .create_new(true)
-        .open(out)
-        .map_err(|e| StoreError::io("creating", out, e))?;
+    let mut sink = into
+        .0
+        .create(into.1, layout.data_offset, layout.file_len())?;
     let tags = Mutex::new(vec![[0u8; TAG_LEN]; layout.chunk_count as usize]);
-    with_writeback(&f, |written| {
-        pipeline_chunks::<StoreError>(
-            &layout,
-            producers(p.threads),
-            |i, buf| {
-                let (s, _) = layout.chunk_range(i);
-                src.read_exact_at(buf, src_offset + s).map_err(|e| {
-                    StoreError::io("reading the source of", Path::new(&header.path), e)
-                })?;
-                let tag = codec.seal_chunk(i, buf);
-                tags.lock().expect("tag mutex")[i as usize] = tag;
-                Ok(())
-            },
-            |i, buf| {
-                let (s, _) = layout.chunk_range(i);
-                f.write_all_at(buf, layout.data_offset + s)
-                    .map_err(|e| StoreError::io("writing", out, e))?;
-                written.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                progress.inc(buf.len() as u64);
-                crate::interrupt::check().map_err(StoreError::Interrupted)?;
-                Ok(())
-            },
-        )
-    })?;
+    pipeline_chunks::<StoreError>(
+        &layout,
+        producers(p.threads),
+        |i, buf| {
+            let (s, _) = layout.chunk_range(i);
+            src.read_exact_at(buf, src_offset + s)
+                .map_err(|e| StoreError::io("reading the source of", Path::new(&header.path), e))?;
+            let tag = codec.seal_chunk(i, buf);
+            tags.lock().expect("tag mutex")[i as usize] = tag;
+            Ok(())
+        },
+        |i, buf| {
+            let (s, _) = layout.chunk_range(i);
+            sink.write_at(layout.data_offset + s, buf)?;
+            progress.inc(buf.len() as u64);
+            crate::interrupt::check().map_err(StoreError::Interrupted)?;
+            Ok(())
+        },
+    )?;
     let slot = codec
         .seal_key_slot(KeySlot::new(
             1,
@@ -293,13 +322,7 @@ pub fn seal_file<A: ChunkAead>(
         &layout,
     )
     .map_err(|e| StoreError::BadInput(format!("{}: {e}", header.path)))?;
-    f.write_all_at(&head, 0)
-        .map_err(|e| StoreError::io("writing", out, e))?;
-    // An empty tail still needs the file to reach its full length.
-    f.set_len(layout.file_len())
-        .map_err(|e| StoreError::io("writing", out, e))?;
-    f.sync_all()
-        .map_err(|e| StoreError::io("syncing", out, e))?;
+    sink.finish(&head, layout.file_len())?;
     Ok(SealedSummary {
         header_hash: crate::format::header_hash(&encoded),
         file_len: layout.file_len(),

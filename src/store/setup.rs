@@ -55,6 +55,7 @@ impl Vault {
                 },
                 seal: SealSection::default(),
                 ledger: LedgerSection::default(),
+                store: StoreSection::default(),
             };
             let text = format!(
                 "# weightvault vault configuration (made by `weightvault init`).\n\
@@ -174,10 +175,15 @@ impl Vault {
                 why: ConfigError::ChunkSize(config.seal.chunk_size),
             });
         }
+        let store: Box<dyn object::SealedStore> =
+            match config.store.bucket(std::env::var("WEIGHTVAULT_STORE").ok()) {
+                Some(b) => Box::new(bucket::Bucket::new(&b)?),
+                None => Box::new(object::LocalDir::new(dir.join("models"))),
+            };
         Ok(Self {
             dir: dir.into(),
             config,
-            store: Box::new(object::LocalDir::new(dir.join("models"))),
+            store,
         })
     }
 
@@ -253,10 +259,6 @@ impl Vault {
             what: "HSM".into(),
             source: e,
         })
-    }
-
-    pub(crate) fn model_dir(&self, model: &str) -> PathBuf {
-        self.dir.join("models").join(model)
     }
 
     /// The vault's own directories where scratch is made (each model's directory).

@@ -2,6 +2,8 @@
 //! production. The organisation CA's key is written beside its certificate so that more
 //! clients can be issued later; that alone disqualifies it from real use.
 
+pub mod s3;
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
     KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,

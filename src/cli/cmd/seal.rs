@@ -82,7 +82,7 @@ pub(in crate::cli) fn run(g: &Globals, a: SealArgs) -> Result<()> {
         human(r.bytes),
         t.elapsed().as_secs_f64(),
         gib_per_s(r.bytes, t),
-        r.dir.display()
+        r.location
     );
     Ok(())
 }
