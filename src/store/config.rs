@@ -106,6 +106,7 @@ impl StoreSection {
             allow_http: self.allow_http,
             part_size: self.part_size.unwrap_or(super::bucket::DEFAULT_PART_SIZE),
             parallel_parts: self.parallel_parts.unwrap_or(4),
+            credentials: None,
         })
     }
 }

@@ -187,6 +187,12 @@ impl Vault {
         })
     }
 
+    /// Keeps this vault's sealed revisions in `store` instead of where its configuration
+    /// says (tools and tests that hold their own store).
+    pub fn set_store(&mut self, store: Box<dyn object::SealedStore>) {
+        self.store = store;
+    }
+
     /// Where the vault's sealed revisions are read from.
     pub fn sealed_store(&self) -> &dyn object::SealedStore {
         self.store.as_ref()

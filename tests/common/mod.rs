@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod leak;
+pub mod s3;
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -250,6 +251,11 @@ pub fn minilm_dir() -> PathBuf {
 
 /// Runs the CLI against a vault and returns (exit success, stdout, stderr).
 pub fn cli(vault: &Path, args: &[&str]) -> (bool, String, String) {
+    cli_env(vault, &[], args)
+}
+
+/// [`cli`] with more environment variables.
+pub fn cli_env(vault: &Path, env: &[(&str, String)], args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin())
         .arg("--vault")
         .arg(vault)
@@ -257,6 +263,7 @@ pub fn cli(vault: &Path, args: &[&str]) -> (bool, String, String) {
         .args(args)
         .env_remove("WEIGHTVAULT_HSM_PIN")
         .env("WEIGHTVAULT_STATE_DIR", state_dir_of(vault))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     (
