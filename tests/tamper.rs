@@ -88,6 +88,7 @@ fn flip(path: &Path, at: u64) {
     edit(path, |b| b[at as usize] ^= 0x10);
 }
 
+#[derive(Clone, Copy)]
 struct Offsets {
     header_end: u64,
     header_tag: u64,
@@ -116,21 +117,11 @@ fn offsets(p: &Path) -> Offsets {
 
 type Mutation = Box<dyn Fn(&Path, &Path)>; // (revision dir r2, revision dir r1)
 
-#[test]
-fn every_tampering_is_refused_with_a_specific_error() {
-    let sh = shared();
-    let tmp = scratch();
-    let v: Vault = sh.vault(CS);
-    for (rev, seed) in [("r1", 1), ("r2", 100)] {
-        let src = tmp.path().join(rev);
-        make_checkpoint(&src, seed);
-        v.seal(&src, &seal_request("tm", rev), &sh.kw, &()).unwrap();
-    }
-    let models = sh.vault_dir().join("models/tm");
-    let r2 = models.join("r2");
-    let o = offsets(&r2.join(S1));
-    assert!(o.chunks >= 3, "the shard must span several chunks");
-    let mut cases: Vec<(String, Mutation, Vec<&str>)> = Vec::new();
+/// Every tampering of revision r2 (with r1 beside it to splice from), and what the error must
+/// say (one of).
+fn cases(o: &Offsets) -> Vec<(String, Mutation, Vec<&'static str>)> {
+    let o = *o;
+    let mut cases: Vec<(String, Mutation, Vec<&'static str>)> = Vec::new();
     let shard1 = "shard 1 of 2 (model-00001-of-00002.safetensors)";
 
     // Header: many positions, from magic to the safetensors JSON.
@@ -360,6 +351,24 @@ fn every_tampering_is_refused_with_a_specific_error() {
         vec!["belongs to tm@r1"],
     ));
 
+    cases
+}
+
+#[test]
+fn every_tampering_is_refused_with_a_specific_error() {
+    let sh = shared();
+    let tmp = scratch();
+    let v: Vault = sh.vault(CS);
+    for (rev, seed) in [("r1", 1), ("r2", 100)] {
+        let src = tmp.path().join(rev);
+        make_checkpoint(&src, seed);
+        v.seal(&src, &seal_request("tm", rev), &sh.kw, &()).unwrap();
+    }
+    let models = sh.vault_dir().join("models/tm");
+    let r2 = models.join("r2");
+    let o = offsets(&r2.join(S1));
+    assert!(o.chunks >= 3, "the shard must span several chunks");
+    let cases = cases(&o);
     let r1 = models.join("r1");
     let snap = snapshot(&r2);
     let rref = "tm@r2".parse().unwrap();
@@ -400,6 +409,84 @@ fn every_tampering_is_refused_with_a_specific_error() {
         restore(&r2, &snap);
     }
     // Restored, the revision opens again: the failures came from the mutations.
+    let r = v.open_revision(&rref, &sh.kw).unwrap();
+    r.verify(2, &()).unwrap();
+}
+
+/// Makes the objects under `prefix` of the bucket match `now`, given that they match `was`.
+fn sync_to_bucket(
+    raw: &common::s3::Raw,
+    prefix: &str,
+    was: &BTreeMap<PathBuf, Vec<u8>>,
+    now: &BTreeMap<PathBuf, Vec<u8>>,
+) {
+    for (p, b) in now {
+        if was.get(p) != Some(b) {
+            raw.put(&format!("{prefix}/{}", p.display()), b.clone());
+        }
+    }
+    for p in was.keys() {
+        if !now.contains_key(p) {
+            raw.delete(&format!("{prefix}/{}", p.display()));
+        }
+    }
+}
+
+#[test]
+fn every_tampering_of_objects_in_a_bucket_is_refused_the_same_way() {
+    let sh = shared();
+    let tmp = scratch();
+    let bucket = common::s3::new_bucket(false);
+    let mut v: Vault = sh.vault(CS);
+    v.set_store(Box::new(common::s3::bucket(&format!("s3://{bucket}/t"))));
+    for (rev, seed) in [("r1", 1), ("r2", 100)] {
+        let src = tmp.path().join(rev);
+        make_checkpoint(&src, seed);
+        v.seal(&src, &seal_request("tm", rev), &sh.kw, &()).unwrap();
+    }
+    // A copy of the bucket's objects to tamper with; each tampering is then written to the
+    // bucket behind the vault's back, as anyone with write access to the bucket could.
+    let raw = common::s3::Raw::new(&bucket);
+    let mirror = tmp.path().join("mirror");
+    for (k, b) in raw.download("t/models/tm") {
+        let p = mirror.join(k);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b).unwrap();
+    }
+    let (r1, r2) = (mirror.join("r1"), mirror.join("r2"));
+    let o = offsets(&r2.join(S1));
+    let snap = snapshot(&r2);
+    let rref = "tm@r2".parse().unwrap();
+    let prefix = "t/models/tm/r2";
+    let cases = cases(&o);
+    assert!(cases.len() >= 50, "{} cases", cases.len());
+    for (name, mutate, wants) in cases {
+        mutate(&r2, &r1);
+        let now = snapshot(&r2);
+        assert_ne!(now, snap, "{name}: mutation changed nothing");
+        sync_to_bucket(&raw, prefix, &snap, &now);
+        let err = v
+            .open_revision(&rref, &sh.kw)
+            .and_then(|r| r.verify(2, &()))
+            .err()
+            .unwrap_or_else(|| panic!("{name}: verify accepted a tampered revision in the bucket"))
+            .to_string();
+        assert!(
+            wants.iter().any(|w| err.contains(w)),
+            "{name}: verify from the bucket said '{err}', expected one of {wants:?}"
+        );
+        let out = tmp.path().join("out");
+        let oerr = v
+            .open_revision(&rref, &sh.kw)
+            .and_then(|r| r.open_to(&out, 2, &()))
+            .err()
+            .unwrap_or_else(|| panic!("{name}: open accepted a tampered revision in the bucket"))
+            .to_string();
+        assert_eq!(oerr, err, "{name}: open and verify disagree");
+        assert!(!out.exists(), "{name}: open left {} behind", out.display());
+        restore(&r2, &snap);
+        sync_to_bucket(&raw, prefix, &now, &snap);
+    }
     let r = v.open_revision(&rref, &sh.kw).unwrap();
     r.verify(2, &()).unwrap();
 }

@@ -69,3 +69,68 @@ pub fn store_env(url: &str) -> Vec<(&'static str, String)> {
     e.push(("WEIGHTVAULT_STORE", url.into()));
     e
 }
+
+/// Direct access to a test bucket's objects, as anyone with storage access has it (the
+/// tampering tests write sealed objects behind the vault's back).
+pub struct Raw {
+    os: object_store::aws::AmazonS3,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Raw {
+    /// The bucket `name` on the test server.
+    pub fn new(name: &str) -> Self {
+        let os = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(name)
+            .with_endpoint(&moto().endpoint)
+            .with_region(REGION)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_allow_http(true)
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Raw { os, rt }
+    }
+
+    /// Every object under `prefix`: relative key -> bytes.
+    pub fn download(&self, prefix: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        use futures_util::TryStreamExt;
+        use object_store::{ObjectStore, ObjectStoreExt};
+        let p = object_store::path::Path::from(prefix);
+        self.rt.block_on(async {
+            let keys: Vec<_> = self.os.list(Some(&p)).try_collect().await.unwrap();
+            let mut out = std::collections::BTreeMap::new();
+            for m in keys {
+                let b = self
+                    .os
+                    .get(&m.location)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                let rel = m.location.as_ref()[prefix.len()..].trim_start_matches('/');
+                out.insert(rel.to_string(), b.to_vec());
+            }
+            out
+        })
+    }
+
+    /// Writes (replacing) an object.
+    pub fn put(&self, key: &str, bytes: Vec<u8>) {
+        use object_store::ObjectStoreExt;
+        let k = object_store::path::Path::from(key);
+        self.rt.block_on(self.os.put(&k, bytes.into())).unwrap();
+    }
+
+    /// Deletes an object.
+    pub fn delete(&self, key: &str) {
+        use object_store::ObjectStoreExt;
+        let k = object_store::path::Path::from(key);
+        self.rt.block_on(self.os.delete(&k)).unwrap();
+    }
+}
