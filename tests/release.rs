@@ -47,6 +47,18 @@ fn start_service(
     dir: &Path,
     extra: &[&str],
 ) -> (String, Child) {
+    start_service_env(vault, pki, policies, dir, extra, &[])
+}
+
+/// [`start_service`] with more environment variables.
+fn start_service_env(
+    vault: &Path,
+    pki: &Path,
+    policies: &Path,
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> (String, Child) {
     let addr = dir.join("addr");
     let _ = std::fs::remove_file(&addr);
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
@@ -66,6 +78,7 @@ fn start_service(
         .arg("--policies")
         .arg(policies)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(log)
@@ -1267,6 +1280,82 @@ fn without_a_watermark_the_fetched_copy_is_byte_identical() {
         "an unwatermarked copy differs from the original"
     );
     drop(child);
+}
+
+#[test]
+fn a_service_on_a_bucket_releases_what_it_sealed_there_and_trace_reads_it() {
+    let root = test_root("bucket");
+    let v = copy_vault(&root);
+    std::fs::remove_dir_all(v.join("models")).unwrap();
+    let url = format!("s3://{}/vault", common::s3::new_bucket(false));
+    let s3 = common::s3::store_env(&url);
+    let (ok, _, err) = common::cli_env(
+        &v,
+        &s3,
+        &[
+            "seal",
+            common::minilm_dir().to_str().unwrap(),
+            "--model",
+            "acme-frontier",
+            "--revision",
+            "r1",
+            "--eccn",
+            "4E091",
+            "--training-ops",
+            "3.1e26",
+        ],
+    );
+    assert!(ok, "sealing into the bucket: {err}");
+    let e = env();
+    let (server, child) = start_service_env(
+        &v,
+        &e.root.join("pki"),
+        &e.root.join("policies"),
+        &root,
+        &[],
+        &s3,
+    );
+    let mut c = cfg("acme", "US");
+    c.server = server;
+    let out = root.join("out");
+    fetch(&c, &rr(FRONTIER), &out).unwrap();
+    // Every file as sealed, the weights watermarked for acme: `trace`, reading the original
+    // from the bucket, names acme.
+    let (got, want) = (
+        common::tree_hashes(&out),
+        common::tree_hashes(&common::minilm_dir()),
+    );
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (k, h) in &want {
+        assert_eq!(
+            got[k] == *h,
+            !k.ends_with(".safetensors"),
+            "{k}: only the weights carry a watermark"
+        );
+    }
+    drop(child);
+    let (ok, t, err) = common::cli_env(
+        &v,
+        &s3,
+        &[
+            "trace",
+            out.to_str().unwrap(),
+            "--model",
+            FRONTIER,
+            "--json",
+        ],
+    );
+    assert!(ok, "trace from the bucket: {err}");
+    let rep: serde_json::Value = serde_json::from_str(&t).unwrap();
+    let accused = rep["accused"].as_array().unwrap();
+    assert_eq!(accused.len(), 1, "{t}");
+    assert_eq!(
+        accused[0]["release"]["record"]["organisation"], "acme",
+        "{t}"
+    );
 }
 
 #[test]
