@@ -364,3 +364,49 @@ fn verify_all_but_r1(vault: &Path, env: &[(&str, String)]) {
     let (ok, _, err) = cli_env(vault, env, &["verify", "rw@r2"]);
     assert!(ok, "rw@r2 after shredding r1: {err}");
 }
+
+#[test]
+fn a_buckets_object_lock_retention_is_read_and_required() {
+    use weightvault::store::worm::{default_retention, require, LockMode, Retention};
+    let plain = new_bucket(false);
+    let cfg = |b: &str| bucket_config(&format!("s3://{b}/ledger"), 16 << 20);
+    assert_eq!(default_retention(&cfg(&plain)).unwrap(), None);
+    let e = require(&cfg(&plain), 1825, LockMode::Compliance).unwrap_err();
+    assert!(e.to_string().contains("no Object Lock"), "{e}");
+
+    let locked = new_bucket(true);
+    assert_eq!(
+        default_retention(&cfg(&locked)).unwrap(),
+        None,
+        "lock without a default"
+    );
+    let set = |b: &str, mode: &str, period: &str| {
+        moto()
+            .aws(&[
+                "s3api",
+                "put-object-lock-configuration",
+                "--bucket",
+                b,
+                "--object-lock-configuration",
+                &format!(r#"{{"ObjectLockEnabled":"Enabled","Rule":{{"DefaultRetention":{{"Mode":"{mode}",{period}}}}}}}"#),
+            ])
+            .unwrap();
+    };
+    set(&locked, "GOVERNANCE", r#""Days":1"#);
+    let got = default_retention(&cfg(&locked)).unwrap();
+    assert_eq!(
+        got,
+        Some(Retention {
+            mode: LockMode::Governance,
+            days: 1
+        })
+    );
+    let e = require(&cfg(&locked), 1825, LockMode::Compliance).unwrap_err();
+    assert!(e.to_string().contains("GOVERNANCE, 1 days"), "{e}");
+    require(&cfg(&locked), 1, LockMode::Governance).unwrap();
+
+    let five_years = new_bucket(true);
+    set(&five_years, "COMPLIANCE", r#""Years":5"#);
+    let r = require(&cfg(&five_years), 1825, LockMode::Compliance).unwrap();
+    assert_eq!(r.days, 1825);
+}

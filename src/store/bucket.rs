@@ -317,6 +317,23 @@ impl Bucket {
     }
 }
 
+/// The bucket and the prefix (without slashes at either end) of an `s3://bucket/prefix` URL.
+pub fn split_url(url: &str) -> Result<(String, String), StoreError> {
+    let bad = |why: &str| StoreError::BadInput(format!("store url {url}: {why}"));
+    let rest = url.strip_prefix("s3://").ok_or_else(|| {
+        bad("only s3:// URLs are supported (an S3-compatible server is named by `endpoint`)")
+    })?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(bad("no bucket name"));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|p| p == "." || p == "..") {
+        return Err(bad("the prefix may not contain `.` or `..`"));
+    }
+    Ok((bucket.into(), prefix.into()))
+}
+
 /// The key without the URL's prefix, for messages (`s3://b/p` + `p/models/x` -> `models/x`).
 fn strip_bucket_prefix(url: &str, key: &Key) -> String {
     let prefix = url

@@ -24,6 +24,7 @@ pub mod mapped;
 pub mod object;
 pub mod output;
 pub mod sealed;
+pub mod worm;
 
 mod config;
 mod error;
