@@ -93,7 +93,8 @@ fn start_service_env(
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let url = format!("https://{}", std::fs::read_to_string(&addr).unwrap().trim());
+    let text = std::fs::read_to_string(&addr).unwrap();
+    let url = format!("https://{}", text.lines().next().unwrap_or_default().trim());
     (url, child)
 }
 
@@ -1356,6 +1357,117 @@ fn a_service_on_a_bucket_releases_what_it_sealed_there_and_trace_reads_it() {
         accused[0]["release"]["record"]["organisation"], "acme",
         "{t}"
     );
+}
+
+/// `GET path` in plain HTTP/1.1 on `addr`: (status, body).
+fn plain_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let status = r
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = r
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_operations_port_answers_health_readiness_and_metrics() {
+    let root = test_root("ops");
+    let v = copy_vault(&root);
+    // Its revisions in a bucket of an S3 server of its own, stopped half-way.
+    let tmp = common::scratch();
+    let s3 = weightvault_testkit::s3::S3Server::moto(
+        &common::s3::s3_bin(),
+        &tmp.path().join("moto.log"),
+    )
+    .unwrap();
+    s3.create_bucket("ops", false).unwrap();
+    let mut env_s3 = s3.env();
+    env_s3.push(("WEIGHTVAULT_STORE", "s3://ops".into()));
+    std::fs::remove_dir_all(v.join("models")).unwrap();
+    let generated = env().generated.clone();
+    let (ok, _, err) = common::cli_env(
+        &v,
+        &env_s3,
+        &[
+            "seal",
+            generated.to_str().unwrap(),
+            "--model",
+            "acme-small",
+            "--revision",
+            "g1",
+            "--eccn",
+            "EAR99",
+        ],
+    );
+    assert!(ok, "{err}");
+    let e = env();
+    let (server, child) = start_service_env(
+        &v,
+        &e.root.join("pki"),
+        &e.root.join("policies"),
+        &root,
+        &["--ops-listen", "127.0.0.1:0"],
+        &env_s3,
+    );
+    let ops = std::fs::read_to_string(root.join("addr"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .expect("the ops address on the second line")
+        .to_string();
+    assert_eq!(plain_get(&ops, "/healthz"), (200, "ok\n".into()));
+    let (s, body) = plain_get(&ops, "/readyz");
+    assert_eq!(s, 200, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for k in ["store", "state", "hsm", "ledger"] {
+        assert_eq!(r[k], "ok", "{body}");
+    }
+    let mut c = cfg("acme", "US");
+    c.server = server;
+    let out = root.join("out");
+    fetch(&c, &rr(GENERATED), &out).unwrap();
+    let (s, m) = plain_get(&ops, "/metrics");
+    assert_eq!(s, 200);
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{m}"))
+    };
+    assert_eq!(
+        value("weightvault_releases_total{outcome=\"allowed\"}"),
+        1.0
+    );
+    assert!(
+        value("weightvault_bytes_streamed_total") >= (64 << 20) as f64,
+        "{m}"
+    );
+    assert_eq!(value("weightvault_decision_seconds_count"), 1.0);
+    assert_eq!(value("weightvault_ledger_append_seconds_count"), 1.0);
+    assert_eq!(value("weightvault_open_streams"), 0.0);
+    // The store gone: not ready (a balancer stops sending requests here), still alive.
+    drop(s3);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let (s, body) = plain_get(&ops, "/readyz");
+    assert_eq!(s, 503, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(r["store"], "ok", "{body}");
+    assert_eq!(r["hsm"], "ok", "{body}");
+    assert_eq!(plain_get(&ops, "/healthz").0, 200);
+    drop(child);
 }
 
 #[test]

@@ -329,9 +329,15 @@ pub struct ServeArgs {
     /// once more on stopping); `audit checkpoint` cannot run while the service holds the ledger
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub checkpoint_every: u64,
-    /// Write the bound address to this file once listening (for scripts using port 0)
+    /// Write the bound address to this file once listening (for scripts using port 0); with
+    /// --ops-listen, the operations address follows on a second line
     #[arg(long, value_name = "FILE")]
     pub addr_file: Option<PathBuf>,
+    /// Also serve GET /healthz, /readyz and /metrics (Prometheus) in plain HTTP on this
+    /// address, for a load balancer's health checks and a scraper; bind it to an internal
+    /// address (it needs no client certificate and releases nothing)
+    #[arg(long, value_name = "ADDR")]
+    pub ops_listen: Option<std::net::SocketAddr>,
     /// Stop when standard input closes (for supervisors, scripts and tests that must not
     /// leave a service behind)
     #[arg(long)]

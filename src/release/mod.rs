@@ -6,6 +6,7 @@
 pub use weightvault_core::{evidence, stream};
 pub use weightvault_release::{engine, wire};
 pub mod fetch;
+pub mod ops;
 pub mod service;
 pub mod state;
 pub mod tls;

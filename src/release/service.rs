@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub checkpoint_every: Duration,
     /// Embed a per-recipient watermark in every release (off only for measurements).
     pub watermark: bool,
+    /// Where to serve `/healthz`, `/readyz` and `/metrics` (plain HTTP), if anywhere.
+    pub ops_listen: Option<SocketAddr>,
 }
 
 /// Set-up errors of the service (one line each).
@@ -107,6 +109,7 @@ struct AppState {
     clock: Arc<dyn Clock>,
     /// Releases this replica serves, by id.
     serving: Mutex<HashMap<[u8; 16], Arc<Serving>>>,
+    metrics: Arc<super::ops::Metrics>,
     cfg: ServeConfig,
 }
 
@@ -307,13 +310,18 @@ async fn decide_and_record(
     policy: &crate::policy::PolicyData,
     asked: &Asked<'_>,
 ) -> Result<(engine::Judged, u64), ApiError> {
+    let decision_timer = st.metrics.decision_seconds.start_timer();
     let (judged, hold) = st
         .state
         .reserve(&mut |used| engine::judge(policy, st.geo.as_ref(), asked, used))
         .map_err(|e| internal("reserving the allocation", e))?;
+    decision_timer.observe_duration();
     let st2 = st.clone();
     let rec = judged.record.clone();
-    let ledger_index = match blocking(move || st2.ledger.append(&rec)).await? {
+    let append_timer = st.metrics.append_seconds.start_timer();
+    let appended = blocking(move || st2.ledger.append(&rec)).await?;
+    append_timer.observe_duration();
+    let ledger_index = match appended {
         Ok(i) => i,
         Err(e) => {
             st.state.cancel(hold);
@@ -328,6 +336,10 @@ async fn decide_and_record(
         .commit(hold, ledger_index, &judged.record)
         .map_err(|e| internal("counting the allocation", e))?;
     let r = &judged.record;
+    st.metrics
+        .releases
+        .with_label_values(&[&r.outcome.to_string()])
+        .inc();
     tracing::info!(
         requester = %r.requester, model = %r.model, outcome = %r.outcome,
         failed = ?r.failed_checks, ledger_index, "release decision"
@@ -410,6 +422,7 @@ async fn shard(
     let cut = async move {
         let _ = cut.wait_for(Option::is_some).await;
     };
+    st.metrics.open_streams.inc();
     let body = Body::from_stream(Counted {
         inner: Box::pin(futures_util::StreamExt::take_until(
             futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)),
@@ -417,6 +430,7 @@ async fn shard(
         )),
         handed: 0,
         report: Some(report),
+        metrics: st.metrics.clone(),
     });
     let mut resp = Response::builder()
         .status(if range.is_some() {
@@ -443,6 +457,7 @@ struct Counted<S> {
     inner: std::pin::Pin<Box<S>>,
     handed: u64,
     report: Option<tokio::sync::oneshot::Sender<u64>>,
+    metrics: Arc<super::ops::Metrics>,
 }
 
 impl<S: futures_util::Stream<Item = Result<Bytes, std::io::Error>>> futures_util::Stream
@@ -457,6 +472,7 @@ impl<S: futures_util::Stream<Item = Result<Bytes, std::io::Error>>> futures_util
         let r = self.inner.as_mut().poll_next(cx);
         if let std::task::Poll::Ready(Some(Ok(b))) = &r {
             self.handed += b.len() as u64;
+            self.metrics.bytes_streamed.inc_by(b.len() as u64);
         }
         r
     }
@@ -464,6 +480,7 @@ impl<S: futures_util::Stream<Item = Result<Bytes, std::io::Error>>> futures_util
 
 impl<S> Drop for Counted<S> {
     fn drop(&mut self) {
+        self.metrics.open_streams.dec();
         if let Some(r) = self.report.take() {
             let _ = r.send(self.handed);
         }
@@ -711,6 +728,38 @@ fn checkpoint_if_new(st: &AppState, last: u64) -> u64 {
     }
 }
 
+/// What `/readyz` checks, each a real round trip: the store lists its models, the release
+/// state answers, the HSM lists its KEK versions, the ledger gives its tree head.
+fn readiness(st: &Arc<AppState>) -> super::ops::CheckFn {
+    let st = Arc::downgrade(st);
+    Arc::new(move || {
+        let Some(st) = st.upgrade() else {
+            return vec![("service", Some("stopping".into()))];
+        };
+        let err = |r: Result<(), String>| r.err();
+        vec![
+            (
+                "store",
+                err(st
+                    .vault
+                    .sealed_store()
+                    .models()
+                    .map(drop)
+                    .map_err(|e| e.to_string())),
+            ),
+            ("state", err(st.state.ready().map_err(|e| e.to_string()))),
+            (
+                "hsm",
+                err(st.kw.refresh().map(drop).map_err(|e| e.to_string())),
+            ),
+            (
+                "ledger",
+                err(st.ledger.tree_head().map(drop).map_err(|e| e.to_string())),
+            ),
+        ]
+    })
+}
+
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/challenge", post(challenge))
@@ -729,6 +778,7 @@ fn router(state: Arc<AppState>) -> Router {
 /// A running service.
 pub struct Server {
     addr: SocketAddr,
+    ops_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -774,6 +824,19 @@ impl Server {
             .map_err(|e| setup(format!("listening on {}: {e}", cfg.listen)))?;
         std_listener.set_nonblocking(true).map_err(setup)?;
         let addr = std_listener.local_addr().map_err(setup)?;
+        let ops_listener = match cfg.ops_listen {
+            Some(a) => {
+                let l = std::net::TcpListener::bind(a)
+                    .map_err(|e| setup(format!("listening on {a} (--ops-listen): {e}")))?;
+                l.set_nonblocking(true).map_err(setup)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let ops_addr = match &ops_listener {
+            Some(l) => Some(l.local_addr().map_err(setup)?),
+            None => None,
+        };
         let state = Arc::new(AppState {
             vault,
             kw,
@@ -784,6 +847,7 @@ impl Server {
             state: Arc::new(LocalState::new(alloc)),
             clock: Arc::new(SystemClock),
             serving: Mutex::new(HashMap::new()),
+            metrics: Arc::new(super::ops::Metrics::new()),
             cfg,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -830,7 +894,15 @@ impl Server {
                     }
                 });
                 let follower = tokio::spawn(follow_withdrawals(state.clone()));
+                let ops = ops_listener.map(|l| {
+                    let l = tokio::net::TcpListener::from_std(l).expect("ops listener");
+                    let app = super::ops::router(state.metrics.clone(), readiness(&state));
+                    tokio::spawn(super::ops::serve(l, app, std::future::pending()))
+                });
                 accept_loop(listener, tls, router(state.clone()), stop_rx).await;
+                if let Some(o) = ops {
+                    o.abort();
+                }
                 follower.abort();
                 signer.abort();
                 reloader.abort();
@@ -844,6 +916,7 @@ impl Server {
         });
         Ok(Self {
             addr,
+            ops_addr,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -852,6 +925,11 @@ impl Server {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the operations port (`--ops-listen`), if any.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
     }
 
     /// Stops accepting and waits for the service thread.

@@ -94,6 +94,12 @@ pub trait ReleaseState: Send + Sync {
 
     /// Withdrawals from now on.
     fn withdrawals(&self) -> tokio::sync::broadcast::Receiver<Withdrawal>;
+
+    /// Whether the state can be read and written now (for `/readyz`); in-process state always
+    /// can.
+    fn ready(&self) -> Result<(), StateError> {
+        Ok(())
+    }
 }
 
 struct Nonce {

@@ -22,6 +22,7 @@ pub(in crate::cli) fn run(g: &Globals, a: ServeArgs) -> Result<()> {
         nonce_ttl,
         checkpoint_every,
         addr_file,
+        ops_listen,
         until_stdin_closes,
         no_watermark,
     } = a;
@@ -44,15 +45,22 @@ pub(in crate::cli) fn run(g: &Globals, a: ServeArgs) -> Result<()> {
         nonce_ttl: Duration::from_secs(nonce_ttl),
         checkpoint_every: Duration::from_secs(checkpoint_every.max(1)),
         watermark: !no_watermark,
+        ops_listen,
     })?;
     eprintln!(
         "weightvault: serving {} on https://{}",
         g.dir.display(),
         server.addr()
     );
+    if let Some(a) = server.ops_addr() {
+        eprintln!("weightvault: health, readiness and metrics on http://{a}");
+    }
     if let Some(f) = addr_file {
-        std::fs::write(&f, server.addr().to_string())
-            .with_context(|| format!("writing {}", f.display()))?;
+        let mut text = server.addr().to_string();
+        if let Some(a) = server.ops_addr() {
+            text.push_str(&format!("\n{a}"));
+        }
+        std::fs::write(&f, text).with_context(|| format!("writing {}", f.display()))?;
     }
     // For `weightvault policy reload`; removed once the service has stopped.
     let pid_file = ServePidFile::write(&Vault::open(&g.dir)?)?;
