@@ -410,3 +410,126 @@ fn a_buckets_object_lock_retention_is_read_and_required() {
     let r = require(&cfg(&five_years), 1825, LockMode::Compliance).unwrap();
     assert_eq!(r.days, 1825);
 }
+
+#[test]
+fn an_interrupted_seal_into_a_bucket_leaves_no_revision() {
+    let name = new_bucket(false);
+    let url = format!("s3://{name}/p");
+    let (_tmp, vault) = fresh_vault();
+    let env = store_env(&url);
+    let src = vault.parent().unwrap().join("ckpt");
+    small_checkpoint(&src, 5, 96 << 20);
+    let seal = |rev: &str| {
+        std::process::Command::new(bin())
+            .arg("--vault")
+            .arg(&vault)
+            .args(["--quiet", "seal", src.to_str().unwrap(), "--model", "int"])
+            .args(["--revision", rev, "--eccn", "EAR99"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("WEIGHTVAULT_STATE_DIR", state_dir_of(&vault))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // moto logs `POST /<bucket>/<key>?uploads` when a multipart upload starts.
+    let upload_started = |from: u64| {
+        writes_since(from)
+            .iter()
+            .any(|(m, p)| m == "POST" && p.contains("model.safetensors.sealed?uploads"))
+    };
+    let uploads = || {
+        moto()
+            .aws(&["s3api", "list-multipart-uploads", "--bucket", &name])
+            .unwrap()
+    };
+    // SIGINT once the upload is under way: the seal deletes what it wrote, its claim, and
+    // aborts its multipart upload; the name is free.
+    let mark = log_len();
+    let c = seal("r1");
+    let t = std::time::Instant::now();
+    while !upload_started(mark) {
+        assert!(t.elapsed().as_secs() < 60, "no multipart upload started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(c.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("nothing partial was kept"), "{err}");
+    assert!(
+        objects(&name)
+            .keys()
+            .all(|k| !k.starts_with("p/models/int/r1/")),
+        "{:?}",
+        objects(&name)
+    );
+    assert!(!uploads().contains("UploadId"), "{}", uploads());
+    let (ok, list, _) = cli_env(&vault, &env, &["list"]);
+    assert!(ok && !list.contains("int"), "{list}");
+
+    // SIGKILL: what it wrote stays, without a manifest: no command lists it, and a new seal
+    // of the name says which prefix to delete.
+    let mark = log_len();
+    let mut c = seal("r1");
+    let t = std::time::Instant::now();
+    while !upload_started(mark) {
+        if c.try_wait().unwrap().is_some() {
+            let out = c.wait_with_output().unwrap();
+            panic!("the seal ended: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(t.elapsed().as_secs() < 60, "no multipart upload started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let (ok, list, _) = cli_env(&vault, &env, &["list"]);
+    assert!(ok && !list.contains("int"), "{list}");
+    let (ok, _, err) = cli_env(
+        &vault,
+        &env,
+        &[
+            "seal",
+            src.to_str().unwrap(),
+            "--model",
+            "int",
+            "--revision",
+            "r1",
+            "--eccn",
+            "EAR99",
+        ],
+    );
+    assert!(
+        !ok && err.contains("unfinished seal") && err.contains("/p/models/int/r1/"),
+        "{err}"
+    );
+    moto()
+        .aws(&[
+            "s3",
+            "rm",
+            "--recursive",
+            &format!("s3://{name}/p/models/int/r1/"),
+        ])
+        .unwrap();
+    let (ok, _, err) = cli_env(
+        &vault,
+        &env,
+        &[
+            "seal",
+            src.to_str().unwrap(),
+            "--model",
+            "int",
+            "--revision",
+            "r1",
+            "--eccn",
+            "EAR99",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli_env(&vault, &env, &["verify", "int@r1"]);
+    assert!(ok, "{err}");
+}

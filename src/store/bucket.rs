@@ -510,6 +510,8 @@ impl SealedStore for Bucket {
             bucket: self,
             model: model.into(),
             rev: rev.into(),
+            created: Default::default(),
+            published: false,
         }))
     }
 
@@ -659,11 +661,30 @@ impl RangeRead for BucketObject {
 }
 
 /// A revision being sealed into a bucket: its claim is made; the manifest, created last,
-/// publishes it.
+/// publishes it. Dropped unpublished (an error, SIGINT, SIGTERM), it deletes what it wrote and
+/// its claim, so the name is free again; only SIGKILL or a crash leaves them (see
+/// [`SealedStore::begin_revision`]'s refusal, which names the prefix).
 struct BucketRevision<'a> {
     bucket: &'a Bucket,
     model: String,
     rev: String,
+    /// Keys of the objects created so far (multipart uploads abort themselves).
+    created: std::sync::Arc<std::sync::Mutex<Vec<Key>>>,
+    published: bool,
+}
+
+impl Drop for BucketRevision<'_> {
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        let mut keys = std::mem::take(&mut *self.created.lock().expect("created keys"));
+        keys.push(self.bucket.revision_key(&self.model, &self.rev, ".claim"));
+        for k in keys {
+            let os = self.bucket.os.clone();
+            let _ = self.bucket.run(async move { os.delete(&k).await });
+        }
+    }
 }
 
 impl RevisionSink for BucketRevision<'_> {
@@ -685,6 +706,7 @@ impl RevisionSink for BucketRevision<'_> {
                 bucket: b,
                 key,
                 buf: vec![0u8; len as usize],
+                created: self.created.clone(),
             }));
         }
         let (os, k) = (b.os.clone(), key.clone());
@@ -701,11 +723,13 @@ impl RevisionSink for BucketRevision<'_> {
             parts: vec![None; count],
             open: HashMap::new(),
             inflight: VecDeque::new(),
+            created: self.created.clone(),
         }))
     }
 
-    fn publish(self: Box<Self>) -> Result<(), StoreError> {
+    fn publish(mut self: Box<Self>) -> Result<(), StoreError> {
         // The manifest, created once like every object, already made the revision visible.
+        self.published = true;
         Ok(())
     }
 }
@@ -715,6 +739,7 @@ struct SinglePut<'a> {
     bucket: &'a Bucket,
     key: Key,
     buf: Vec<u8>,
+    created: std::sync::Arc<std::sync::Mutex<Vec<Key>>>,
 }
 
 fn place(buf: &mut [u8], offset: u64, bytes: &[u8], key: &Key) -> Result<(), StoreError> {
@@ -754,7 +779,13 @@ impl ObjectSink for SinglePut<'_> {
             .bucket
             .put(&self.key, Bytes::from(buf), PutMode::Create)
         {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.created
+                    .lock()
+                    .expect("created keys")
+                    .push(self.key.clone());
+                Ok(())
+            }
             Err(object_store::Error::AlreadyExists { .. }) => {
                 Err(exists_err(self.bucket, &self.key))
             }
@@ -780,6 +811,7 @@ struct Multipart<'a> {
     /// Parts being filled: their buffer and how many bytes are in it.
     open: HashMap<usize, (Vec<u8>, u64)>,
     inflight: VecDeque<(usize, PartUpload)>,
+    created: std::sync::Arc<std::sync::Mutex<Vec<Key>>>,
 }
 
 impl Multipart<'_> {
@@ -884,6 +916,10 @@ impl ObjectSink for Multipart<'_> {
         {
             Ok(_) => {
                 self.id = None;
+                self.created
+                    .lock()
+                    .expect("created keys")
+                    .push(self.key.clone());
                 Ok(())
             }
             Err(
