@@ -1,7 +1,8 @@
 //! The ledger's tree as a C2SP tlog-tiles log (<https://c2sp.org/tlog-tiles>): the objects an
 //! integrator writes to object storage (`checkpoint`, `tile/<L>/<N>`, `tile/entries/<N>`),
-//! and what is computed from them: integrating a batch of sequenced entries, tree roots, and
-//! inclusion and consistency proofs.
+//! and everything computed from them: integrating a batch of sequenced entries, tree roots,
+//! inclusion and consistency proofs, and the audit that an auditor runs from the bucket and
+//! the ledger's public key alone.
 //!
 //! Pure, like the rest of this crate: it never reads a bucket itself. Every object comes in
 //! through a [`TileReader`] that the I/O layer implements over object storage (a GET of the
@@ -25,11 +26,13 @@
 //!
 //! [`Subtrees`]: crate::merkle::Subtrees
 
+mod audit;
 mod encoding;
 mod integrate;
 mod path;
 mod tree;
 
+pub use audit::{audit, prove_consistency, prove_inclusion, verify_checkpoint, AuditReport};
 pub use encoding::{
     decode_bundle, decode_tile, encode_bundle, encode_tile, EncodingError, MAX_ENTRY_LEN,
 };
@@ -40,7 +43,7 @@ pub use tree::{
     tiles_for_inclusion, tiles_for_root, tiles_of, tree_root,
 };
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::merkle::Hash;
 use std::collections::BTreeMap;
 
@@ -183,6 +186,23 @@ pub enum TileError {
         /// Entries added.
         more: usize,
     },
+    /// The checkpoint note does not verify.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// An entry is not UTF-8, so it is not a record.
+    #[error("entry {0} is not UTF-8, so it is not a ledger record")]
+    NotUtf8(u64),
+    /// An entry refused by the auditor's own check (a record that does not parse).
+    #[error("entry {index}: {reason}")]
+    EntryRejected {
+        /// Its ledger index.
+        index: u64,
+        /// Why, in the auditor's words.
+        reason: String,
+    },
+    /// A proof made from the tiles does not verify against the checkpoint.
+    #[error("proof from the tiles does not verify: {0}")]
+    Proof(#[from] crate::proof::ProofError),
 }
 
 /// Objects in memory, by path: a bucket for tests, or objects an integrator prefetched.
