@@ -13,16 +13,28 @@
 //! subtrees of `256^L` entries. A closed segment of the local log (2^16 entries, aligned) is
 //! exactly one full level-1 tile, whose root is the segment's root.
 //!
-//! The Merkle proofs themselves are this crate's [`crate::merkle`] code, given tiles through
-//! its [`Subtrees`] trait.
+//! **Why not a crate.** `tlog_tiles` 0.2.0 (Cloudflare's azul project, BSD-3-Clause, the only
+//! version the registry offers here) ports Go's `sumdb/tlog`: its paths are the sumdb form
+//! `tile/<H>/<L>/<N>` with the height in the path and `tile/<H>/data/<N>` record tiles, not
+//! tlog-tiles' `tile/<L>/<N>` and `tile/entries/<N>`, it has no entry bundles, it panics on
+//! bad coordinates, and it brings a second `sha2` (0.10), `base64` (0.21) and `thiserror` (1).
+//! Its tile arithmetic at height 8 is the same as tlog-tiles', though, so it is this module's
+//! independent cross-check in the tests (`tests/tiles.rs`: the tiles an integration writes,
+//! their paths, and proofs through its tile reader, which authenticates every tile it reads).
+//! `sigsum` 0.3 speaks the Sigsum protocol and has no tiles; `siglog` 0.1 is a whole server
+//! (tokio, axum, an ORM), nothing a pure crate can hold. The Merkle proofs themselves are this
+//! crate's [`crate::merkle`] code, given tiles through its [`Subtrees`] trait.
 //!
 //! **Entry length.** A bundle entry is at most 65,535 bytes (a `u16` length), while the local
-//! log takes records up to 1 MiB. Records are small (in the release fixture's ledger, 281
-//! records: median 523 bytes, largest 801); the ones that can grow list things (`seal`, `remove` and `shred` name every file, `policy-reload` every withdrawn
-//! decision). An entry over 65,535 bytes is refused by [`integrate`] with
-//! [`TileError::EntryTooLong`] — never truncated or split — so the sequencer in front of a
-//! tiled ledger must refuse such a record at append time, before it is sequenced, with
-//! [`MAX_ENTRY_LEN`]: the append fails, and a release waiting on it is refused (fail closed).
+//! log takes records up to 1 MiB. Records are small (the release fixture's ledger: 281
+//! records, median 523 bytes, largest 801); the ones that can grow list things: `seal`,
+//! `remove` and `shred` name every file, and a `policy-reload` names every decision it
+//! withdrew, which passes 65,535 bytes at 3,259 withdrawals of 7-digit indices
+//! (`tests/tiles.rs`). An entry over 65,535 bytes is refused by [`integrate`] with
+//! [`TileError::EntryTooLong`] — never truncated, split or put elsewhere — so the sequencer
+//! in front of a tiled ledger must refuse such a record at append time, before it is
+//! sequenced, by [`MAX_ENTRY_LEN`]: the append fails and the action waiting on it is refused
+//! (fail closed). A record that can list thousands of things must be split by its writer.
 //!
 //! [`Subtrees`]: crate::merkle::Subtrees
 
