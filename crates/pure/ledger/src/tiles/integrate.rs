@@ -73,6 +73,17 @@ impl Integration {
     }
 }
 
+/// What [`integrate`] reads to grow the tree of `size`: its right edge (the partial tile of
+/// each level) and its partial entry bundle. An asynchronous integrator can fetch these in
+/// parallel into a [`super::TileSet`] and integrate from that.
+pub fn integration_reads(size: u64) -> Vec<TlogPath> {
+    let mut reads: Vec<TlogPath> = tiles_for_root(size).iter().map(TileId::path).collect();
+    if let Some(b) = BundleId::in_tree(size / TILE_WIDTH, size).filter(|b| !b.is_full()) {
+        reads.push(b.path());
+    }
+    reads
+}
+
 /// Integrates `entries`, the next entries in sequence (ledger indices `old.size ..`), into
 /// the tree `old`, whose objects `reader` reads.
 ///
@@ -231,6 +242,24 @@ mod tests {
             assert_eq!(i.new.root, merkle::root(&leaves[..i.new.size as usize]));
         }
         assert_eq!(head.size, 1_100);
+    }
+
+    #[test]
+    fn integration_reads_only_the_right_edge() {
+        let (bucket, head, _) = grow(&[70_000]);
+        let reads = integration_reads(head.size);
+        assert_eq!(reads.len(), 4);
+        let mut only = TileSet::new();
+        for p in &reads {
+            only.insert(*p, bucket.get(p).unwrap().to_vec());
+        }
+        let batch: Vec<Vec<u8>> = (70_000..70_600).map(entry).collect();
+        assert_eq!(
+            integrate(head, &only, &batch).unwrap(),
+            integrate(head, &bucket, &batch).unwrap()
+        );
+        assert_eq!(integration_reads(0), vec![]);
+        assert_eq!(integration_reads(65_536).len(), 1);
     }
 
     #[test]

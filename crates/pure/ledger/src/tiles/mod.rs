@@ -48,7 +48,7 @@ pub use audit::{audit, prove_consistency, prove_inclusion, verify_checkpoint, Au
 pub use encoding::{
     decode_bundle, decode_tile, encode_bundle, encode_tile, EncodingError, MAX_ENTRY_LEN,
 };
-pub use integrate::{integrate, Integration, TlogObject};
+pub use integrate::{integrate, integration_reads, Integration, TlogObject};
 pub use path::{BundleId, PathError, TileId, TlogPath, MAX_LEVEL, TILE_WIDTH};
 pub use tree::{
     bundles_of, consistency_proof, inclusion_proof, read_entry, tiles_for_consistency,
