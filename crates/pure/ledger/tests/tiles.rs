@@ -339,3 +339,108 @@ proptest! {
         prop_assert!(tiles::audit(head, &b, |_, _| Ok::<_, String>(())).is_ok());
     }
 }
+
+/// The whole round as the integrator and an auditor would run it against a bucket: the
+/// integrator writes the objects, then signs and publishes `checkpoint`; the auditor has the
+/// bucket and the public key, nothing else, and keeps the last checkpoint it verified.
+#[test]
+fn an_auditor_with_the_bucket_and_the_public_key_alone() {
+    use weightvault_ledger::checkpoint::{Checkpoint, LedgerSigner};
+    use weightvault_ledger::words::{Kind, Outcome};
+    let origin = "weightvault.test/ledger";
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let public = key.public_key().unwrap();
+    let record = |i: u64| {
+        Record::action(
+            "2026-11-22T12:00:00Z",
+            Kind::Seal,
+            "alice",
+            &format!("model-{i}"),
+            Some("r1"),
+            vec!["model.safetensors".into()],
+            Outcome::Sealed,
+        )
+        .canonical()
+    };
+    let mut bucket = TileSet::new();
+    let mut head = TreeHead::empty();
+    let mut publish = |bucket: &mut TileSet, to: u64, time: u64| {
+        let batch: Vec<Vec<u8>> = (head.size..to).map(record).collect();
+        let i = integrate(head, &*bucket, &batch).unwrap();
+        bucket.apply(&i).unwrap();
+        let cp = i.checkpoint(origin, time);
+        let sig = key.sign(cp.body().as_bytes()).unwrap();
+        let note = cp.signed_note(origin, &public, &sig);
+        bucket.insert(TlogPath::Checkpoint, note.clone().into_bytes());
+        head = i.new;
+        note
+    };
+    let read_note = |bucket: &TileSet| {
+        String::from_utf8(bucket.get(&TlogPath::Checkpoint).unwrap().to_vec()).unwrap()
+    };
+
+    let first = publish(&mut bucket, 300, 1_000);
+    // First visit: verify, audit every record, keep the checkpoint.
+    let note = read_note(&bucket);
+    let kept = tiles::verify_checkpoint(&note, origin, &public, &bucket).unwrap();
+    let parsed = |_: u64, e: &[u8]| Record::parse(e).map(|_| ());
+    let r = tiles::audit(TreeHead::from(&kept), &bucket, parsed).unwrap();
+    assert_eq!(r.entries, 300);
+
+    let old_bucket = bucket.clone();
+    publish(&mut bucket, 70_000, 2_000);
+    // Second visit: the new checkpoint, consistent with the kept one; a proof for any entry.
+    let note = read_note(&bucket);
+    let now = tiles::verify_checkpoint(&note, origin, &public, &bucket).unwrap();
+    let c = tiles::prove_consistency(&note, origin, &public, kept.size, &bucket).unwrap();
+    assert_eq!(c.verify(&kept.root, origin, &public).unwrap(), now);
+    let p = tiles::prove_inclusion(&note, origin, &public, 65_537, &bucket).unwrap();
+    assert_eq!(p.verify(origin, &public).unwrap(), now);
+    assert_eq!(
+        Record::parse(p.entry.as_bytes()).unwrap().model,
+        "model-65537"
+    );
+    tiles::audit(TreeHead::from(&now), &bucket, parsed).unwrap();
+
+    // A rollback to the older bucket, checkpoint and all, verifies on its own but is not a
+    // successor of what the auditor kept.
+    let rolled = read_note(&old_bucket);
+    let back = tiles::verify_checkpoint(&rolled, origin, &public, &old_bucket).unwrap();
+    assert!(matches!(
+        tiles::prove_consistency(&rolled, origin, &public, now.size, &old_bucket),
+        Err(TileError::SizeOrder { .. })
+    ));
+    assert_eq!(back, Checkpoint::verify(&first, origin, &public).unwrap());
+    // A record rewritten in the bucket, its bundle and leaf tile made to agree: the audit
+    // names the level-0 tile that no longer hashes to its place in the tile above.
+    let mut forged = bucket.clone();
+    let bundle = BundleId::new(0, 256).unwrap();
+    let bytes = forged.get(&bundle.path()).unwrap().to_vec();
+    let mut entries: Vec<Vec<u8>> = tiles::decode_bundle(&bytes, 256)
+        .unwrap()
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    entries[7] = record(9_999);
+    let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+    forged.insert(bundle.path(), tiles::encode_bundle(&entries).unwrap());
+    forged.insert(bundle.tile().path(), tiles::encode_tile(&leaves));
+    match tiles::audit(TreeHead::from(&now), &forged, parsed) {
+        Err(TileError::TileAltered { tile, .. }) => assert_eq!(tile, bundle.tile().path()),
+        other => panic!("{other:?}"),
+    }
+    // The whole history rebuilt around that record and re-signed with the ledger key (an
+    // integrator gone rogue): everything in the bucket agrees, but not with what the auditor
+    // kept.
+    let mut history: Vec<Vec<u8>> = (0..70_000).map(record).collect();
+    history[7] = record(9_999);
+    let mut rogue = TileSet::new();
+    let i = integrate(TreeHead::empty(), &rogue, &history).unwrap();
+    rogue.apply(&i).unwrap();
+    let cp = i.checkpoint(origin, 3_000);
+    let note = cp.signed_note(origin, &public, &key.sign(cp.body().as_bytes()).unwrap());
+    tiles::verify_checkpoint(&note, origin, &public, &rogue).unwrap();
+    tiles::audit(i.new, &rogue, parsed).unwrap();
+    let c = tiles::prove_consistency(&note, origin, &public, kept.size, &rogue).unwrap();
+    assert!(c.verify(&kept.root, origin, &public).is_err());
+}
