@@ -1,7 +1,8 @@
 //! weightvault's ledger, the pure part: what a record is and its canonical bytes (`record`),
 //! RFC 6962 Merkle hashing (`merkle`), signed checkpoint notes (`checkpoint`), offline proofs
-//! (`proof`) and licence usage counted from records (`usage`). The log that stores entries
-//! durably is an adapter above this crate (`weightvault::ledger::log` on local files).
+//! (`proof`), the tree as C2SP tlog-tiles for object storage (`tiles`) and licence usage
+//! counted from records (`usage`). The log that stores entries durably is an adapter above
+//! this crate (`weightvault::ledger::log` on local files).
 //!
 //! Nothing here does I/O or reads the clock: times are given by the caller.
 #![deny(unsafe_code)]
@@ -11,6 +12,7 @@ pub mod checkpoint;
 pub mod merkle;
 pub mod proof;
 pub mod record;
+pub mod tiles;
 pub mod usage;
 pub mod words;
 
