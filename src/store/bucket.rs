@@ -56,6 +56,8 @@ pub struct BucketConfig {
     pub part_size: u64,
     /// Parts uploaded at once by one writer.
     pub parallel_parts: usize,
+    /// Blocks of 4 MiB a reader of an object requests ahead of the one it reads.
+    pub read_ahead: usize,
     /// Access key id and secret, instead of the `AWS_*` variables and the other sources the
     /// AWS SDKs read (library callers and tests; `vault.toml` never holds a secret).
     pub credentials: Option<(String, String)>,
@@ -121,6 +123,7 @@ pub struct Bucket {
     rt: Arc<Rt>,
     part_size: u64,
     parallel_parts: usize,
+    read_ahead: usize,
 }
 
 fn bucket_err(action: &'static str, key: &Key, e: object_store::Error) -> StoreError {
@@ -208,6 +211,7 @@ impl Bucket {
             rt: Arc::new(rt),
             part_size: cfg.part_size,
             parallel_parts: cfg.parallel_parts.max(1),
+            read_ahead: cfg.read_ahead.max(1),
         })
     }
 
@@ -553,9 +557,113 @@ struct BucketObject {
     /// The side object's slots, when there is one, and its version.
     slots: Option<Bytes>,
     slots_version: Option<UpdateVersion>,
+    /// Blocks read ahead and recently read.
+    cache: ReadAhead,
+}
+
+/// Bytes per ranged GET beyond the head: a few chunks, so a sequential reader (a shard
+/// stream, `verify`, `open`) makes a quarter as many requests as chunks.
+const READ_BLOCK: u64 = 4 << 20;
+
+/// A block of an object: being fetched, then its bytes or why not.
+#[derive(Default)]
+struct Slot {
+    data: std::sync::Mutex<Option<Result<Bytes, String>>>,
+    ready: std::sync::Condvar,
+}
+
+/// Read-ahead for one object: reading block `b` also requests the next `depth` blocks, so
+/// that many GETs are in flight while the reader decrypts; at most `keep` blocks are held
+/// (memory per object: `keep * READ_BLOCK`), the least recently used go first. Readers of the
+/// same object (streams of one shard to many hosts, `verify`'s threads) share the blocks.
+struct ReadAhead {
+    depth: u64,
+    keep: usize,
+    blocks: std::sync::Mutex<Blocks>,
+}
+
+/// The blocks held, and their order of use (oldest first).
+type Blocks = (HashMap<u64, Arc<Slot>>, VecDeque<u64>);
+
+impl ReadAhead {
+    fn new(depth: usize) -> Self {
+        ReadAhead {
+            depth: depth as u64,
+            keep: depth * 2 + 2,
+            blocks: Default::default(),
+        }
+    }
 }
 
 impl BucketObject {
+    /// Block `b`, requested now if it is not already; `wanted` marks it recently used.
+    fn block(&self, b: u64, wanted: bool) -> Arc<Slot> {
+        let mut g = self.cache.blocks.lock().expect("read-ahead");
+        let (map, order) = &mut *g;
+        if let Some(s) = map.get(&b) {
+            let s = s.clone();
+            if wanted {
+                order.retain(|x| *x != b);
+                order.push_back(b);
+            }
+            return s;
+        }
+        let slot = Arc::new(Slot::default());
+        map.insert(b, slot.clone());
+        order.push_back(b);
+        while order.len() > self.cache.keep {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+        let (os, k, s2) = (self.os.clone(), self.key.clone(), slot.clone());
+        let range = b * READ_BLOCK..((b + 1) * READ_BLOCK).min(self.len);
+        self.rt.handle().spawn(async move {
+            let r = os.get_range(&k, range).await.map_err(|e| e.to_string());
+            *s2.data.lock().expect("block") = Some(r);
+            s2.ready.notify_all();
+        });
+        slot
+    }
+
+    /// The bytes of block `b` (waiting for them), with the next blocks requested.
+    fn block_bytes(&self, b: u64) -> std::io::Result<Bytes> {
+        let last = (self.len - 1) / READ_BLOCK;
+        let slot = self.block(b, true);
+        for n in b + 1..=(b + self.cache.depth).min(last) {
+            self.block(n, false);
+        }
+        let mut g = slot.data.lock().expect("block");
+        while g.is_none() {
+            g = slot.ready.wait(g).expect("block");
+        }
+        match g.as_ref().expect("filled") {
+            Ok(bytes) => {
+                let want = (((b + 1) * READ_BLOCK).min(self.len) - b * READ_BLOCK) as usize;
+                if bytes.len() != want {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{}: block {b}: got {} bytes of {want}",
+                            self.key,
+                            bytes.len()
+                        ),
+                    ));
+                }
+                Ok(bytes.clone())
+            }
+            Err(e) => {
+                let e = std::io::Error::other(format!("{}: {e}", self.key));
+                drop(g);
+                // Not kept: the next read asks again.
+                let mut c = self.cache.blocks.lock().expect("read-ahead");
+                c.0.remove(&b);
+                c.1.retain(|x| *x != b);
+                Err(e)
+            }
+        }
+    }
+
     fn open(b: &Bucket, key: &Key) -> Result<Self, StoreError> {
         let (os, k) = (b.os.clone(), key.clone());
         let (head, len) = b
@@ -606,6 +714,7 @@ impl BucketObject {
             slots_at,
             slots,
             slots_version,
+            cache: ReadAhead::new(b.read_ahead),
         })
     }
 }
@@ -631,23 +740,16 @@ impl RangeRead for BucketObject {
         if end <= self.head.len() as u64 {
             buf.copy_from_slice(&self.head[offset as usize..end as usize]);
         } else {
-            let (os, k) = (self.os.clone(), self.key.clone());
-            let got = self
-                .rt
-                .run(async move { os.get_range(&k, offset..end).await })
-                .map_err(std::io::Error::other)?;
-            if got.len() != buf.len() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "{}: asked for {} bytes at {offset}, got {}",
-                        self.key,
-                        buf.len(),
-                        got.len()
-                    ),
-                ));
+            let mut at = offset;
+            while at < end {
+                let b = at / READ_BLOCK;
+                let bytes = self.block_bytes(b)?;
+                let from = (at - b * READ_BLOCK) as usize;
+                let n = (bytes.len() - from).min((end - at) as usize);
+                let to = (at - offset) as usize;
+                buf[to..to + n].copy_from_slice(&bytes[from..from + n]);
+                at += n as u64;
             }
-            buf.copy_from_slice(&got);
         }
         if let (Some(at), Some(s)) = (self.slots_at, &self.slots) {
             let (lo, hi) = (offset.max(at), end.min(at + SLOTS_LEN as u64));

@@ -88,6 +88,9 @@ pub struct StoreSection {
     /// Parts one writer uploads at once (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_parts: Option<usize>,
+    /// 4 MiB blocks a reader of an object requests ahead (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_ahead: Option<usize>,
 }
 
 impl StoreSection {
@@ -106,6 +109,7 @@ impl StoreSection {
             allow_http: self.allow_http,
             part_size: self.part_size.unwrap_or(super::bucket::DEFAULT_PART_SIZE),
             parallel_parts: self.parallel_parts.unwrap_or(4),
+            read_ahead: self.read_ahead.unwrap_or(8),
             credentials: None,
         })
     }

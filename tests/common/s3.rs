@@ -54,6 +54,7 @@ pub fn bucket_config(url: &str, part_size: u64) -> BucketConfig {
         allow_http: true,
         part_size,
         parallel_parts: 4,
+        read_ahead: 8,
         credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
     }
 }
