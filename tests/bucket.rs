@@ -533,3 +533,187 @@ fn an_interrupted_seal_into_a_bucket_leaves_no_revision() {
     let (ok, _, err) = cli_env(&vault, &env, &["verify", "int@r1"]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn the_ledger_published_as_tiles_is_audited_from_the_buckets_and_public_key_alone() {
+    let worm = new_bucket(true);
+    moto()
+        .aws(&[
+            "s3api",
+            "put-object-lock-configuration",
+            "--bucket",
+            &worm,
+            "--object-lock-configuration",
+            r#"{"ObjectLockEnabled":"Enabled","Rule":{"DefaultRetention":{"Mode":"GOVERNANCE","Days":1}}}"#,
+        ])
+        .unwrap();
+    let head = new_bucket(false);
+    let (tmp, vault) = fresh_vault();
+    let tiles_section = |days: u32, mode: &str| {
+        format!(
+            "\n[ledger.tiles]\nurl = \"s3://{worm}/log\"\nhead_url = \"s3://{head}/log\"\nendpoint = \"{}\"\nallow_http = true\nworm_days = {days}\nworm_mode = \"{mode}\"\n",
+            moto().endpoint
+        )
+    };
+    let base = std::fs::read_to_string(vault.join("vault.toml")).unwrap();
+    std::fs::write(
+        vault.join("vault.toml"),
+        format!("{base}{}", tiles_section(1, "governance")),
+    )
+    .unwrap();
+    let env = moto().env();
+    let ok = |args: &[&str]| {
+        let (ok, out, err) = cli_env(&vault, &env, args);
+        assert!(ok, "weightvault {args:?}: {err}");
+        out
+    };
+    // 300 records: one full tile (and entry bundle) of 256, the rest partial.
+    {
+        let (l, _) =
+            weightvault::ledger::Ledger::open(&vault.join("ledger"), "weightvault.local/ledger")
+                .unwrap();
+        for i in 0..300 {
+            l.append(&record(i)).unwrap();
+        }
+    }
+    let out = ok(&["audit", "publish"]);
+    assert!(out.contains("0 -> 300 entries"), "{out}");
+    let key = ok(&["audit", "public-key"]).trim().to_string();
+    // The auditor: no vault, the buckets and the key.
+    let nowhere = tmp.path().join("no-vault");
+    let tiles = |extra: &[&str]| {
+        let mut a = vec![
+            "--tiles".to_string(),
+            format!("s3://{worm}/log"),
+            "--head".into(),
+            format!("s3://{head}/log"),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let auditor = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli_env(&nowhere, &env, &a)
+    };
+    let mut args = vec![
+        "audit".to_string(),
+        "verify".into(),
+        "--public-key".into(),
+        key.clone(),
+    ];
+    args.extend(tiles(&[]));
+    let (okv, out, err) = auditor(args.clone());
+    assert!(okv && out.contains("300 entries"), "{out}{err}");
+    // `prove` takes the key from the environment the auditor sets.
+    let mut prove = vec!["audit".to_string(), "prove".into(), "7".into()];
+    prove.extend(tiles(&[]));
+    let mut env2 = env.clone();
+    env2.push(("WEIGHTVAULT_LEDGER_PUBLIC_KEY", key.clone()));
+    let a: Vec<&str> = prove.iter().map(String::as_str).collect();
+    let (okp, proof2, err) = cli_env(&nowhere, &env2, &a);
+    assert!(okp, "{err}");
+    let pf = tmp.path().join("proof.json");
+    std::fs::write(&pf, &proof2).unwrap();
+    let (okf, out, err) = auditor(vec![
+        "audit".into(),
+        "verify-proof".into(),
+        pf.to_string_lossy().into_owned(),
+        "--public-key".into(),
+        key.clone(),
+    ]);
+    assert!(
+        okf && out.contains("entry 7 is in the ledger at checkpoint size 300"),
+        "{out}{err}"
+    );
+
+    // Publishing again is idempotent; more entries extend the published tree.
+    let out = ok(&["audit", "publish"]);
+    assert!(out.contains("300 -> 300 entries"), "{out}");
+    {
+        let (l, _) =
+            weightvault::ledger::Ledger::open(&vault.join("ledger"), "weightvault.local/ledger")
+                .unwrap();
+        for i in 300..520 {
+            l.append(&record(i)).unwrap();
+        }
+    }
+    let out = ok(&["audit", "publish"]);
+    assert!(out.contains("300 -> 520 entries"), "{out}");
+    let (okv, out, err) = auditor(args.clone());
+    assert!(okv && out.contains("520 entries"), "{out}{err}");
+
+    // The write-once bucket: a full tile is created once (the server refuses a second
+    // create), its locked version cannot be deleted, and a plain overwrite (a new version on
+    // top) is caught by the audit.
+    let full = "log/tile/0/000";
+    let raw = Raw::new(&worm);
+    let versions = moto()
+        .aws(&[
+            "s3api",
+            "list-object-versions",
+            "--bucket",
+            &worm,
+            "--prefix",
+            full,
+        ])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&versions).unwrap();
+    let version = v["Versions"][0]["VersionId"].as_str().unwrap().to_string();
+    let objs = weightvault::store::bucket::Objects::new(&bucket_config(
+        &format!("s3://{worm}/log"),
+        16 << 20,
+    ))
+    .unwrap();
+    let again = objs
+        .create("tile/0/000", bytes::Bytes::from_static(b"forged"))
+        .unwrap();
+    assert!(
+        matches!(again, weightvault::store::bucket::Created::Already(ref b) if b.len() == 256 * 32),
+        "{again:?}"
+    );
+    let del = moto().aws(&[
+        "s3api",
+        "delete-object",
+        "--bucket",
+        &worm,
+        "--key",
+        full,
+        "--version-id",
+        &version,
+    ]);
+    assert!(del.is_err(), "a locked full tile was deleted");
+    eprintln!("deleting the locked tile: {}", del.unwrap_err());
+    let mut forged = raw.get(full);
+    forged[5] ^= 1;
+    raw.put(full, forged);
+    let (okv, out, err) = auditor(args.clone());
+    assert!(!okv, "the audit accepted a replaced full tile: {out}");
+    assert!(err.contains("tile/0/000"), "{err}");
+
+    // serve --require-worm: one day of GOVERNANCE is not five years of COMPLIANCE.
+    std::fs::write(
+        vault.join("vault.toml"),
+        format!("{base}{}", tiles_section(1826, "compliance")),
+    )
+    .unwrap();
+    let (oks, _, err) = cli_env(
+        &vault,
+        &env,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--require-worm",
+            "--cert",
+            "x",
+            "--key",
+            "x",
+            "--client-ca",
+            "x",
+        ],
+    );
+    assert!(
+        !oks && err.contains("--require-worm") && err.contains("GOVERNANCE, 1 days"),
+        "{err}"
+    );
+}

@@ -338,6 +338,10 @@ pub struct ServeArgs {
     /// address (it needs no client certificate and releases nothing)
     #[arg(long, value_name = "ADDR")]
     pub ops_listen: Option<std::net::SocketAddr>,
+    /// Refuse to start unless the ledger's tiles ([ledger.tiles] in vault.toml) go to a bucket
+    /// whose S3 Object Lock default retention is at least `worm_days` in `worm_mode`
+    #[arg(long)]
+    pub require_worm: bool,
     /// Stop when standard input closes (for supervisors, scripts and tests that must not
     /// leave a service behind)
     #[arg(long)]
@@ -404,7 +408,13 @@ pub enum AuditCommand {
         /// The checkpoint public key (64 hex digits) [default: read from the HSM]
         #[arg(long, value_name = "HEX")]
         public_key: Option<String>,
+        /// The published ledger to work on instead of the vault's own
+        #[command(flatten)]
+        tiles: TilesArgs,
     },
+    /// Publish the ledger's entries not yet published as tlog-tiles ([ledger.tiles] in
+    /// vault.toml), signed with the HSM key; `serve` does this with every checkpoint
+    Publish,
     /// Sign a checkpoint of the current tree with the HSM key and print it (for witnesses)
     Checkpoint,
     /// Print the ledger's entries, oldest first, optionally filtered
@@ -428,11 +438,17 @@ pub enum AuditCommand {
         /// The tree size of the checkpoint the witness holds
         #[arg(long, value_name = "SIZE")]
         from: u64,
+        /// The published ledger to work on instead of the vault's own
+        #[command(flatten)]
+        tiles: TilesArgs,
     },
     /// Print an inclusion proof of entry INDEX against the latest checkpoint (JSON)
     Prove {
         /// Entry index
         index: u64,
+        /// The published ledger to work on instead of the vault's own
+        #[command(flatten)]
+        tiles: TilesArgs,
     },
     /// Check a proof from `audit prove` offline, with the public key alone
     VerifyProof {
@@ -447,6 +463,24 @@ pub enum AuditCommand {
     },
     /// Print the checkpoint public key (hex) for auditors
     PublicKey,
+}
+
+/// Where a published ledger is, for `audit verify`, `prove` and `consistency` from the
+/// buckets alone (no vault needed; the S3 endpoint, region and credentials come from the
+/// `AWS_*` variables; the ledger's public key from `verify --public-key`, else
+/// `WEIGHTVAULT_LEDGER_PUBLIC_KEY`, else the vault's HSM).
+#[derive(Debug, Args, Default)]
+pub struct TilesArgs {
+    /// Work on the ledger published as tlog-tiles here (its full tiles; s3://bucket/prefix)
+    /// instead of the vault's own ledger
+    #[arg(long, value_name = "URL", requires = "head")]
+    pub tiles: Option<String>,
+    /// Where that ledger's checkpoint and partial tiles are (s3://bucket/prefix)
+    #[arg(long, value_name = "URL", requires = "tiles")]
+    pub head: Option<String>,
+    /// The ledger's key name (its origin) [default: the vault's, else weightvault.local/ledger]
+    #[arg(long, value_name = "NAME", requires = "tiles")]
+    pub key_name: Option<String>,
 }
 
 /// `weightvault policy ...`

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod log;
 pub mod query;
 pub mod spool;
+pub mod tiles;
 
 use checkpoint::Checkpoint;
 use std::io::Write;
@@ -369,6 +370,11 @@ impl Ledger {
     /// progress at the end is not shown).
     pub fn entries(dir: &Path, visit: &mut log::Visit<'_>) -> Result<u64, LedgerError> {
         Ok(log::LogReader::read_with(&segments_dir(dir), false, true, visit)?.len())
+    }
+
+    /// Up to `max` entries of the ledger in `dir` from index `from` on (for publishing tiles).
+    pub fn entries_from(dir: &Path, from: u64, max: usize) -> Result<Vec<Vec<u8>>, LedgerError> {
+        Ok(log::read_range(&segments_dir(dir), from, max)?)
     }
 
     /// The underlying log (tree heads and proofs of the live ledger).

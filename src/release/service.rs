@@ -57,6 +57,9 @@ pub struct ServeConfig {
     pub watermark: bool,
     /// Where to serve `/healthz`, `/readyz` and `/metrics` (plain HTTP), if anywhere.
     pub ops_listen: Option<SocketAddr>,
+    /// Refuse to start unless the ledger's tiles go to a bucket whose Object Lock retention
+    /// is at least what `[ledger.tiles]` asks.
+    pub require_worm: bool,
 }
 
 /// Set-up errors of the service (one line each).
@@ -110,6 +113,8 @@ struct AppState {
     /// Releases this replica serves, by id.
     serving: Mutex<HashMap<[u8; 16], Arc<Serving>>>,
     metrics: Arc<super::ops::Metrics>,
+    /// Where the ledger is published as tiles, if anywhere.
+    tiles: Option<crate::ledger::tiles::TileLog>,
     cfg: ServeConfig,
 }
 
@@ -719,6 +724,18 @@ fn checkpoint_if_new(st: &AppState, last: u64) -> u64 {
     match r {
         Ok(_) => {
             tracing::info!(size = n, "ledger checkpoint signed");
+            if let Some(t) = &st.tiles {
+                match st.vault.publish_tiles(t, n, &st.kw) {
+                    Ok(p) => tracing::info!(
+                        from = p.from,
+                        size = p.size,
+                        objects = p.objects,
+                        "ledger tiles published"
+                    ),
+                    // The next round publishes what this one could not.
+                    Err(e) => tracing::error!("publishing the ledger's tiles: {e}"),
+                }
+            }
             n
         }
         Err(e) => {
@@ -787,6 +804,24 @@ impl Server {
     /// Opens the vault, HSM, ledger and policy, binds, and serves on a background thread.
     pub fn start(cfg: ServeConfig) -> Result<Self, ServeError> {
         let vault = Vault::open(&cfg.vault).map_err(setup)?;
+        let tiles = match vault.config().ledger.tiles.as_ref() {
+            Some(t) => {
+                if cfg.require_worm {
+                    let (days, mode) = t.worm().map_err(setup)?;
+                    let (worm, _) = t.buckets(&vault.config().store);
+                    let r = crate::store::worm::require(&worm, days, mode)
+                        .map_err(|e| setup(format!("--require-worm: {e}")))?;
+                    tracing::info!(bucket = %worm.url, retention = %r, "ledger tiles bucket is write-once");
+                }
+                Some(vault.tile_log().expect("configured").map_err(setup)?)
+            }
+            None if cfg.require_worm => {
+                return Err(setup(
+                    "--require-worm: the vault publishes no ledger tiles ([ledger.tiles] in vault.toml)",
+                ))
+            }
+            None => None,
+        };
         let kw = vault.key_wrap().map_err(setup)?;
         let wm_key = vault.watermark_key(&kw).map_err(setup)?;
         // One read of the ledger: opening it also counts each licence's use.
@@ -848,6 +883,7 @@ impl Server {
             clock: Arc::new(SystemClock),
             serving: Mutex::new(HashMap::new()),
             metrics: Arc::new(super::ops::Metrics::new()),
+            tiles,
             cfg,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();

@@ -158,40 +158,7 @@ impl Bucket {
                 cfg.part_size
             )));
         }
-        let allow_http = cfg.allow_http
-            || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-        let build = |extra: &[(&'static str, &'static str)]| -> Result<AmazonS3, StoreError> {
-            let mut headers = http::HeaderMap::new();
-            // A bucket with Object Lock takes only uploads that carry a checksum; some
-            // servers look for this header besides the checksum itself.
-            headers.insert(
-                "x-amz-sdk-checksum-algorithm",
-                http::HeaderValue::from_static("SHA256"),
-            );
-            for (k, v) in extra {
-                headers.insert(*k, http::HeaderValue::from_static(v));
-            }
-            let mut b = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                // Replacing the client options drops AWS_ALLOW_HTTP: set it after them.
-                .with_client_options(
-                    ClientOptions::new()
-                        .with_default_headers(headers)
-                        .with_allow_http(allow_http),
-                )
-                .with_allow_http(allow_http)
-                .with_checksum_algorithm(Checksum::SHA256);
-            if let Some(e) = &cfg.endpoint {
-                b = b.with_endpoint(e);
-            }
-            if let Some(r) = &cfg.region {
-                b = b.with_region(r);
-            }
-            if let Some((id, secret)) = &cfg.credentials {
-                b = b.with_access_key_id(id).with_secret_access_key(secret);
-            }
-            b.build().map_err(|e| bad(e.to_string()))
-        };
+        let build = |extra: &[(&'static str, &'static str)]| s3_client(cfg, bucket, extra);
         let os = Arc::new(build(&[])?);
         let create_only = Arc::new(build(&[("if-none-match", "*")])?);
         let rt = Rt::new().map_err(|e| bad(format!("starting its runtime: {e}")))?;
@@ -318,6 +285,138 @@ impl Bucket {
             self.url.trim_end_matches('/'),
             strip_bucket_prefix(&self.url, key)
         )
+    }
+}
+
+/// An S3 client of `bucket` as `cfg` says, with `extra` headers on every request. Every
+/// upload carries a SHA-256 checksum (a bucket with Object Lock takes no other).
+fn s3_client(
+    cfg: &BucketConfig,
+    bucket: &str,
+    extra: &[(&'static str, &'static str)],
+) -> Result<AmazonS3, StoreError> {
+    let allow_http = cfg.allow_http
+        || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    let mut headers = http::HeaderMap::new();
+    // Some servers look for this header besides the checksum itself.
+    headers.insert(
+        "x-amz-sdk-checksum-algorithm",
+        http::HeaderValue::from_static("SHA256"),
+    );
+    for (k, v) in extra {
+        headers.insert(*k, http::HeaderValue::from_static(v));
+    }
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        // Replacing the client options drops AWS_ALLOW_HTTP: set it after them.
+        .with_client_options(
+            ClientOptions::new()
+                .with_default_headers(headers)
+                .with_allow_http(allow_http),
+        )
+        .with_allow_http(allow_http)
+        .with_checksum_algorithm(Checksum::SHA256);
+    if let Some(e) = &cfg.endpoint {
+        b = b.with_endpoint(e);
+    }
+    if let Some(r) = &cfg.region {
+        b = b.with_region(r);
+    }
+    if let Some((id, secret)) = &cfg.credentials {
+        b = b.with_access_key_id(id).with_secret_access_key(secret);
+    }
+    b.build()
+        .map_err(|e| StoreError::BadInput(format!("store url {}: {e}", cfg.url)))
+}
+
+/// Small objects under a bucket prefix, read whole and written whole: what the ledger keeps
+/// in object storage (its tiles, entry bundles and checkpoint).
+pub struct Objects {
+    os: Arc<AmazonS3>,
+    prefix: String,
+    url: String,
+    rt: Arc<Rt>,
+}
+
+/// What [`Objects::create`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The object is new.
+    Now,
+    /// An object was there already, with these bytes.
+    Already(Bytes),
+}
+
+impl Objects {
+    /// The objects under the prefix of `cfg.url`.
+    pub fn new(cfg: &BucketConfig) -> Result<Self, StoreError> {
+        let (bucket, prefix) = split_url(&cfg.url)?;
+        let rt = Rt::new()
+            .map_err(|e| StoreError::BadInput(format!("{}: starting its runtime: {e}", cfg.url)))?;
+        Ok(Objects {
+            os: Arc::new(s3_client(cfg, &bucket, &[])?),
+            url: cfg.url.trim_end_matches('/').into(),
+            prefix,
+            rt: Arc::new(rt),
+        })
+    }
+
+    /// `s3://bucket/prefix`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn key(&self, rel: &str) -> Key {
+        if self.prefix.is_empty() {
+            Key::from(rel)
+        } else {
+            Key::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// The object at `rel`, or `None`.
+    pub fn get(&self, rel: &str) -> Result<Option<Bytes>, StoreError> {
+        let (os, k) = (self.os.clone(), self.key(rel));
+        let key = k.clone();
+        self.rt
+            .run(async move {
+                match os.get(&k).await {
+                    Ok(r) => r.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .map_err(|e| bucket_err("reading", &key, e))
+    }
+
+    /// Creates `rel` once (`If-None-Match: *`); when it exists already, its bytes.
+    pub fn create(&self, rel: &str, bytes: Bytes) -> Result<Created, StoreError> {
+        let (os, k) = (self.os.clone(), self.key(rel));
+        let key = k.clone();
+        let r = self.rt.run(async move {
+            os.put_opts(
+                &k,
+                PutPayload::from(bytes),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+        });
+        match r {
+            Ok(_) => Ok(Created::Now),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Ok(Created::Already(self.get(rel)?.unwrap_or_default()))
+            }
+            Err(e) => Err(bucket_err("creating", &key, e)),
+        }
+    }
+
+    /// Writes `rel`, replacing what is there.
+    pub fn replace(&self, rel: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let (os, k) = (self.os.clone(), self.key(rel));
+        let key = k.clone();
+        self.rt
+            .run(async move { os.put(&k, PutPayload::from(bytes)).await.map(drop) })
+            .map_err(|e| bucket_err("writing", &key, e))
     }
 }
 

@@ -122,6 +122,80 @@ pub struct LedgerSection {
     /// Checkpoint origin line and signing key name.
     #[serde(default = "default_origin")]
     pub origin: String,
+    /// Where the ledger is published as tlog-tiles (absent: not published).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<TilesSection>,
+}
+
+/// `[ledger.tiles]` in `vault.toml`: the ledger published as C2SP tlog-tiles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TilesSection {
+    /// Full tiles and entry bundles, created once: a bucket with Object Lock
+    /// (`s3://ledger-bucket/prefix`).
+    pub url: String,
+    /// The signed `checkpoint` and the partial tiles, replaced as the log grows: a bucket
+    /// (or prefix) without retention.
+    pub head_url: String,
+    /// Endpoint of an S3-compatible server (default: `[store] endpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region (default: `[store] region`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint (test servers).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// `serve --require-worm` refuses to start unless the `url` bucket keeps new objects at
+    /// least this many days (default 1826: five years)...
+    #[serde(default = "default_worm_days")]
+    pub worm_days: u32,
+    /// ... in at least this mode: `compliance` (default) or `governance`.
+    #[serde(default = "default_worm_mode")]
+    pub worm_mode: String,
+}
+
+fn default_worm_days() -> u32 {
+    1826
+}
+
+fn default_worm_mode() -> String {
+    "compliance".into()
+}
+
+impl TilesSection {
+    /// The write-once and the mutable bucket, with `store`'s endpoint and region where this
+    /// section names none.
+    pub fn buckets(
+        &self,
+        store: &StoreSection,
+    ) -> (super::bucket::BucketConfig, super::bucket::BucketConfig) {
+        let cfg = |url: &str| super::bucket::BucketConfig {
+            url: url.into(),
+            endpoint: self.endpoint.clone().or_else(|| store.endpoint.clone()),
+            region: self.region.clone().or_else(|| store.region.clone()),
+            allow_http: self.allow_http || store.allow_http,
+            part_size: super::bucket::DEFAULT_PART_SIZE,
+            parallel_parts: 4,
+            read_ahead: 8,
+            credentials: None,
+        };
+        (cfg(&self.url), cfg(&self.head_url))
+    }
+
+    /// The retention `--require-worm` asks of the write-once bucket.
+    pub fn worm(&self) -> Result<(u32, super::worm::LockMode), String> {
+        let mode = match self.worm_mode.to_ascii_lowercase().as_str() {
+            "compliance" => super::worm::LockMode::Compliance,
+            "governance" => super::worm::LockMode::Governance,
+            m => {
+                return Err(format!(
+                    "ledger.tiles.worm_mode {m:?}: compliance or governance"
+                ))
+            }
+        };
+        Ok((self.worm_days, mode))
+    }
 }
 
 fn default_origin() -> String {
@@ -132,6 +206,7 @@ impl Default for LedgerSection {
     fn default() -> Self {
         Self {
             origin: default_origin(),
+            tiles: None,
         }
     }
 }

@@ -34,7 +34,7 @@ mod revision;
 mod seal;
 mod service_key;
 mod setup;
-pub use config::{HsmSection, LedgerSection, SealSection, StoreSection, VaultConfig};
+pub use config::{HsmSection, LedgerSection, SealSection, StoreSection, TilesSection, VaultConfig};
 pub use error::{ConfigError, RecordError, StoreError};
 use manifest::shredded_at;
 pub use manifest::{

@@ -87,7 +87,16 @@ impl Raw {
             .with_region(REGION)
             .with_access_key_id(ACCESS_KEY)
             .with_secret_access_key(SECRET_KEY)
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_allow_http(true)
+                    .with_default_headers(object_store::HeaderMap::from_iter([(
+                        http::HeaderName::from_static("x-amz-sdk-checksum-algorithm"),
+                        object_store::HeaderValue::from_static("SHA256"),
+                    )])),
+            )
             .with_allow_http(true)
+            .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
             .build()
             .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -119,6 +128,15 @@ impl Raw {
             }
             out
         })
+    }
+
+    /// One object's bytes.
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt;
+        let k = object_store::path::Path::from(key);
+        self.rt
+            .block_on(async { self.os.get(&k).await.unwrap().bytes().await.unwrap() })
+            .to_vec()
     }
 
     /// Writes (replacing) an object.

@@ -34,6 +34,81 @@ fn parse_key(hex_key: &str) -> Result<[u8; 32]> {
         })
 }
 
+/// `audit verify`, `prove` and `consistency` with `--tiles`: from the buckets and the public
+/// key alone (the key from `--public-key`, else the vault's HSM). `None` when `cmd` is not one.
+fn on_tiles(cmd: &AuditCommand, vault: &impl Fn() -> Result<Vault>) -> Result<Option<()>> {
+    let (t, public_key) = match cmd {
+        AuditCommand::Verify { tiles, public_key } => (tiles, public_key.as_deref()),
+        AuditCommand::Prove { tiles, .. } | AuditCommand::Consistency { tiles, .. } => {
+            (tiles, None)
+        }
+        _ => return Ok(None),
+    };
+    let (Some(url), Some(head)) = (&t.tiles, &t.head) else {
+        return Ok(None);
+    };
+    let env_public = std::env::var("WEIGHTVAULT_LEDGER_PUBLIC_KEY").ok();
+    let (key, key_name) = match public_key.or(env_public.as_deref()) {
+        Some(k) => (
+            parse_key(k)?,
+            t.key_name
+                .clone()
+                .unwrap_or_else(|| "weightvault.local/ledger".into()),
+        ),
+        None => {
+            let v = vault()?;
+            let name = t
+                .key_name
+                .clone()
+                .unwrap_or_else(|| v.config().ledger.origin.clone());
+            (v.key_wrap()?.ledger_public_key()?, name)
+        }
+    };
+    let cfg = |u: &str| crate::store::bucket::BucketConfig {
+        url: u.into(),
+        endpoint: None,
+        region: None,
+        allow_http: false,
+        part_size: crate::store::bucket::DEFAULT_PART_SIZE,
+        parallel_parts: 1,
+        read_ahead: 1,
+        credentials: None,
+    };
+    let log = crate::ledger::tiles::TileLog::new(&cfg(url), &cfg(head))?;
+    match cmd {
+        AuditCommand::Verify { .. } => {
+            let mut bad = None;
+            let (cp, r) = log.audit(&key_name, &key, &mut |i, e| {
+                if let Err(w) = Record::parse(e) {
+                    bad.get_or_insert(format!("entry {i} is not a canonical record: {w}"));
+                }
+                Ok(())
+            })?;
+            if let Some(b) = bad {
+                anyhow::bail!("{}: {b}", log.location());
+            }
+            outln!(
+                "published ledger verified from {}: {} entries, {} full and partial tiles, {} entry bundles, checkpoint of size {} signed by {key_name}",
+                log.location(),
+                r.entries,
+                r.tiles,
+                r.bundles,
+                cp.size
+            );
+        }
+        AuditCommand::Prove { index, .. } => {
+            let p = log.prove(&key_name, &key, *index)?;
+            outln!("{}", serde_json::to_string_pretty(&p)?);
+        }
+        AuditCommand::Consistency { from, .. } => {
+            let p = log.consistency(&key_name, &key, *from)?;
+            outln!("{}", serde_json::to_string_pretty(&p)?);
+        }
+        _ => unreachable!("matched above"),
+    }
+    Ok(Some(()))
+}
+
 /// Runs an `audit` command; `vault` opens the vault for the commands that need it
 /// (`verify-proof` works offline without one).
 pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()> {
@@ -56,11 +131,30 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
         );
         return Ok(());
     }
+    if let Some(done) = on_tiles(&cmd, &vault)? {
+        return Ok(done);
+    }
     let v = vault()?;
     let origin = v.config().ledger.origin.clone();
     match cmd {
         AuditCommand::VerifyProof { .. } => {}
-        AuditCommand::Verify { public_key } => {
+        AuditCommand::Publish => {
+            let Some(t) = v.tile_log() else {
+                anyhow::bail!("this vault publishes no tiles: add [ledger.tiles] to vault.toml (docs/DEPLOY.md)");
+            };
+            let t = t?;
+            let kw = v.key_wrap()?;
+            let (l, _) = v.ledger()?;
+            let p = v.publish_tiles(&t, l.len(), &kw)?;
+            outln!(
+                "published the ledger's tiles at {}: {} -> {} entries, {} objects written",
+                t.location(),
+                p.from,
+                p.size,
+                p.objects
+            );
+        }
+        AuditCommand::Verify { public_key, .. } => {
             let key = match public_key {
                 Some(k) => parse_key(&k)?,
                 None => v.key_wrap()?.ledger_public_key()?,
@@ -136,11 +230,11 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
             }
             listed?;
         }
-        AuditCommand::Consistency { from } => {
+        AuditCommand::Consistency { from, .. } => {
             let p = Ledger::prove_consistency(&v.ledger_dir(), from)?;
             outln!("{}", serde_json::to_string_pretty(&p)?);
         }
-        AuditCommand::Prove { index } => {
+        AuditCommand::Prove { index, .. } => {
             let p = Ledger::prove(&v.ledger_dir(), index)?;
             outln!("{}", serde_json::to_string_pretty(&p)?);
         }

@@ -23,6 +23,7 @@ pub(in crate::cli) fn run(g: &Globals, a: ServeArgs) -> Result<()> {
         checkpoint_every,
         addr_file,
         ops_listen,
+        require_worm,
         until_stdin_closes,
         no_watermark,
     } = a;
@@ -46,6 +47,7 @@ pub(in crate::cli) fn run(g: &Globals, a: ServeArgs) -> Result<()> {
         checkpoint_every: Duration::from_secs(checkpoint_every.max(1)),
         watermark: !no_watermark,
         ops_listen,
+        require_worm,
     })?;
     eprintln!(
         "weightvault: serving {} on https://{}",
