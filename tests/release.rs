@@ -1394,6 +1394,15 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
     )
     .unwrap();
     s3.create_bucket("ops", false).unwrap();
+    // Its ledger published as tiles on the same server.
+    s3.create_bucket("ledger", true).unwrap();
+    s3.create_bucket("ledger-head", false).unwrap();
+    let mut cfg_text = std::fs::read_to_string(v.join("vault.toml")).unwrap();
+    cfg_text.push_str(&format!(
+        "\n[ledger.tiles]\nurl = \"s3://ledger/log\"\nhead_url = \"s3://ledger-head/log\"\nendpoint = \"{}\"\nallow_http = true\n",
+        s3.endpoint
+    ));
+    std::fs::write(v.join("vault.toml"), cfg_text).unwrap();
     let mut env_s3 = s3.env();
     env_s3.push(("WEIGHTVAULT_STORE", "s3://ops".into()));
     std::fs::remove_dir_all(v.join("models")).unwrap();
@@ -1419,7 +1428,7 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
         &e.root.join("pki"),
         &e.root.join("policies"),
         &root,
-        &["--ops-listen", "127.0.0.1:0"],
+        &["--ops-listen", "127.0.0.1:0", "--checkpoint-every", "1"],
         &env_s3,
     );
     let ops = std::fs::read_to_string(root.join("addr"))
@@ -1458,6 +1467,47 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
     assert_eq!(value("weightvault_decision_seconds_count"), 1.0);
     assert_eq!(value("weightvault_ledger_append_seconds_count"), 1.0);
     assert_eq!(value("weightvault_open_streams"), 0.0);
+    // The service published its ledger, the release's decision included, as tiles an auditor
+    // checks from the buckets and the public key alone.
+    let (_, key, _) = common::cli(&v, &["audit", "public-key"]);
+    let nowhere = root.join("no-vault");
+    let t = std::time::Instant::now();
+    let published = loop {
+        let (ok, out, err) = common::cli_env(
+            &nowhere,
+            &env_s3,
+            &[
+                "audit",
+                "verify",
+                "--public-key",
+                key.trim(),
+                "--tiles",
+                "s3://ledger/log",
+                "--head",
+                "s3://ledger-head/log",
+            ],
+        );
+        let n: u64 = out
+            .split(" entries,")
+            .next()
+            .and_then(|r| r.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0);
+        if ok
+            && n > 0
+            && n == common::cli(&v, &["audit", "show", "--json"])
+                .1
+                .lines()
+                .count() as u64
+        {
+            break out;
+        }
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "tiles not published: {out}{err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    eprintln!("{published}");
     // The store gone: not ready (a balancer stops sending requests here), still alive.
     drop(s3);
     std::thread::sleep(std::time::Duration::from_millis(600));
