@@ -358,11 +358,22 @@ fn rewrap_retire_and_shred_in_a_bucket_change_key_slots_only() {
     );
     eprintln!("shredded, marks deleted: {err}");
     verify_all_but_r1(&vault, &env);
+    let left: Vec<String> = objects(&name)
+        .into_keys()
+        .filter(|k| k.starts_with("p/models/rw/r2/"))
+        .collect();
+    assert!(left.is_empty(), "remove left {left:?}");
 }
 
 fn verify_all_but_r1(vault: &Path, env: &[(&str, String)]) {
     let (ok, _, err) = cli_env(vault, env, &["verify", "rw@r2"]);
     assert!(ok, "rw@r2 after shredding r1: {err}");
+    // `remove` deletes every object of the revision from the bucket, recorded first.
+    let (ok, out, err) = cli_env(vault, env, &["remove", "rw@r2", "--yes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("rw@r2"), "{out}");
+    let (ok, _, err) = cli_env(vault, env, &["verify", "rw@r2"]);
+    assert!(!ok && err.contains("no revision rw@r2"), "{err}");
 }
 
 #[test]
