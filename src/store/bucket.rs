@@ -672,7 +672,7 @@ struct Slot {
 }
 
 /// Read-ahead for one object: reading block `b` also requests the next `depth` blocks, so
-/// that many GETs are in flight while the reader decrypts; at most `keep` blocks are held
+/// that many GETs are in flight while the reader decrypts; at most `depth + 2` blocks are held
 /// (memory per object: `keep * READ_BLOCK`), the least recently used go first. Readers of the
 /// same object (streams of one shard to many hosts, `verify`'s threads) share the blocks.
 struct ReadAhead {
@@ -688,7 +688,7 @@ impl ReadAhead {
     fn new(depth: usize) -> Self {
         ReadAhead {
             depth: depth as u64,
-            keep: depth * 2 + 2,
+            keep: depth + 2,
             blocks: Default::default(),
         }
     }
