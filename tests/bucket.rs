@@ -500,20 +500,7 @@ fn an_interrupted_seal_into_a_bucket_leaves_no_revision() {
     c.wait().unwrap();
     let (ok, list, _) = cli_env(&vault, &env, &["list"]);
     assert!(ok && !list.contains("int"), "{list}");
-    let (ok, _, err) = cli_env(
-        &vault,
-        &env,
-        &[
-            "seal",
-            src.to_str().unwrap(),
-            "--model",
-            "int",
-            "--revision",
-            "r1",
-            "--eccn",
-            "EAR99",
-        ],
-    );
+    let (ok, _, err) = seal_env(&vault, &env, &src, "int@r1", &["--eccn", "EAR99"]);
     assert!(
         !ok && err.contains("unfinished seal") && err.contains("/p/models/int/r1/"),
         "{err}"
@@ -526,20 +513,7 @@ fn an_interrupted_seal_into_a_bucket_leaves_no_revision() {
             &format!("s3://{name}/p/models/int/r1/"),
         ])
         .unwrap();
-    let (ok, _, err) = cli_env(
-        &vault,
-        &env,
-        &[
-            "seal",
-            src.to_str().unwrap(),
-            "--model",
-            "int",
-            "--revision",
-            "r1",
-            "--eccn",
-            "EAR99",
-        ],
-    );
+    let (ok, _, err) = seal_env(&vault, &env, &src, "int@r1", &["--eccn", "EAR99"]);
     assert!(ok, "{err}");
     let (ok, _, err) = cli_env(&vault, &env, &["verify", "int@r1"]);
     assert!(ok, "{err}");

@@ -1213,6 +1213,19 @@ fn copied_service(root: &Path, extra: &[&str]) -> (String, Child) {
     )
 }
 
+/// `serve` on `v` with the test PKI and policies, `extra` arguments and `env`.
+fn serve_env(v: &Path, root: &Path, extra: &[&str], vars: &[(&str, String)]) -> (String, Child) {
+    let e = env();
+    start_service_env(
+        v,
+        &e.root.join("pki"),
+        &e.root.join("policies"),
+        root,
+        extra,
+        vars,
+    )
+}
+
 /// `serve` on a copied vault with the test PKI and the test policies (or `policies`).
 fn serve_copy(v: &Path, root: &Path, policies: Option<&Path>) -> (String, Child) {
     let e = env();
@@ -1290,32 +1303,15 @@ fn a_service_on_a_bucket_releases_what_it_sealed_there_and_trace_reads_it() {
     std::fs::remove_dir_all(v.join("models")).unwrap();
     let url = format!("s3://{}/vault", common::s3::new_bucket(false));
     let s3 = common::s3::store_env(&url);
-    let (ok, _, err) = common::cli_env(
+    let (ok, _, err) = common::seal_env(
         &v,
         &s3,
-        &[
-            "seal",
-            common::minilm_dir().to_str().unwrap(),
-            "--model",
-            "acme-frontier",
-            "--revision",
-            "r1",
-            "--eccn",
-            "4E091",
-            "--training-ops",
-            "3.1e26",
-        ],
+        common::minilm_dir(),
+        FRONTIER,
+        &["--eccn", "4E091", "--training-ops", "3.1e26"],
     );
     assert!(ok, "sealing into the bucket: {err}");
-    let e = env();
-    let (server, child) = start_service_env(
-        &v,
-        &e.root.join("pki"),
-        &e.root.join("policies"),
-        &root,
-        &[],
-        &s3,
-    );
+    let (server, child) = serve_env(&v, &root, &[], &s3);
     let mut c = cfg("acme", "US");
     c.server = server;
     let out = root.join("out");
@@ -1407,26 +1403,10 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
     env_s3.push(("WEIGHTVAULT_STORE", "s3://ops".into()));
     std::fs::remove_dir_all(v.join("models")).unwrap();
     let generated = env().generated.clone();
-    let (ok, _, err) = common::cli_env(
-        &v,
-        &env_s3,
-        &[
-            "seal",
-            generated.to_str().unwrap(),
-            "--model",
-            "acme-small",
-            "--revision",
-            "g1",
-            "--eccn",
-            "EAR99",
-        ],
-    );
+    let (ok, _, err) = common::seal_env(&v, &env_s3, generated, GENERATED, &["--eccn", "EAR99"]);
     assert!(ok, "{err}");
-    let e = env();
-    let (server, child) = start_service_env(
+    let (server, child) = serve_env(
         &v,
-        &e.root.join("pki"),
-        &e.root.join("policies"),
         &root,
         &["--ops-listen", "127.0.0.1:0", "--checkpoint-every", "1"],
         &env_s3,

@@ -315,11 +315,22 @@ pub fn seal(
     what: &str,
     flags: &[&str],
 ) -> (bool, String, String) {
+    seal_env(vault, &[], src, what, flags)
+}
+
+/// [`seal`] with more environment variables (a bucket store, say).
+pub fn seal_env(
+    vault: &Path,
+    env: &[(&str, String)],
+    src: impl AsRef<Path>,
+    what: &str,
+    flags: &[&str],
+) -> (bool, String, String) {
     let (model, rev) = what.split_once('@').expect("MODEL@REV");
     let src = src.as_ref().to_str().unwrap();
     let mut args = vec!["seal", src, "--model", model, "--revision", rev];
     args.extend_from_slice(flags);
-    cli(vault, &args)
+    cli_env(vault, env, &args)
 }
 
 /// [`seal`] that must succeed: its standard output.
