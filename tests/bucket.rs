@@ -194,8 +194,10 @@ fn objects(bucket: &str) -> BTreeMap<String, (u64, String)> {
         .unwrap_or_default()
 }
 
-/// The PUT and POST requests moto logged after byte `from` of its log: (method, path).
-fn writes_since(from: u64) -> Vec<(String, String)> {
+/// The PUT and POST requests to `bucket` that moto logged after byte `from` of its log:
+/// (method, path). (Tests run side by side on one server: each counts its own bucket's.)
+fn writes_since(bucket: &str, from: u64) -> Vec<(String, String)> {
+    let mine = format!("/{bucket}/");
     let log = std::fs::read(&moto().log).unwrap();
     String::from_utf8_lossy(&log[from as usize..])
         .lines()
@@ -203,7 +205,8 @@ fn writes_since(from: u64) -> Vec<(String, String)> {
             let req = l.split('"').nth(1)?;
             let mut p = req.split(' ');
             let (m, path) = (p.next()?, p.next()?);
-            (m == "PUT" || m == "POST").then(|| (m.to_string(), path.to_string()))
+            ((m == "PUT" || m == "POST") && path.starts_with(&mine))
+                .then(|| (m.to_string(), path.to_string()))
         })
         .collect()
 }
@@ -263,7 +266,7 @@ fn rewrap_retire_and_shred_in_a_bucket_change_key_slots_only() {
     ok(&["kek", "rotate"]);
     let mark = log_len();
     ok(&["rewrap"]);
-    let writes = writes_since(mark);
+    let writes = writes_since(&name, mark);
     let slot_objects: BTreeMap<String, (u64, String)> = objects(&name)
         .into_iter()
         .filter(|(k, _)| k.ends_with(".slots"))
@@ -445,7 +448,7 @@ fn an_interrupted_seal_into_a_bucket_leaves_no_revision() {
     };
     // moto logs `POST /<bucket>/<key>?uploads` when a multipart upload starts.
     let upload_started = |from: u64| {
-        writes_since(from)
+        writes_since(&name, from)
             .iter()
             .any(|(m, p)| m == "POST" && p.contains("model.safetensors.sealed?uploads"))
     };
