@@ -104,7 +104,7 @@ fn reading(c: &mut Criterion) {
         b.iter(|| tiles::inclusion_proof(black_box(123_457), size, &bucket).unwrap())
     });
     g.bench_function("consistency proof", |b| {
-        b.iter(|| tiles::consistency_proof(black_box(700_001), size, &bucket).unwrap())
+        b.iter(|| tiles::consistency_proof(black_box(size * 2 / 3), size, &bucket).unwrap())
     });
     g.finish();
     let (seg, seg_head) = grown(SEGMENT, record);
