@@ -87,6 +87,18 @@ impl TileLog {
         format!("{} (mutable head: {})", self.worm.url(), self.head.url())
     }
 
+    /// The published checkpoint note, unverified, or `None`.
+    fn note(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .head
+            .get("checkpoint")?
+            .map(|n| String::from_utf8_lossy(&n).into_owned()))
+    }
+
+    fn unpublished(&self) -> StoreError {
+        StoreError::NotFound(format!("no checkpoint published at {}", self.head.url()))
+    }
+
     /// The published checkpoint, verified under `key_name` and `public`: `None` when
     /// nothing is published yet.
     pub fn published(
@@ -94,10 +106,9 @@ impl TileLog {
         key_name: &str,
         public: &[u8; 32],
     ) -> Result<Option<(String, Checkpoint)>, TileLogError> {
-        let Some(note) = self.head.get("checkpoint")? else {
+        let Some(note) = self.note()? else {
             return Ok(None);
         };
-        let note = String::from_utf8_lossy(&note).into_owned();
         let cp = tiles::verify_checkpoint(&note, key_name, public, self)?;
         Ok(Some((note, cp)))
     }
@@ -174,10 +185,7 @@ impl TileLog {
         each: &mut EachEntry<'_>,
     ) -> Result<(Checkpoint, tiles::AuditReport), TileLogError> {
         let Some((_, cp)) = self.published(key_name, public)? else {
-            return Err(TileLogError::Store(StoreError::NotFound(format!(
-                "no checkpoint published at {}",
-                self.head.url()
-            ))));
+            return Err(self.unpublished().into());
         };
         let report = tiles::audit(TreeHead::from(&cp), self, |i, e| each(i, e))?;
         Ok((cp, report))
@@ -191,10 +199,7 @@ impl TileLog {
         public: &[u8; 32],
         index: u64,
     ) -> Result<InclusionProof, TileLogError> {
-        let note = self.head.get("checkpoint")?.ok_or_else(|| {
-            StoreError::NotFound(format!("no checkpoint published at {}", self.head.url()))
-        })?;
-        let note = String::from_utf8_lossy(&note).into_owned();
+        let note = self.note()?.ok_or_else(|| self.unpublished())?;
         Ok(tiles::prove_inclusion(
             &note, key_name, public, index, self,
         )?)
@@ -207,10 +212,7 @@ impl TileLog {
         public: &[u8; 32],
         old: u64,
     ) -> Result<ConsistencyProof, TileLogError> {
-        let note = self.head.get("checkpoint")?.ok_or_else(|| {
-            StoreError::NotFound(format!("no checkpoint published at {}", self.head.url()))
-        })?;
-        let note = String::from_utf8_lossy(&note).into_owned();
+        let note = self.note()?.ok_or_else(|| self.unpublished())?;
         Ok(tiles::prove_consistency(
             &note, key_name, public, old, self,
         )?)
