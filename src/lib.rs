@@ -14,6 +14,7 @@
 pub mod actions;
 pub mod cli;
 pub mod clock;
+pub mod database;
 pub mod dry_run;
 pub mod durable;
 pub use weightvault_core::{format, keys};
