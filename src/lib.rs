@@ -23,6 +23,7 @@ pub mod hsm;
 pub mod interrupt;
 pub mod ledger;
 pub mod local;
+pub mod postgres;
 pub mod release;
 pub mod store;
 pub mod vault_ledger;
