@@ -738,9 +738,19 @@ fn router(state: Arc<AppState>) -> Router {
 
 type LedgerAndState = (Arc<dyn LedgerBackend>, Arc<dyn ReleaseState>);
 
-/// The ledger and the release state: the vault's local ledger and this process's memory,
-/// with each licence's use counted from the ledger.
+/// The ledger and the release state: in PostgreSQL when a database is configured (shared by
+/// every replica; `WEIGHTVAULT_DATABASE`), else the vault's local ledger and this process's
+/// memory, with each licence's use counted from the ledger.
 fn open_ledger_and_state(vault: &Vault) -> Result<LedgerAndState, ServeError> {
+    // The vault's `[database]` section joins here once `VaultConfig` has it:
+    // `DatabaseSection::resolve(vault.config().database.as_ref())`.
+    if let Some(section) = crate::database::DatabaseSection::resolve(None) {
+        let db = crate::postgres::Database::connect(&section)
+            .map_err(|e| setup(format!("database {}: {e}", section.redacted_url())))?;
+        tracing::info!(database = %db.redacted_url(), "release state and ledger in PostgreSQL");
+        let ledger = db.ledger().with_origin(&vault.config().ledger.origin);
+        return Ok((Arc::new(ledger), Arc::new(db.state())));
+    }
     // One read of the ledger: opening it also counts each licence's use.
     let mut alloc = Allocations::default();
     let (ledger, rec) = vault
