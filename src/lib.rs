@@ -14,6 +14,7 @@
 pub mod actions;
 pub mod cli;
 pub mod clock;
+pub mod database;
 pub mod dry_run;
 pub mod durable;
 pub use weightvault_core::{format, keys};
@@ -22,6 +23,7 @@ pub mod hsm;
 pub mod interrupt;
 pub mod ledger;
 pub mod local;
+pub mod postgres;
 pub mod release;
 pub mod store;
 pub mod vault_ledger;

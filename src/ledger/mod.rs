@@ -41,6 +41,10 @@ pub enum LedgerError {
     /// Verification found a problem.
     #[error("ledger verification failed: {0}")]
     Verify(String),
+    /// A ledger in a database that cannot be read or written (unreachable, or a batch not
+    /// committed): nothing it was asked to append is in it.
+    #[error("the ledger database cannot be written: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<proof::ProofError> for LedgerError {

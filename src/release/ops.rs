@@ -21,10 +21,10 @@ pub struct Metrics {
     pub releases: IntCounterVec,
     /// Shard bytes handed to connections.
     pub bytes_streamed: IntCounter,
-    /// Time to decide a release (policy evaluation under the licence state).
+    /// Time to decide a release and make its record durable: policy evaluation under the
+    /// licence state and the ledger append are one step (with a shared database, one
+    /// transaction), so they are timed together.
     pub decision_seconds: Histogram,
-    /// Time to make a decision's record durable in the ledger.
-    pub append_seconds: Histogram,
     /// Shard streams open now.
     pub open_streams: IntGauge,
 }
@@ -45,14 +45,9 @@ impl Metrics {
             IntCounter::new("bytes_streamed_total", "Shard bytes handed to connections")
                 .expect("metric");
         let decision_seconds = Histogram::with_opts(
-            HistogramOpts::new("decision_seconds", "Time to decide a release request")
-                .buckets(buckets.clone()),
-        )
-        .expect("metric");
-        let append_seconds = Histogram::with_opts(
             HistogramOpts::new(
-                "ledger_append_seconds",
-                "Time until a decision's ledger record is durable",
+                "decision_seconds",
+                "Time to decide a release request and make its ledger record durable",
             )
             .buckets(buckets),
         )
@@ -62,7 +57,6 @@ impl Metrics {
             Box::new(releases.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(bytes_streamed.clone()),
             Box::new(decision_seconds.clone()),
-            Box::new(append_seconds.clone()),
             Box::new(open_streams.clone()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -72,7 +66,6 @@ impl Metrics {
             releases,
             bytes_streamed,
             decision_seconds,
-            append_seconds,
             open_streams,
         }
     }

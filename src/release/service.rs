@@ -8,7 +8,7 @@
 //! the edges (state, ledger, store) in order, and maps errors to one [`ApiCode`].
 
 use super::engine::{self, Admitted, Asked, Client, FileView, Grant, Marks, Refusal, RevisionView};
-use super::state::{LocalState, ReleaseState, Withdrawal};
+use super::state::{DecideError, LocalState, ReleaseState, StateError, Withdrawal};
 use super::stream::{Sealer, HEADER_LEN};
 use super::tls::{self, ClientIdentity, ServerTls};
 use super::wire::{ApiCode, ChallengeReply, ReleaseBody, ReleaseReply};
@@ -107,7 +107,7 @@ struct AppState {
     wm_key: SymmetricKey,
     policy: PolicyHandle,
     geo: Box<dyn GeoLookup + Send>,
-    ledger: Box<dyn LedgerBackend>,
+    ledger: Arc<dyn LedgerBackend>,
     state: Arc<dyn ReleaseState>,
     clock: Arc<dyn Clock>,
     /// Releases this replica serves, by id.
@@ -147,6 +147,16 @@ impl From<Refusal> for ApiError {
 
 fn api(code: ApiCode, message: impl Into<String>) -> ApiError {
     ApiError(Refusal::new(code, message))
+}
+
+/// The state could not be read or written (a shared database unreachable: it holds the
+/// ledger too), so the request fails closed with 503.
+fn unavailable(what: &str, e: StateError) -> ApiError {
+    tracing::error!("{what}: {e}");
+    api(
+        ApiCode::LedgerUnavailable,
+        "the release state and ledger cannot be reached; nothing is released",
+    )
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
@@ -190,7 +200,8 @@ async fn challenge(
     let nonce = st
         .state
         .issue_nonce(&peer.id.fingerprint, now, expires_at)
-        .map_err(|e| internal("issuing a nonce", e))?;
+        .await
+        .map_err(|e| unavailable("issuing a nonce", e))?;
     Ok(Json(ChallengeReply {
         nonce,
         expires_at: rfc3339(expires_at),
@@ -260,7 +271,8 @@ async fn releases(
             &peer.id.fingerprint,
             st.clock.now(),
         )
-        .map_err(|e| internal("taking the nonce", e))?;
+        .await
+        .map_err(|e| unavailable("taking the nonce", e))?;
     let (model, revision) = engine::target(&body)?;
     let rev = open_revision(&st, RevisionRef { model, revision }).await?;
     let view = view_of(&rev);
@@ -298,7 +310,8 @@ async fn releases(
     keep_serving(&st, grant.id, Arc::new(serving), now);
     st.state
         .put_release(grant, now)
-        .map_err(|e| internal("keeping the release", e))?;
+        .await
+        .map_err(|e| unavailable("keeping the release", e))?;
     Ok(Json(ReleaseReply {
         decision,
         ledger_index,
@@ -316,30 +329,24 @@ async fn decide_and_record(
     asked: &Asked<'_>,
 ) -> Result<(engine::Judged, u64), ApiError> {
     let decision_timer = st.metrics.decision_seconds.start_timer();
-    let (judged, hold) = st
+    let (judged, ledger_index) = st
         .state
-        .reserve(&mut |used| engine::judge(policy, st.geo.as_ref(), asked, used))
-        .map_err(|e| internal("reserving the allocation", e))?;
+        .decide(
+            &mut |used| engine::judge(policy, &*st.geo, asked, used),
+            &st.ledger,
+        )
+        .await
+        .map_err(|e| match e {
+            DecideError::Ledger(e) => {
+                tracing::error!("ledger append failed: {e}");
+                api(
+                    ApiCode::LedgerUnavailable,
+                    "the release ledger cannot be written; nothing is released",
+                )
+            }
+            DecideError::State(e) => unavailable("deciding under the licence allocations", e),
+        })?;
     decision_timer.observe_duration();
-    let st2 = st.clone();
-    let rec = judged.record.clone();
-    let append_timer = st.metrics.append_seconds.start_timer();
-    let appended = blocking(move || st2.ledger.append(&rec)).await?;
-    append_timer.observe_duration();
-    let ledger_index = match appended {
-        Ok(i) => i,
-        Err(e) => {
-            st.state.cancel(hold);
-            tracing::error!("ledger append failed: {e}");
-            return Err(api(
-                ApiCode::LedgerUnavailable,
-                "the release ledger cannot be written; nothing is released",
-            ));
-        }
-    };
-    st.state
-        .commit(hold, ledger_index, &judged.record)
-        .map_err(|e| internal("counting the allocation", e))?;
     let r = &judged.record;
     st.metrics
         .releases
@@ -391,7 +398,8 @@ async fn shard(
     let grant = st
         .state
         .release(&id)
-        .map_err(|e| internal("reading the release", e))?
+        .await
+        .map_err(|e| unavailable("reading the release", e))?
         .ok_or_else(unknown)?;
     let fi = engine::admit_shard(&grant, &peer.id.fingerprint, st.clock.now(), n).inspect_err(
         |r| {
@@ -583,7 +591,9 @@ fn produce(
     );
     match st.ledger.append(&r) {
         Ok(i) => {
-            if let Err(e) = st.state.count(i, &r) {
+            // On a blocking thread of the service's runtime.
+            let counted = tokio::runtime::Handle::current().block_on(st.state.count(i, &r));
+            if let Err(e) = counted {
                 tracing::error!("counting the end of a stream: {e}");
             }
             tracing::info!(
@@ -619,7 +629,7 @@ async fn follow_withdrawals(st: Arc<AppState>) {
                     .copied()
                     .collect();
                 for id in ids {
-                    if let Ok(Some(g)) = st.state.release(&id) {
+                    if let Ok(Some(g)) = st.state.release(&id).await {
                         if let (Some(f), Some(s)) = (
                             &g.withdrawn,
                             st.serving.lock().expect("serving lock").get(&id),
@@ -651,7 +661,7 @@ async fn reload_policy(st: &Arc<AppState>) {
             Some(e.to_string())
         }
         Ok(()) => {
-            if let Err(e) = withdraw_failing(st, &mut withdrawn) {
+            if let Err(e) = withdraw_failing(st, &mut withdrawn).await {
                 tracing::error!("deciding live releases again: {e}");
             }
             tracing::info!(withdrawn = withdrawn.len(), "policy reloaded");
@@ -670,29 +680,24 @@ async fn reload_policy(st: &Arc<AppState>) {
 
 /// Decides every live release again under the policy in force and withdraws those that fail;
 /// pushes their decisions' ledger indices to `withdrawn`.
-fn withdraw_failing(
-    st: &AppState,
-    withdrawn: &mut Vec<u64>,
-) -> Result<(), super::state::StateError> {
+async fn withdraw_failing(st: &AppState, withdrawn: &mut Vec<u64>) -> Result<(), StateError> {
     let policy = st.policy.current();
     let now = st.clock.now();
-    let grants = st.state.live_releases(now)?;
-    let live = grants
-        .iter()
-        .map(|g| {
-            Ok(engine::Live {
-                grant: g,
-                used_by_others: st.state.used_by_others(g.decision_index)?,
-            })
-        })
-        .collect::<Result<Vec<_>, super::state::StateError>>()?;
+    let grants = st.state.live_releases(now).await?;
+    let mut live = Vec::with_capacity(grants.len());
+    for g in &grants {
+        live.push(engine::Live {
+            grant: g,
+            used_by_others: st.state.used_by_others(g.decision_index).await?,
+        });
+    }
     for (k, failed) in engine::rejudge(&policy, st.geo.as_ref(), &live, now) {
         let g = live[k].grant;
         tracing::warn!(
             release = %hex::encode(g.id), requester = %g.record.requester,
             failed = ?failed, "release withdrawn by the new policy"
         );
-        st.state.withdraw(Withdrawal { id: g.id, failed })?;
+        st.state.withdraw(Withdrawal { id: g.id, failed }).await?;
         withdrawn.push(g.decision_index);
     }
     Ok(())
@@ -703,7 +708,9 @@ fn ingest_spool(st: &AppState) {
     match st.ledger.take_pending() {
         Ok(got) => {
             for (i, r) in &got {
-                if let Err(e) = st.state.count(*i, r) {
+                // On a blocking thread of the service's runtime.
+                let counted = tokio::runtime::Handle::current().block_on(st.state.count(*i, r));
+                if let Err(e) = counted {
                     tracing::error!("counting a spooled record: {e}");
                 }
                 tracing::info!(ledger_index = i, kind = %r.kind, "spooled record appended");
@@ -792,6 +799,42 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+type LedgerAndState = (Arc<dyn LedgerBackend>, Arc<dyn ReleaseState>);
+
+/// The ledger and the release state: in PostgreSQL when a database is configured (shared by
+/// every replica; `WEIGHTVAULT_DATABASE`), else the vault's local ledger and this process's
+/// memory, with each licence's use counted from the ledger.
+fn open_ledger_and_state(vault: &Vault) -> Result<LedgerAndState, ServeError> {
+    if let Some(section) =
+        crate::database::DatabaseSection::resolve(vault.config().database.as_ref())
+    {
+        let db = crate::postgres::Database::connect(&section)
+            .map_err(|e| setup(format!("database {}: {e}", section.redacted_url())))?;
+        tracing::info!(database = %db.redacted_url(), "release state and ledger in PostgreSQL");
+        let ledger = db.ledger().with_origin(&vault.config().ledger.origin);
+        return Ok((Arc::new(ledger), Arc::new(db.state())));
+    }
+    // One read of the ledger: opening it also counts each licence's use.
+    let mut alloc = Allocations::default();
+    let (ledger, rec) = vault
+        .ledger_visiting(&mut |i, e| Ok(alloc.add_entry(i, e)?))
+        .map_err(|e| setup(format!("opening the ledger and counting licence use: {e}")))?;
+    if rec.discarded_bytes > 0 {
+        tracing::warn!(
+            "ledger: discarded a torn final write of {} bytes",
+            rec.discarded_bytes
+        );
+    }
+    for (id, u) in &alloc.used {
+        let streamed = alloc.streamed.get(id).copied().unwrap_or(0);
+        tracing::info!(
+            licence = %id, releases = u.releases, bytes = u.bytes, streamed,
+            "licence usage in the ledger"
+        );
+    }
+    Ok((Arc::new(ledger), Arc::new(LocalState::new(alloc))))
+}
+
 /// A running service.
 pub struct Server {
     addr: SocketAddr,
@@ -824,27 +867,10 @@ impl Server {
         };
         let kw = vault.key_wrap().map_err(setup)?;
         let wm_key = vault.watermark_key(&kw).map_err(setup)?;
-        // One read of the ledger: opening it also counts each licence's use.
-        let mut alloc = Allocations::default();
-        let (ledger, rec) = vault
-            .ledger_visiting(&mut |i, e| Ok(alloc.add_entry(i, e)?))
-            .map_err(|e| setup(format!("opening the ledger and counting licence use: {e}")))?;
-        if rec.discarded_bytes > 0 {
-            tracing::warn!(
-                "ledger: discarded a torn final write of {} bytes",
-                rec.discarded_bytes
-            );
-        }
+        let (ledger, state) = open_ledger_and_state(&vault)?;
         let policy = crate::local::PolicyDir::new(&cfg.policies)
             .handle()
             .map_err(setup)?;
-        for (id, u) in &alloc.used {
-            let streamed = alloc.streamed.get(id).copied().unwrap_or(0);
-            tracing::info!(
-                licence = %id, releases = u.releases, bytes = u.bytes, streamed,
-                "licence usage in the ledger"
-            );
-        }
         let geo: Box<dyn GeoLookup + Send> = match &cfg.geoip {
             Some(p) => Box::new(
                 policy::MaxMindGeo::from_bytes(
@@ -878,8 +904,8 @@ impl Server {
             wm_key,
             policy,
             geo,
-            ledger: Box::new(ledger),
-            state: Arc::new(LocalState::new(alloc)),
+            ledger,
+            state,
             clock: Arc::new(SystemClock),
             serving: Mutex::new(HashMap::new()),
             metrics: Arc::new(super::ops::Metrics::new()),

@@ -14,6 +14,8 @@
 //! concurrent requests can therefore never both take a licence's last release.
 
 use super::engine::{Grant, Judged};
+use crate::ledger::backend::LedgerBackend;
+use crate::ledger::LedgerError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
@@ -27,6 +29,17 @@ use weightvault_ledger::usage::Allocations;
 #[error("release state: {0}")]
 pub struct StateError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
+/// Why a decision was not decided and recorded: nothing is released either way.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// The ledger could not be written (the service answers 503 `ledger_unavailable`).
+    #[error("the ledger cannot be written: {0}")]
+    Ledger(#[source] LedgerError),
+    /// The state could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 /// A withdrawn release: its id and the checks that now fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Withdrawal {
@@ -36,15 +49,25 @@ pub struct Withdrawal {
     pub failed: Vec<String>,
 }
 
-/// An allocation held by a decision between [`ReleaseState::reserve`] and its ledger append.
+/// An allocation held by a decision between [`LocalState::reserve`] and its ledger append.
 #[derive(Debug)]
 #[must_use = "a hold is committed or cancelled"]
 pub struct Hold(u64);
 
+/// How a release decision is judged: the licence use in, the decision and its record out.
+pub type Judge<'a> = dyn FnMut(&BTreeMap<String, Usage>) -> Judged + Send + 'a;
+
 /// What the release service remembers between requests.
+///
+/// Asynchronous (boxed futures, `async_trait`), because a state shared by replicas is a
+/// database on the network: the handlers await it on the service's runtime instead of
+/// blocking a worker thread for each round trip (with 2 workers and 200 requests in flight a
+/// blocking call would serialise them and defeat the database's group commit). The in-memory
+/// [`LocalState`] answers at once.
+#[async_trait::async_trait]
 pub trait ReleaseState: Send + Sync {
     /// Issues a nonce to `client`, usable until `expires_at`.
-    fn issue_nonce(
+    async fn issue_nonce(
         &self,
         client: &[u8; 32],
         now: OffsetDateTime,
@@ -53,44 +76,45 @@ pub trait ReleaseState: Send + Sync {
 
     /// Takes `nonce` for `client`: true only if it was issued to this client, has not expired
     /// and was never taken before. A nonce issued to this client is spent whatever the answer.
-    fn take_nonce(
+    async fn take_nonce(
         &self,
         nonce: &str,
         client: &[u8; 32],
         now: OffsetDateTime,
     ) -> Result<bool, StateError>;
 
-    /// Decides with `judge` under the current licence use (counted plus held), atomically
-    /// with holding the allocation an allowed decision takes.
-    fn reserve(
+    /// Decides with `judge` under the current licence use and records the decision's record
+    /// in the ledger before returning its index: decide-and-record, so that an allocation is
+    /// counted exactly once and two concurrent decisions never both take a licence's last
+    /// release. [`LocalState`] holds the allocation, appends to `ledger` (sharing its group
+    /// commit) and commits or cancels the hold; a database state sequences the record into
+    /// its own ledger in the same transaction that updates the licence counters (and then
+    /// `ledger` must be that database's ledger).
+    async fn decide(
         &self,
-        judge: &mut dyn FnMut(&BTreeMap<String, Usage>) -> Judged,
-    ) -> Result<(Judged, Hold), StateError>;
-
-    /// The held decision's record is in the ledger at `index`: it counts from now on.
-    fn commit(&self, hold: Hold, index: u64, record: &Record) -> Result<(), StateError>;
-
-    /// The held decision never reached the ledger: its allocation is free again.
-    fn cancel(&self, hold: Hold);
+        judge: &mut Judge<'_>,
+        ledger: &Arc<dyn LedgerBackend>,
+    ) -> Result<(Judged, u64), DecideError>;
 
     /// Counts a record appended at `index` by anything else (stream ends, spooled records).
-    fn count(&self, index: u64, record: &Record) -> Result<(), StateError>;
+    /// A state whose ledger counts each entry as it is sequenced has nothing to do.
+    async fn count(&self, index: u64, record: &Record) -> Result<(), StateError>;
 
     /// Licence use not counting the decision at `index` (to decide it again).
-    fn used_by_others(&self, index: u64) -> Result<BTreeMap<String, Usage>, StateError>;
+    async fn used_by_others(&self, index: u64) -> Result<BTreeMap<String, Usage>, StateError>;
 
     /// Keeps a release (and forgets the ones expired by `now`).
-    fn put_release(&self, grant: Grant, now: OffsetDateTime) -> Result<(), StateError>;
+    async fn put_release(&self, grant: Grant, now: OffsetDateTime) -> Result<(), StateError>;
 
     /// A release by id.
-    fn release(&self, id: &[u8; 16]) -> Result<Option<Arc<Grant>>, StateError>;
+    async fn release(&self, id: &[u8; 16]) -> Result<Option<Arc<Grant>>, StateError>;
 
     /// Releases not expired at `now` and not withdrawn.
-    fn live_releases(&self, now: OffsetDateTime) -> Result<Vec<Arc<Grant>>, StateError>;
+    async fn live_releases(&self, now: OffsetDateTime) -> Result<Vec<Arc<Grant>>, StateError>;
 
     /// Withdraws a release: shard requests are refused from now on, and every subscriber of
     /// [`ReleaseState::withdrawals`] hears of it (running streams end).
-    fn withdraw(&self, w: Withdrawal) -> Result<(), StateError>;
+    async fn withdraw(&self, w: Withdrawal) -> Result<(), StateError>;
 
     /// Withdrawals from now on.
     fn withdrawals(&self) -> tokio::sync::broadcast::Receiver<Withdrawal>;
@@ -147,8 +171,47 @@ fn random_hex16() -> String {
     hex::encode(b)
 }
 
+impl LocalState {
+    /// Decides with `judge` under the current licence use (counted plus held), atomically
+    /// with holding the allocation an allowed decision takes.
+    pub fn reserve(&self, judge: &mut Judge<'_>) -> (Judged, Hold) {
+        let mut s = self.lock();
+        let mut used = s.alloc.used.clone();
+        for (id, size) in s.held.values() {
+            let u = used.entry(id.clone()).or_default();
+            u.releases += 1;
+            u.bytes = u.bytes.saturating_add(*size);
+        }
+        let judged = judge(&used);
+        let h = s.next_hold;
+        s.next_hold += 1;
+        if let Some((id, size)) = judged.allocation() {
+            s.held.insert(h, (id.to_string(), size));
+        }
+        (judged, Hold(h))
+    }
+
+    /// The held decision's record is in the ledger at `index`: it counts from now on.
+    pub fn commit(&self, hold: Hold, index: u64, record: &Record) {
+        let mut s = self.lock();
+        s.held.remove(&hold.0);
+        s.alloc.add(index, record);
+    }
+
+    /// The held decision never reached the ledger: its allocation is free again.
+    pub fn cancel(&self, hold: Hold) {
+        self.lock().held.remove(&hold.0);
+    }
+
+    /// Licence use not counting the decision at `index`.
+    pub fn used_by_others_now(&self, index: u64) -> BTreeMap<String, Usage> {
+        self.lock().alloc.used_by_others(index)
+    }
+}
+
+#[async_trait::async_trait]
 impl ReleaseState for LocalState {
-    fn issue_nonce(
+    async fn issue_nonce(
         &self,
         client: &[u8; 32],
         now: OffsetDateTime,
@@ -168,7 +231,7 @@ impl ReleaseState for LocalState {
         Ok(nonce)
     }
 
-    fn take_nonce(
+    async fn take_nonce(
         &self,
         nonce: &str,
         client: &[u8; 32],
@@ -185,58 +248,51 @@ impl ReleaseState for LocalState {
         })
     }
 
-    fn reserve(
+    async fn decide(
         &self,
-        judge: &mut dyn FnMut(&BTreeMap<String, Usage>) -> Judged,
-    ) -> Result<(Judged, Hold), StateError> {
-        let mut s = self.lock();
-        let mut used = s.alloc.used.clone();
-        for (id, size) in s.held.values() {
-            let u = used.entry(id.clone()).or_default();
-            u.releases += 1;
-            u.bytes = u.bytes.saturating_add(*size);
+        judge: &mut Judge<'_>,
+        ledger: &Arc<dyn LedgerBackend>,
+    ) -> Result<(Judged, u64), DecideError> {
+        let (judged, hold) = self.reserve(judge);
+        // The append waits for the log's fsync (shared with concurrent appends) off the
+        // runtime's workers, without the state's lock.
+        let (l, rec) = (ledger.clone(), judged.record.clone());
+        let appended = tokio::task::spawn_blocking(move || l.append(&rec))
+            .await
+            .map_err(|e| StateError(Box::new(e)))?;
+        match appended {
+            Ok(i) => {
+                self.commit(hold, i, &judged.record);
+                Ok((judged, i))
+            }
+            Err(e) => {
+                self.cancel(hold);
+                Err(DecideError::Ledger(e))
+            }
         }
-        let judged = judge(&used);
-        let h = s.next_hold;
-        s.next_hold += 1;
-        if let Some((id, size)) = judged.allocation() {
-            s.held.insert(h, (id.to_string(), size));
-        }
-        Ok((judged, Hold(h)))
     }
 
-    fn commit(&self, hold: Hold, index: u64, record: &Record) -> Result<(), StateError> {
-        let mut s = self.lock();
-        s.held.remove(&hold.0);
-        s.alloc.add(index, record);
-        Ok(())
-    }
-
-    fn cancel(&self, hold: Hold) {
-        self.lock().held.remove(&hold.0);
-    }
-
-    fn count(&self, index: u64, record: &Record) -> Result<(), StateError> {
+    async fn count(&self, index: u64, record: &Record) -> Result<(), StateError> {
         self.lock().alloc.add(index, record);
         Ok(())
     }
 
-    fn used_by_others(&self, index: u64) -> Result<BTreeMap<String, Usage>, StateError> {
-        Ok(self.lock().alloc.used_by_others(index))
+    async fn used_by_others(&self, index: u64) -> Result<BTreeMap<String, Usage>, StateError> {
+        Ok(self.used_by_others_now(index))
     }
 
-    fn put_release(&self, grant: Grant, now: OffsetDateTime) -> Result<(), StateError> {
+    async fn put_release(&self, grant: Grant, now: OffsetDateTime) -> Result<(), StateError> {
         let mut s = self.lock();
         s.releases.retain(|_, g| g.expires_at > now);
         s.releases.insert(grant.id, Arc::new(grant));
         Ok(())
     }
 
-    fn release(&self, id: &[u8; 16]) -> Result<Option<Arc<Grant>>, StateError> {
+    async fn release(&self, id: &[u8; 16]) -> Result<Option<Arc<Grant>>, StateError> {
         Ok(self.lock().releases.get(id).cloned())
     }
 
-    fn live_releases(&self, now: OffsetDateTime) -> Result<Vec<Arc<Grant>>, StateError> {
+    async fn live_releases(&self, now: OffsetDateTime) -> Result<Vec<Arc<Grant>>, StateError> {
         Ok(self
             .lock()
             .releases
@@ -246,7 +302,7 @@ impl ReleaseState for LocalState {
             .collect())
     }
 
-    fn withdraw(&self, w: Withdrawal) -> Result<(), StateError> {
+    async fn withdraw(&self, w: Withdrawal) -> Result<(), StateError> {
         {
             let mut s = self.lock();
             if let Some(g) = s.releases.get_mut(&w.id) {
@@ -334,7 +390,7 @@ mod tests {
                 .map(|k| {
                     let (st, next) = (st.clone(), next.clone());
                     s.spawn(move || {
-                        let (j, hold) = st.reserve(&mut judge_under(5, 100)).unwrap();
+                        let (j, hold) = st.reserve(&mut judge_under(5, 100));
                         // The ledger append happens here, without the state's lock; one in
                         // three fails and gives its allocation back.
                         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -343,14 +399,14 @@ mod tests {
                             return 0;
                         }
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        st.commit(hold, i, &j.record).unwrap();
+                        st.commit(hold, i, &j.record);
                         u64::from(j.decision.allowed)
                     })
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).sum()
         });
-        let used = st.used_by_others(u64::MAX).unwrap();
+        let used = st.used_by_others_now(u64::MAX);
         assert_eq!(
             used["L"].releases, allowed,
             "what was committed is what counts"
@@ -358,7 +414,7 @@ mod tests {
         assert!(allowed <= 5, "{allowed} releases under an allocation of 5");
         assert_eq!(used["L"].bytes, allowed * 100);
         // With every hold settled, what failed to reach the ledger is free again.
-        let (j, hold) = st.reserve(&mut judge_under(5, 100)).unwrap();
+        let (j, hold) = st.reserve(&mut judge_under(5, 100));
         assert_eq!(j.decision.allowed, allowed < 5);
         st.cancel(hold);
     }
@@ -366,44 +422,48 @@ mod tests {
     #[test]
     fn a_held_allocation_counts_for_others_until_committed_or_cancelled() {
         let st = LocalState::new(Allocations::default());
-        let (a, ha) = st.reserve(&mut judge_under(1, 10)).unwrap();
+        let (a, ha) = st.reserve(&mut judge_under(1, 10));
         assert!(a.decision.allowed);
-        let (b, hb) = st.reserve(&mut judge_under(1, 10)).unwrap();
+        let (b, hb) = st.reserve(&mut judge_under(1, 10));
         assert!(
             !b.decision.allowed,
             "the last release is held by the first decision"
         );
         st.cancel(hb);
         st.cancel(ha);
-        let (c, hc) = st.reserve(&mut judge_under(1, 10)).unwrap();
+        let (c, hc) = st.reserve(&mut judge_under(1, 10));
         assert!(c.decision.allowed, "a cancelled hold frees the allocation");
-        st.commit(hc, 7, &c.record).unwrap();
-        assert_eq!(st.used_by_others(7).unwrap()["L"].releases, 0);
-        assert_eq!(st.used_by_others(8).unwrap()["L"].releases, 1);
+        st.commit(hc, 7, &c.record);
+        assert_eq!(st.used_by_others_now(7)["L"].releases, 0);
+        assert_eq!(st.used_by_others_now(8)["L"].releases, 1);
     }
 
-    #[test]
-    fn a_nonce_is_taken_once_and_only_by_its_client() {
+    #[tokio::test]
+    async fn a_nonce_is_taken_once_and_only_by_its_client() {
         let st = LocalState::new(Allocations::default());
         let (me, other) = ([1u8; 32], [2u8; 32]);
         let later = NOW + time::Duration::minutes(1);
-        let n = st.issue_nonce(&me, NOW, later).unwrap();
+        let n = st.issue_nonce(&me, NOW, later).await.unwrap();
         assert!(
-            !st.take_nonce(&n, &other, NOW).unwrap(),
+            !st.take_nonce(&n, &other, NOW).await.unwrap(),
             "another client's nonce"
         );
         assert!(
-            st.take_nonce(&n, &me, NOW).unwrap(),
+            st.take_nonce(&n, &me, NOW).await.unwrap(),
             "not spent by the other client"
         );
-        assert!(!st.take_nonce(&n, &me, NOW).unwrap(), "replayed");
-        let m = st.issue_nonce(&me, NOW, later).unwrap();
+        assert!(!st.take_nonce(&n, &me, NOW).await.unwrap(), "replayed");
+        let m = st.issue_nonce(&me, NOW, later).await.unwrap();
         assert_ne!(m, n);
         assert!(
             !st.take_nonce(&m, &me, later + time::Duration::seconds(1))
+                .await
                 .unwrap(),
             "expired"
         );
-        assert!(!st.take_nonce("00", &me, NOW).unwrap(), "never issued");
+        assert!(
+            !st.take_nonce("00", &me, NOW).await.unwrap(),
+            "never issued"
+        );
     }
 }

@@ -63,6 +63,10 @@ pub struct VaultConfig {
     /// Where sealed revisions live (absent: the vault directory's `models/`).
     #[serde(default, skip_serializing_if = "StoreSection::is_local")]
     pub store: StoreSection,
+    /// Release state and ledger shared by service replicas (absent: in-process state and the
+    /// vault directory's ledger; `WEIGHTVAULT_DATABASE` sets it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<crate::database::DatabaseSection>,
 }
 
 /// `[store]` in `vault.toml`: object storage for sealed revisions. Without a `url` (and

@@ -56,6 +56,7 @@ impl Vault {
                 seal: SealSection::default(),
                 ledger: LedgerSection::default(),
                 store: StoreSection::default(),
+                database: None,
             };
             let text = format!(
                 "# weightvault vault configuration (made by `weightvault init`).\n\

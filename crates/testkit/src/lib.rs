@@ -1,7 +1,8 @@
-//! A test PKI (rcgen) and the test attester, for tests, benchmarks and the demo: never for
-//! production. The organisation CA's key is written beside its certificate so that more
+//! A test PKI (rcgen), the test attester and a private PostgreSQL cluster ([`postgres`]), for
+//! tests, benchmarks and the demo: never for production. The organisation CA's key is written beside its certificate so that more
 //! clients can be issued later; that alone disqualifies it from real use.
 
+pub mod postgres;
 pub mod s3;
 
 use rcgen::{

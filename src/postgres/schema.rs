@@ -1,0 +1,84 @@
+//! The database schema, created and migrated by the service itself: numbered SQL migrations
+//! applied in order in one transaction with their rows in `wv_schema_version`, under an
+//! advisory lock so that replicas starting together apply each once. A database whose version
+//! is newer than this build knows is refused (an older replica must not write to it).
+//!
+//! Never edit a migration that has shipped: add the next one.
+
+/// The advisory lock key migrations run under ("wvschema" in ASCII).
+pub const MIGRATION_LOCK: i64 = 0x7776_7363_6865_6d61;
+
+/// `(version, SQL)`, in order.
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+
+/// The version this build writes.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+const V1: &str = r#"
+-- Challenge nonces: a row is a nonce not yet taken; taking it deletes it (single use across
+-- replicas by the row's deletion).
+CREATE TABLE wv_nonces (
+    nonce      text        PRIMARY KEY,
+    client     bytea       NOT NULL CHECK (length(client) = 32),
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX wv_nonces_expiry ON wv_nonces (expires_at);
+
+-- Live releases: the grant as JSON. It holds no secret: the stream key is derived from the
+-- HSM-wrapped service key and the release id by whichever replica serves it.
+CREATE TABLE wv_releases (
+    id         bytea       PRIMARY KEY CHECK (length(id) = 16),
+    expires_at timestamptz NOT NULL,
+    withdrawn  jsonb,
+    grant_json jsonb       NOT NULL
+);
+CREATE INDEX wv_releases_expiry ON wv_releases (expires_at);
+
+-- Withdrawals in the order they were committed: `seq` comes from the counter row, updated in
+-- the same transaction, so a reader polling `seq > last` never skips one that commits late.
+CREATE TABLE wv_withdrawal_head (
+    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+    seq  bigint  NOT NULL
+);
+INSERT INTO wv_withdrawal_head VALUES (true, 0);
+CREATE TABLE wv_withdrawals (
+    seq    bigint      PRIMARY KEY,
+    id     bytea       NOT NULL,
+    failed jsonb       NOT NULL,
+    at     timestamptz NOT NULL DEFAULT now()
+);
+
+-- The ledger's sequence: entries get gapless indices under the head row's lock, in the same
+-- transaction that updates the licence counters they count towards.
+CREATE TABLE wv_ledger_head (
+    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+    size bigint  NOT NULL CHECK (size >= 0)
+);
+INSERT INTO wv_ledger_head VALUES (true, 0);
+CREATE TABLE wv_entries (
+    idx              bigint PRIMARY KEY CHECK (idx >= 0),
+    record           bytea  NOT NULL,
+    leaf             bytea  NOT NULL CHECK (length(leaf) = 32),
+    -- An allowed release decision under a licence: that licence and the bytes it lets out.
+    alloc_licence    text,
+    alloc_bytes      bigint,
+    -- A stream end that follows such a decision: the decision's licence and bytes streamed.
+    streamed_licence text,
+    streamed_bytes   bigint
+);
+CREATE TABLE wv_licence_usage (
+    licence  text   PRIMARY KEY,
+    releases bigint NOT NULL CHECK (releases >= 0),
+    bytes    bigint NOT NULL CHECK (bytes >= 0),
+    streamed bigint NOT NULL CHECK (streamed >= 0)
+);
+
+-- Signed checkpoints of the tree.
+CREATE TABLE wv_checkpoints (
+    size bigint      NOT NULL,
+    note text        NOT NULL,
+    at   timestamptz NOT NULL DEFAULT now()
+);
+"#;

@@ -1,0 +1,290 @@
+//! Two `weightvault serve` replicas on one vault sharing one PostgreSQL (`WEIGHTVAULT_DATABASE`;
+//! a private cluster of Debian's PostgreSQL on 127.0.0.1), real SoftHSM2 and real mutual TLS:
+//! a nonce issued by one replica is used at the other once, never twice; a release decided at
+//! one is served by the other; the decisions are in the database's ledger, not the vault's
+//! local one; PostgreSQL stopped -> releases refused with 503 `ledger_unavailable` and nothing
+//! recorded, and the service resumes when it is back.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use weightvault_testkit::postgres::TestPostgres;
+use weightvault_testkit::{new_host_key, TestCa};
+
+const TESTKIT: &str = env!("CARGO_BIN_EXE_weightvault-testkit");
+
+/// Starts `weightvault serve` on 127.0.0.1:0 for `vault` with the database `db`; it stops
+/// when the child's stdin closes (when the child is dropped).
+fn start_replica(root: &Path, name: &str, db: &str) -> (String, Child) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let addr = dir.join("addr");
+    let pki = root.join("pki");
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let child = Command::new(common::bin())
+        .env("WEIGHTVAULT_LOG", "info")
+        .env("WEIGHTVAULT_DATABASE", db)
+        .arg("--vault")
+        .arg(root.join("vault"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--until-stdin-closes"])
+        .arg("--addr-file")
+        .arg(&addr)
+        .arg("--cert")
+        .arg(pki.join("server.pem"))
+        .arg("--key")
+        .arg(pki.join("server.key"))
+        .arg("--client-ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--policies")
+        .arg(root.join("policies"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&addr).map_or(true, |a| a.is_empty()) {
+        assert!(
+            t.elapsed().as_secs() < 60,
+            "replica {name} did not start: {}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let url = format!("https://{}", std::fs::read_to_string(&addr).unwrap().trim());
+    (url, child)
+}
+
+/// A client of one replica, as the `acme` workload.
+struct Raw {
+    client: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+    server: String,
+}
+
+impl Raw {
+    fn at(root: &Path, server: &str) -> Self {
+        let pki = root.join("pki");
+        let tls = weightvault::release::tls::client_config(
+            &pki.join("ca.pem"),
+            &pki.join("acme.pem"),
+            &pki.join("acme.key"),
+        )
+        .unwrap();
+        Raw {
+            client: reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
+                .build()
+                .unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            server: server.to_string(),
+        }
+    }
+
+    fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .post(format!("{}{path}", self.server))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json().await.unwrap())
+        })
+    }
+
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .get(format!("{}{path}", self.server))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        })
+    }
+
+    fn nonce(&self) -> String {
+        let (s, v) = self.post("/v1/challenge", serde_json::json!({}));
+        assert_eq!(s, 200, "{v}");
+        v["nonce"].as_str().unwrap().to_string()
+    }
+}
+
+/// Host evidence for `nonce` from a US host with host-a's key, signed by the test attester.
+fn evidence(root: &Path, nonce: &str) -> serde_json::Value {
+    let hex = std::fs::read_to_string(root.join("host-a")).unwrap();
+    let b: [u8; 32] = hex::decode(hex.trim()).unwrap().try_into().unwrap();
+    let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(b)).to_bytes();
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/test-attester/seed.hex");
+    let o = Command::new(TESTKIT)
+        .arg("attest")
+        .arg("--seed")
+        .arg(seed)
+        .args(["--host-id", "test-US", "--country", "US", "--region", "r1"])
+        .env("WEIGHTVAULT_NONCE", nonce)
+        .env("WEIGHTVAULT_HOST_PUBLIC_KEY", hex::encode(public))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn psql(pg: &TestPostgres, sql: &str) -> String {
+    pg.psql("vault", sql).unwrap()
+}
+
+/// Release decisions in the database's ledger.
+fn decisions_in(pg: &TestPostgres) -> String {
+    psql(
+        pg,
+        "SELECT count(*) FROM wv_entries
+         WHERE convert_from(record, 'UTF8')::jsonb->>'kind' = 'release-decision'",
+    )
+}
+
+fn body(ev: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"model": "acme-small", "evidence": ev})
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The vault (a small generated EAR99 model), its policies (loopback as a VPN range, as in
+/// tests/release.rs), the test PKI and a host key, under `root`.
+fn make_vault(root: &Path) {
+    common::require_softhsm();
+    let pol = root.join("policies");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        &pol,
+    );
+    let mut net = std::fs::OpenOptions::new()
+        .append(true)
+        .open(pol.join("network.toml"))
+        .unwrap();
+    writeln!(
+        net,
+        "\n[[vpn]]\ncidr = \"127.0.0.0/8\"\nname = \"test hosts over loopback\""
+    )
+    .unwrap();
+    let vault = root.join("vault");
+    common::init(&vault);
+    let model = root.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    common::write_safetensors(
+        &model.join("model.safetensors"),
+        &[(
+            "w",
+            safetensors::Dtype::F32,
+            vec![512, 1024],
+            common::bytes(5, 2 << 20),
+        )],
+    );
+    common::seal_ok(
+        &vault,
+        &model,
+        "acme-small@g1",
+        &["--eccn", "EAR99", "--training-ops", "4e24"],
+    );
+    let pki = root.join("pki");
+    let ca = TestCa::create(&pki, "test organisation CA").unwrap();
+    ca.issue_server("server").unwrap();
+    ca.issue_client("acme", "spiffe://acme.example/ns/serving/sa/llm", None)
+        .unwrap();
+    new_host_key(&root.join("host-a")).unwrap();
+}
+
+#[test]
+fn two_replicas_share_nonces_releases_and_one_ledger_and_refuse_while_postgresql_is_down() {
+    let tmp = common::scratch();
+    let root = tmp.path().to_path_buf();
+    make_vault(&root);
+    let mut pg = TestPostgres::start_in(&root).unwrap();
+    let db = pg.create_database("vault").unwrap();
+    let (a_url, a_child) = start_replica(&root, "a", &db);
+    let (b_url, b_child) = start_replica(&root, "b", &db);
+    let (a, b) = (Raw::at(&root, &a_url), Raw::at(&root, &b_url));
+
+    // A nonce from A, used at B: allowed; the same evidence again at A or B: refused.
+    let ev = evidence(&root, &a.nonce());
+    let (s, v) = b.post("/v1/releases", body(ev.clone()));
+    assert_eq!(s, 200, "{v}");
+    let release = v["release"]["id"].as_str().unwrap().to_string();
+    let decided_at = v["ledger_index"].as_u64().unwrap();
+    for r in [&a, &b] {
+        let (s, v) = r.post("/v1/releases", body(ev.clone()));
+        assert_eq!((s, v["code"].as_str()), (403, Some("denied")), "{v}");
+        assert!(v.to_string().contains("nonce reused"), "{v}");
+    }
+    // Decided at B, served by A (and B), byte for byte the same stream.
+    let (s, from_a) = a.get(&format!("/v1/releases/{release}/shards/0"));
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&from_a));
+    let (s, from_b) = b.get(&format!("/v1/releases/{release}/shards/0"));
+    assert_eq!(s, 200);
+    assert_eq!(from_a, from_b);
+
+    // One ledger, in the database: both refusals and the decision, with gapless indices.
+    assert_eq!(decisions_in(&pg), "3");
+    assert_eq!(
+        psql(&pg, "SELECT count(*) = max(idx) + 1 FROM wv_entries"),
+        "t",
+        "gapless"
+    );
+    assert!(decided_at < 3);
+    let (ok, out, err) = common::cli(&root.join("vault"), &["audit", "show", "--json"]);
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("release-decision"),
+        "the vault's local ledger holds no decision: {out}"
+    );
+
+    // PostgreSQL stopped: a nonce taken before is refused with 503 at either replica, and
+    // nothing is released; back, both replicas decide again.
+    let n = a.nonce();
+    pg.stop().unwrap();
+    for r in [&a, &b] {
+        let (s, v) = r.post("/v1/releases", body(evidence(&root, &n)));
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (503, Some("ledger_unavailable")),
+            "{v}"
+        );
+        let (s, v) = r.post("/v1/challenge", serde_json::json!({}));
+        assert_eq!(s, 503, "{v}");
+    }
+    pg.start().unwrap();
+    // The pools drop the connections the stop closed; a client retries a 503 (with a new
+    // nonce: the one a refused request took may be spent).
+    let mut done = None;
+    for _ in 0..20 {
+        let (s, v) = a.post("/v1/challenge", serde_json::json!({}));
+        if s == 200 {
+            let (s, v) = b.post(
+                "/v1/releases",
+                body(evidence(&root, v["nonce"].as_str().unwrap())),
+            );
+            if s != 503 {
+                done = Some((s, v));
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (s, v) = done.expect("releases resumed");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(decisions_in(&pg), "4", "the refused requests left nothing");
+    drop((a_child, b_child));
+}
