@@ -2261,3 +2261,159 @@ fn an_interrupted_fetch_that_is_not_resumable_keeps_nothing() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!partial_of(&out).exists());
 }
+
+/// Two replicas on one database, each with its own copy of the policy directory (as on two
+/// machines): a licence suspended in replica A's directory and reloaded there (SIGHUP) reaches
+/// replica B through the database and cuts the stream B serves; B then refuses under it. A
+/// `policy reload` of B's directory (the CLI, at the replica named in serve.pid) publishes
+/// B's active licence as the next version, and A releases again.
+#[test]
+fn a_licence_suspended_by_a_reload_on_one_replica_cuts_a_stream_served_by_another() {
+    use std::time::{Duration, Instant};
+    let root = test_root("replica-reload");
+    let v = copy_vault(&root);
+    let pol_a = copy_policies(&root);
+    let pol_b = root.join("policies-b");
+    copy_dir(&pol_a, &pol_b);
+    let pg = weightvault_testkit::postgres::TestPostgres::start_in(&root).unwrap();
+    let db = pg.create_database("vault").unwrap();
+    let vars = [("WEIGHTVAULT_DATABASE", db.clone())];
+    let pki = env().root.join("pki");
+    let (dir_a, dir_b) = (root.join("a"), root.join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let (url_a, child_a) = start_service_env(&v, &pki, &pol_a, &dir_a, &[], &vars);
+    let (url_b, child_b) = start_service_env(&v, &pki, &pol_b, &dir_b, &[], &vars);
+    let psql = |sql: &str| pg.psql("vault", sql).unwrap();
+    assert_eq!(
+        psql("SELECT version FROM wv_policy_head"),
+        "1",
+        "A published its directory; B found it in force"
+    );
+
+    // globex fetches from India through B, mid-stream.
+    let out = root.join("out");
+    let fetch = slow_fetch(&url_b, "globex", "IN", &out);
+    wait_streaming(&[&out]);
+    wait_inside(&out, "model.safetensors", 2 << 20);
+    // The licence is suspended in A's directory only, and A is told to reload.
+    let lic = pol_a.join("licences.toml");
+    let good = std::fs::read_to_string(&lic).unwrap();
+    let i = good.find("id = \"D-2026-0001\"").unwrap();
+    let j = i + good[i..].find("status = \"active\"").unwrap();
+    let suspended = format!(
+        "{}status = \"suspended\"{}",
+        &good[..j],
+        &good[j + "status = \"active\"".len()..]
+    );
+    std::fs::write(&lic, suspended).unwrap();
+    let t = Instant::now();
+    sighup(&child_a);
+    let (code, err) = exit_of(fetch, Duration::from_secs(30));
+    let took = t.elapsed();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("withdrawn by a policy change") && err.contains("licence"),
+        "{err}"
+    );
+    assert!(
+        !partial_of(&out).exists() && !out.exists(),
+        "partial output removed"
+    );
+    assert_eq!(psql("SELECT version FROM wv_policy_head"), "2");
+    // Both replicas applied version 2 and recorded it in the shared ledger; the stream B
+    // served ended short, recorded with the licence as the reason.
+    let kinds = |kind: &str, outcome: &str| {
+        psql(&format!(
+            "SELECT count(*) FROM wv_entries WHERE convert_from(record, 'UTF8')::jsonb->>'kind' = '{kind}'
+               AND convert_from(record, 'UTF8')::jsonb->>'outcome' = '{outcome}'"
+        ))
+    };
+    let logs = || {
+        format!(
+            "{}\n--- a ---\n{}\n--- b ---\n{}",
+            psql("SELECT idx, convert_from(record, 'UTF8') FROM wv_entries WHERE convert_from(record, 'UTF8')::jsonb->>'kind' = 'policy-reload'"),
+            std::fs::read_to_string(dir_a.join("serve.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir_b.join("serve.log")).unwrap_or_default()
+        )
+    };
+    let t2 = Instant::now();
+    while kinds("policy-reload", "applied") != "2" {
+        assert!(
+            t2.elapsed() < Duration::from_secs(10),
+            "both replicas record the reload: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(kinds("stream-end", "cut-short"), "1");
+    // B, whose own directory still says active, refuses under the version in force.
+    let again = root.join("out-again");
+    let (code, err) = exit_of(
+        slow_fetch(&url_b, "globex", "IN", &again),
+        Duration::from_secs(60),
+    );
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("licence"), "{err}");
+
+    // `policy reload` signals the replica in serve.pid (B, started last), which publishes its
+    // directory: the licence is active again everywhere, and A releases.
+    let (ok, said, err) = common::cli_env(&v, &vars, &["policy", "reload"]);
+    assert!(
+        ok && said.contains("0 live release(s) withdrawn"),
+        "{said}{err}"
+    );
+    assert_eq!(psql("SELECT version FROM wv_policy_head"), "3");
+    let t3 = Instant::now();
+    while kinds("policy-reload", "applied") != "4" {
+        assert!(
+            t3.elapsed() < Duration::from_secs(10),
+            "both replicas record the reload: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = cfg("globex", "IN");
+    c.server = url_a.clone();
+    let done = root.join("out-done");
+    let st = cli_fetch_cfg(&c, FRONTIER, &done)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    drop((child_a, child_b));
+    // Inside the service: from A's publish of the version to B's end of the stream, by the
+    // two logs' clocks (one machine).
+    let at = |dir: &Path, what: &[&str]| -> time::OffsetDateTime {
+        let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+        let line = log
+            .lines()
+            .map(strip_ansi)
+            .find(|l| what.iter().all(|w| l.contains(w)))
+            .unwrap_or_else(|| panic!("{what:?} in {log}"));
+        let stamp = line.split_whitespace().next().unwrap().to_string();
+        time::OffsetDateTime::parse(&stamp, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let inside = at(&dir_b, &["stream end", "complete=false"])
+        - at(&dir_a, &["policy published to every replica", "version=2"]);
+    println!(
+        "a suspension reloaded on replica A cut the stream on replica B {took:?} after the SIGHUP \
+         (the fetch's exit); {:.1} ms from A's publish to B's stream end",
+        inside.as_seconds_f64() * 1e3
+    );
+}
+
+/// `s` without terminal colour sequences (the service's log, when it thinks it has a terminal).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}

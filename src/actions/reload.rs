@@ -2,7 +2,9 @@
 //! service leaves its pid in `<vault>/serve.pid` ([`ServePidFile`]); a reload checks that the
 //! pid is a service holding this vault's ledger, sends it SIGHUP and waits for the
 //! `policy-reload` record the service writes, which says whether the new policy was applied
-//! and which live releases it withdrew.
+//! and which live releases it withdrew. With a shared database (`[database]`), the signalled
+//! replica publishes the directory as the next policy version, every replica applies it and
+//! records its own reload in the shared ledger, and the first of those records is the answer.
 
 use crate::ledger::record::Record;
 use crate::ledger::words::Kind;
@@ -70,6 +72,9 @@ pub enum ReloadError {
     /// The ledger could not be read.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The shared database could not be reached.
+    #[error(transparent)]
+    Database(#[from] crate::postgres::PgError),
 }
 
 /// Makes the running service of `v` reload its policy and waits up to `wait` for its record.
@@ -82,28 +87,62 @@ pub fn reload(v: &Vault, wait: Duration) -> Result<PolicyReload, ReloadError> {
             vault: v.dir().to_path_buf(),
             pid_file: pid_file.clone(),
         })?;
+    let db = crate::database::DatabaseSection::resolve(v.config().database.as_ref())
+        .map(|s| crate::postgres::Database::connect(&s))
+        .transpose()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !(String::from_utf8_lossy(&cmdline).contains("serve") && Ledger::is_held(&v.ledger_dir())) {
+    // A service on a shared database does not hold the vault's local ledger.
+    let holds = db.is_some() || Ledger::is_held(&v.ledger_dir());
+    if !(String::from_utf8_lossy(&cmdline).contains("serve") && holds) {
         return Err(ReloadError::Stale { pid_file, pid });
     }
-    let reloads = || -> Result<Vec<Record>, LedgerError> {
+    let ledger = db.as_ref().map(|d| d.ledger());
+    // The policy-reload records from entry `from` on.
+    let reloads = |from: u64| -> Result<Vec<Record>, ReloadError> {
         let mut out = Vec::new();
-        Ledger::entries(&v.ledger_dir(), &mut |_, e| {
+        let mut keep = |e: &[u8]| -> Result<(), crate::ledger::log::VisitError> {
             let r = Record::parse(e)?;
             if r.kind == Kind::PolicyReload {
                 out.push(r);
             }
             Ok(())
-        })?;
+        };
+        match &ledger {
+            Some(l) => {
+                for (i, e) in (from..).zip(l.entries_from(from)?) {
+                    keep(&e).map_err(|e| {
+                        LedgerError::Verify(format!("database ledger entry {i}: {e}"))
+                    })?;
+                }
+            }
+            None => {
+                Ledger::entries(&v.ledger_dir(), &mut |i, e| {
+                    if i >= from {
+                        keep(e)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
         Ok(out)
     };
-    let before = reloads()?.len();
+    let before = match &ledger {
+        Some(l) => crate::ledger::backend::LedgerBackend::len(l),
+        None => {
+            let mut n = 0;
+            Ledger::entries(&v.ledger_dir(), &mut |i, _| {
+                n = i + 1;
+                Ok(())
+            })?;
+            n
+        }
+    };
     let target = rustix::process::Pid::from_raw(pid).ok_or(ReloadError::NotAPid)?;
     rustix::process::kill_process(target, rustix::process::Signal::HUP)
         .map_err(|source| ReloadError::Signal { pid, source })?;
     let t = Instant::now();
     let r = loop {
-        if let Some(r) = reloads()?.into_iter().nth(before) {
+        if let Some(r) = reloads(before)?.into_iter().next() {
             break r;
         }
         if t.elapsed() >= wait {

@@ -493,6 +493,10 @@ pub enum PolicyCommand {
     /// the reason); otherwise every live release is decided again and those that now fail are
     /// withdrawn, their running streams cut at once.
     ///
+    /// With a shared database ([database] in vault.toml, or WEIGHTVAULT_DATABASE) the service
+    /// publishes its directory as the database's next policy version and every replica applies
+    /// it (SIGHUP to any replica does the same); the answer is the first replica's record.
+    ///
     /// Example: weightvault policy reload
     Reload {
         /// Seconds to wait for the service to record the reload

@@ -27,11 +27,13 @@
 //! die with a caller's runtime (one test's `#[tokio::test]` runtime, say).
 
 pub mod ledger;
+pub mod policy;
 pub mod schema;
 mod sequencer;
 pub mod state;
 
 pub use ledger::PgLedger;
+pub use policy::{PgPolicy, Published};
 pub use state::PgState;
 
 use crate::database::DatabaseSection;
@@ -100,6 +102,7 @@ struct Inner {
     pool: Pool,
     seq: tokio::sync::mpsc::Sender<sequencer::Work>,
     withdrawn: tokio::sync::broadcast::Sender<crate::release::state::Withdrawal>,
+    policy: tokio::sync::watch::Sender<i64>,
     redacted: String,
 }
 
@@ -156,6 +159,10 @@ impl Database {
         let (seq, rx) = tokio::sync::mpsc::channel(sequencer::QUEUE);
         handle.spawn(sequencer::run(pool.clone(), rx));
         let withdrawn = tokio::sync::broadcast::channel(1024).0;
+        let p = pool.clone();
+        let policy_now = wait_on(&handle, async move { policy::policy_head(&p).await })
+            .ok_or(PgError::Stopped)??;
+        let policy = tokio::sync::watch::channel(policy_now).0;
         let db = Database {
             inner: Arc::new(Inner {
                 rt: std::sync::Mutex::new(Some(rt)),
@@ -163,6 +170,7 @@ impl Database {
                 pool,
                 seq,
                 withdrawn,
+                policy,
                 redacted,
             }),
         };
@@ -171,6 +179,7 @@ impl Database {
             cfg,
             db.pool().clone(),
             db.inner.withdrawn.clone(),
+            db.inner.policy.clone(),
             start,
             Arc::downgrade(&db.inner),
         ));

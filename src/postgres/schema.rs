@@ -9,7 +9,7 @@
 pub const MIGRATION_LOCK: i64 = 0x7776_7363_6865_6d61;
 
 /// `(version, SQL)`, in order.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// The version this build writes.
 pub fn latest() -> i32 {
@@ -80,5 +80,24 @@ CREATE TABLE wv_checkpoints (
     size bigint      NOT NULL,
     note text        NOT NULL,
     at   timestamptz NOT NULL DEFAULT now()
+);
+"#;
+
+const V2: &str = r#"
+-- The policy set every replica applies: each published version's files (name -> text) and
+-- their digest (`PolicyVersion`). Versions are numbered under the head row's lock, so the
+-- highest committed one is the one in force; replicas hear of a new one by NOTIFY on
+-- `wv_withdrawals` (the channel they already listen on) and by polling the head.
+CREATE TABLE wv_policy_head (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    version bigint  NOT NULL CHECK (version >= 0)
+);
+INSERT INTO wv_policy_head VALUES (true, 0);
+CREATE TABLE wv_policies (
+    version      bigint      PRIMARY KEY CHECK (version > 0),
+    digest       bytea       NOT NULL CHECK (length(digest) = 32),
+    files        jsonb       NOT NULL,
+    published_by text        NOT NULL,
+    published_at timestamptz NOT NULL DEFAULT now()
 );
 "#;

@@ -34,7 +34,7 @@ use weightvault_core::facts::{TrainingFacts, Usage};
 /// How often each process polls for withdrawals besides listening for notifications.
 pub const POLL: Duration = Duration::from_millis(250);
 /// The notification channel.
-const CHANNEL: &str = "wv_withdrawals";
+pub(super) const CHANNEL: &str = "wv_withdrawals";
 
 /// The release state in PostgreSQL (see the module's documentation).
 #[derive(Clone)]
@@ -512,13 +512,14 @@ async fn withdrawals_after(pool: &Pool, after: i64) -> Result<Vec<(i64, Withdraw
         .collect()
 }
 
-/// Hears of withdrawals (a `LISTEN` connection, reconnected when it drops, plus a poll every
-/// [`POLL`]) and tells this process's subscribers, in order, each once. Stops when the
+/// Hears of withdrawals and of new policy versions (a `LISTEN` connection, reconnected when it drops, plus a poll every
+/// [`POLL`]) and tells this process's subscribers, withdrawals in order, each once. Stops when the
 /// database handle is gone.
 pub(super) async fn listen(
     cfg: tokio_postgres::Config,
     pool: Pool,
     tx: tokio::sync::broadcast::Sender<Withdrawal>,
+    policy: tokio::sync::watch::Sender<i64>,
     mut last: i64,
     alive: Weak<super::Inner>,
 ) {
@@ -546,6 +547,18 @@ pub(super) async fn listen(
                 }
             }
             Err(e) => tracing::warn!("reading withdrawals: {e}"),
+        }
+        match super::policy::policy_head(&pool).await {
+            Ok(v) => {
+                policy.send_if_modified(|seen| {
+                    let newer = v > *seen;
+                    if newer {
+                        *seen = v;
+                    }
+                    newer
+                });
+            }
+            Err(e) => tracing::warn!("reading the policy version: {e}"),
         }
     }
     if let Some(h) = listener {

@@ -115,6 +115,8 @@ struct AppState {
     metrics: Arc<super::ops::Metrics>,
     /// Where the ledger is published as tiles, if anywhere.
     tiles: Option<crate::ledger::tiles::TileLog>,
+    /// The database replicas share, if any: the policy in force is its version.
+    db: Option<crate::postgres::Database>,
     cfg: ServeConfig,
 }
 
@@ -678,6 +680,38 @@ async fn reload_policy(st: &Arc<AppState>) {
     }
 }
 
+/// A reload with a shared database: this replica's directory, once it parses, is published as
+/// the next version, which every replica (this one too) then applies by [`reload_policy`]. A
+/// directory that does not parse is refused here, recorded like a refused local reload, and
+/// nothing changes anywhere.
+async fn publish_policy(st: &Arc<AppState>) {
+    let st2 = st.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let files = checked_files(&st2.cfg.policies).map_err(|e| e.to_string())?;
+        let db = st2.db.as_ref().expect("a database");
+        db.publish_policy(&files, &publisher())
+            .map_err(|e| format!("publishing the policy to the database: {e}"))
+    })
+    .await
+    .expect("publish task");
+    match res {
+        Ok(p) => {
+            tracing::info!(version = p.version, digest = %p.digest, "policy published to every replica")
+        }
+        Err(e) => {
+            tracing::error!("policy reload refused, the old policy stays in force: {e}");
+            let r = engine::reload_record(st.clock.now(), Some(e), &[]);
+            let st2 = st.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || st2.ledger.append(&r))
+                .await
+                .expect("append task")
+            {
+                tracing::error!("recording the refused policy reload: {e}");
+            }
+        }
+    }
+}
+
 /// Decides every live release again under the policy in force and withdraws those that fail;
 /// pushes their decisions' ledger indices to `withdrawn`.
 async fn withdraw_failing(st: &AppState, withdrawn: &mut Vec<u64>) -> Result<(), StateError> {
@@ -799,7 +833,11 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-type LedgerAndState = (Arc<dyn LedgerBackend>, Arc<dyn ReleaseState>);
+type LedgerAndState = (
+    Arc<dyn LedgerBackend>,
+    Arc<dyn ReleaseState>,
+    Option<crate::postgres::Database>,
+);
 
 /// The ledger and the release state: in PostgreSQL when a database is configured (shared by
 /// every replica; `WEIGHTVAULT_DATABASE`), else the vault's local ledger and this process's
@@ -812,7 +850,7 @@ fn open_ledger_and_state(vault: &Vault) -> Result<LedgerAndState, ServeError> {
             .map_err(|e| setup(format!("database {}: {e}", section.redacted_url())))?;
         tracing::info!(database = %db.redacted_url(), "release state and ledger in PostgreSQL");
         let ledger = db.ledger().with_origin(&vault.config().ledger.origin);
-        return Ok((Arc::new(ledger), Arc::new(db.state())));
+        return Ok((Arc::new(ledger), Arc::new(db.state()), Some(db)));
     }
     // One read of the ledger: opening it also counts each licence's use.
     let mut alloc = Allocations::default();
@@ -832,7 +870,64 @@ fn open_ledger_and_state(vault: &Vault) -> Result<LedgerAndState, ServeError> {
             "licence usage in the ledger"
         );
     }
-    Ok((Arc::new(ledger), Arc::new(LocalState::new(alloc))))
+    Ok((Arc::new(ledger), Arc::new(LocalState::new(alloc)), None))
+}
+
+/// The policy directory's files, parsed and checked (errors name the file in the directory).
+fn checked_files(
+    dir: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, String>, policy::data::PolicyError> {
+    use crate::policy::PolicySource;
+    let local = crate::local::PolicyDir::new(dir);
+    let files = local.read()?;
+    policy::PolicyData::parse(&files).map_err(|mut e| {
+        e.file = local.location(&e.file);
+        e
+    })?;
+    Ok(files)
+}
+
+/// Who publishes a policy version from this process, for the database's row.
+fn publisher() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!(
+        "weightvault serve on {} (pid {})",
+        host.trim(),
+        std::process::id()
+    )
+}
+
+/// The policy a replica with a shared database decides with: the version in force in the
+/// database; when none was published yet, this replica's directory becomes version 1. A
+/// directory that differs from the version in force is not applied (a replica restarted with
+/// an older directory must not undo a suspension): it is published by a reload.
+fn shared_policy(
+    db: &crate::postgres::Database,
+    dir: &std::path::Path,
+) -> Result<(PolicyHandle, i64), ServeError> {
+    let files = checked_files(dir).map_err(setup)?;
+    // The handle reads this version or a later one.
+    let applied = match db.policy_in_force().map_err(setup)? {
+        None => {
+            let p = db.publish_policy(&files, &publisher()).map_err(setup)?;
+            tracing::info!(version = p.version, digest = %p.digest, "published this replica's policy directory: the database had none");
+            p.version
+        }
+        Some(p) => {
+            if p.digest == policy::PolicyVersion::of(&files) {
+                tracing::info!(version = p.version, digest = %p.digest, "policy in force (the database's)");
+            } else {
+                tracing::warn!(
+                    version = p.version, digest = %p.digest, published_by = %p.by,
+                    "the database's policy version is in force; {} differs from it and is not applied until `weightvault policy reload` (or SIGHUP) publishes it",
+                    dir.display()
+                );
+            }
+            p.version
+        }
+    };
+    let handle = PolicyHandle::load(Box::new(db.policy_source())).map_err(setup)?;
+    Ok((handle, applied))
 }
 
 /// A running service.
@@ -867,10 +962,18 @@ impl Server {
         };
         let kw = vault.key_wrap().map_err(setup)?;
         let wm_key = vault.watermark_key(&kw).map_err(setup)?;
-        let (ledger, state) = open_ledger_and_state(&vault)?;
-        let policy = crate::local::PolicyDir::new(&cfg.policies)
-            .handle()
-            .map_err(setup)?;
+        let (ledger, state, db) = open_ledger_and_state(&vault)?;
+        // Subscribed before the version in force is read: a publish after it is heard.
+        let policy_versions = db.as_ref().map(|d| d.policy_versions());
+        let (policy, applied) = match &db {
+            Some(db) => shared_policy(db, &cfg.policies)?,
+            None => (
+                crate::local::PolicyDir::new(&cfg.policies)
+                    .handle()
+                    .map_err(setup)?,
+                0,
+            ),
+        };
         let geo: Box<dyn GeoLookup + Send> = match &cfg.geoip {
             Some(p) => Box::new(
                 policy::MaxMindGeo::from_bytes(
@@ -910,6 +1013,7 @@ impl Server {
             serving: Mutex::new(HashMap::new()),
             metrics: Arc::new(super::ops::Metrics::new()),
             tiles,
+            db,
             cfg,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -941,6 +1045,23 @@ impl Server {
                         return;
                     };
                     while hup.recv().await.is_some() {
+                        match &st.db {
+                            Some(_) => publish_policy(&st).await,
+                            None => reload_policy(&st).await,
+                        }
+                    }
+                });
+                let st = state.clone();
+                let policy_follower = tokio::spawn(async move {
+                    let Some(mut versions) = policy_versions else {
+                        return;
+                    };
+                    while versions.changed().await.is_ok() {
+                        let v = *versions.borrow_and_update();
+                        if v <= applied {
+                            continue;
+                        }
+                        tracing::info!(version = v, "a new policy version was published");
                         reload_policy(&st).await;
                     }
                 });
@@ -966,6 +1087,7 @@ impl Server {
                     o.abort();
                 }
                 follower.abort();
+                policy_follower.abort();
                 signer.abort();
                 reloader.abort();
                 spooler.abort();
