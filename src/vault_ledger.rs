@@ -80,23 +80,18 @@ impl Vault {
         Some(ledger::tiles::TileLog::new(&worm, &head))
     }
 
-    /// Publishes the ledger's first `durable` entries (those made durable; never an append in
-    /// progress) as tiles, signed by `signer`: what the published head lacks of them.
+    /// Publishes the durable entries of `ledger` (the vault's own, or the shared database's)
+    /// as tiles, signed by `signer`: what the published head lacks of them.
     pub fn publish_tiles(
         &self,
         tiles: &ledger::tiles::TileLog,
-        durable: u64,
+        ledger: &dyn ledger::backend::LedgerBackend,
         signer: &dyn ledger::LedgerSigner,
     ) -> Result<ledger::tiles::Published, ledger::tiles::TileLogError> {
         let origin = self.config().ledger.origin.clone();
-        let dir = self.ledger_dir();
         let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
         tiles.publish(&origin, &origin, signer, now, &mut |from, max| {
-            let max = max.min(durable.saturating_sub(from) as usize);
-            if max == 0 {
-                return Ok(Vec::new());
-            }
-            ledger::Ledger::entries_from(&dir, from, max).map_err(|e| {
+            ledger.entries(from, max).map_err(|e| {
                 ledger::tiles::TileLogError::Store(crate::store::StoreError::BadInput(format!(
                     "reading the ledger from entry {from}: {e}"
                 )))

@@ -18,6 +18,17 @@ const TESTKIT: &str = env!("CARGO_BIN_EXE_weightvault-testkit");
 /// Starts `weightvault serve` on 127.0.0.1:0 for `vault` with the database `db`; it stops
 /// when the child's stdin closes (when the child is dropped).
 fn start_replica(root: &Path, name: &str, db: &str) -> (String, Child) {
+    start_replica_with(root, name, db, &[], &[])
+}
+
+/// [`start_replica`] with more arguments and environment.
+fn start_replica_with(
+    root: &Path,
+    name: &str,
+    db: &str,
+    extra: &[&str],
+    vars: &[(&str, String)],
+) -> (String, Child) {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let addr = dir.join("addr");
@@ -39,6 +50,8 @@ fn start_replica(root: &Path, name: &str, db: &str) -> (String, Child) {
         .arg(pki.join("ca.pem"))
         .arg("--policies")
         .arg(root.join("policies"))
+        .args(extra)
+        .envs(vars.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(log)
@@ -53,7 +66,8 @@ fn start_replica(root: &Path, name: &str, db: &str) -> (String, Child) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let url = format!("https://{}", std::fs::read_to_string(&addr).unwrap().trim());
+    let text = std::fs::read_to_string(&addr).unwrap();
+    let url = format!("https://{}", text.lines().next().unwrap_or_default().trim());
     (url, child)
 }
 
@@ -287,4 +301,166 @@ fn two_replicas_share_nonces_releases_and_one_ledger_and_refuse_while_postgresql
     assert_eq!(s, 200, "{v}");
     assert_eq!(decisions_in(&pg), "4", "the refused requests left nothing");
     drop((a_child, b_child));
+}
+
+/// Waits up to `within` for `f` to give something.
+fn wait_for<T>(within: std::time::Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < within, "waited {within:?} for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The ledger of two replicas in one database, published as tiles in an Object Lock bucket by
+/// one elected replica: that replica killed mid-integration, the other takes over and
+/// completes the tree; the tiles hold every entry of both replicas in the database's order,
+/// and an auditor verifies the tree and an inclusion proof from the buckets and the public
+/// key alone. (Most of the 140,000 entries are copies of a real decision's, inserted by SQL
+/// the way the sequencer commits a batch, so that one integration takes long enough to be
+/// interrupted.)
+#[test]
+fn the_integrator_killed_mid_integration_is_replaced_and_the_tiles_hold_every_entry() {
+    use common::s3::{moto, new_bucket};
+    use std::time::Duration;
+    let tmp = common::scratch();
+    let root = tmp.path().to_path_buf();
+    make_vault(&root);
+    let worm = new_bucket(true);
+    moto()
+        .aws(&[
+            "s3api",
+            "put-object-lock-configuration",
+            "--bucket",
+            &worm,
+            "--object-lock-configuration",
+            r#"{"ObjectLockEnabled":"Enabled","Rule":{"DefaultRetention":{"Mode":"GOVERNANCE","Days":1}}}"#,
+        ])
+        .unwrap();
+    let head = new_bucket(false);
+    let toml = root.join("vault/vault.toml");
+    let base = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        format!(
+            "{base}\n[ledger.tiles]\nurl = \"s3://{worm}/log\"\nhead_url = \"s3://{head}/log\"\nendpoint = \"{}\"\nallow_http = true\nworm_days = 1\nworm_mode = \"governance\"\n",
+            moto().endpoint
+        ),
+    )
+    .unwrap();
+    let pg = TestPostgres::start_in(&root).unwrap();
+    let db = pg.create_database("vault").unwrap();
+    let vars = moto().env();
+    let every = ["--checkpoint-every", "1"];
+    let (a_url, a_child) = start_replica_with(&root, "a", &db, &every, &vars);
+    let (b_url, b_child) = start_replica_with(&root, "b", &db, &every, &vars);
+    let (a, b) = (Raw::at(&root, &a_url), Raw::at(&root, &b_url));
+    // A decision at each replica.
+    for (r, other) in [(&a, &b), (&b, &a)] {
+        let (s, v) = r.post("/v1/releases", body(evidence(&root, &other.nonce())));
+        assert_eq!(s, 200, "{v}");
+    }
+    let log_of = |name: &str| std::fs::read_to_string(root.join(name).join("serve.log")).unwrap();
+    let elected = wait_for(Duration::from_secs(30), "an integrator", || {
+        ["a", "b"]
+            .into_iter()
+            .find(|n| log_of(n).contains("elected the ledger integrator"))
+    });
+    let other = if elected == "a" { "b" } else { "a" };
+    // 140,000 more entries, committed at once as the sequencer commits a batch (head row
+    // locked, entries and head in one transaction).
+    psql(
+        &pg,
+        "BEGIN;
+         SELECT size FROM wv_ledger_head FOR UPDATE;
+         INSERT INTO wv_entries (idx, record, leaf)
+           SELECT h.size + g, e.record, e.leaf
+           FROM wv_ledger_head h, generate_series(0, 139999) g,
+                (SELECT record, leaf FROM wv_entries WHERE idx = 0) e;
+         UPDATE wv_ledger_head SET size = size + 140000;
+         COMMIT;",
+    );
+    let total: u64 = psql(&pg, "SELECT size FROM wv_ledger_head")
+        .parse()
+        .unwrap();
+    let raw_head = common::s3::Raw::new(&head);
+    let published = || -> u64 {
+        raw_head
+            .try_get("log/checkpoint")
+            .and_then(|n| String::from_utf8(n).ok()?.lines().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    // The integrator has signed a head past the first batch of 65,536 but not the whole log:
+    // it is killed there.
+    let mut children = [(String::from("a"), a_child), (String::from("b"), b_child)];
+    let mid = wait_for(
+        Duration::from_secs(120),
+        "a checkpoint mid-integration",
+        || {
+            let n = published();
+            (n > 2 && n < total).then_some(n)
+        },
+    );
+    let k = children.iter().position(|(n, _)| n == elected).unwrap();
+    children[k].1.kill().unwrap();
+    children[k].1.wait().unwrap();
+    let killed_at = published();
+    assert!(
+        killed_at < total,
+        "the kill came after the whole integration"
+    );
+    // The other replica takes over and publishes the whole tree.
+    wait_for(Duration::from_secs(120), "the whole tree published", || {
+        (published() == total).then_some(())
+    });
+    assert!(
+        log_of(other).contains("elected the ledger integrator"),
+        "{}",
+        log_of(other)
+    );
+    // The auditor: no vault, no database; the buckets and the public key.
+    let (ok, key, err) = common::cli(&root.join("vault"), &["audit", "public-key"]);
+    assert!(ok, "{err}");
+    let nowhere = root.join("no-vault");
+    let auditor = |args: &[&str]| {
+        let mut a: Vec<&str> = args.to_vec();
+        let (w, h) = (format!("s3://{worm}/log"), format!("s3://{head}/log"));
+        let k = key.trim().to_string();
+        a.extend_from_slice(&["--tiles", &w, "--head", &h, "--public-key", &k]);
+        common::cli_env(&nowhere, &vars, &a)
+    };
+    let (ok, out, err) = auditor(&["audit", "verify"]);
+    assert!(
+        ok && out.contains(&format!("{total} entries")),
+        "{out}{err}"
+    );
+    // Both replicas' decisions (entries 0.. before the copies) are in it, provably.
+    let (ok, proof, err) = auditor(&["audit", "prove", "1"]);
+    assert!(ok, "{err}");
+    let pf = root.join("proof.json");
+    std::fs::write(&pf, &proof).unwrap();
+    let (ok, out, err) = common::cli_env(
+        &nowhere,
+        &vars,
+        &[
+            "audit",
+            "verify-proof",
+            pf.to_str().unwrap(),
+            "--public-key",
+            key.trim(),
+        ],
+    );
+    assert!(
+        ok && out.contains(&format!(
+            "entry 1 is in the ledger at checkpoint size {total}"
+        )),
+        "{out}{err}"
+    );
+    drop(children);
+    println!(
+        "integrator {elected} killed with {mid}..{killed_at} of {total} entries published; {other} took over and published all"
+    );
 }

@@ -438,6 +438,10 @@ pub enum AuditCommand {
         /// The tree size of the checkpoint the witness holds
         #[arg(long, value_name = "SIZE")]
         from: u64,
+        /// With --tiles: the checkpoint public key (64 hex digits) [default:
+        /// WEIGHTVAULT_LEDGER_PUBLIC_KEY, else read from the HSM]
+        #[arg(long, value_name = "HEX", requires = "tiles")]
+        public_key: Option<String>,
         /// The published ledger to work on instead of the vault's own
         #[command(flatten)]
         tiles: TilesArgs,
@@ -446,6 +450,10 @@ pub enum AuditCommand {
     Prove {
         /// Entry index
         index: u64,
+        /// With --tiles: the checkpoint public key (64 hex digits) [default:
+        /// WEIGHTVAULT_LEDGER_PUBLIC_KEY, else read from the HSM]
+        #[arg(long, value_name = "HEX", requires = "tiles")]
+        public_key: Option<String>,
         /// The published ledger to work on instead of the vault's own
         #[command(flatten)]
         tiles: TilesArgs,

@@ -18,6 +18,10 @@ pub trait LedgerBackend: Send + Sync {
     /// Number of durable entries.
     fn len(&self) -> u64;
 
+    /// Up to `max` durable entries' bytes from index `from` on, in order (empty past the end):
+    /// what the tiles are integrated from.
+    fn entries(&self, from: u64, max: usize) -> Result<Vec<Vec<u8>>, LedgerError>;
+
     /// Whether there are none.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -51,6 +55,15 @@ impl LedgerBackend for super::Ledger {
 
     fn len(&self) -> u64 {
         super::Ledger::len(self)
+    }
+
+    fn entries(&self, from: u64, max: usize) -> Result<Vec<Vec<u8>>, LedgerError> {
+        // Never past what is durable: the segment files may hold a write being flushed.
+        let max = max.min(self.len().saturating_sub(from) as usize);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        super::Ledger::entries_from(&self.dir, from, max)
     }
 
     fn tree_head(&self) -> Result<(u64, Hash), LedgerError> {

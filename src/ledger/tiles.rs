@@ -10,7 +10,7 @@
 //! entries, so a publish interrupted at any point (or run twice, or by two integrators) writes
 //! the same bytes again; a full object that exists with *other* bytes is a fork and stops it.
 
-use crate::store::bucket::{BucketConfig, Created, Objects};
+use crate::store::bucket::{BucketConfig, Created, Objects, Swapped};
 use crate::store::StoreError;
 use bytes::Bytes;
 use weightvault_ledger::checkpoint::{Checkpoint, LedgerSigner};
@@ -32,6 +32,12 @@ pub enum TileLogError {
     /// The signer failed.
     #[error("signing the tiles' checkpoint: {0}")]
     Sign(weightvault_ledger::checkpoint::SignError),
+    /// Another integrator replaced the checkpoint while this one integrated: this one's
+    /// checkpoint was not written (its tiles, the same bytes either's, may have been).
+    #[error(
+        "another integrator published a checkpoint at {0} meanwhile; this one's was not written"
+    )]
+    Raced(String),
 }
 
 /// A tiled ledger in two buckets (they may be two prefixes of one bucket in tests).
@@ -125,8 +131,14 @@ impl TileLog {
         entries: &mut Batches<'_>,
     ) -> Result<Published, TileLogError> {
         let public = signer.public_key().map_err(TileLogError::Sign)?;
-        let old = match self.published(key_name, &public)? {
-            Some((_, cp)) => TreeHead::from(&cp),
+        // The checkpoint is replaced only at the version read here (a compare-and-swap): an
+        // integrator that lost its election and still runs cannot put an older head back.
+        let (note, mut version) = match self.head.get_versioned("checkpoint")? {
+            Some((b, v)) => (Some(String::from_utf8_lossy(&b).into_owned()), Some(v)),
+            None => (None, None),
+        };
+        let old = match note {
+            Some(n) => TreeHead::from(&tiles::verify_checkpoint(&n, key_name, &public, self)?),
             None => TreeHead::empty(),
         };
         let mut head = old;
@@ -164,7 +176,18 @@ impl TileLog {
                     .sign(cp.body().as_bytes())
                     .map_err(TileLogError::Sign)?;
                 let note = cp.signed_note(key_name, &public, &sig);
-                self.head.replace("checkpoint", Bytes::from(note))?;
+                match self
+                    .head
+                    .swap("checkpoint", Bytes::from(note), version.take())?
+                {
+                    Swapped::Done(v) => version = Some(v),
+                    Swapped::Lost => {
+                        return Err(TileLogError::Raced(format!(
+                            "{}/checkpoint",
+                            self.head.url()
+                        )))
+                    }
+                }
                 objects += 1;
             }
         }

@@ -181,6 +181,26 @@ impl LedgerBackend for PgLedger {
         }
     }
 
+    fn entries(&self, from: u64, max: usize) -> Result<Vec<Vec<u8>>, LedgerError> {
+        let pool = self.db.pool().clone();
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.db
+            .wait(async move {
+                let c = pool.get().await?;
+                // Entries are committed with the head, whole batches at a time: every row
+                // here is durable, and there is no gap below the last.
+                let rows = c
+                    .query(
+                        "SELECT record FROM wv_entries WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                        &[&i64_of(from), &max],
+                    )
+                    .await?;
+                Ok::<_, PgError>(rows.iter().map(|r| r.get(0)).collect())
+            })
+            .and_then(|r| r)
+            .map_err(unavailable)
+    }
+
     fn tree_head(&self) -> Result<(u64, Hash), LedgerError> {
         self.sync_tree()?;
         let tree = self.tree.lock().expect("tree lock");

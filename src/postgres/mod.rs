@@ -26,12 +26,14 @@
 //! runtime and wait for the answer, so neither blocks a runtime worker, and connections do not
 //! die with a caller's runtime (one test's `#[tokio::test]` runtime, say).
 
+pub mod election;
 pub mod ledger;
 pub mod policy;
 pub mod schema;
 mod sequencer;
 pub mod state;
 
+pub use election::Election;
 pub use ledger::PgLedger;
 pub use policy::{PgPolicy, Published};
 pub use state::PgState;
@@ -103,6 +105,8 @@ struct Inner {
     seq: tokio::sync::mpsc::Sender<sequencer::Work>,
     withdrawn: tokio::sync::broadcast::Sender<crate::release::state::Withdrawal>,
     policy: tokio::sync::watch::Sender<i64>,
+    /// For connections of their own (the listener's, the integrator election's).
+    cfg: tokio_postgres::Config,
     redacted: String,
 }
 
@@ -171,6 +175,7 @@ impl Database {
                 seq,
                 withdrawn,
                 policy,
+                cfg: cfg.clone(),
                 redacted,
             }),
         };

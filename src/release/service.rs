@@ -117,6 +117,9 @@ struct AppState {
     tiles: Option<crate::ledger::tiles::TileLog>,
     /// The database replicas share, if any: the policy in force is its version.
     db: Option<crate::postgres::Database>,
+    /// With a database: this replica's candidacy to sign checkpoints and publish tiles (one
+    /// replica at a time).
+    election: Option<Mutex<crate::postgres::Election>>,
     cfg: ServeConfig,
 }
 
@@ -754,8 +757,20 @@ fn ingest_spool(st: &AppState) {
     }
 }
 
-/// Signs a checkpoint with the HSM if entries arrived since `last`; returns the size covered.
+/// Signs a checkpoint with the HSM if entries arrived since `last`, and publishes the tiles;
+/// returns the size covered. With a shared database only the elected replica does (the
+/// others return `last`, and sign everything once they are elected).
 fn checkpoint_if_new(st: &AppState, last: u64) -> u64 {
+    if let Some(e) = &st.election {
+        match e.lock().expect("election lock").held() {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => {
+                tracing::warn!("standing for ledger integrator: {e}");
+                return 0;
+            }
+        }
+    }
     let n = st.ledger.len();
     if n <= last {
         return last;
@@ -766,7 +781,7 @@ fn checkpoint_if_new(st: &AppState, last: u64) -> u64 {
         Ok(_) => {
             tracing::info!(size = n, "ledger checkpoint signed");
             if let Some(t) = &st.tiles {
-                match st.vault.publish_tiles(t, n, &st.kw) {
+                match st.vault.publish_tiles(t, st.ledger.as_ref(), &st.kw) {
                     Ok(p) => tracing::info!(
                         from = p.from,
                         size = p.size,
@@ -1013,6 +1028,7 @@ impl Server {
             serving: Mutex::new(HashMap::new()),
             metrics: Arc::new(super::ops::Metrics::new()),
             tiles,
+            election: db.as_ref().map(|d| Mutex::new(d.election())),
             db,
             cfg,
         });

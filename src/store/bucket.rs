@@ -338,6 +338,16 @@ pub struct Objects {
     rt: Arc<Rt>,
 }
 
+/// What [`Objects::swap`] did.
+#[derive(Debug)]
+pub enum Swapped {
+    /// Written; the object's new version.
+    Done(UpdateVersion),
+    /// The object was not at the version expected (written by someone else meanwhile, or
+    /// created when it was expected absent): nothing was written.
+    Lost,
+}
+
 /// What [`Objects::create`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Created {
@@ -407,6 +417,58 @@ impl Objects {
                 Ok(Created::Already(self.get(rel)?.unwrap_or_default()))
             }
             Err(e) => Err(bucket_err("creating", &key, e)),
+        }
+    }
+
+    /// The object at `rel` with its version (for [`Objects::swap`]), or `None`.
+    pub fn get_versioned(&self, rel: &str) -> Result<Option<(Bytes, UpdateVersion)>, StoreError> {
+        let (os, k) = (self.os.clone(), self.key(rel));
+        let key = k.clone();
+        self.rt
+            .run(async move {
+                match os.get(&k).await {
+                    Ok(r) => {
+                        let v = UpdateVersion {
+                            e_tag: r.meta.e_tag.clone(),
+                            version: r.meta.version.clone(),
+                        };
+                        r.bytes().await.map(|b| Some((b, v)))
+                    }
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .map_err(|e| bucket_err("reading", &key, e))
+    }
+
+    /// Writes `rel` only if it is still at `expected` (`None`: only if it does not exist): a
+    /// compare-and-swap by the server's conditional write (`If-Match` / `If-None-Match`).
+    pub fn swap(
+        &self,
+        rel: &str,
+        bytes: Bytes,
+        expected: Option<UpdateVersion>,
+    ) -> Result<Swapped, StoreError> {
+        let (os, k) = (self.os.clone(), self.key(rel));
+        let key = k.clone();
+        let mode = match expected {
+            Some(v) => PutMode::Update(v),
+            None => PutMode::Create,
+        };
+        let r = self.rt.run(async move {
+            os.put_opts(&k, PutPayload::from(bytes), PutOptions::from(mode))
+                .await
+        });
+        match r {
+            Ok(p) => Ok(Swapped::Done(UpdateVersion {
+                e_tag: p.e_tag,
+                version: p.version,
+            })),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => Ok(Swapped::Lost),
+            Err(e) => Err(bucket_err("writing", &key, e)),
         }
     }
 

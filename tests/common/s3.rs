@@ -139,6 +139,19 @@ impl Raw {
             .to_vec()
     }
 
+    /// An object's bytes, or `None` when there is none.
+    pub fn try_get(&self, key: &str) -> Option<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        let k = object_store::path::Path::from(key);
+        self.rt.block_on(async {
+            match self.os.get(&k).await {
+                Ok(r) => Some(r.bytes().await.unwrap().to_vec()),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => panic!("reading {key}: {e}"),
+            }
+        })
+    }
+
     /// Writes (replacing) an object.
     pub fn put(&self, key: &str, bytes: Vec<u8>) {
         use object_store::ObjectStoreExt;

@@ -38,10 +38,13 @@ fn parse_key(hex_key: &str) -> Result<[u8; 32]> {
 /// key alone (the key from `--public-key`, else the vault's HSM). `None` when `cmd` is not one.
 fn on_tiles(cmd: &AuditCommand, vault: &impl Fn() -> Result<Vault>) -> Result<Option<()>> {
     let (t, public_key) = match cmd {
-        AuditCommand::Verify { tiles, public_key } => (tiles, public_key.as_deref()),
-        AuditCommand::Prove { tiles, .. } | AuditCommand::Consistency { tiles, .. } => {
-            (tiles, None)
+        AuditCommand::Verify { tiles, public_key }
+        | AuditCommand::Prove {
+            tiles, public_key, ..
         }
+        | AuditCommand::Consistency {
+            tiles, public_key, ..
+        } => (tiles, public_key.as_deref()),
         _ => return Ok(None),
     };
     let (Some(url), Some(head)) = (&t.tiles, &t.head) else {
@@ -145,7 +148,7 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
             let t = t?;
             let kw = v.key_wrap()?;
             let (l, _) = v.ledger()?;
-            let p = v.publish_tiles(&t, l.len(), &kw)?;
+            let p = v.publish_tiles(&t, &l, &kw)?;
             outln!(
                 "published the ledger's tiles at {}: {} -> {} entries, {} objects written",
                 t.location(),
