@@ -73,6 +73,45 @@ impl Vault {
 }
 
 impl Vault {
+    /// The shared database's ledger, when the vault has one (`[database]`, or
+    /// `WEIGHTVAULT_DATABASE`): where the service's records are instead of the vault's own.
+    pub fn shared_ledger(
+        &self,
+    ) -> Option<Result<crate::postgres::PgLedger, crate::postgres::PgError>> {
+        let s = crate::database::DatabaseSection::resolve(self.config().database.as_ref())?;
+        Some(
+            crate::postgres::Database::connect(&s)
+                .map(|d| d.ledger().with_origin(&self.config().ledger.origin)),
+        )
+    }
+
+    /// Whether the vault's ledger is a shared database's (`[database]`, or
+    /// `WEIGHTVAULT_DATABASE`), without connecting to it.
+    pub fn has_shared_ledger(&self) -> bool {
+        crate::database::DatabaseSection::resolve(self.config().database.as_ref()).is_some()
+    }
+
+    /// A reader of the vault's ledger: the shared database's when the vault has one, else
+    /// its own (which a running service may hold: reading needs no lock).
+    pub fn ledger_reader(&self) -> Result<LedgerReader, ledger::LedgerError> {
+        Ok(match self.shared_ledger() {
+            Some(l) => {
+                LedgerReader::Shared(l.map_err(|e| ledger::LedgerError::Unavailable(Box::new(e)))?)
+            }
+            None => LedgerReader::Local(self.ledger_dir()),
+        })
+    }
+
+    /// Visits every entry of the vault's ledger in order from index `from` (see
+    /// [`Vault::ledger_reader`]); returns the number of entries.
+    pub fn visit_ledger(
+        &self,
+        from: u64,
+        visit: &mut ledger::log::Visit<'_>,
+    ) -> Result<u64, ledger::LedgerError> {
+        self.ledger_reader()?.visit(from, visit)
+    }
+
     /// The ledger's tiled publication (`[ledger.tiles]`), if the vault has one.
     pub fn tile_log(&self) -> Option<Result<ledger::tiles::TileLog, crate::store::StoreError>> {
         let t = self.config().ledger.tiles.as_ref()?;
@@ -97,5 +136,54 @@ impl Vault {
                 )))
             })
         })
+    }
+}
+
+/// Where a vault's ledger is read from ([`Vault::ledger_reader`]).
+pub enum LedgerReader {
+    /// The vault's own ledger directory.
+    Local(std::path::PathBuf),
+    /// The shared database's.
+    Shared(crate::postgres::PgLedger),
+}
+
+impl LedgerReader {
+    /// The number of entries.
+    pub fn entry_count(&self) -> Result<u64, ledger::LedgerError> {
+        match self {
+            LedgerReader::Local(dir) => ledger::Ledger::entries(dir, &mut |_, _| Ok(())),
+            LedgerReader::Shared(l) => Ok(ledger::backend::LedgerBackend::len(l)),
+        }
+    }
+
+    /// Visits every entry in order from index `from`; returns the number of entries.
+    pub fn visit(
+        &self,
+        from: u64,
+        visit: &mut ledger::log::Visit<'_>,
+    ) -> Result<u64, ledger::LedgerError> {
+        match self {
+            LedgerReader::Local(dir) => ledger::Ledger::entries(dir, &mut |i, e| {
+                if i >= from {
+                    visit(i, e)?;
+                }
+                Ok(())
+            }),
+            LedgerReader::Shared(l) => {
+                let mut i = from;
+                loop {
+                    let batch = ledger::backend::LedgerBackend::entries(l, i, 10_000)?;
+                    if batch.is_empty() {
+                        return self.entry_count();
+                    }
+                    for e in &batch {
+                        visit(i, e).map_err(|w| {
+                            ledger::LedgerError::Verify(format!("database ledger entry {i}: {w}"))
+                        })?;
+                        i += 1;
+                    }
+                }
+            }
+        }
     }
 }

@@ -2381,6 +2381,28 @@ fn a_licence_suspended_by_a_reload_on_one_replica_cuts_a_stream_served_by_anothe
         .status()
         .unwrap();
     assert!(st.success());
+    // trace reads the shared ledger: the copy A released is globex's, at the index the
+    // database's ledger gave its decision.
+    let (ok, out, err) = common::cli_env(
+        &v,
+        &vars,
+        &[
+            "trace",
+            done.join("model.safetensors").to_str().unwrap(),
+            "--model",
+            FRONTIER,
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let last_allowed: u64 = psql(
+        "SELECT max(idx) FROM wv_entries WHERE convert_from(record, 'UTF8')::jsonb->>'kind' = 'release-decision'
+           AND convert_from(record, 'UTF8')::jsonb->>'outcome' = 'allowed'",
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(accused(&report), vec![last_allowed], "{report}");
     drop((child_a, child_b));
     // Inside the service: from A's publish of the version to B's end of the stream, by the
     // two logs' clocks (one machine).

@@ -264,6 +264,14 @@ fn two_replicas_share_nonces_releases_and_one_ledger_and_refuse_while_postgresql
         !out.contains("release-decision"),
         "the vault's local ledger holds no decision: {out}"
     );
+    // With the database named, the CLI reads the shared ledger.
+    let (ok, out, err) = common::cli_env(
+        &root.join("vault"),
+        &[("WEIGHTVAULT_DATABASE", db.clone())],
+        &["audit", "show", "--json"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("\"release-decision\"").count(), 3, "{out}");
 
     // PostgreSQL stopped: a nonce taken before is refused with 503 at either replica, and
     // nothing is released; back, both replicas decide again.
@@ -457,6 +465,14 @@ fn the_integrator_killed_mid_integration_is_replaced_and_the_tiles_hold_every_en
         ok && out.contains(&format!(
             "entry 1 is in the ledger at checkpoint size {total}"
         )),
+        "{out}{err}"
+    );
+    // The vault's own CLI, on the database, audits where the service publishes.
+    let mut dbvars = vars.clone();
+    dbvars.push(("WEIGHTVAULT_DATABASE", db.clone()));
+    let (ok, out, err) = common::cli_env(&root.join("vault"), &dbvars, &["audit", "verify"]);
+    assert!(
+        ok && out.contains(&format!("{total} entries")),
         "{out}{err}"
     );
     drop(children);

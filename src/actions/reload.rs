@@ -72,9 +72,6 @@ pub enum ReloadError {
     /// The ledger could not be read.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// The shared database could not be reached.
-    #[error(transparent)]
-    Database(#[from] crate::postgres::PgError),
 }
 
 /// Makes the running service of `v` reload its policy and waits up to `wait` for its record.
@@ -87,56 +84,27 @@ pub fn reload(v: &Vault, wait: Duration) -> Result<PolicyReload, ReloadError> {
             vault: v.dir().to_path_buf(),
             pid_file: pid_file.clone(),
         })?;
-    let db = crate::database::DatabaseSection::resolve(v.config().database.as_ref())
-        .map(|s| crate::postgres::Database::connect(&s))
-        .transpose()?;
+    let reader = v.ledger_reader()?;
+    let shared = matches!(reader, crate::vault_ledger::LedgerReader::Shared(_));
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     // A service on a shared database does not hold the vault's local ledger.
-    let holds = db.is_some() || Ledger::is_held(&v.ledger_dir());
+    let holds = shared || Ledger::is_held(&v.ledger_dir());
     if !(String::from_utf8_lossy(&cmdline).contains("serve") && holds) {
         return Err(ReloadError::Stale { pid_file, pid });
     }
-    let ledger = db.as_ref().map(|d| d.ledger());
     // The policy-reload records from entry `from` on.
-    let reloads = |from: u64| -> Result<Vec<Record>, ReloadError> {
+    let reloads = |from: u64| -> Result<Vec<Record>, LedgerError> {
         let mut out = Vec::new();
-        let mut keep = |e: &[u8]| -> Result<(), crate::ledger::log::VisitError> {
+        reader.visit(from, &mut |_, e| {
             let r = Record::parse(e)?;
             if r.kind == Kind::PolicyReload {
                 out.push(r);
             }
             Ok(())
-        };
-        match &ledger {
-            Some(l) => {
-                for (i, e) in (from..).zip(l.entries_from(from)?) {
-                    keep(&e).map_err(|e| {
-                        LedgerError::Verify(format!("database ledger entry {i}: {e}"))
-                    })?;
-                }
-            }
-            None => {
-                Ledger::entries(&v.ledger_dir(), &mut |i, e| {
-                    if i >= from {
-                        keep(e)?;
-                    }
-                    Ok(())
-                })?;
-            }
-        }
+        })?;
         Ok(out)
     };
-    let before = match &ledger {
-        Some(l) => crate::ledger::backend::LedgerBackend::len(l),
-        None => {
-            let mut n = 0;
-            Ledger::entries(&v.ledger_dir(), &mut |i, _| {
-                n = i + 1;
-                Ok(())
-            })?;
-            n
-        }
-    };
+    let before = reader.entry_count()?;
     let target = rustix::process::Pid::from_raw(pid).ok_or(ReloadError::NotAPid)?;
     rustix::process::kill_process(target, rustix::process::Signal::HUP)
         .map_err(|source| ReloadError::Signal { pid, source })?;

@@ -4,7 +4,7 @@
 
 use crate::ledger::record::Record;
 use crate::ledger::words::{Kind, Outcome};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::LedgerError;
 use crate::store::Vault;
 use crate::watermark::trace::Candidate;
 
@@ -17,7 +17,7 @@ impl Vault {
         revision: &str,
     ) -> Result<Vec<Candidate>, LedgerError> {
         let mut candidates = Vec::new();
-        Ledger::entries(&self.ledger_dir(), &mut |i, e| {
+        self.visit_ledger(0, &mut |i, e| {
             let r = Record::parse(e).map_err(|w| format!("not a canonical record: {w}"))?;
             if r.kind == Kind::ReleaseDecision
                 && r.outcome == Outcome::Allowed

@@ -47,8 +47,31 @@ fn on_tiles(cmd: &AuditCommand, vault: &impl Fn() -> Result<Vault>) -> Result<Op
         } => (tiles, public_key.as_deref()),
         _ => return Ok(None),
     };
-    let (Some(url), Some(head)) = (&t.tiles, &t.head) else {
-        return Ok(None);
+    let cfg = |u: &str| crate::store::bucket::BucketConfig {
+        url: u.into(),
+        endpoint: None,
+        region: None,
+        allow_http: false,
+        part_size: crate::store::bucket::DEFAULT_PART_SIZE,
+        parallel_parts: 1,
+        read_ahead: 1,
+        credentials: None,
+    };
+    let log = match (&t.tiles, &t.head) {
+        (Some(url), Some(head)) => crate::ledger::tiles::TileLog::new(&cfg(url), &cfg(head))?,
+        _ => {
+            // A vault on a shared database: its ledger is audited where it is published.
+            let v = vault()?;
+            if !v.has_shared_ledger() {
+                return Ok(None);
+            }
+            match v.tile_log() {
+                Some(l) => l?,
+                None => anyhow::bail!(
+                    "this vault's ledger is in the shared database ([database]): it is audited where the service publishes it; add [ledger.tiles] to vault.toml (docs/DEPLOY.md), or pass --tiles and --head"
+                ),
+            }
+        }
     };
     let env_public = std::env::var("WEIGHTVAULT_LEDGER_PUBLIC_KEY").ok();
     let (key, key_name) = match public_key.or(env_public.as_deref()) {
@@ -67,17 +90,6 @@ fn on_tiles(cmd: &AuditCommand, vault: &impl Fn() -> Result<Vault>) -> Result<Op
             (v.key_wrap()?.ledger_public_key()?, name)
         }
     };
-    let cfg = |u: &str| crate::store::bucket::BucketConfig {
-        url: u.into(),
-        endpoint: None,
-        region: None,
-        allow_http: false,
-        part_size: crate::store::bucket::DEFAULT_PART_SIZE,
-        parallel_parts: 1,
-        read_ahead: 1,
-        credentials: None,
-    };
-    let log = crate::ledger::tiles::TileLog::new(&cfg(url), &cfg(head))?;
     match cmd {
         AuditCommand::Verify { .. } => {
             let mut bad = None;
@@ -147,8 +159,12 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
             };
             let t = t?;
             let kw = v.key_wrap()?;
-            let (l, _) = v.ledger()?;
-            let p = v.publish_tiles(&t, &l, &kw)?;
+            let p = match v.shared_ledger() {
+                // Beside the replicas' integrator: the same tiles, and the checkpoint only
+                // replaced at the version read, so either's round is safe.
+                Some(l) => v.publish_tiles(&t, &l?, &kw)?,
+                None => v.publish_tiles(&t, &v.ledger()?.0, &kw)?,
+            };
             outln!(
                 "published the ledger's tiles at {}: {} -> {} entries, {} objects written",
                 t.location(),
@@ -170,6 +186,11 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
         }
         AuditCommand::Checkpoint => {
             let kw = v.key_wrap()?;
+            if let Some(l) = v.shared_ledger() {
+                use crate::ledger::backend::LedgerBackend;
+                out!("{}", l?.checkpoint(&origin, &kw)?);
+                return Ok(());
+            }
             let (l, rec) = v.ledger()?;
             if rec.discarded_bytes > 0 {
                 eprintln!(
@@ -193,7 +214,7 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
             };
             // A closed standard output ends the listing (and the command) quietly.
             let mut stopped: Option<Exit> = None;
-            let listed = Ledger::entries(&v.ledger_dir(), &mut |i, e| {
+            let listed = v.visit_ledger(0, &mut |i, e| {
                 let r = Record::parse(e).map_err(|w| format!("not a canonical record: {w}"))?;
                 if !filter.matches(&r)? {
                     return Ok(());
