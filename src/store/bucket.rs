@@ -203,21 +203,8 @@ impl Bucket {
     }
 
     fn get_all(&self, key: &Key) -> Result<Option<(Bytes, UpdateVersion)>, StoreError> {
-        let (os, k) = (self.os.clone(), key.clone());
-        self.run(async move {
-            match os.get(&k).await {
-                Ok(r) => {
-                    let v = UpdateVersion {
-                        e_tag: r.meta.e_tag.clone(),
-                        version: r.meta.version.clone(),
-                    };
-                    r.bytes().await.map(|b| Some((b, v)))
-                }
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .map_err(|e| bucket_err("reading", key, e))
+        self.run(get_versioned(self.os.clone(), key.clone()))
+            .map_err(|e| bucket_err("reading", key, e))
     }
 
     fn exists(&self, key: &Key) -> Result<bool, StoreError> {
@@ -258,12 +245,8 @@ impl Bucket {
     }
 
     fn put(&self, key: &Key, bytes: Bytes, mode: PutMode) -> Result<(), object_store::Error> {
-        let (os, k) = (self.os.clone(), key.clone());
-        self.run(async move {
-            os.put_opts(&k, PutPayload::from(bytes), PutOptions::from(mode))
-                .await
-                .map(|_| ())
-        })
+        self.run(put_mode(self.os.clone(), key.clone(), bytes, mode))
+            .map(drop)
     }
 
     /// The effective key slots of an object: the side object's, or the object's own; with
@@ -386,58 +369,22 @@ impl Objects {
 
     /// The object at `rel`, or `None`.
     pub fn get(&self, rel: &str) -> Result<Option<Bytes>, StoreError> {
-        let (os, k) = (self.os.clone(), self.key(rel));
-        let key = k.clone();
-        self.rt
-            .run(async move {
-                match os.get(&k).await {
-                    Ok(r) => r.bytes().await.map(Some),
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })
-            .map_err(|e| bucket_err("reading", &key, e))
+        Ok(self.get_versioned(rel)?.map(|(b, _)| b))
     }
 
     /// Creates `rel` once (`If-None-Match: *`); when it exists already, its bytes.
     pub fn create(&self, rel: &str, bytes: Bytes) -> Result<Created, StoreError> {
-        let (os, k) = (self.os.clone(), self.key(rel));
-        let key = k.clone();
-        let r = self.rt.run(async move {
-            os.put_opts(
-                &k,
-                PutPayload::from(bytes),
-                PutOptions::from(PutMode::Create),
-            )
-            .await
-        });
-        match r {
-            Ok(_) => Ok(Created::Now),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                Ok(Created::Already(self.get(rel)?.unwrap_or_default()))
-            }
-            Err(e) => Err(bucket_err("creating", &key, e)),
+        match self.swap(rel, bytes, None)? {
+            Swapped::Done(_) => Ok(Created::Now),
+            Swapped::Lost => Ok(Created::Already(self.get(rel)?.unwrap_or_default())),
         }
     }
 
     /// The object at `rel` with its version (for [`Objects::swap`]), or `None`.
     pub fn get_versioned(&self, rel: &str) -> Result<Option<(Bytes, UpdateVersion)>, StoreError> {
-        let (os, k) = (self.os.clone(), self.key(rel));
-        let key = k.clone();
+        let key = self.key(rel);
         self.rt
-            .run(async move {
-                match os.get(&k).await {
-                    Ok(r) => {
-                        let v = UpdateVersion {
-                            e_tag: r.meta.e_tag.clone(),
-                            version: r.meta.version.clone(),
-                        };
-                        r.bytes().await.map(|b| Some((b, v)))
-                    }
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })
+            .run(get_versioned(self.os.clone(), key.clone()))
             .map_err(|e| bucket_err("reading", &key, e))
     }
 
@@ -449,16 +396,14 @@ impl Objects {
         bytes: Bytes,
         expected: Option<UpdateVersion>,
     ) -> Result<Swapped, StoreError> {
-        let (os, k) = (self.os.clone(), self.key(rel));
-        let key = k.clone();
+        let key = self.key(rel);
         let mode = match expected {
             Some(v) => PutMode::Update(v),
             None => PutMode::Create,
         };
-        let r = self.rt.run(async move {
-            os.put_opts(&k, PutPayload::from(bytes), PutOptions::from(mode))
-                .await
-        });
+        let r = self
+            .rt
+            .run(put_mode(self.os.clone(), key.clone(), bytes, mode));
         match r {
             Ok(p) => Ok(Swapped::Done(UpdateVersion {
                 e_tag: p.e_tag,
@@ -474,12 +419,46 @@ impl Objects {
 
     /// Writes `rel`, replacing what is there.
     pub fn replace(&self, rel: &str, bytes: Bytes) -> Result<(), StoreError> {
-        let (os, k) = (self.os.clone(), self.key(rel));
-        let key = k.clone();
+        let key = self.key(rel);
         self.rt
-            .run(async move { os.put(&k, PutPayload::from(bytes)).await.map(drop) })
+            .run(put_mode(
+                self.os.clone(),
+                key.clone(),
+                bytes,
+                PutMode::Overwrite,
+            ))
+            .map(drop)
             .map_err(|e| bucket_err("writing", &key, e))
     }
+}
+
+/// The object at `k` with its version, or `None`.
+async fn get_versioned(
+    os: Arc<AmazonS3>,
+    k: Key,
+) -> Result<Option<(Bytes, UpdateVersion)>, object_store::Error> {
+    match os.get(&k).await {
+        Ok(r) => {
+            let v = UpdateVersion {
+                e_tag: r.meta.e_tag.clone(),
+                version: r.meta.version.clone(),
+            };
+            r.bytes().await.map(|b| Some((b, v)))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// One PUT of `bytes` to `k` in `mode` (create once, update at a version, or overwrite).
+async fn put_mode(
+    os: Arc<AmazonS3>,
+    k: Key,
+    bytes: Bytes,
+    mode: PutMode,
+) -> Result<object_store::PutResult, object_store::Error> {
+    os.put_opts(&k, PutPayload::from(bytes), PutOptions::from(mode))
+        .await
 }
 
 /// The bucket and the prefix (without slashes at either end) of an `s3://bucket/prefix` URL.
