@@ -2,6 +2,7 @@
 //! tests, benchmarks and the demo: never for production. The organisation CA's key is written beside its certificate so that more
 //! clients can be issued later; that alone disqualifies it from real use.
 
+pub mod haproxy;
 pub mod postgres;
 pub mod s3;
 
