@@ -67,6 +67,35 @@ enum Cmd {
         #[arg(long)]
         addr_file: PathBuf,
     },
+    /// Run a private PostgreSQL cluster under DIR on a free port of 127.0.0.1 (as an
+    /// unprivileged user when root), with a database `vault`; write its URL to --url-file and
+    /// remove the cluster when standard input closes
+    Postgres {
+        /// Directory for the cluster
+        dir: PathBuf,
+        /// Write the database URL here
+        #[arg(long)]
+        url_file: PathBuf,
+    },
+    /// Run HAProxy on a free port of 127.0.0.1 in front of replicas (TCP, TLS passed through,
+    /// each checked with GET /readyz on its operations port); write its address to
+    /// --addr-file and stop when standard input closes
+    Haproxy {
+        /// Directory for its configuration and log
+        dir: PathBuf,
+        /// A replica: SERVICE_ADDR,OPS_ADDR (repeat)
+        #[arg(long, value_name = "SERVICE,OPS", required = true)]
+        backend: Vec<String>,
+        /// Write the address clients use here
+        #[arg(long)]
+        addr_file: PathBuf,
+    },
+}
+
+/// Blocks until standard input closes.
+fn until_stdin_closes() {
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
 }
 
 /// The HTTP test attester: answers until its standard input closes.
@@ -96,11 +125,7 @@ fn attest_server(seed: PathBuf, facts: HostFacts, addr_file: PathBuf) -> anyhow:
             }),
         );
         let stop = async {
-            let _ = tokio::task::spawn_blocking(|| {
-                let mut sink = Vec::new();
-                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(until_stdin_closes).await;
         };
         axum::serve(l, app).with_graceful_shutdown(stop).await?;
         Ok(())
@@ -146,6 +171,37 @@ fn main() -> std::process::ExitCode {
                 &env("WEIGHTVAULT_HOST_PUBLIC_KEY")?,
             )?;
             println!("{}", serde_json::to_string(&e).expect("json"));
+            Ok(())
+        })(),
+        Cmd::Postgres { dir, url_file } => (|| -> anyhow::Result<()> {
+            let pg = weightvault_testkit::postgres::TestPostgres::start_in(&dir)?;
+            let url = pg.create_database("vault")?;
+            std::fs::write(&url_file, &url)?;
+            until_stdin_closes();
+            drop(pg);
+            Ok(())
+        })(),
+        Cmd::Haproxy {
+            dir,
+            backend,
+            addr_file,
+        } => (|| -> anyhow::Result<()> {
+            let backends = backend
+                .iter()
+                .map(|b| {
+                    let (service, ops) = b.split_once(',').ok_or_else(|| {
+                        anyhow::anyhow!("--backend {b}: expected SERVICE_ADDR,OPS_ADDR")
+                    })?;
+                    Ok(weightvault_testkit::haproxy::Backend {
+                        service: service.into(),
+                        ops: ops.into(),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let h = weightvault_testkit::haproxy::Haproxy::start(&dir, &backends)?;
+            std::fs::write(&addr_file, &h.addr)?;
+            until_stdin_closes();
+            drop(h);
             Ok(())
         })(),
         Cmd::AttestServer {
