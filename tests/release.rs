@@ -571,64 +571,15 @@ fn denials_are_explained_recorded_and_release_nothing() {
     assert_nothing_written(&out);
 }
 
-/// A raw client for the protocol steps the fetcher never does wrong on purpose.
-struct Raw {
-    client: reqwest::Client,
-    rt: tokio::runtime::Runtime,
-    server: String,
+/// A raw client as `who` of the test service.
+fn raw(who: &str) -> common::api::Api {
+    raw_at(who, &env().server)
 }
 
-impl Raw {
-    fn new(who: &str) -> Self {
-        Self::at(who, &env().server)
-    }
-
-    fn at(who: &str, server: &str) -> Self {
-        let c = cfg(who, "US");
-        let tls = weightvault::release::tls::client_config(&c.ca, &c.cert, &c.key).unwrap();
-        Self {
-            client: reqwest::Client::builder()
-                .tls_backend_preconfigured(tls)
-                .build()
-                .unwrap(),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            server: server.to_string(),
-        }
-    }
-
-    fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .post(format!("{}{path}", self.server))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json().await.unwrap())
-        })
-    }
-
-    fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .get(format!("{}{path}", self.server))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
-        })
-    }
-
-    fn nonce(&self) -> String {
-        let (s, v) = self.post("/v1/challenge", serde_json::json!({}));
-        assert_eq!(s, 200, "{v}");
-        v["nonce"].as_str().unwrap().to_string()
-    }
+/// A raw client as `who` of `server`.
+fn raw_at(who: &str, server: &str) -> common::api::Api {
+    let c = cfg(who, "US");
+    common::api::Api::new(&c.ca, &c.cert, &c.key, server)
 }
 
 fn evidence(nonce: &str, country: &str, extra: &str) -> serde_json::Value {
@@ -664,7 +615,7 @@ fn evidence_failure(status: u16, v: &serde_json::Value) -> String {
 
 #[test]
 fn evidence_attacks_are_refused() {
-    let acme = Raw::new("acme");
+    let acme = raw("acme");
     let body =
         |ev: serde_json::Value| serde_json::json!({"model": "acme-frontier", "evidence": ev});
     // Replayed evidence: the nonce is single-use.
@@ -692,7 +643,7 @@ fn evidence_attacks_are_refused() {
         "{v}"
     );
     // Evidence bound to another client's nonce.
-    let globex = Raw::new("globex");
+    let globex = raw("globex");
     let (s, v) = acme.post("/v1/releases", body(evidence(&globex.nonce(), "US", "")));
     assert!(evidence_failure(s, &v).contains("nonce"), "{v}");
     // A release id used by another client certificate.
@@ -928,7 +879,7 @@ fn release_files(
     release: &serde_json::Value,
 ) -> std::collections::BTreeMap<String, String> {
     use sha2::Digest;
-    let raw = Raw::at("acme", server);
+    let raw = raw_at("acme", server);
     let hex_key = std::fs::read_to_string(env().root.join("host-a")).unwrap();
     let host = x25519_dalek::StaticSecret::from(
         <[u8; 32]>::try_from(hex::decode(hex_key.trim()).unwrap()).unwrap(),
@@ -1064,7 +1015,7 @@ fn concurrent_fetches_complete_and_the_server_stays_small() {
 
 #[test]
 fn range_requests_give_the_same_bytes_as_a_whole_stream() {
-    let acme = Raw::new("acme");
+    let acme = raw("acme");
     let ev = evidence(&acme.nonce(), "US", "");
     let (s, v) = acme.post(
         "/v1/releases",
@@ -1503,7 +1454,7 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
 fn release_ids_expire_and_a_fetch_then_starts_over() {
     let root = test_root("short-lived");
     let (server, child) = copied_service(&root, &["--release-ttl", "2"]);
-    let acme = Raw::at("acme", &server);
+    let acme = raw_at("acme", &server);
     let ev = evidence(&acme.nonce(), "US", "");
     let (s, v) = acme.post(
         "/v1/releases",
@@ -1733,7 +1684,7 @@ fn concurrent_requests_never_exceed_a_licence_and_a_restart_does_not_reset_it() 
 /// `n` concurrent release requests for the frontier model by Globex from India.
 fn globex_requests(url: &str, n: usize) -> Vec<(u16, serde_json::Value)> {
     let request = || {
-        let c = Raw::at("globex", url);
+        let c = raw_at("globex", url);
         let ev = evidence(&c.nonce(), "IN", "");
         c.post(
             "/v1/releases",

@@ -72,64 +72,8 @@ fn start_replica_with(
 }
 
 /// A client of one replica, as the `acme` workload.
-struct Raw {
-    client: reqwest::Client,
-    rt: tokio::runtime::Runtime,
-    server: String,
-}
-
-impl Raw {
-    fn at(root: &Path, server: &str) -> Self {
-        let pki = root.join("pki");
-        let tls = weightvault::release::tls::client_config(
-            &pki.join("ca.pem"),
-            &pki.join("acme.pem"),
-            &pki.join("acme.key"),
-        )
-        .unwrap();
-        Raw {
-            client: reqwest::Client::builder()
-                .tls_backend_preconfigured(tls)
-                .build()
-                .unwrap(),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            server: server.to_string(),
-        }
-    }
-
-    fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .post(format!("{}{path}", self.server))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json().await.unwrap())
-        })
-    }
-
-    fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .get(format!("{}{path}", self.server))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
-        })
-    }
-
-    fn nonce(&self) -> String {
-        let (s, v) = self.post("/v1/challenge", serde_json::json!({}));
-        assert_eq!(s, 200, "{v}");
-        v["nonce"].as_str().unwrap().to_string()
-    }
+fn acme_at(root: &Path, server: &str) -> common::api::Api {
+    common::api::Api::of_pki(&root.join("pki"), "acme", server)
 }
 
 /// Host evidence for `nonce` from a US host with host-a's key, signed by the test attester.
@@ -230,7 +174,7 @@ fn two_replicas_share_nonces_releases_and_one_ledger_and_refuse_while_postgresql
     let db = pg.create_database("vault").unwrap();
     let (a_url, a_child) = start_replica(&root, "a", &db);
     let (b_url, b_child) = start_replica(&root, "b", &db);
-    let (a, b) = (Raw::at(&root, &a_url), Raw::at(&root, &b_url));
+    let (a, b) = (acme_at(&root, &a_url), acme_at(&root, &b_url));
 
     // A nonce from A, used at B: allowed; the same evidence again at A or B: refused.
     let ev = evidence(&root, &a.nonce());
@@ -365,7 +309,7 @@ fn the_integrator_killed_mid_integration_is_replaced_and_the_tiles_hold_every_en
     let every = ["--checkpoint-every", "1"];
     let (a_url, a_child) = start_replica_with(&root, "a", &db, &every, &vars);
     let (b_url, b_child) = start_replica_with(&root, "b", &db, &every, &vars);
-    let (a, b) = (Raw::at(&root, &a_url), Raw::at(&root, &b_url));
+    let (a, b) = (acme_at(&root, &a_url), acme_at(&root, &b_url));
     // A decision at each replica.
     for (r, other) in [(&a, &b), (&b, &a)] {
         let (s, v) = r.post("/v1/releases", body(evidence(&root, &other.nonce())));

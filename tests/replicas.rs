@@ -307,64 +307,8 @@ fn pair(name: &str, policies: Option<&Path>) -> (common::TestDir, Pair) {
 }
 
 /// A client as `who` (a stem in the PKI) of `server` (a replica or the balancer).
-struct Raw {
-    client: reqwest::Client,
-    rt: tokio::runtime::Runtime,
-    server: String,
-}
-
-impl Raw {
-    fn at(who: &str, server: &str) -> Self {
-        let pki = fx().root.join("pki");
-        let tls = weightvault::release::tls::client_config(
-            &pki.join("ca.pem"),
-            &pki.join(format!("{who}.pem")),
-            &pki.join(format!("{who}.key")),
-        )
-        .unwrap();
-        Raw {
-            client: reqwest::Client::builder()
-                .tls_backend_preconfigured(tls)
-                .build()
-                .unwrap(),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            server: server.to_string(),
-        }
-    }
-
-    fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .post(format!("{}{path}", self.server))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json().await.unwrap())
-        })
-    }
-
-    fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .get(format!("{}{path}", self.server))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
-        })
-    }
-
-    fn nonce(&self) -> String {
-        let (s, v) = self.post("/v1/challenge", serde_json::json!({}));
-        assert_eq!(s, 200, "{v}");
-        v["nonce"].as_str().unwrap().to_string()
-    }
+fn client_at(who: &str, server: &str) -> common::api::Api {
+    common::api::Api::of_pki(&fx().root.join("pki"), who, server)
 }
 
 fn seed() -> PathBuf {
@@ -416,7 +360,7 @@ fn through_haproxy_two_replicas_allow_exactly_the_releases_a_licence_has_left() 
 
     let url = p.url();
     let request = || {
-        let c = Raw::at("globex", &url);
+        let c = client_at("globex", &url);
         let ev = evidence(&c.nonce(), "IN");
         c.post(
             "/v1/releases",
@@ -498,10 +442,10 @@ fn a_nonce_issued_by_one_replica_is_taken_once_at_either() {
         ),
     ];
     for (k, (issuer, to, uses)) in rows.iter().enumerate() {
-        let nonce = Raw::at(to, &urls[*issuer]).nonce();
+        let nonce = client_at(to, &urls[*issuer]).nonce();
         for (step, (at, who, ok)) in uses.iter().enumerate() {
             let ev = evidence(&nonce, "US");
-            let (s, v) = Raw::at(who, &urls[*at]).post("/v1/releases", body(&ev));
+            let (s, v) = client_at(who, &urls[*at]).post("/v1/releases", body(&ev));
             if *ok {
                 assert_eq!(s, 200, "row {k} step {step}: {v}");
             } else {
@@ -512,17 +456,17 @@ fn a_nonce_issued_by_one_replica_is_taken_once_at_either() {
     // A nonce no replica issued.
     for url in &urls {
         let ev = evidence(&"ab".repeat(16), "US");
-        let (s, v) = Raw::at("acme", url).post("/v1/releases", body(&ev));
+        let (s, v) = client_at("acme", url).post("/v1/releases", body(&ev));
         assert!(refused_as_reused(s, &v), "{s} {v}");
     }
     // The same evidence at both replicas at once, 8 times each: one release in all.
-    let nonce = Raw::at("acme", &urls[0]).nonce();
+    let nonce = client_at("acme", &urls[0]).nonce();
     let ev = evidence(&nonce, "US");
     let results: Vec<(u16, serde_json::Value)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..16)
             .map(|i| {
                 let (url, ev) = (&urls[i % 2], &ev);
-                s.spawn(move || Raw::at("acme", url).post("/v1/releases", body(ev)))
+                s.spawn(move || client_at("acme", url).post("/v1/releases", body(ev)))
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -573,7 +517,7 @@ fn release_files(
     release: &serde_json::Value,
 ) -> BTreeMap<String, (String, StreamHeader)> {
     use sha2::Digest;
-    let raw = Raw::at("acme", server);
+    let raw = client_at("acme", server);
     let hex_key = std::fs::read_to_string(fx().root.join("host-a")).unwrap();
     let host = x25519_dalek::StaticSecret::from(
         <[u8; 32]>::try_from(hex::decode(hex_key.trim()).unwrap()).unwrap(),

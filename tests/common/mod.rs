@@ -1,6 +1,7 @@
 //! Shared test helpers: a real SoftHSM2-backed vault, generated checkpoints, the MiniLM model.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod leak;
 pub mod s3;
 

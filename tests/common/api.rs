@@ -1,0 +1,76 @@
+//! A raw client of the release API over mutual TLS, for the protocol steps the fetcher never
+//! does wrong on purpose (and for requests at one chosen replica).
+
+use std::path::Path;
+
+/// A client of `server` with one client certificate.
+pub struct Api {
+    /// The HTTP client (its TLS configured with the certificate).
+    pub client: reqwest::Client,
+    /// The runtime its requests run on.
+    pub rt: tokio::runtime::Runtime,
+    /// `https://host:port`.
+    pub server: String,
+}
+
+impl Api {
+    /// A client of `server` trusting `ca`, presenting `cert` and `key`.
+    pub fn new(ca: &Path, cert: &Path, key: &Path, server: &str) -> Self {
+        let tls = weightvault::release::tls::client_config(ca, cert, key).unwrap();
+        Api {
+            client: reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
+                .build()
+                .unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            server: server.to_string(),
+        }
+    }
+
+    /// A client as `who` of the test PKI in `pki` (`<who>.pem`, `<who>.key`, `ca.pem`).
+    pub fn of_pki(pki: &Path, who: &str, server: &str) -> Self {
+        Self::new(
+            &pki.join("ca.pem"),
+            &pki.join(format!("{who}.pem")),
+            &pki.join(format!("{who}.key")),
+            server,
+        )
+    }
+
+    /// POSTs JSON; the status and the JSON answer.
+    pub fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .post(format!("{}{path}", self.server))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json().await.unwrap())
+        })
+    }
+
+    /// GETs; the status and the body.
+    pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .get(format!("{}{path}", self.server))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        })
+    }
+
+    /// A challenge nonce.
+    pub fn nonce(&self) -> String {
+        let (s, v) = self.post("/v1/challenge", serde_json::json!({}));
+        assert_eq!(s, 200, "{v}");
+        v["nonce"].as_str().unwrap().to_string()
+    }
+}
