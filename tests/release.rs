@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -28,14 +28,6 @@ struct Env {
 
 fn seed() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/test-attester/seed.hex")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 /// Starts `weightvault serve` on 127.0.0.1:0 for `vault`, with its address and log in `dir`;
@@ -107,19 +99,7 @@ fn env() -> &'static Env {
         // loopback, so loopback is treated like a corporate VPN range (origin may differ from
         // the attested country; a Tier 3 origin is still refused).
         let pol = root.join("policies");
-        copy_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-            &pol,
-        );
-        let mut net = std::fs::OpenOptions::new()
-            .append(true)
-            .open(pol.join("network.toml"))
-            .unwrap();
-        writeln!(
-            net,
-            "\n[[vpn]]\ncidr = \"127.0.0.0/8\"\nname = \"test hosts over loopback\""
-        )
-        .unwrap();
+        common::loopback_policies(&pol);
         let vault = root.join("vault");
         common::init(&vault);
         let minilm = common::minilm_dir();
@@ -2225,7 +2205,7 @@ fn a_licence_suspended_by_a_reload_on_one_replica_cuts_a_stream_served_by_anothe
     let v = copy_vault(&root);
     let pol_a = copy_policies(&root);
     let pol_b = root.join("policies-b");
-    copy_dir(&pol_a, &pol_b);
+    common::copy_dir(&pol_a, &pol_b);
     let pg = weightvault_testkit::postgres::TestPostgres::start_in(&root).unwrap();
     let db = pg.create_database("vault").unwrap();
     let vars = [("WEIGHTVAULT_DATABASE", db.clone())];

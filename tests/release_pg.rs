@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use weightvault_testkit::postgres::TestPostgres;
@@ -112,32 +111,12 @@ fn body(ev: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"model": "acme-small", "evidence": ev})
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
 /// The vault (a small generated EAR99 model), its policies (loopback as a VPN range, as in
 /// tests/release.rs), the test PKI and a host key, under `root`.
 fn make_vault(root: &Path) {
     common::require_softhsm();
     let pol = root.join("policies");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        &pol,
-    );
-    let mut net = std::fs::OpenOptions::new()
-        .append(true)
-        .open(pol.join("network.toml"))
-        .unwrap();
-    writeln!(
-        net,
-        "\n[[vpn]]\ncidr = \"127.0.0.0/8\"\nname = \"test hosts over loopback\""
-    )
-    .unwrap();
+    common::loopback_policies(&pol);
     let vault = root.join("vault");
     common::init(&vault);
     let model = root.join("model");

@@ -35,14 +35,6 @@ struct Fixture {
     generated: PathBuf,
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
 fn fx() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
@@ -51,19 +43,7 @@ fn fx() -> &'static Fixture {
         // The repository's policies; loopback (where HAProxy connects from) is a VPN range,
         // as in tests/release.rs.
         let pol = root.join("policies");
-        copy_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-            &pol,
-        );
-        let mut net = std::fs::OpenOptions::new()
-            .append(true)
-            .open(pol.join("network.toml"))
-            .unwrap();
-        writeln!(
-            net,
-            "\n[[vpn]]\ncidr = \"127.0.0.0/8\"\nname = \"test hosts over loopback\""
-        )
-        .unwrap();
+        common::loopback_policies(&pol);
         let vault = root.join("vault");
         common::init(&vault);
         let frontier = root.join("frontier");
@@ -347,7 +327,7 @@ fn through_haproxy_two_replicas_allow_exactly_the_releases_a_licence_has_left() 
     // The licence with exactly 10 releases left (3 used before the vault counted; the new
     // database's ledger holds none).
     let tmp = common::TestDir::new(f.root.join("licence-policies"));
-    copy_dir(&f.root.join("policies"), &tmp);
+    common::copy_dir(&f.root.join("policies"), &tmp);
     let lic = std::fs::read_to_string(tmp.join("licences.toml")).unwrap();
     let lic = lic.replacen(
         "max_releases = 50\nreleases_used = 3",

@@ -421,3 +421,29 @@ pub fn signal(pid: u32, sig: &str) {
         .unwrap()
         .success());
 }
+
+/// Copies the files of `from` (not its subdirectories) into `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The repository's policies copied to `dir`, plus: every simulated host reaches the vault
+/// over loopback, so loopback is treated like a corporate VPN range (origin may differ from
+/// the attested country; a Tier 3 origin is still refused).
+pub fn loopback_policies(dir: &Path) {
+    use std::io::Write;
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), dir);
+    let mut net = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("network.toml"))
+        .unwrap();
+    writeln!(
+        net,
+        "\n[[vpn]]\ncidr = \"127.0.0.0/8\"\nname = \"test hosts over loopback\""
+    )
+    .unwrap();
+}
