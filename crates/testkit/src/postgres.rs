@@ -1,6 +1,6 @@
 //! A private PostgreSQL cluster for a test: Debian's `initdb` and `pg_ctl` on a data directory
-//! of its own, listening on a free port of 127.0.0.1 only (and a Unix socket inside the data
-//! directory), with trust authentication for the `postgres` role. Never for production: trust
+//! of its own, listening on a free port of 127.0.0.1 only (no Unix socket: its path would be
+//! limited to 107 bytes, and a clone's directory can be deeper than that), with trust authentication for the `postgres` role. Never for production: trust
 //! authentication lets anyone on the machine connect as the superuser.
 //!
 //! PostgreSQL refuses to run as root, so when the test runs as root the cluster runs as a
@@ -237,9 +237,8 @@ impl TestPostgres {
             return Ok(());
         }
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=on -c max_connections=200",
-            self.port,
-            self.dir.display()
+            "-c listen_addresses=127.0.0.1 -p {} -k '' -c fsync=on -c max_connections=200",
+            self.port
         );
         let log = self.dir.join("server.log");
         run(
