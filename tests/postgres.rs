@@ -278,6 +278,90 @@ fn a_hundred_decisions_at_two_replicas_against_ten_left_allow_exactly_ten() {
     );
 }
 
+/// A record of `kind` with `outcome`, under licence `licence` if any, of `bytes`, following
+/// the entry `follows` if any.
+fn entry(
+    kind: &str,
+    outcome: &str,
+    licence: Option<&str>,
+    bytes: u64,
+    follows: Option<u64>,
+) -> Record {
+    let mut r = Record::action("t", kind, "r", "m", Some("1"), vec![], outcome);
+    r.authority =
+        licence.map(|l| weightvault::ledger::words::RecordAuthority::Licence(l.to_string()));
+    r.bytes = Some(bytes);
+    r.follows = follows;
+    r
+}
+
+#[test]
+fn the_counters_are_what_the_counting_rules_make_of_the_entries_in_any_batches() {
+    let s = database("counting");
+    let (da, db) = (connect(&s), connect(&s));
+    let ls: [Arc<dyn LedgerBackend>; 2] = [Arc::new(da.ledger()), Arc::new(db.ledger())];
+    // Table: the entries that stream ends may follow, and whether they count a release.
+    let followed = [
+        entry("release-decision", "allowed", Some("L"), 100, None),
+        entry("release-decision", "allowed", Some("M"), 7, None),
+        entry("release-decision", "denied", Some("L"), 100, None),
+        entry("release-decision", "allowed", None, 100, None),
+        entry("open", "allowed", Some("L"), 100, None),
+    ];
+    let at: Vec<u64> = followed.iter().map(|r| ls[0].append(r).unwrap()).collect();
+    // Stream ends after each of them, after nothing yet appended, and more decisions, from
+    // 8 threads at both replicas at once (so that batches mix them).
+    std::thread::scope(|sc| {
+        for t in 0..8u64 {
+            let (l, at) = (ls[(t % 2) as usize].clone(), &at);
+            sc.spawn(move || {
+                for k in 0..20u64 {
+                    let r = match k % 4 {
+                        0 => entry("release-decision", "allowed", Some("L"), 10, None),
+                        1 => entry(
+                            "stream-end",
+                            "completed",
+                            None,
+                            k + t,
+                            Some(at[(k / 4) as usize]),
+                        ),
+                        2 => entry("stream-end", "completed", None, 5, Some(1_000_000)),
+                        _ => entry("stream-end", "failed", None, 3, Some(at[(t % 5) as usize])),
+                    };
+                    l.append(&r).unwrap();
+                }
+            });
+        }
+    });
+    let counters = runtime().block_on(da.state().counters()).unwrap();
+    let mut recount = Allocations::default();
+    let entries = da.ledger().entries_from(0).unwrap();
+    assert_eq!(entries.len(), 5 + 8 * 20, "every append, once");
+    for (i, e) in entries.iter().enumerate() {
+        recount.add_entry(i as u64, e).unwrap();
+    }
+    let want: BTreeMap<String, (Usage, u64)> = recount
+        .used
+        .iter()
+        .map(|(id, u)| {
+            (
+                id.clone(),
+                (*u, recount.streamed.get(id).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    assert_eq!(counters, want);
+    assert_eq!(
+        counters["L"].0.releases,
+        1 + 8 * 5,
+        "L: the first and the 40 appended"
+    );
+    assert!(
+        counters["M"].1 > 0,
+        "stream ends after M's decision count for M"
+    );
+}
+
 #[test]
 fn the_tree_head_and_proofs_are_those_of_the_entries_leaf_hashes() {
     let s = database("tree");

@@ -6,7 +6,9 @@
 //!   client whatever the answer, like `LocalState`).
 //! - Decisions: [`ReleaseState::decide`] queues the request for the ledger sequencer
 //!   (`sequencer.rs`), which judges it under the counters inside the transaction that appends
-//!   its record and updates them: decide-and-record in one transaction.
+//!   its record and updates them: decide-and-record in one transaction. The judge may be
+//!   called more than once (again when the decisions before it in its batch turned out
+//!   otherwise than first assumed); the last judgement is the one recorded and returned.
 //! - Releases: the [`Grant`] as JSON (`wv_releases`), readable by every replica so that a
 //!   `Range` resume can land on any of them. A grant holds no secret (ids, the client's
 //!   certificate fingerprint, the host's *public* key, the decision record, the request and
@@ -307,26 +309,28 @@ impl ReleaseState for PgState {
     ) -> Result<(Judged, u64), DecideError> {
         let unavailable =
             |e: PgError| DecideError::Ledger(crate::ledger::LedgerError::Unavailable(Box::new(e)));
-        let (turn, rx) = tokio::sync::oneshot::channel();
+        let (turns, mut asked) = tokio::sync::mpsc::unbounded_channel();
+        let (reply, indexed) = tokio::sync::oneshot::channel();
         self.db
             .inner
             .seq
-            .send(super::sequencer::Work::Decide { turn })
+            .send(super::sequencer::Work::Decide { turns, reply })
             .await
             .map_err(|_| unavailable(PgError::Stopped))?;
-        let turn = rx
+        // Judged as often as the sequencer asks (the counters moved under an earlier
+        // judgement: the decisions before it in its batch were judged meanwhile); the last
+        // judgement is the one recorded.
+        let mut judged = None;
+        while let Some(turn) = asked.recv().await {
+            let j = judge(&turn.used);
+            let _ = turn.verdict.send(j.record.clone());
+            judged = Some(j);
+        }
+        let index = indexed
             .await
             .map_err(|_| unavailable(PgError::Stopped))?
             .map_err(unavailable)?;
-        let judged = judge(&turn.used);
-        turn.verdict
-            .send(judged.record.clone())
-            .map_err(|_| unavailable(PgError::Stopped))?;
-        let index = turn
-            .done
-            .await
-            .map_err(|_| unavailable(PgError::Stopped))?
-            .map_err(unavailable)?;
+        let judged = judged.ok_or_else(|| unavailable(PgError::Stopped))?;
         Ok((judged, index))
     }
 
