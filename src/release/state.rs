@@ -90,6 +90,12 @@ pub trait ReleaseState: Send + Sync {
     /// commit) and commits or cancels the hold; a database state sequences the record into
     /// its own ledger in the same transaction that updates the licence counters (and then
     /// `ledger` must be that database's ledger).
+    ///
+    /// `judge` may be called more than once for one decision: a database state judges a
+    /// batch of decisions at once and judges one again when the records sequenced before it
+    /// changed the use it was judged under. It must therefore be a pure function of the use
+    /// it is given (no side effects, no counting of its own calls); the record of the last
+    /// call is the one recorded.
     async fn decide(
         &self,
         judge: &mut Judge<'_>,
