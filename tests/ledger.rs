@@ -522,3 +522,53 @@ fn records_made_beside_the_holder_are_spooled_then_appended_in_order() {
     .unwrap();
     assert_eq!(all, (0..=5).map(common::record).collect::<Vec<_>>());
 }
+
+/// A record longer than an entry may be (65,535 bytes, what a bundle of the published tiles
+/// holds) is refused before it has an index, tiles configured or not; a policy reload that
+/// withdrew more than one record lists is recorded in parts, chained by `follows`, that read
+/// back whole whatever other writers appended between them.
+#[test]
+fn a_record_too_long_for_a_tile_is_refused_and_a_long_reload_is_recorded_in_parts() {
+    use weightvault::actions::reload::first_reload;
+    use weightvault::ledger::record::{Record, MAX_ENTRY_LEN};
+    use weightvault::ledger::words::Kind;
+    use weightvault::ledger::LedgerError;
+    use weightvault::vault_ledger::LedgerReader;
+    let tmp = common::scratch();
+    let dir = tmp.path().join("ledger");
+    let (l, _) = Ledger::open_with(&dir, CRASH_ORIGIN, 4).unwrap();
+    l.append(&common::record(0)).unwrap();
+    // The longest withdrawals there are (20-digit indices).
+    let withdrawn: Vec<u64> = (0..4000).map(|i| u64::MAX - i).collect();
+    let time = "2026-12-02T00:00:00Z";
+    let whole = Record::policy_reload(time, &withdrawn, None);
+    assert!(whole.canonical().len() > MAX_ENTRY_LEN);
+    match l.append(&whole) {
+        Err(LedgerError::TooLong(e)) => {
+            let msg = e.to_string();
+            assert!(msg.contains("`policy-reload` record of"), "{msg}");
+            assert!(msg.contains("(65535 bytes"), "{msg}");
+        }
+        other => panic!("a record of 130 KB was taken: {other:?}"),
+    }
+    assert_eq!(l.len(), 1, "the refused record has no index");
+    let parts = Record::policy_reload_parts(time, &withdrawn, None);
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts[0].kind, Kind::Withdrawal);
+    assert_eq!(parts[2].kind, Kind::PolicyReload);
+    let mut prev = None;
+    for (k, p) in parts.into_iter().enumerate() {
+        assert!(p.entry().is_ok());
+        prev = Some(l.append(&p.chained_to(prev)).unwrap());
+        // Another writer's records between the parts.
+        l.append(&common::record(10 + k as u64)).unwrap();
+    }
+    let reader = LedgerReader::Local(dir.clone());
+    let (r, got) = first_reload(&reader, 1).unwrap().expect("the reload");
+    assert_eq!(r.kind, Kind::PolicyReload);
+    assert_eq!(r.follows, Some(3), "the head follows the second part");
+    assert_eq!(got, withdrawn, "every withdrawal, in order");
+    // A short reload is one record, as before.
+    let one = Record::policy_reload_parts(time, &[7, 9], None);
+    assert_eq!(one, vec![Record::policy_reload(time, &[7, 9], None)]);
+}

@@ -622,3 +622,80 @@ fn the_schema_is_created_once_by_replicas_starting_together_and_again_is_a_no_op
         Ok(_) => panic!("a newer schema was accepted"),
     }
 }
+
+/// A record longer than a tile bundle holds is refused by the shared ledger before it has an
+/// index: an append, and a decision judged in a batch with others, which are decided without
+/// it (its allocation is not counted).
+#[test]
+fn a_record_too_long_for_a_tile_is_refused_and_its_batch_decided_without_it() {
+    let s = database("too-long");
+    let (da, db) = (connect(&s), connect(&s));
+    let (a, b) = (da.state(), db.state());
+    let la: Arc<dyn LedgerBackend> = Arc::new(da.ledger());
+    let lb: Arc<dyn LedgerBackend> = Arc::new(db.ledger());
+    let long_names: Vec<String> = (0..3000)
+        .map(|i| format!("model-{i:05}-of-03000.safetensors"))
+        .collect();
+    let mut long = Record::action(
+        "t",
+        "seal",
+        "op",
+        "m",
+        Some("1"),
+        long_names.clone(),
+        "sealed",
+    );
+    long.bytes = Some(1);
+    match la.append(&long) {
+        Err(LedgerError::TooLong(e)) => assert!(e.to_string().contains("`seal` record"), "{e}"),
+        other => panic!("taken: {other:?}"),
+    }
+    assert!(la.is_empty(), "nothing was sequenced");
+    let results = runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for k in 0..12 {
+            let (st, l) = if k % 2 == 0 {
+                (a.clone(), la.clone())
+            } else {
+                (b.clone(), lb.clone())
+            };
+            let names = long_names.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut judge = judge_under(3, 100);
+                // Decision 0 names 3,000 files: its record cannot be an entry.
+                let mut judge = move |used: &BTreeMap<String, Usage>| {
+                    let mut j = judge(used);
+                    if k == 0 {
+                        j.record.shards = names.clone();
+                    }
+                    j
+                };
+                st.decide(&mut judge, &l)
+                    .await
+                    .map(|(j, i)| (j.decision.allowed, i))
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    match &results[0] {
+        Err(DecideError::Ledger(LedgerError::TooLong(_))) => {}
+        other => panic!("the long decision: {other:?}"),
+    }
+    let rest: Vec<(bool, u64)> = results[1..].iter().map(|r| *r.as_ref().unwrap()).collect();
+    assert_eq!(
+        rest.iter().filter(|r| r.0).count(),
+        3,
+        "the three left, without it"
+    );
+    let mut indices: Vec<u64> = rest.iter().map(|r| r.1).collect();
+    indices.sort();
+    assert_eq!(
+        indices,
+        (0..11).collect::<Vec<_>>(),
+        "gapless, the long one not among them"
+    );
+}

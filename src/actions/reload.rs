@@ -10,6 +10,7 @@ use crate::ledger::record::Record;
 use crate::ledger::words::Kind;
 use crate::ledger::{Ledger, LedgerError};
 use crate::store::Vault;
+use crate::vault_ledger::LedgerReader;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -85,33 +86,21 @@ pub fn reload(v: &Vault, wait: Duration) -> Result<PolicyReload, ReloadError> {
             pid_file: pid_file.clone(),
         })?;
     let reader = v.ledger_reader()?;
-    let shared = matches!(reader, crate::vault_ledger::LedgerReader::Shared(_));
+    let shared = matches!(reader, LedgerReader::Shared(_));
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     // A service on a shared database does not hold the vault's local ledger.
     let holds = shared || Ledger::is_held(&v.ledger_dir());
     if !(String::from_utf8_lossy(&cmdline).contains("serve") && holds) {
         return Err(ReloadError::Stale { pid_file, pid });
     }
-    // The policy-reload records from entry `from` on.
-    let reloads = |from: u64| -> Result<Vec<Record>, LedgerError> {
-        let mut out = Vec::new();
-        reader.visit(from, &mut |_, e| {
-            let r = Record::parse(e)?;
-            if r.kind == Kind::PolicyReload {
-                out.push(r);
-            }
-            Ok(())
-        })?;
-        Ok(out)
-    };
     let before = reader.entry_count()?;
     let target = rustix::process::Pid::from_raw(pid).ok_or(ReloadError::NotAPid)?;
     rustix::process::kill_process(target, rustix::process::Signal::HUP)
         .map_err(|source| ReloadError::Signal { pid, source })?;
     let t = Instant::now();
-    let r = loop {
-        if let Some(r) = reloads(before)?.into_iter().next() {
-            break r;
+    let (r, withdrawn) = loop {
+        if let Some(found) = first_reload(&reader, before)? {
+            break found;
         }
         if t.elapsed() >= wait {
             return Err(ReloadError::NoRecord { pid, wait });
@@ -120,10 +109,42 @@ pub fn reload(v: &Vault, wait: Duration) -> Result<PolicyReload, ReloadError> {
     };
     Ok(match r.rejection() {
         Some(reason) => PolicyReload::Refused { reason },
-        None => PolicyReload::Applied {
-            withdrawn: r.withdrawals(),
-        },
+        None => PolicyReload::Applied { withdrawn },
     })
+}
+
+/// The first `policy-reload` record from entry `from` on, and every withdrawal it recorded:
+/// its own and those of the `withdrawal` parts it follows (back along `follows`, which skips
+/// whatever other writers appended between them).
+pub fn first_reload(
+    reader: &LedgerReader,
+    from: u64,
+) -> Result<Option<(Record, Vec<u64>)>, LedgerError> {
+    let mut parts = std::collections::BTreeMap::new();
+    let mut found = None;
+    reader.visit(from, &mut |i, e| {
+        if found.is_some() {
+            return Ok(());
+        }
+        let r = Record::parse(e)?;
+        match r.kind {
+            Kind::Withdrawal => {
+                parts.insert(i, r);
+            }
+            Kind::PolicyReload => found = Some(r),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(found.map(|r| {
+        let mut withdrawn = r.withdrawals();
+        let mut prev = r.follows;
+        while let Some(part) = prev.and_then(|i| parts.remove(&i)) {
+            withdrawn.splice(0..0, part.withdrawals());
+            prev = part.follows;
+        }
+        (r, withdrawn)
+    }))
 }
 
 /// The running service's pid in `<vault>/serve.pid`, for [`reload`]; removed when dropped.

@@ -45,6 +45,9 @@ pub enum LedgerError {
     /// committed): nothing it was asked to append is in it.
     #[error("the ledger database cannot be written: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A record longer than an entry may be: refused before it had an index.
+    #[error(transparent)]
+    TooLong(#[from] record::TooLong),
 }
 
 impl From<proof::ProofError> for LedgerError {
@@ -196,7 +199,7 @@ impl Ledger {
 
     /// Appends a record; the index comes back only once it is durable.
     pub fn append(&self, r: &record::Record) -> Result<u64, LedgerError> {
-        Ok(self.log.append(&r.canonical())?)
+        Ok(self.log.append(&r.entry()?)?)
     }
 
     /// Signs a checkpoint of the current tree with `sign` (the HSM) and stores it.

@@ -323,6 +323,11 @@ impl ReleaseState for PgState {
         let mut judged = None;
         while let Some(turn) = asked.recv().await {
             let j = judge(&turn.used);
+            if let Err(e) = j.record.entry() {
+                // Leaves the batch unrecorded (the sequencer takes an unanswered turn as a
+                // request gone away, and judges the decisions after it again without it).
+                return Err(DecideError::Ledger(e.into()));
+            }
             let _ = turn.verdict.send(j.record.clone());
             judged = Some(j);
         }

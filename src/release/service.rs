@@ -342,6 +342,12 @@ async fn decide_and_record(
         )
         .await
         .map_err(|e| match e {
+            DecideError::Ledger(e @ crate::ledger::LedgerError::TooLong(_)) => {
+                // Not the ledger's failure: this decision cannot be an entry (a revision of
+                // thousands of files); others go on.
+                tracing::error!("decision not recorded: {e}");
+                api(ApiCode::Internal, format!("{e}; nothing is released"))
+            }
             DecideError::Ledger(e) => {
                 tracing::error!("ledger append failed: {e}");
                 api(
@@ -673,14 +679,28 @@ async fn reload_policy(st: &Arc<AppState>) {
             None
         }
     };
-    let r = engine::reload_record(st.clock.now(), rejected, &withdrawn);
-    let st2 = st.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || st2.ledger.append(&r))
-        .await
-        .expect("append task")
-    {
+    let records = engine::reload_records(st.clock.now(), rejected, &withdrawn);
+    if let Err(e) = append_chain(st, records).await {
         tracing::error!("recording the policy reload: {e}");
     }
+}
+
+/// Appends `records` in order, each following the one before (a `policy-reload` and its
+/// `withdrawal` parts); stops at the first that fails.
+async fn append_chain(
+    st: &Arc<AppState>,
+    records: Vec<crate::ledger::record::Record>,
+) -> Result<(), crate::ledger::LedgerError> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut prev = None;
+        for r in records {
+            prev = Some(st.ledger.append(&r.chained_to(prev))?);
+        }
+        Ok(())
+    })
+    .await
+    .expect("append task")
 }
 
 /// A reload with a shared database: this replica's directory, once it parses, is published as
@@ -703,12 +723,8 @@ async fn publish_policy(st: &Arc<AppState>) {
         }
         Err(e) => {
             tracing::error!("policy reload refused, the old policy stays in force: {e}");
-            let r = engine::reload_record(st.clock.now(), Some(e), &[]);
-            let st2 = st.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || st2.ledger.append(&r))
-                .await
-                .expect("append task")
-            {
+            let records = engine::reload_records(st.clock.now(), Some(e), &[]);
+            if let Err(e) = append_chain(st, records).await {
                 tracing::error!("recording the refused policy reload: {e}");
             }
         }

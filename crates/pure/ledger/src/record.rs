@@ -159,10 +159,48 @@ impl Record {
         r
     }
 
-    /// The release decisions a `policy-reload` withdrew (their ledger indices); none for any
-    /// other kind of record.
+    /// The records of a `policy-reload` that withdrew `withdrawn`, in the order they are
+    /// appended: a `withdrawal` record for each [`WITHDRAWALS_PER_RECORD`] withdrawals beyond
+    /// the last such part, then the `policy-reload` itself with the rest, so that no record is
+    /// longer than a ledger entry may be. Each record after the first must follow the one
+    /// before it: its `follows` is set by the appender, once the previous record's index is
+    /// known ([`Record::chained_to`]). Reading back walks from the `policy-reload` along
+    /// `follows` ([`Record::withdrawals`] of each).
+    pub fn policy_reload_parts(
+        time: &str,
+        withdrawn: &[u64],
+        rejected: Option<String>,
+    ) -> Vec<Self> {
+        let mut chunks: Vec<&[u64]> = withdrawn.chunks(WITHDRAWALS_PER_RECORD).collect();
+        let last = chunks.pop().unwrap_or(&[]);
+        let mut out: Vec<Record> = chunks
+            .into_iter()
+            .map(|c| {
+                Record::action(
+                    time,
+                    Kind::Withdrawal,
+                    "weightvault-serve",
+                    "",
+                    None,
+                    c.iter().map(|&i| words::withdrawal_to_wire(i)).collect(),
+                    Outcome::Applied,
+                )
+            })
+            .collect();
+        out.push(Record::policy_reload(time, last, rejected));
+        out
+    }
+
+    /// This record as the next of a chain whose previous record is at ledger index `prev`.
+    pub fn chained_to(mut self, prev: Option<u64>) -> Self {
+        self.follows = prev;
+        self
+    }
+
+    /// The release decisions a `policy-reload` (or one of its `withdrawal` parts) lists as
+    /// withdrawn (their ledger indices); none for any other kind of record.
     pub fn withdrawals(&self) -> Vec<u64> {
-        if self.kind != Kind::PolicyReload {
+        if !matches!(self.kind, Kind::PolicyReload | Kind::Withdrawal) {
             return vec![];
         }
         self.shards
@@ -197,6 +235,22 @@ impl Record {
         serde_json::to_vec(self).expect("records serialise")
     }
 
+    /// The entry a ledger appends: the canonical bytes, if they are at most
+    /// [`MAX_ENTRY_LEN`] long. Every ledger (local or in a database) refuses a longer record
+    /// before it has an index, whether or not tiles are published yet, so that any ledger can
+    /// be published as tiles later; a writer whose record can list thousands of things splits
+    /// it (as [`Record::policy_reload_parts`] does).
+    pub fn entry(&self) -> Result<Vec<u8>, TooLong> {
+        let bytes = self.canonical();
+        if bytes.len() > MAX_ENTRY_LEN {
+            return Err(TooLong {
+                kind: self.kind.to_string(),
+                len: bytes.len(),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Parses canonical bytes, requiring that they re-serialise identically.
     pub fn parse(bytes: &[u8]) -> Result<Self, RecordError> {
         let r: Record = serde_json::from_slice(bytes).map_err(RecordError::NotARecord)?;
@@ -205,6 +259,24 @@ impl Record {
         }
         Ok(r)
     }
+}
+
+/// The longest ledger entry, in bytes: the longest an entry bundle of C2SP tlog-tiles can
+/// hold (a 16-bit length).
+pub const MAX_ENTRY_LEN: usize = crate::tiles::MAX_ENTRY_LEN;
+
+/// Withdrawals one record lists, at most: 1,500 of the longest (`withdrawn:` and 20 digits,
+/// quoted, comma) are 49,500 bytes, leaving room for the rest of the record.
+pub const WITHDRAWALS_PER_RECORD: usize = 1500;
+
+/// A record longer than a ledger entry may be.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("a `{kind}` record of {len} bytes is longer than a ledger entry may be ({MAX_ENTRY_LEN} bytes, the most an entry bundle of the published tiles holds): nothing was recorded")]
+pub struct TooLong {
+    /// The record's kind.
+    pub kind: String,
+    /// Its canonical length.
+    pub len: usize,
 }
 
 /// Why bytes are not a ledger record.

@@ -86,6 +86,9 @@ words! {
         OpenEnd = "open-end",
         /// A policy reload of the service.
         PolicyReload = "policy-reload",
+        /// Releases a policy reload withdrew, beyond what its own record lists (the
+        /// `policy-reload` follows its parts).
+        Withdrawal = "withdrawal",
         /// A revision sealed.
         Seal = "seal",
         /// A revision removed.

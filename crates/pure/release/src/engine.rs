@@ -15,7 +15,7 @@
 //! 6. Each shard request is checked by [`admit_shard`] and [`parse_range`]; [`sealer`] sets
 //!    up its stream; [`stream_end`] is the record of how it ended.
 //! 7. On a policy reload, [`rejudge`] decides every live release again and names those the
-//!    new policy withdraws; [`reload_record`] records the reload.
+//!    new policy withdraws; [`reload_records`] records the reload.
 
 use crate::wire::{ApiCode, ErrorBody, ReleaseBody, ReleaseInfo, ShardInfo};
 use std::collections::BTreeMap;
@@ -589,9 +589,15 @@ pub fn rejudge(
 }
 
 /// Step 7: the `policy-reload` record: `applied` with the ledger indices of the decisions it
-/// withdrew, or `rejected` with why (the old policy stays in force).
-pub fn reload_record(now: OffsetDateTime, rejected: Option<String>, withdrawn: &[u64]) -> Record {
-    Record::policy_reload(&record_time(now), withdrawn, rejected)
+/// withdrew, or `rejected` with why (the old policy stays in force); preceded by `withdrawal`
+/// parts when it withdrew more than one record lists, appended in order, each following the
+/// one before ([`Record::policy_reload_parts`]).
+pub fn reload_records(
+    now: OffsetDateTime,
+    rejected: Option<String>,
+    withdrawn: &[u64],
+) -> Vec<Record> {
+    Record::policy_reload_parts(&record_time(now), withdrawn, rejected)
 }
 
 /// What marks one release's copy: its Tardos codeword and, per file of the revision, the

@@ -31,10 +31,11 @@
 //! `remove` and `shred` name every file, and a `policy-reload` names every decision it
 //! withdrew, which passes 65,535 bytes at 3,259 withdrawals of 7-digit indices
 //! (`tests/tiles.rs`). An entry over 65,535 bytes is refused by [`integrate`] with
-//! [`TileError::EntryTooLong`] — never truncated, split or put elsewhere — so the sequencer
-//! in front of a tiled ledger must refuse such a record at append time, before it is
-//! sequenced, by [`MAX_ENTRY_LEN`]: the append fails and the action waiting on it is refused
-//! (fail closed). A record that can list thousands of things must be split by its writer.
+//! [`TileError::EntryTooLong`] — never truncated, split or put elsewhere — and every ledger
+//! refuses such a record at append time, before it is sequenced
+//! ([`crate::record::Record::entry`]): the append fails and the action waiting on it is
+//! refused (fail closed). A record that can list thousands of things is split by its writer
+//! ([`crate::record::Record::policy_reload_parts`]).
 //!
 //! [`Subtrees`]: crate::merkle::Subtrees
 

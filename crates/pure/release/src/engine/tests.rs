@@ -730,7 +730,9 @@ fn a_new_policy_withdraws_exactly_the_releases_it_no_longer_allows() {
 
 #[test]
 fn reloads_are_recorded_with_what_they_withdrew_or_why_they_were_refused() {
-    let applied = reload_record(NOW, None, &[4, 9]);
+    let [applied] = &reload_records(NOW, None, &[4, 9])[..] else {
+        panic!("two withdrawals fit one record");
+    };
     assert_eq!(
         (
             applied.kind.as_str(),
@@ -743,7 +745,10 @@ fn reloads_are_recorded_with_what_they_withdrew_or_why_they_were_refused() {
     assert!(applied.failed_checks.is_empty());
     assert_eq!(applied.withdrawals(), [4, 9]);
     assert_eq!(applied.rejection(), None);
-    let rejected = reload_record(NOW, Some("licences.toml: line 1: bad".into()), &[]);
+    let [rejected] = &reload_records(NOW, Some("licences.toml: line 1: bad".into()), &[])[..]
+    else {
+        panic!("one record");
+    };
     assert_eq!(rejected.outcome, "rejected");
     // The error is the reason, not a failed check.
     assert!(rejected.failed_checks.is_empty());
@@ -756,4 +761,12 @@ fn reloads_are_recorded_with_what_they_withdrew_or_why_they_were_refused() {
         Some("licences.toml: line 1: bad")
     );
     assert!(rejected.shards.is_empty());
+    // Past what one record lists, `withdrawal` parts come first and the reload last.
+    let many: Vec<u64> = (0..3001).collect();
+    let parts = reload_records(NOW, None, &many);
+    let kinds: Vec<&str> = parts.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, ["withdrawal", "withdrawal", "policy-reload"]);
+    let all: Vec<u64> = parts.iter().flat_map(|r| r.withdrawals()).collect();
+    assert_eq!(all, many);
+    assert_eq!(parts[2].withdrawals(), [3000]);
 }
