@@ -162,7 +162,8 @@ pub struct FetchReport {
     pub ledger_index: Option<u64>,
     /// Whether an interrupted fetch was resumed.
     pub resumed: bool,
-    /// Stream bytes downloaded by this run.
+    /// Stream bytes downloaded by this run, over all its attempts (a resume after a broken
+    /// transfer adds to what the broken one received; bytes received again count again).
     pub downloaded: u64,
     /// Bytes written (sum of file sizes).
     pub bytes: u64,
@@ -387,6 +388,9 @@ async fn run(
         });
     let mut attempt = previous.map(|s| s.release);
     let mut retried = false;
+    // Stream bytes received by this run, over every attempt (a resume after a broken
+    // transfer, a new release after an expired one).
+    let downloaded = Arc::new(AtomicU64::new(0));
     loop {
         let (release, ledger_index, resumed) = match attempt.take() {
             Some(rel) => (rel, None, true),
@@ -407,7 +411,7 @@ async fn run(
             }
         };
         let got = tokio::select! {
-            r = download(cfg, &client, &host, &release, &partial, timing) => r,
+            r = download(cfg, &client, &host, &release, &partial, &downloaded, timing) => r,
             i = crate::interrupt::stopped() => {
                 if !cfg.resumable {
                     return Err(FetchError::Interrupted(i, None));
@@ -417,14 +421,14 @@ async fn run(
             }
         };
         match got {
-            Ok((downloaded, files)) => {
+            Ok(files) => {
                 finish(scratch, files, out)?;
                 return Ok(FetchReport {
                     bytes: release.shards.iter().map(|s| s.size).sum(),
                     release,
                     ledger_index,
                     resumed,
-                    downloaded,
+                    downloaded: downloaded.load(Ordering::Relaxed),
                     attest_time: std::time::Duration::ZERO,
                     first_byte: None,
                 });
@@ -492,8 +496,9 @@ async fn download(
     host: &StaticSecret,
     rel: &ReleaseInfo,
     partial: &Path,
+    downloaded: &Arc<AtomicU64>,
     timing: &Timing,
-) -> Result<(u64, Vec<(String, PlaintextFile)>), FetchError> {
+) -> Result<Vec<(String, PlaintextFile)>, FetchError> {
     if cfg.resumable {
         mkdir_private(&partial.join("streams"))?;
     }
@@ -512,7 +517,6 @@ async fn download(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let downloaded = Arc::new(AtomicU64::new(0));
     let results: Vec<(String, Result<PlaintextFile, FetchError>)> =
         futures_util::stream::iter(rel.shards.iter())
             .map(|s| {
@@ -550,7 +554,7 @@ async fn download(
     }
     match first {
         Some(e) => Err(e),
-        None => Ok((downloaded.load(Ordering::Relaxed), files)),
+        None => Ok(files),
     }
 }
 
