@@ -699,3 +699,48 @@ fn a_record_too_long_for_a_tile_is_refused_and_its_batch_decided_without_it() {
         "gapless, the long one not among them"
     );
 }
+
+/// A batch commits without waiting for its WAL flush (the head's lock is free at once), so an
+/// answer must wait for a barrier that flushed it. On a cluster of its own whose WAL writer
+/// flushes only every 10 s, 20 appends in turn, each answered before the next is sent, cost
+/// the server at least 20 WAL fsyncs (`pg_stat_wal.wal_sync`): without the barrier they would
+/// be answered before any flush, and cost one or two.
+#[test]
+fn every_answered_append_was_flushed_before_its_answer() {
+    let pg = TestPostgres::start_in(&scratch_base()).expect("a test PostgreSQL");
+    pg.psql("postgres", "ALTER SYSTEM SET wal_writer_delay = '10s'")
+        .unwrap();
+    pg.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    let s = DatabaseSection::new(pg.create_database("durable").unwrap());
+    let rec = |i: u64| {
+        let mut r = Record::action("t", "open", "op", "m", None, vec![], "allowed");
+        r.bytes = Some(i);
+        r
+    };
+    // Connections end (and report their statistics) when the database is dropped.
+    let appended = |from: u64, n: u64| {
+        let db = connect(&s);
+        let l = db.ledger();
+        for i in from..from + n {
+            assert_eq!(l.append(&rec(i)).unwrap(), i);
+        }
+        drop((l, db));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let syncs = || -> u64 {
+        pg.psql("postgres", "SELECT wal_sync FROM pg_stat_wal")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    appended(0, 1); // the schema, and the new delay in force
+    let before = syncs();
+    appended(1, 20);
+    let after = syncs();
+    assert!(
+        after - before >= 20,
+        "20 answered appends in turn, {} WAL fsyncs",
+        after - before
+    );
+    eprintln!("20 answered appends in turn: {} WAL fsyncs", after - before);
+}
