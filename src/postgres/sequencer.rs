@@ -2,13 +2,8 @@
 //! decision waiting, and commits them as one transaction (group commit). The ledger head's
 //! row lock orders every batch of every replica, so indices are gapless and each batch sees
 //! the counters the previous one committed; the lock is held from the moment a batch's
-//! counters are read until its commit, and nothing the client does between statements may
-//! lengthen that more than it must, because every other replica waits for it. The commit does
-//! not wait for its WAL flush (`synchronous_commit = off` for the batch alone): the lock is
-//! free for the next batch while this one's flush is under way, and the requests are answered
-//! by a second task once a barrier has made it durable ([`durable`], [`flush`]). A crash can
-//! lose only a suffix of the WAL, never a batch before a durable one, and nothing of a lost
-//! batch was answered; readers that hand entries on (tiles, checkpoints) pass a barrier too.
+//! counters are read until its commit is durable, and nothing the client does between
+//! statements may lengthen that more than it must, because every other replica waits for it:
 //!
 //! - A batch of appends alone is one statement in its own transaction ([`WRITE`]): it takes
 //!   the head's lock, numbers the entries from the head, inserts them and adds what they
@@ -23,10 +18,9 @@
 //!   those its predecessors' final records leave (two rounds when every decision is allowed,
 //!   three when a limit is reached in the batch). Then [`WRITE`] and `COMMIT`, pipelined.
 //!
-//! Only once the commit is durable is any index answered; if the batch fails, every request
-//! of it gets the error and nothing of it exists: the ledger and the counters cannot
-//! disagree, and an allocation is counted exactly once across replicas. (If the barrier fails,
-//! the batch exists but its requests get the error: an allocation counted, nothing released.)
+//! Only after the commit is any index answered; if anything fails, every request of the batch
+//! gets the error and nothing of it exists: the ledger and the counters cannot disagree, and
+//! an allocation is counted exactly once across replicas.
 
 use super::{i64_of, u64_of, PgError};
 use crate::ledger::merkle::leaf_hash;
@@ -137,8 +131,6 @@ const LINGER: Duration = Duration::from_micros(300);
 /// after [`LINGER`]: without the wait, the first caller back would take a commit for itself
 /// while the others queue behind it.
 pub(super) async fn run(pool: Pool, mut rx: mpsc::Receiver<Work>) {
-    let (committed, to_flush) = mpsc::unbounded_channel();
-    tokio::spawn(flush(pool.clone(), to_flush));
     let mut batch = Vec::new();
     let mut expect = 1;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -153,66 +145,7 @@ pub(super) async fn run(pool: Pool, mut rx: mpsc::Receiver<Work>) {
             }
         }
         expect = batch.len();
-        let items = batch.drain(..).map(Item::from).collect();
-        commit_batch(&pool, items, &committed).await;
-    }
-}
-
-/// A batch committed (without waiting for its flush), its requests waiting for their indices.
-struct Committed {
-    first: u64,
-    replies: Vec<oneshot::Sender<Indexed>>,
-}
-
-/// Slots of `wv_durable`: each barrier bumps one at random, so the table stays this small and
-/// the barriers of many replicas seldom wait for each other's row.
-const DURABLE_SLOTS: u16 = 64;
-
-const DURABLE: &str = "INSERT INTO wv_durable AS d (slot, n) VALUES ($1, 1)
-    ON CONFLICT (slot) DO UPDATE SET n = d.n + 1";
-
-/// Waits until everything committed before the call is durable: commits a write of its own,
-/// which the server answers only once its commit record is flushed (and, with synchronous
-/// standbys, replicated) by the server's `synchronous_commit`; WAL is flushed in order, so every
-/// commit before it is flushed too. Concurrent barriers of any replicas share the server's
-/// group commit of WAL flushes.
-pub(super) async fn durable(pool: &Pool) -> Result<(), PgError> {
-    let mut b = [0u8; 2];
-    getrandom::fill(&mut b).expect("OS randomness");
-    let slot = (u16::from_le_bytes(b) % DURABLE_SLOTS) as i16;
-    let c = pool.get().await?;
-    let done = async {
-        let st = c.prepare_cached(DURABLE).await?;
-        c.execute(&st, &[&slot]).await
-    };
-    if let Err(e) = done.await {
-        drop(deadpool_postgres::Object::take(c));
-        return Err(PgError::Db(e));
-    }
-    Ok(())
-}
-
-/// Answers committed batches once a barrier ([`durable`]) begun after their commits has
-/// returned; batches committed while one is in flight wait for the next, which covers all of
-/// them. An error answers every waiting request with it: their entries exist (committed) but
-/// are not known to be durable, so nothing may be released on them.
-async fn flush(pool: Pool, mut rx: mpsc::UnboundedReceiver<Committed>) {
-    let mut waiting = Vec::new();
-    while rx.recv_many(&mut waiting, usize::MAX).await > 0 {
-        let flushed = durable(&pool).await;
-        if let Err(e) = &flushed {
-            tracing::error!("ledger batches committed but not known to be durable: {e}");
-        }
-        for c in waiting.drain(..) {
-            for (k, reply) in c.replies.into_iter().enumerate() {
-                let _ = reply.send(match &flushed {
-                    Ok(()) => Ok(c.first + k as u64),
-                    Err(e) => Err(PgError::Batch(format!(
-                        "committed but not known to be durable: {e}"
-                    ))),
-                });
-            }
-        }
+        commit_batch(&pool, batch.drain(..).map(Item::from).collect()).await;
     }
 }
 
@@ -223,9 +156,6 @@ fn fail_all(items: Vec<Item>, e: &PgError) {
     }
 }
 
-/// A batch's transaction: its commit does not wait for the WAL flush (the head's lock is
-/// released at once), and [`flush`] answers it once it is durable.
-const BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 const LOCK_HEAD: &str = "SELECT size FROM wv_ledger_head FOR UPDATE";
 const COUNTERS: &str = "SELECT licence, releases, bytes FROM wv_licence_usage";
 /// A batch's entries numbered from the head, and what they count added to the counters, in
@@ -275,11 +205,7 @@ const WRITE: &str = "WITH h AS (
 
 /// One batch (see the module's documentation). A connection that saw any error is closed
 /// rather than returned to the pool (the server rolls its transaction back).
-async fn commit_batch(
-    pool: &Pool,
-    mut items: Vec<Item>,
-    committed: &mpsc::UnboundedSender<Committed>,
-) {
+async fn commit_batch(pool: &Pool, mut items: Vec<Item>) {
     let client = match pool.get().await {
         Ok(c) => c,
         Err(e) => return fail_all(items, &PgError::Pool(e)),
@@ -306,7 +232,7 @@ async fn commit_batch(
             // Sent together; the server runs them in order, so the read after the lock sees
             // the counters the previous holder committed.
             let (_, _head, rows) = tokio::try_join!(
-                client.batch_execute(BEGIN),
+                client.batch_execute("BEGIN"),
                 client.query_one(&lock_head, &[]),
                 client.query(&read_counters, &[]),
             )?;
@@ -359,14 +285,14 @@ async fn commit_batch(
             &follows,
             &bytes,
         ];
-        // Sent together (after `BEGIN` too when the head is not locked yet); the answer to
-        // `COMMIT` comes without waiting for the flush, and the indices go to the flusher.
-        // Should the write fail, the server takes the COMMIT of the aborted transaction as a
-        // ROLLBACK, and the write's error is what is answered.
+        // Sent together (after `BEGIN` too when the head is not locked yet). The index comes
+        // back only with the answer to `COMMIT`, which the server sends once the commit is
+        // durable. Should the write fail, the server takes the COMMIT of the aborted
+        // transaction as a ROLLBACK, and the write's error is what is answered.
         let begin = async {
             match began {
                 true => Ok(()),
-                false => client.batch_execute(BEGIN).await,
+                false => client.batch_execute("BEGIN").await,
             }
         };
         let (begun, written, committed) = tokio::join!(
@@ -381,9 +307,9 @@ async fn commit_batch(
     };
     match write.await {
         Ok(first) => {
-            let replies = items.into_iter().map(|it| it.reply).collect();
-            // The flusher ends only when this sender is dropped.
-            let _ = committed.send(Committed { first, replies });
+            for (k, it) in items.into_iter().enumerate() {
+                let _ = it.reply.send(Ok(first + k as u64));
+            }
         }
         Err(e) => {
             tracing::error!("ledger batch of {n} entries not committed: {e}");
