@@ -741,3 +741,33 @@ fn seal_facts_are_checked_forced_seals_recorded_and_removal_frees_the_name() {
         recs[1]
     );
 }
+
+/// A checkpoint of so many files that the `seal` record naming them cannot be a ledger entry
+/// (65,535 bytes, what a bundle of the published tiles holds) is refused before anything is
+/// sealed, with the count and the way out, and nothing recorded; 1,501 of them seal.
+#[test]
+fn a_checkpoint_of_too_many_files_for_one_record_is_refused_before_sealing() {
+    let (tmp, v) = common::fresh_vault();
+    let dir = small_checkpoint(&tmp.path().join("many"), 3, 4);
+    // 2,000 files of 33-byte names: about 72 KB of names in the record.
+    for i in 0..1999 {
+        std::fs::write(dir.join(format!("extra-{i:05}-of-02000-data.json")), b"{}").unwrap();
+    }
+    let r = seal(&v, &dir, "many@r1", &[]);
+    assert_fails(
+        r.clone(),
+        "has 2001 files: the `seal` record naming them would be",
+    );
+    assert!(r.2.contains("(65535 bytes); nothing was sealed"), "{}", r.2);
+    assert_vault_untouched(&v, "many");
+    let (ok, out, _) = cli(&v, &["audit", "show"]);
+    assert!(
+        !v.join("ledger/segments").exists() || (ok && out.is_empty()),
+        "a refused seal is not recorded: {out}"
+    );
+    for i in 1500..1999 {
+        std::fs::remove_file(dir.join(format!("extra-{i:05}-of-02000-data.json"))).unwrap();
+    }
+    let (ok, _, err) = seal(&v, &dir, "many@r1", &[]);
+    assert!(ok, "1,501 files fit one record: {err}");
+}

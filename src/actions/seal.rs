@@ -61,6 +61,17 @@ pub enum SealError {
         /// Why taking the revision out again failed, if it did.
         undone: Option<Box<StoreError>>,
     },
+    /// The `seal` record would name more than a ledger entry holds: refused before anything
+    /// is written.
+    #[error("{} has {files} files: the `seal` record naming them would be {} bytes, longer than a ledger entry may be ({} bytes); nothing was sealed (seal the checkpoint as fewer, larger shards)", src.display(), too_long.len, crate::ledger::record::MAX_ENTRY_LEN)]
+    TooManyFiles {
+        /// The source.
+        src: std::path::PathBuf,
+        /// Its files.
+        files: usize,
+        /// The record's length.
+        too_long: crate::ledger::record::TooLong,
+    },
 }
 
 impl Vault {
@@ -78,20 +89,38 @@ impl Vault {
         operator: &str,
         forced: &[String],
     ) -> Result<(SealReport, Recorded), SealError> {
-        let r = self.seal(src, req, kw, progress)?;
-        let mut rec = operator_record(
-            Kind::Seal,
-            operator,
-            &r.manifest.model,
-            Some(&r.manifest.revision),
-            r.manifest.files.iter().map(|f| f.path.clone()).collect(),
-            Outcome::Sealed,
-        );
-        rec.bytes = Some(r.bytes);
-        if !forced.is_empty() {
-            rec.failed_checks = vec!["classification".into()];
-            rec.reason = Some(format!("forced: {}", forced.join("; ")));
+        let record = |files: Vec<String>, bytes: u64| {
+            let mut rec = operator_record(
+                Kind::Seal,
+                operator,
+                &req.model,
+                Some(&req.revision),
+                files,
+                Outcome::Sealed,
+            );
+            rec.bytes = Some(bytes);
+            if !forced.is_empty() {
+                rec.failed_checks = vec!["classification".into()];
+                rec.reason = Some(format!("forced: {}", forced.join("; ")));
+            }
+            rec
+        };
+        // The record names every file: one that cannot be an entry is known before a byte is
+        // sealed (the longest byte count stands in for the one to come).
+        let plan = crate::store::checkpoint::plan(src)?;
+        let files = plan.len();
+        if let Err(too_long) = record(plan.into_iter().map(|f| f.rel).collect(), u64::MAX).entry() {
+            return Err(SealError::TooManyFiles {
+                src: src.to_path_buf(),
+                files,
+                too_long,
+            });
         }
+        let r = self.seal(src, req, kw, progress)?;
+        let rec = record(
+            r.manifest.files.iter().map(|f| f.path.clone()).collect(),
+            r.bytes,
+        );
         match self.record(&rec) {
             Ok(at) => Ok((r, at)),
             Err(error) => {
