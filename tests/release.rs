@@ -1376,6 +1376,13 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
         "{m}"
     );
     assert_eq!(value("weightvault_decision_seconds_count"), 1.0);
+    // One append per shard stream's end.
+    let shards = common::files_under(&out).len() as f64;
+    assert_eq!(
+        value("weightvault_ledger_append_seconds_count"),
+        shards,
+        "{m}"
+    );
     assert_eq!(value("weightvault_open_streams"), 0.0);
     // The service published its ledger, the release's decision included, as tiles an auditor
     // checks from the buckets and the public key alone.

@@ -25,6 +25,9 @@ pub struct Metrics {
     /// licence state and the ledger append are one step (with a shared database, one
     /// transaction), so they are timed together.
     pub decision_seconds: Histogram,
+    /// Time to make a record other than a decision durable in the ledger (stream ends, policy
+    /// reloads): the appends that are not part of a decision.
+    pub append_seconds: Histogram,
     /// Shard streams open now.
     pub open_streams: IntGauge,
 }
@@ -49,6 +52,14 @@ impl Metrics {
                 "decision_seconds",
                 "Time to decide a release request and make its ledger record durable",
             )
+            .buckets(buckets.clone()),
+        )
+        .expect("metric");
+        let append_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ledger_append_seconds",
+                "Time to make a ledger record other than a decision durable (stream ends, policy reloads)",
+            )
             .buckets(buckets),
         )
         .expect("metric");
@@ -57,6 +68,7 @@ impl Metrics {
             Box::new(releases.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(bytes_streamed.clone()),
             Box::new(decision_seconds.clone()),
+            Box::new(append_seconds.clone()),
             Box::new(open_streams.clone()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -66,6 +78,7 @@ impl Metrics {
             releases,
             bytes_streamed,
             decision_seconds,
+            append_seconds,
             open_streams,
         }
     }

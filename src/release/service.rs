@@ -600,7 +600,11 @@ fn produce(
         cut.as_deref(),
         st.clock.now(),
     );
-    match st.ledger.append(&r) {
+    let appended = {
+        let _t = st.metrics.append_seconds.start_timer();
+        st.ledger.append(&r)
+    };
+    match appended {
         Ok(i) => {
             // On a blocking thread of the service's runtime.
             let counted = tokio::runtime::Handle::current().block_on(st.state.count(i, &r));
@@ -695,6 +699,7 @@ async fn append_chain(
     tokio::task::spawn_blocking(move || {
         let mut prev = None;
         for r in records {
+            let _t = st.metrics.append_seconds.start_timer();
             prev = Some(st.ledger.append(&r.chained_to(prev))?);
         }
         Ok(())
