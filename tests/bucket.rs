@@ -394,19 +394,7 @@ fn a_buckets_object_lock_retention_is_read_and_required() {
         None,
         "lock without a default"
     );
-    let set = |b: &str, mode: &str, period: &str| {
-        moto()
-            .aws(&[
-                "s3api",
-                "put-object-lock-configuration",
-                "--bucket",
-                b,
-                "--object-lock-configuration",
-                &format!(r#"{{"ObjectLockEnabled":"Enabled","Rule":{{"DefaultRetention":{{"Mode":"{mode}",{period}}}}}}}"#),
-            ])
-            .unwrap();
-    };
-    set(&locked, "GOVERNANCE", r#""Days":1"#);
+    set_default_retention(&locked, "GOVERNANCE", r#""Days":1"#);
     let got = default_retention(&cfg(&locked)).unwrap();
     assert_eq!(
         got,
@@ -420,7 +408,7 @@ fn a_buckets_object_lock_retention_is_read_and_required() {
     require(&cfg(&locked), 1, LockMode::Governance).unwrap();
 
     let five_years = new_bucket(true);
-    set(&five_years, "COMPLIANCE", r#""Years":5"#);
+    set_default_retention(&five_years, "COMPLIANCE", r#""Years":5"#);
     let r = require(&cfg(&five_years), 1825, LockMode::Compliance).unwrap();
     assert_eq!(r.days, 1825);
 }
@@ -524,17 +512,7 @@ fn an_interrupted_seal_into_a_bucket_leaves_no_revision() {
 
 #[test]
 fn the_ledger_published_as_tiles_is_audited_from_the_buckets_and_public_key_alone() {
-    let worm = new_bucket(true);
-    moto()
-        .aws(&[
-            "s3api",
-            "put-object-lock-configuration",
-            "--bucket",
-            &worm,
-            "--object-lock-configuration",
-            r#"{"ObjectLockEnabled":"Enabled","Rule":{"DefaultRetention":{"Mode":"GOVERNANCE","Days":1}}}"#,
-        ])
-        .unwrap();
+    let worm = new_worm_bucket();
     let head = new_bucket(false);
     let (tmp, vault) = fresh_vault();
     let tiles_section = |days: u32, mode: &str| {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::GENERATED;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,7 +15,6 @@ use weightvault_testkit::{new_host_key, TestCa};
 
 const TESTKIT: &str = env!("CARGO_BIN_EXE_weightvault-testkit");
 const FRONTIER: &str = "acme-frontier@r1";
-const GENERATED: &str = "acme-small@g1";
 
 struct Env {
     root: PathBuf,
@@ -111,29 +111,7 @@ fn env() -> &'static Env {
         );
         // A generated 64 MiB model in two shards with an index, for resume and concurrency.
         let generated = root.join("generated");
-        std::fs::create_dir_all(&generated).unwrap();
-        for k in 0..2u64 {
-            common::write_safetensors(
-                &generated.join(format!("model-0000{}-of-00002.safetensors", k + 1)),
-                &[(
-                    "w",
-                    safetensors::Dtype::F32,
-                    vec![2048, 4096],
-                    common::bytes(k + 77, 32 << 20),
-                )],
-            );
-        }
-        std::fs::write(
-            generated.join("model.safetensors.index.json"),
-            r#"{"metadata":{},"weight_map":{"w":"model-00001-of-00002.safetensors"}}"#,
-        )
-        .unwrap();
-        common::seal_ok(
-            &vault,
-            &generated,
-            GENERATED,
-            &["--eccn", "EAR99", "--training-ops", "4e24"],
-        );
+        common::seal_generated(&vault, &generated);
         // The test PKI: the organisation CA, the server, one client per identity, and the
         // certificates that must fail the handshake.
         let pki = root.join("pki");
@@ -1286,29 +1264,6 @@ fn a_service_on_a_bucket_releases_what_it_sealed_there_and_trace_reads_it() {
     );
 }
 
-/// `GET path` in plain HTTP/1.1 on `addr`: (status, body).
-fn plain_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let status = r
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = r
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[test]
 fn the_operations_port_answers_health_readiness_and_metrics() {
     let root = test_root("ops");
@@ -1348,8 +1303,8 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
         .nth(1)
         .expect("the ops address on the second line")
         .to_string();
-    assert_eq!(plain_get(&ops, "/healthz"), (200, "ok\n".into()));
-    let (s, body) = plain_get(&ops, "/readyz");
+    assert_eq!(common::plain_get(&ops, "/healthz"), (200, "ok\n".into()));
+    let (s, body) = common::plain_get(&ops, "/readyz");
     assert_eq!(s, 200, "{body}");
     let r: serde_json::Value = serde_json::from_str(&body).unwrap();
     for k in ["store", "state", "hsm", "ledger"] {
@@ -1359,7 +1314,7 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
     c.server = server;
     let out = root.join("out");
     fetch(&c, &rr(GENERATED), &out).unwrap();
-    let (s, m) = plain_get(&ops, "/metrics");
+    let (s, m) = common::plain_get(&ops, "/metrics");
     assert_eq!(s, 200);
     let value = |name: &str| -> f64 {
         m.lines()
@@ -1437,12 +1392,12 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
     // The store gone: not ready (a balancer stops sending requests here), still alive.
     drop(s3);
     std::thread::sleep(std::time::Duration::from_millis(600));
-    let (s, body) = plain_get(&ops, "/readyz");
+    let (s, body) = common::plain_get(&ops, "/readyz");
     assert_eq!(s, 503, "{body}");
     let r: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_ne!(r["store"], "ok", "{body}");
     assert_eq!(r["hsm"], "ok", "{body}");
-    assert_eq!(plain_get(&ops, "/healthz").0, 200);
+    assert_eq!(common::plain_get(&ops, "/healthz").0, 200);
     drop(child);
 }
 

@@ -255,22 +255,12 @@ fn wait_for<T>(within: std::time::Duration, what: &str, mut f: impl FnMut() -> O
 /// interrupted.)
 #[test]
 fn the_integrator_killed_mid_integration_is_replaced_and_the_tiles_hold_every_entry() {
-    use common::s3::{moto, new_bucket};
+    use common::s3::{moto, new_bucket, new_worm_bucket};
     use std::time::Duration;
     let tmp = common::scratch();
     let root = tmp.path().to_path_buf();
     make_vault(&root);
-    let worm = new_bucket(true);
-    moto()
-        .aws(&[
-            "s3api",
-            "put-object-lock-configuration",
-            "--bucket",
-            &worm,
-            "--object-lock-configuration",
-            r#"{"ObjectLockEnabled":"Enabled","Rule":{"DefaultRetention":{"Mode":"GOVERNANCE","Days":1}}}"#,
-        ])
-        .unwrap();
+    let worm = new_worm_bucket();
     let head = new_bucket(false);
     let toml = root.join("vault/vault.toml");
     let base = std::fs::read_to_string(&toml).unwrap();

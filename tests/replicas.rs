@@ -10,8 +10,8 @@
 
 mod common;
 
+use common::GENERATED;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -24,8 +24,6 @@ use weightvault_testkit::{new_host_key, TestCa};
 const TESTKIT: &str = env!("CARGO_BIN_EXE_weightvault-testkit");
 /// A small 4E091 model: released to globex in India only under licence D-2026-0001.
 const FRONTIER: &str = "acme-frontier@r1";
-/// 64 MiB in two shards: long enough at `--limit-rate` for a kill to land inside a shard.
-const GENERATED: &str = "acme-small@g1";
 const LICENCE: &str = "D-2026-0001";
 
 /// What every test of this binary shares.
@@ -64,29 +62,7 @@ fn fx() -> &'static Fixture {
             &["--eccn", "4E091", "--training-ops", "3.1e26"],
         );
         let generated = root.join("generated");
-        std::fs::create_dir_all(&generated).unwrap();
-        for k in 0..2u64 {
-            common::write_safetensors(
-                &generated.join(format!("model-0000{}-of-00002.safetensors", k + 1)),
-                &[(
-                    "w",
-                    safetensors::Dtype::F32,
-                    vec![2048, 4096],
-                    common::bytes(k + 77, 32 << 20),
-                )],
-            );
-        }
-        std::fs::write(
-            generated.join("model.safetensors.index.json"),
-            r#"{"metadata":{},"weight_map":{"w":"model-00001-of-00002.safetensors"}}"#,
-        )
-        .unwrap();
-        common::seal_ok(
-            &vault,
-            &generated,
-            GENERATED,
-            &["--eccn", "EAR99", "--training-ops", "4e24"],
-        );
+        common::seal_generated(&vault, &generated);
         let pki = root.join("pki");
         let ca = TestCa::create(&pki, "test organisation CA").unwrap();
         ca.issue_server("server").unwrap();
@@ -105,29 +81,6 @@ fn fx() -> &'static Fixture {
             generated,
         }
     })
-}
-
-/// `GET path` in plain HTTP/1.1 on `addr` (an operations port): (status, body).
-fn plain_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let status = r
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = r
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// One `weightvault serve` on the shared vault, with its operations port; it stops when its
@@ -197,7 +150,7 @@ impl Replica {
 
     /// The value of a Prometheus sample of this replica (`name` with its labels), 0 if absent.
     fn metric(&self, name: &str) -> f64 {
-        let (s, m) = plain_get(&self.backend.ops, "/metrics");
+        let (s, m) = common::plain_get(&self.backend.ops, "/metrics");
         assert_eq!(s, 200, "{m}");
         m.lines()
             .find(|l| l.split(' ').next() == Some(name))

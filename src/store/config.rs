@@ -102,20 +102,72 @@ impl StoreSection {
         self.url.is_none() && self.endpoint.is_none() && self.region.is_none()
     }
 
+    /// How this section's bucket is reached: its `endpoint`, `region` and `allow_http`.
+    pub fn s3(&self) -> S3Endpoint {
+        S3Endpoint {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            allow_http: self.allow_http,
+        }
+    }
+
     /// The bucket these settings name, with `WEIGHTVAULT_STORE` (`env`) over `url`; `None`
     /// for the local directory.
     pub fn bucket(&self, env: Option<String>) -> Option<super::bucket::BucketConfig> {
         let url = env.filter(|u| !u.is_empty()).or_else(|| self.url.clone())?;
-        Some(super::bucket::BucketConfig {
+        Some(
+            self.s3()
+                .bucket(url, self.part_size, self.parallel_parts, self.read_ahead),
+        )
+    }
+}
+
+/// How a bucket's S3 server is reached: the `endpoint`, `region` and `allow_http` keys that
+/// `[store]` and `[ledger.tiles]` both take. Each section declares the keys itself rather than
+/// flattening this struct into it (`#[serde(flatten)]`): with `flatten`, a mistake in
+/// `vault.toml` would be reported at the section's header instead of at the key, and an
+/// unknown key without the list of the keys the section takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Endpoint {
+    /// Endpoint of an S3-compatible server (AWS when absent, or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Region (or `AWS_REGION`).
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint (or `AWS_ALLOW_HTTP=true`).
+    pub allow_http: bool,
+}
+
+impl S3Endpoint {
+    /// These settings, with `base`'s endpoint and region where they name none; plain HTTP is
+    /// allowed if either allows it.
+    pub fn or(self, base: S3Endpoint) -> S3Endpoint {
+        S3Endpoint {
+            endpoint: self.endpoint.or(base.endpoint),
+            region: self.region.or(base.region),
+            allow_http: self.allow_http || base.allow_http,
+        }
+    }
+
+    /// The bucket at `url` reached this way, with `part_size` (default 16 MiB),
+    /// `parallel_parts` (default 4) and `read_ahead` (default 8) where given, and the
+    /// credentials of the usual sources.
+    pub fn bucket(
+        &self,
+        url: String,
+        part_size: Option<u64>,
+        parallel_parts: Option<usize>,
+        read_ahead: Option<usize>,
+    ) -> super::bucket::BucketConfig {
+        super::bucket::BucketConfig {
             url,
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
             allow_http: self.allow_http,
-            part_size: self.part_size.unwrap_or(super::bucket::DEFAULT_PART_SIZE),
-            parallel_parts: self.parallel_parts.unwrap_or(4),
-            read_ahead: self.read_ahead.unwrap_or(8),
+            part_size: part_size.unwrap_or(super::bucket::DEFAULT_PART_SIZE),
+            parallel_parts: parallel_parts.unwrap_or(4),
+            read_ahead: read_ahead.unwrap_or(8),
             credentials: None,
-        })
+        }
     }
 }
 
@@ -147,7 +199,7 @@ pub struct TilesSection {
     /// Region (default: `[store] region`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// Allow a plain-HTTP endpoint (test servers).
+    /// Allow a plain-HTTP endpoint (test servers; allowed too where `[store] allow_http` is).
     #[serde(default)]
     pub allow_http: bool,
     /// `serve --require-worm` refuses to start unless the `url` bucket keeps new objects at
@@ -168,22 +220,25 @@ fn default_worm_mode() -> String {
 }
 
 impl TilesSection {
+    /// How both buckets are reached: this section's `endpoint`, `region` and `allow_http`,
+    /// with `store`'s where it names none.
+    pub fn s3(&self, store: &StoreSection) -> S3Endpoint {
+        S3Endpoint {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            allow_http: self.allow_http,
+        }
+        .or(store.s3())
+    }
+
     /// The write-once and the mutable bucket, with `store`'s endpoint and region where this
     /// section names none.
     pub fn buckets(
         &self,
         store: &StoreSection,
     ) -> (super::bucket::BucketConfig, super::bucket::BucketConfig) {
-        let cfg = |url: &str| super::bucket::BucketConfig {
-            url: url.into(),
-            endpoint: self.endpoint.clone().or_else(|| store.endpoint.clone()),
-            region: self.region.clone().or_else(|| store.region.clone()),
-            allow_http: self.allow_http || store.allow_http,
-            part_size: super::bucket::DEFAULT_PART_SIZE,
-            parallel_parts: 4,
-            read_ahead: 8,
-            credentials: None,
-        };
+        let s3 = self.s3(store);
+        let cfg = |url: &str| s3.bucket(url.into(), None, None, None);
         (cfg(&self.url), cfg(&self.head_url))
     }
 
@@ -211,6 +266,99 @@ impl Default for LedgerSection {
         Self {
             origin: default_origin(),
             tiles: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `vault.toml` with an `[hsm]` section and `tail`.
+    fn parse(tail: &str) -> Result<VaultConfig, toml::de::Error> {
+        let hsm =
+            "[hsm]\nmodule = \"m\"\ntoken_label = \"t\"\nkek_label = \"k\"\nlock_file = \"l\"\n";
+        toml::from_str(&format!("{hsm}{tail}"))
+    }
+
+    fn config(tail: &str) -> VaultConfig {
+        parse(tail).unwrap()
+    }
+
+    #[test]
+    fn the_tiles_buckets_are_reached_as_the_store_where_the_tiles_name_nothing() {
+        let c = config(
+            "[store]\nurl = \"s3://w/p\"\nendpoint = \"http://s3.lab:9000\"\nregion = \"eu-west-1\"\nallow_http = true\npart_size = 8388608\n\
+             [ledger.tiles]\nurl = \"s3://l/log\"\nhead_url = \"s3://h/log\"\n",
+        );
+        let store = c.store.bucket(None).unwrap();
+        assert_eq!(
+            (
+                store.url.as_str(),
+                store.endpoint.as_deref(),
+                store.region.as_deref()
+            ),
+            ("s3://w/p", Some("http://s3.lab:9000"), Some("eu-west-1"))
+        );
+        assert!(store.allow_http);
+        assert_eq!(
+            (store.part_size, store.parallel_parts, store.read_ahead),
+            (8 << 20, 4, 8)
+        );
+        let (worm, head) = c.ledger.tiles.as_ref().unwrap().buckets(&c.store);
+        for (b, url) in [(&worm, "s3://l/log"), (&head, "s3://h/log")] {
+            assert_eq!(
+                (b.url.as_str(), b.endpoint.as_deref(), b.region.as_deref()),
+                (url, Some("http://s3.lab:9000"), Some("eu-west-1"))
+            );
+            assert!(b.allow_http);
+            assert_eq!(
+                (b.part_size, b.parallel_parts, b.read_ahead),
+                (crate::store::bucket::DEFAULT_PART_SIZE, 4, 8)
+            );
+        }
+        assert_eq!(
+            c.store.bucket(Some("s3://other".into())).map(|b| b.url),
+            Some("s3://other".into())
+        );
+    }
+
+    #[test]
+    fn the_tiles_own_endpoint_and_region_win_over_the_stores() {
+        let c = config(
+            "[store]\nendpoint = \"http://a\"\nregion = \"ra\"\n\
+             [ledger.tiles]\nurl = \"s3://l\"\nhead_url = \"s3://h\"\nendpoint = \"http://b\"\nregion = \"rb\"\n",
+        );
+        assert_eq!(c.store.bucket(None).map(|b| b.url), None, "no url: local");
+        let (worm, _) = c.ledger.tiles.as_ref().unwrap().buckets(&c.store);
+        assert_eq!(
+            (
+                worm.endpoint.as_deref(),
+                worm.region.as_deref(),
+                worm.allow_http
+            ),
+            (Some("http://b"), Some("rb"), false)
+        );
+        let bare =
+            config("[ledger.tiles]\nurl = \"s3://l\"\nhead_url = \"s3://h\"\nallow_http = true\n");
+        let (worm, _) = bare.ledger.tiles.as_ref().unwrap().buckets(&bare.store);
+        assert_eq!(
+            (worm.endpoint, worm.region, worm.allow_http),
+            (None, None, true)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_both_sections() {
+        for tail in [
+            "[store]\nurl = \"s3://w\"\nendpont = \"http://a\"\n",
+            "[ledger.tiles]\nurl = \"s3://l\"\nhead_url = \"s3://h\"\nendpont = \"http://a\"\n",
+        ] {
+            let e = parse(tail).unwrap_err();
+            assert!(
+                e.to_string().contains("unknown field `endpont`, expected"),
+                "{e}"
+            );
         }
     }
 }

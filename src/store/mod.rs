@@ -34,7 +34,9 @@ mod revision;
 mod seal;
 mod service_key;
 mod setup;
-pub use config::{HsmSection, LedgerSection, SealSection, StoreSection, TilesSection, VaultConfig};
+pub use config::{
+    HsmSection, LedgerSection, S3Endpoint, SealSection, StoreSection, TilesSection, VaultConfig,
+};
 pub use error::{ConfigError, RecordError, StoreError};
 use manifest::shredded_at;
 pub use manifest::{

@@ -193,6 +193,39 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, safetensors::Dtype, Vec<
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
+/// The generated model [`seal_generated`] seals: `acme-small@g1`.
+pub const GENERATED: &str = "acme-small@g1";
+
+/// Writes a generated 64 MiB model into `dir` (made if absent): two shards of one 32 MiB F32
+/// tensor each, pseudo-random, and an index; and seals it into `vault` as [`GENERATED`]
+/// (EAR99, 4e24 training operations). Large enough for resume and concurrency, and for a
+/// kill at `--limit-rate` to land inside a shard.
+pub fn seal_generated(vault: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for k in 0..2u64 {
+        write_safetensors(
+            &dir.join(format!("model-0000{}-of-00002.safetensors", k + 1)),
+            &[(
+                "w",
+                safetensors::Dtype::F32,
+                vec![2048, 4096],
+                bytes(k + 77, 32 << 20),
+            )],
+        );
+    }
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        r#"{"metadata":{},"weight_map":{"w":"model-00001-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    seal_ok(
+        vault,
+        dir,
+        GENERATED,
+        &["--eccn", "EAR99", "--training-ops", "4e24"],
+    );
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -420,6 +453,29 @@ pub fn signal(pid: u32, sig: &str) {
         .status()
         .unwrap()
         .success());
+}
+
+/// `GET path` in plain HTTP/1.1 on `addr` (an operations port): (status, body).
+pub fn plain_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let status = r
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = r
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Copies the files of `from` (not its subdirectories) into `to`.

@@ -45,6 +45,33 @@ pub fn new_bucket(object_lock: bool) -> String {
     name
 }
 
+/// Sets the default retention of `bucket` (made with Object Lock) on the test server: `mode`
+/// `GOVERNANCE` or `COMPLIANCE` for `period` as the S3 API writes it (`"Days":1`,
+/// `"Years":5`).
+pub fn set_default_retention(bucket: &str, mode: &str, period: &str) {
+    moto()
+        .aws(&[
+            "s3api",
+            "put-object-lock-configuration",
+            "--bucket",
+            bucket,
+            "--object-lock-configuration",
+            &format!(
+                r#"{{"ObjectLockEnabled":"Enabled","Rule":{{"DefaultRetention":{{"Mode":"{mode}",{period}}}}}}}"#
+            ),
+        ])
+        .unwrap();
+}
+
+/// A new bucket with Object Lock that keeps new objects one day in GOVERNANCE mode (the
+/// write-once bucket of a test's `[ledger.tiles]`, `worm_days = 1`, `worm_mode =
+/// "governance"`): its name.
+pub fn new_worm_bucket() -> String {
+    let name = new_bucket(true);
+    set_default_retention(&name, "GOVERNANCE", r#""Days":1"#);
+    name
+}
+
 /// How the library reaches `url` on the test server (`part_size` bytes per part).
 pub fn bucket_config(url: &str, part_size: u64) -> BucketConfig {
     BucketConfig {
