@@ -1336,7 +1336,7 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
     let shards = common::files_under(&out).len() as f64;
     let t = std::time::Instant::now();
     let appends = loop {
-        let (_, m) = plain_get(&ops, "/metrics");
+        let (_, m) = common::plain_get(&ops, "/metrics");
         let n = m
             .lines()
             .find(|l| l.starts_with("weightvault_ledger_append_seconds_count"))
