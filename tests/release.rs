@@ -2341,3 +2341,124 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// A raw TLS connection to the service as `who`, offering `alpn` (none: no ALPN at all).
+fn raw_tls(
+    who: &str,
+    alpn: &[&[u8]],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let e = env();
+    let pki = e.root.join("pki");
+    let mut cfg = weightvault::release::tls::client_config(
+        &pki.join("ca.pem"),
+        &pki.join(format!("{who}.pem")),
+        &pki.join(format!("{who}.key")),
+    )
+    .unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let addr = e.server.trim_start_matches("https://");
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Reads what the service sends until it closes the connection (`None` if it is still open
+/// after `bound`).
+fn read_until_closed(
+    s: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    bound: std::time::Duration,
+) -> Option<Vec<u8>> {
+    use std::io::ErrorKind;
+    let t = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < bound {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(got), // reset or TLS close: closed
+        }
+    }
+    None
+}
+
+/// The service speaks HTTP/1.1 alone, as its ALPN says: a client offering only `h2` fails the
+/// handshake, and one that sends the HTTP/2 preface without ALPN gets no HTTP/2 frame back and
+/// is disconnected; HTTP/1.1 without ALPN is served.
+#[test]
+fn http2_is_refused_with_or_without_alpn() {
+    use std::io::Write;
+    let mut h2 = raw_tls("acme", &[b"h2"]);
+    let refused = h2
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .and_then(|()| h2.flush())
+        .is_err()
+        || read_until_closed(&mut h2, std::time::Duration::from_secs(30))
+            .is_some_and(|b| b.is_empty());
+    assert!(refused, "an h2-only client was let in");
+    let mut preface = raw_tls("acme", &[]);
+    // The preface and an empty SETTINGS frame, as an HTTP/2 client with prior knowledge sends.
+    preface
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let reply = read_until_closed(&mut preface, std::time::Duration::from_secs(30))
+        .expect("the connection is closed");
+    assert!(
+        reply.is_empty() || reply.starts_with(b"HTTP/1.1 4") || reply.starts_with(b"HTTP/1.1 5"),
+        "an HTTP/2 preface was answered: {:?}",
+        String::from_utf8_lossy(&reply[..reply.len().min(64)])
+    );
+    let mut h1 = raw_tls("acme", &[]);
+    h1.write_all(b"GET /v1/nothing-here HTTP/1.1\r\nHost: vault\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let reply = read_until_closed(&mut h1, std::time::Duration::from_secs(30)).unwrap();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 404"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
+/// A client that sends its request head a byte at a time, too slowly, is disconnected once
+/// the header timeout (10 s) has passed, however long it keeps trickling.
+#[test]
+fn a_request_head_sent_too_slowly_is_cut() {
+    use std::io::Write;
+    let mut s = raw_tls("acme", &[]);
+    s.write_all(b"POST /v1/challenge HTTP/1.1\r\nHost: vault\r\nX-Slow: ")
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut closed = false;
+    // One byte every 2 s (the read timeout), for at most 60 s.
+    while t.elapsed() < std::time::Duration::from_secs(60) {
+        if s.write_all(b"a").and_then(|()| s.flush()).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(_) => {
+                closed = true;
+                break;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "a request head trickled for 60 s and was still read"
+    );
+    eprintln!("a trickled request head was cut after {:?}", t.elapsed());
+}

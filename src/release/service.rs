@@ -1181,6 +1181,10 @@ impl Drop for Server {
     }
 }
 
+/// How long a client may take to send a request's head (line and headers), and how long a
+/// kept-alive connection may sit idle before its next request.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -1229,10 +1233,15 @@ async fn accept_loop(
             let app = app.layer(Extension(Peer { id, addr }));
             let svc = hyper_util::service::TowerToHyperService::new(app);
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(io, svc)
-                    .await
+            // HTTP/1.1 alone, as ALPN offers: an HTTP/2 preface sent without ALPN is not a
+            // request line, so it is refused. The header timer needs a timer to run (without
+            // one hyper drops it silently) and also bounds a kept-alive connection's idle
+            // time, since it runs whenever hyper waits for a request head.
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(io, svc)
+                .await
             {
                 tracing::debug!(%addr, "connection: {e}");
             }
