@@ -41,10 +41,13 @@ impl PgLedger {
 
     /// Appends from an async context: the same as [`LedgerBackend::append`], awaited.
     pub async fn append_async(&self, r: &Record) -> Result<u64, LedgerError> {
-        r.entry()?;
+        let bytes = r.entry()?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         let work = super::sequencer::Work::Append {
-            record: Box::new(r.clone()),
+            record: Box::new(super::sequencer::Entry {
+                record: r.clone(),
+                bytes,
+            }),
             reply,
         };
         self.db

@@ -52,7 +52,7 @@ pub(super) type Indexed = Result<u64, PgError>;
 pub(super) enum Work {
     /// Append a record.
     Append {
-        record: Box<Record>,
+        record: Box<Entry>,
         reply: oneshot::Sender<Indexed>,
     },
     /// Decide and append: the request is asked to judge on `turns` (once or more; the record
@@ -67,7 +67,14 @@ pub(super) enum Work {
 /// A request to judge a decision: the licence use to judge under, and where its record goes.
 pub(super) struct Turn {
     pub used: BTreeMap<String, Usage>,
-    pub verdict: oneshot::Sender<Record>,
+    pub verdict: oneshot::Sender<Entry>,
+}
+
+/// A record and its entry bytes ([`Record::entry`]: canonical, and checked to fit an entry
+/// before it reaches the sequencer, which writes these bytes).
+pub(super) struct Entry {
+    pub record: Record,
+    pub bytes: Vec<u8>,
 }
 
 /// The licence an allowed release decision's allocation uses, and its bytes (as
@@ -94,7 +101,7 @@ fn stream_follows(r: &Record) -> Option<u64> {
 /// A request of the batch being sequenced.
 struct Item {
     /// Its record: an append's, or a decision's latest verdict (`None` until judged).
-    record: Option<Record>,
+    record: Option<Entry>,
     /// A decision's, until it is judged for the last time.
     judging: Option<Judging>,
     reply: oneshot::Sender<Indexed>,
@@ -263,12 +270,10 @@ async fn commit_batch(pool: &Pool, mut items: Vec<Item>) {
     }
     let n = items.len();
     let write = async {
-        let records: Vec<Vec<u8>> = items
-            .iter()
-            .filter_map(|it| it.record.as_ref().map(Record::canonical))
-            .collect();
+        let entries = items.iter().filter_map(|it| it.record.as_ref());
+        let records: Vec<&[u8]> = entries.clone().map(|e| e.bytes.as_slice()).collect();
         let leaves: Vec<Vec<u8>> = records.iter().map(|r| leaf_hash(r).to_vec()).collect();
-        let recs = items.iter().filter_map(|it| it.record.as_ref());
+        let recs = entries.map(|e| &e.record);
         let alloc: Vec<Option<(&str, u64)>> = recs.clone().map(allocation_of).collect();
         let alloc_licence: Vec<Option<&str>> = alloc.iter().map(|a| a.map(|a| a.0)).collect();
         let alloc_bytes: Vec<Option<i64>> = alloc.iter().map(|a| a.map(|a| i64_of(a.1))).collect();
@@ -339,7 +344,7 @@ async fn judge_in_order(items: &mut Vec<Item>, base: &BTreeMap<String, Usage>) {
                     }
                 }
             }
-            if let Some((id, size)) = it.record.as_ref().and_then(allocation_of) {
+            if let Some((id, size)) = it.record.as_ref().and_then(|e| allocation_of(&e.record)) {
                 let u = used.entry(id.to_string()).or_default();
                 u.releases += 1;
                 u.bytes = u.bytes.saturating_add(size);

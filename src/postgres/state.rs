@@ -323,12 +323,16 @@ impl ReleaseState for PgState {
         let mut judged = None;
         while let Some(turn) = asked.recv().await {
             let j = judge(&turn.used);
-            if let Err(e) = j.record.entry() {
+            let bytes = match j.record.entry() {
+                Ok(b) => b,
                 // Leaves the batch unrecorded (the sequencer takes an unanswered turn as a
                 // request gone away, and judges the decisions after it again without it).
-                return Err(DecideError::Ledger(e.into()));
-            }
-            let _ = turn.verdict.send(j.record.clone());
+                Err(e) => return Err(DecideError::Ledger(e.into())),
+            };
+            let _ = turn.verdict.send(super::sequencer::Entry {
+                record: j.record.clone(),
+                bytes,
+            });
             judged = Some(j);
         }
         let index = indexed
