@@ -1317,10 +1317,7 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
     let (s, m) = common::plain_get(&ops, "/metrics");
     assert_eq!(s, 200);
     let value = |name: &str| -> f64 {
-        m.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{m}"))
+        common::metric(&m, name).unwrap_or_else(|| panic!("no {name} in\n{m}"))
     };
     assert_eq!(
         value("weightvault_releases_total{outcome=\"allowed\"}"),
@@ -1337,10 +1334,7 @@ fn the_operations_port_answers_health_readiness_and_metrics() {
     let t = std::time::Instant::now();
     let appends = loop {
         let (_, m) = common::plain_get(&ops, "/metrics");
-        let n = m
-            .lines()
-            .find(|l| l.starts_with("weightvault_ledger_append_seconds_count"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        let n = common::metric(&m, "weightvault_ledger_append_seconds_count");
         if n == Some(shards) || t.elapsed() > std::time::Duration::from_secs(10) {
             break n;
         }

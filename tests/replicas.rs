@@ -152,10 +152,7 @@ impl Replica {
     fn metric(&self, name: &str) -> f64 {
         let (s, m) = common::plain_get(&self.backend.ops, "/metrics");
         assert_eq!(s, 200, "{m}");
-        m.lines()
-            .find(|l| l.split(' ').next() == Some(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
+        common::metric(&m, name).unwrap_or(0.0)
     }
 
     /// Release decisions this replica made.

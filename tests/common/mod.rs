@@ -455,6 +455,14 @@ pub fn signal(pid: u32, sig: &str) {
         .success());
 }
 
+/// The value of the sample `name` (with its labels, as written) in Prometheus text `metrics`.
+pub fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// `GET path` in plain HTTP/1.1 on `addr` (an operations port): (status, body).
 pub fn plain_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};

@@ -1,7 +1,8 @@
 //! A private PostgreSQL cluster for a test: Debian's `initdb` and `pg_ctl` on a data directory
 //! of its own, listening on a free port of 127.0.0.1 only (no Unix socket: its path would be
-//! limited to 107 bytes, and a clone's directory can be deeper than that), with trust authentication for the `postgres` role. Never for production: trust
-//! authentication lets anyone on the machine connect as the superuser.
+//! limited to 107 bytes, and a clone's directory can be deeper than that), with trust
+//! authentication for the `postgres` role. Never for production: trust authentication lets
+//! anyone on the machine connect as the superuser.
 //!
 //! PostgreSQL refuses to run as root, so when the test runs as root the cluster runs as a
 //! system user (`wvpg`, created if missing with `useradd --system`); otherwise as the current
