@@ -30,8 +30,7 @@ fn seed() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/test-attester/seed.hex")
 }
 
-/// Starts `weightvault serve` on 127.0.0.1:0 for `vault`, with its address and log in `dir`;
-/// it stops when the returned child's stdin closes (when the child is dropped).
+/// Starts `weightvault serve` for `vault` ([`common::start_service`] with no more environment).
 fn start_service(
     vault: &Path,
     pki: &Path,
@@ -39,55 +38,7 @@ fn start_service(
     dir: &Path,
     extra: &[&str],
 ) -> (String, Child) {
-    start_service_env(vault, pki, policies, dir, extra, &[])
-}
-
-/// [`start_service`] with more environment variables.
-fn start_service_env(
-    vault: &Path,
-    pki: &Path,
-    policies: &Path,
-    dir: &Path,
-    extra: &[&str],
-    env: &[(&str, String)],
-) -> (String, Child) {
-    let addr = dir.join("addr");
-    let _ = std::fs::remove_file(&addr);
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let child = Command::new(common::bin())
-        .env("WEIGHTVAULT_LOG", "info")
-        .arg("--vault")
-        .arg(vault)
-        .args(["serve", "--listen", "127.0.0.1:0", "--until-stdin-closes"])
-        .arg("--addr-file")
-        .arg(&addr)
-        .arg("--cert")
-        .arg(pki.join("server.pem"))
-        .arg("--key")
-        .arg(pki.join("server.key"))
-        .arg("--client-ca")
-        .arg(pki.join("ca.pem"))
-        .arg("--policies")
-        .arg(policies)
-        .args(extra)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let t = std::time::Instant::now();
-    while std::fs::read_to_string(&addr).map_or(true, |a| a.is_empty()) {
-        assert!(
-            t.elapsed().as_secs() < 30,
-            "the service did not start: {}",
-            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let text = std::fs::read_to_string(&addr).unwrap();
-    let url = format!("https://{}", text.lines().next().unwrap_or_default().trim());
-    (url, child)
+    common::start_service(vault, pki, policies, dir, extra, &[])
 }
 
 fn env() -> &'static Env {
@@ -1125,7 +1076,7 @@ fn copied_service(root: &Path, extra: &[&str]) -> (String, Child) {
 /// `serve` on `v` with the test PKI and policies, `extra` arguments and `env`.
 fn serve_env(v: &Path, root: &Path, extra: &[&str], vars: &[(&str, String)]) -> (String, Child) {
     let e = env();
-    start_service_env(
+    common::start_service(
         v,
         &e.root.join("pki"),
         &e.root.join("policies"),
@@ -2178,8 +2129,8 @@ fn a_licence_suspended_by_a_reload_on_one_replica_cuts_a_stream_served_by_anothe
     let (dir_a, dir_b) = (root.join("a"), root.join("b"));
     std::fs::create_dir_all(&dir_a).unwrap();
     std::fs::create_dir_all(&dir_b).unwrap();
-    let (url_a, child_a) = start_service_env(&v, &pki, &pol_a, &dir_a, &[], &vars);
-    let (url_b, child_b) = start_service_env(&v, &pki, &pol_b, &dir_b, &[], &vars);
+    let (url_a, child_a) = common::start_service(&v, &pki, &pol_a, &dir_a, &[], &vars);
+    let (url_b, child_b) = common::start_service(&v, &pki, &pol_b, &dir_b, &[], &vars);
     let psql = |sql: &str| pg.psql("vault", sql).unwrap();
     assert_eq!(
         psql("SELECT version FROM wv_policy_head"),

@@ -13,11 +13,14 @@ use super::stream::{Sealer, HEADER_LEN};
 use super::tls::{self, ClientIdentity, ServerTls};
 use super::wire::{ApiCode, ChallengeReply, ReleaseBody, ReleaseReply};
 use crate::clock::{Clock, SystemClock};
+use crate::format::aead::AwsLc;
 use crate::hsm::Pkcs11KeyWrap;
 use crate::keys::SymmetricKey;
 use crate::ledger::{backend::LedgerBackend, usage::Allocations};
 use crate::policy::{self, GeoLookup, NoGeo, PolicyHandle};
-use crate::store::{OpenedRevision, RevisionRef, Vault};
+use crate::store::object::RangeRead;
+use crate::store::sealed::FileKeys;
+use crate::store::{ManifestEntry, OpenedRevision, RevisionRef, Vault};
 use axum::body::Body;
 use axum::extract::{Extension, Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -28,7 +31,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use weightvault_core::facts::rfc3339;
 
@@ -74,15 +77,22 @@ fn setup(e: impl std::fmt::Display) -> ServeError {
     ServeError::Setup(e.to_string())
 }
 
-/// What this replica holds open for a release it serves: the revision (open files and
-/// unwrapped data keys), the marks of the release's codeword, and the switch that ends its
-/// running streams when the release is withdrawn.
+/// The keys and authenticated head of each file of a revision, in manifest order, without
+/// its objects.
+type Keys = Vec<(ManifestEntry, Arc<FileKeys<AwsLc>>)>;
+
+/// What this replica keeps for a release it serves: each file's unwrapped data key and
+/// authenticated head (no open file: a stream opens its file and closes it when it ends),
+/// the marks of the release's codeword, and the switch that ends its running streams when
+/// the release is withdrawn.
 struct Serving {
-    rev: Arc<OpenedRevision>,
+    model: String,
+    revision: String,
+    files: Keys,
     view: RevisionView,
     marks: Option<Marks>,
     cut: tokio::sync::watch::Sender<Option<Vec<String>>>,
-    /// The release's expiry: after it the entry is forgotten (its files closed).
+    /// The release's expiry: after it the entry is forgotten (its data keys dropped).
     expires_at: time::OffsetDateTime,
 }
 
@@ -112,6 +122,9 @@ struct AppState {
     clock: Arc<dyn Clock>,
     /// Releases this replica serves, by id.
     serving: Mutex<HashMap<[u8; 16], Arc<Serving>>>,
+    /// The sealed files running streams read, shared by every stream of the same file and
+    /// closed when the last of them ends.
+    objects: Objects,
     metrics: Arc<super::ops::Metrics>,
     /// Where the ledger is published as tiles, if anywhere.
     tiles: Option<crate::ledger::tiles::TileLog>,
@@ -121,6 +134,48 @@ struct AppState {
     /// replica at a time).
     election: Option<Mutex<crate::postgres::Election>>,
     cfg: ServeConfig,
+}
+
+/// Open sealed files by (model, revision, path): weak, so a file is open exactly while some
+/// stream reads it, however many releases of it are live.
+#[derive(Default)]
+struct Objects(Mutex<HashMap<ObjectKey, Weak<dyn RangeRead>>>);
+
+/// A sealed file's model, revision and path.
+type ObjectKey = (String, String, String);
+
+impl Objects {
+    /// The open object of a file, or the file opened anew (blocking).
+    fn get(
+        &self,
+        vault: &Vault,
+        model: &str,
+        revision: &str,
+        path: &str,
+    ) -> Result<Arc<dyn RangeRead>, crate::store::StoreError> {
+        let key = (model.to_owned(), revision.to_owned(), path.to_owned());
+        if let Some(o) = self
+            .0
+            .lock()
+            .expect("objects lock")
+            .get(&key)
+            .and_then(Weak::upgrade)
+        {
+            return Ok(o);
+        }
+        // Opened without the lock (a bucket object costs a round trip); two streams racing
+        // here open it twice, and the map keeps one.
+        let o = vault.open_file_object(model, revision, path)?;
+        let mut m = self.0.lock().expect("objects lock");
+        m.retain(|_, w| w.strong_count() > 0);
+        match m.get(&key).and_then(Weak::upgrade) {
+            Some(kept) => Ok(kept),
+            None => {
+                m.insert(key, Arc::downgrade(&o));
+                Ok(o)
+            }
+        }
+    }
 }
 
 /// Who is on the other end of a connection.
@@ -249,6 +304,15 @@ async fn open_revision(st: &Arc<AppState>, r: RevisionRef) -> Result<OpenedRevis
         })
 }
 
+/// The keys of an opened revision; its files close here (or when the last stream reading
+/// one ends).
+fn keys_of(rev: OpenedRevision) -> Keys {
+    rev.files
+        .into_iter()
+        .map(|(e, f)| (e, f.detach().0))
+        .collect()
+}
+
 /// The marks of a release's copy, when it is watermarked.
 fn marks_of(st: &AppState, rev: &OpenedRevision, g: &Grant) -> Result<Option<Marks>, ApiError> {
     g.codeword
@@ -307,7 +371,9 @@ async fn releases(
     )?;
     let serving = Serving {
         marks: marks_of(&st, &rev, &grant)?,
-        rev: Arc::new(rev),
+        model: grant.model.clone(),
+        revision: grant.revision.clone(),
+        files: keys_of(rev),
         view,
         cut: tokio::sync::watch::channel(None).0,
         expires_at,
@@ -387,7 +453,9 @@ async fn serving_of(st: &Arc<AppState>, g: &Grant) -> Result<Arc<Serving>, ApiEr
     let s = Arc::new(Serving {
         marks: marks_of(st, &rev, g)?,
         view: view_of(&rev),
-        rev: Arc::new(rev),
+        model: g.model.clone(),
+        revision: g.revision.clone(),
+        files: keys_of(rev),
         cut: tokio::sync::watch::channel(g.withdrawn.clone()).0,
         expires_at: g.expires_at,
     });
@@ -540,7 +608,12 @@ fn produce(
         end,
     } = job;
     let h = *sealer.header();
-    let (entry, f) = &serving.rev.files[fi];
+    let (entry, keys) = &serving.files[fi];
+    // The file is open while this stream reads it (shared with other streams of it).
+    let f = st
+        .objects
+        .get(&st.vault, &serving.model, &serving.revision, &entry.path)
+        .and_then(|o| keys.attach(o));
     let marks = serving.marks.as_ref().map(|m| {
         crate::watermark::mark::FileMarks::new(
             &st.wm_key,
@@ -551,8 +624,21 @@ fn produce(
         )
     });
     let send = |b: Bytes| -> bool { tx.blocking_send(Ok(b)).is_ok() };
-    let mut ok = true;
-    if start < HEADER_LEN as u64 {
+    let fail = |e: &dyn std::fmt::Display| {
+        tracing::error!("release {}: {e}", hex::encode(grant.id));
+        let _ = tx.blocking_send(Err(std::io::Error::other(
+            "the vault could not read this shard",
+        )));
+    };
+    let f = match f {
+        Ok(f) => Some(f),
+        Err(e) => {
+            fail(&e);
+            None
+        }
+    };
+    let mut ok = f.is_some();
+    if ok && start < HEADER_LEN as u64 {
         let hb = h.encode();
         ok = send(Bytes::copy_from_slice(
             &hb[start as usize..end.min(HEADER_LEN as u64) as usize],
@@ -560,6 +646,7 @@ fn produce(
     }
     let mut i = h.chunk_at(start.max(HEADER_LEN as u64));
     while ok && i < h.chunks() && h.offset(i) < end && serving.cut.borrow().is_none() {
+        let f = f.as_ref().expect("ok only with the file");
         let off = h.offset(i);
         let len = h.plain_len(i) as usize;
         let mut buf = vec![0u8; len + 16];
@@ -574,10 +661,7 @@ fn produce(
                     None => Ok(()),
                 });
             if let Err(e) = r {
-                tracing::error!("release {}: {e}", hex::encode(grant.id));
-                let _ = tx.blocking_send(Err(std::io::Error::other(
-                    "the vault could not read this shard",
-                )));
+                fail(&e);
                 break;
             }
         }
@@ -588,7 +672,9 @@ fn produce(
         ok = send(Bytes::from(buf).slice(s as usize..e as usize));
         i += 1;
     }
-    // The body ends when the channel closes; then it reports what it handed on.
+    // The body ends when the channel closes; then it reports what it handed on. The file
+    // closes here unless another stream reads it.
+    drop(f);
     drop(tx);
     let sent = handed.blocking_recv().unwrap_or(0);
     let cut = serving.cut.borrow().clone();
@@ -762,11 +848,43 @@ async fn withdraw_failing(st: &AppState, withdrawn: &mut Vec<u64>) -> Result<(),
 }
 
 /// Appends the spooled operator records (counting them like any other record).
+/// The ledger's housekeeping, on a thread of its own until `stop` is dropped: operator
+/// records left in the spool while this service holds the ledger (`kek rotate`, `rewrap`,
+/// `kek retire` run beside it) go in within a second, and a checkpoint is signed every
+/// `checkpoint_every` when there are new entries; once more of each at the end. Not on the
+/// runtime's blocking pool: a task every second there wakes its idle threads in turn and
+/// none ever retires, so a burst of streams would leave its threads for good.
+fn keep_ledger(st: &AppState, stop: &std::sync::mpsc::Receiver<()>) {
+    let spool_every = Duration::from_secs(1);
+    let mut last = 0;
+    let mut next_spool = std::time::Instant::now();
+    let mut next_checkpoint = next_spool;
+    loop {
+        let now = std::time::Instant::now();
+        if now >= next_spool {
+            ingest_spool(st);
+            next_spool = now + spool_every;
+        }
+        if now >= next_checkpoint {
+            last = checkpoint_if_new(st, last);
+            next_checkpoint = now + st.cfg.checkpoint_every;
+        }
+        let wait = next_spool
+            .min(next_checkpoint)
+            .saturating_duration_since(std::time::Instant::now());
+        if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = stop.recv_timeout(wait) {
+            break;
+        }
+    }
+    ingest_spool(st);
+    checkpoint_if_new(st, 0);
+}
+
 fn ingest_spool(st: &AppState) {
     match st.ledger.take_pending() {
         Ok(got) => {
             for (i, r) in &got {
-                // On a blocking thread of the service's runtime.
+                // On the ledger's thread, inside the service's runtime.
                 let counted = tokio::runtime::Handle::current().block_on(st.state.count(*i, r));
                 if let Err(e) = counted {
                     tracing::error!("counting a spooled record: {e}");
@@ -1047,6 +1165,7 @@ impl Server {
             state,
             clock: Arc::new(SystemClock),
             serving: Mutex::new(HashMap::new()),
+            objects: Objects::default(),
             metrics: Arc::new(super::ops::Metrics::new()),
             tiles,
             election: db.as_ref().map(|d| Mutex::new(d.election())),
@@ -1059,21 +1178,20 @@ impl Server {
             .thread_name("weightvault-serve")
             .build()
             .map_err(setup)?;
+        let (keep_stop, keep_rx) = std::sync::mpsc::channel::<()>();
+        let keeper = {
+            let (st, rt) = (state.clone(), rt.handle().clone());
+            std::thread::Builder::new()
+                .name("weightvault-keep".into())
+                .spawn(move || {
+                    let _in = rt.enter();
+                    keep_ledger(&st, &keep_rx)
+                })
+                .map_err(setup)?
+        };
         let thread = std::thread::spawn(move || {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let st = state.clone();
-                let signer = tokio::spawn(async move {
-                    let mut t = tokio::time::interval(st.cfg.checkpoint_every);
-                    let mut last = 0;
-                    loop {
-                        t.tick().await;
-                        let st = st.clone();
-                        last = tokio::task::spawn_blocking(move || checkpoint_if_new(&st, last))
-                            .await
-                            .unwrap_or(last);
-                    }
-                });
                 let st = state.clone();
                 let reloader = tokio::spawn(async move {
                     use tokio::signal::unix::{signal, SignalKind};
@@ -1102,17 +1220,6 @@ impl Server {
                         reload_policy(&st).await;
                     }
                 });
-                // Operator records left in the spool while this service holds the ledger
-                // (`kek rotate`, `rewrap`, `kek retire` run beside it) go in within a second.
-                let st = state.clone();
-                let spooler = tokio::spawn(async move {
-                    let mut t = tokio::time::interval(Duration::from_secs(1));
-                    loop {
-                        t.tick().await;
-                        let st = st.clone();
-                        let _ = tokio::task::spawn_blocking(move || ingest_spool(&st)).await;
-                    }
-                });
                 let follower = tokio::spawn(follow_withdrawals(state.clone()));
                 let ops = ops_listener.map(|l| {
                     let l = tokio::net::TcpListener::from_std(l).expect("ops listener");
@@ -1125,14 +1232,9 @@ impl Server {
                 }
                 follower.abort();
                 policy_follower.abort();
-                signer.abort();
                 reloader.abort();
-                spooler.abort();
-                let _ = tokio::task::spawn_blocking(move || {
-                    ingest_spool(&state);
-                    checkpoint_if_new(&state, 0)
-                })
-                .await;
+                drop(keep_stop);
+                let _ = tokio::task::spawn_blocking(move || keeper.join()).await;
             });
         });
         Ok(Self {

@@ -64,6 +64,20 @@ impl Vault {
         }
     }
 
+    /// Opens one sealed file of a revision again as an object to read from (what
+    /// [`crate::store::sealed::FileKeys::attach`] checks against the file first opened).
+    pub fn open_file_object(
+        &self,
+        model: &str,
+        rev: &str,
+        path: &str,
+    ) -> Result<std::sync::Arc<dyn super::object::RangeRead>, StoreError> {
+        let (obj, _) = self
+            .store
+            .open(model, rev, object::ObjectName::File(path))?;
+        Ok(obj.into())
+    }
+
     /// Opens a revision: authenticates its manifest, checks that the files present are exactly
     /// the ones it lists, and authenticates every file's header against it. Chunks are not read.
     pub fn open_revision(

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Something that is told how many bytes were processed (a progress bar, or nothing).
@@ -501,11 +502,13 @@ impl SealedFile {
                 source: e,
             })?;
         Ok(OpenedFile {
-            what: what.into(),
-            object: self.object,
-            path: self.path,
-            head: self.head,
-            codec,
+            keys: Arc::new(FileKeys {
+                what: what.into(),
+                path: self.path,
+                head: self.head,
+                codec,
+            }),
+            object: self.object.into(),
         })
     }
 
@@ -556,18 +559,19 @@ impl SealedFile {
     }
 }
 
-/// A sealed file with an authenticated header and a known data key.
-pub struct OpenedFile<A: ChunkAead> {
+/// What opening a sealed file established, without the object itself: the authenticated
+/// head, the tag table and the data key. A long-lived holder (a release a service serves)
+/// keeps this and attaches the object only while it reads, so an idle release holds no file.
+pub struct FileKeys<A: ChunkAead> {
     what: String,
     /// Where it is.
     pub path: PathBuf,
-    object: Box<dyn RangeRead>,
     /// The authenticated head.
     pub head: ParsedHead,
     codec: ChunkCodec<A>,
 }
 
-impl<A: ChunkAead> OpenedFile<A> {
+impl<A: ChunkAead> FileKeys<A> {
     /// The authenticated header.
     pub fn header(&self) -> &SealedHeader {
         &self.head.header
@@ -576,6 +580,58 @@ impl<A: ChunkAead> OpenedFile<A> {
     /// SHA-256 of prelude + header.
     pub fn header_hash(&self) -> [u8; 32] {
         *self.codec.header_hash()
+    }
+
+    /// Reads through `object` again, which must be the same sealed file opened anew: its
+    /// length and its prelude and header bytes are checked against what was authenticated (a
+    /// file replaced since is refused here; any changed chunk would fail its tag anyway).
+    pub fn attach(
+        self: &Arc<Self>,
+        object: Arc<dyn RangeRead>,
+    ) -> Result<OpenedFile<A>, StoreError> {
+        let mismatch = |why: &str| {
+            StoreError::Mismatch(format!(
+                "{}: {why} since it was opened — file replaced",
+                self.what
+            ))
+        };
+        if object.len() != self.head.layout.file_len() {
+            return Err(mismatch("its length changed"));
+        }
+        let mut b = vec![0u8; self.head.encoded_header.len()];
+        object
+            .read_exact_at(&mut b, 0)
+            .map_err(|e| StoreError::io("reading", &self.path, e))?;
+        if b != self.head.encoded_header {
+            return Err(mismatch("its header changed"));
+        }
+        Ok(OpenedFile {
+            keys: self.clone(),
+            object,
+        })
+    }
+}
+
+/// A sealed file with an authenticated header and a known data key, and the object to read
+/// its chunks from.
+pub struct OpenedFile<A: ChunkAead> {
+    keys: Arc<FileKeys<A>>,
+    object: Arc<dyn RangeRead>,
+}
+
+impl<A: ChunkAead> std::ops::Deref for OpenedFile<A> {
+    type Target = FileKeys<A>;
+
+    fn deref(&self) -> &FileKeys<A> {
+        &self.keys
+    }
+}
+
+impl<A: ChunkAead> OpenedFile<A> {
+    /// The keys and head, to read through another opening of the same object later
+    /// ([`FileKeys::attach`]), and the object (closed when its last holder drops it).
+    pub fn detach(self) -> (Arc<FileKeys<A>>, Arc<dyn RangeRead>) {
+        (self.keys, self.object)
     }
 
     /// Reads and authenticates chunk `i` into `buf` (its exact plaintext length).

@@ -511,3 +511,53 @@ pub fn loopback_policies(dir: &Path) {
     )
     .unwrap();
 }
+
+/// Starts `weightvault serve` on 127.0.0.1:0 for `vault` (TLS files from the test PKI in
+/// `pki`, policies from `policies`, more flags and environment variables), with its address
+/// and log in `dir`; it stops when the returned child's stdin closes (when it is dropped).
+pub fn start_service(
+    vault: &Path,
+    pki: &Path,
+    policies: &Path,
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> (String, std::process::Child) {
+    let addr = dir.join("addr");
+    let _ = std::fs::remove_file(&addr);
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let child = std::process::Command::new(bin())
+        .env("WEIGHTVAULT_LOG", "info")
+        .arg("--vault")
+        .arg(vault)
+        .args(["serve", "--listen", "127.0.0.1:0", "--until-stdin-closes"])
+        .arg("--addr-file")
+        .arg(&addr)
+        .arg("--cert")
+        .arg(pki.join("server.pem"))
+        .arg("--key")
+        .arg(pki.join("server.key"))
+        .arg("--client-ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--policies")
+        .arg(policies)
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&addr).map_or(true, |a| a.is_empty()) {
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "the service did not start: {}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&addr).unwrap();
+    let url = format!("https://{}", text.lines().next().unwrap_or_default().trim());
+    (url, child)
+}
