@@ -11,7 +11,17 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = weightvault::cli::Cli::parse();
+    let cli = match weightvault::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let _ = e.print();
+            return std::process::ExitCode::from(match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => weightvault::cli::status::OK,
+                _ => weightvault::cli::status::USAGE,
+            });
+        }
+    };
     if let Some(conf) = cli.softhsm2_conf() {
         set_softhsm2_conf(&conf);
     }

@@ -1,12 +1,15 @@
 //! The service under load and abuse: what it holds open returns to where it was, and each
-//! limit answers with its code while legitimate fetches go on. A real `weightvault serve` on
-//! loopback (real SoftHSM2, real TLS with a test PKI made by rcgen), its own, so the counts
-//! read from `/proc` are its alone.
+//! `[serve]` limit answers with its code while others are served. Real `weightvault serve`
+//! processes on loopback (real SoftHSM2, real TLS with a test PKI made by rcgen), this test
+//! binary's own, so the counts read from `/proc` are theirs alone: one with roomy rates for
+//! the resource counts, one with tight limits.
 
 mod common;
 
+use common::api::{raw_tls, read_until_closed, Api, RawTls};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use weightvault::release::fetch::{fetch, FetchConfig};
@@ -15,14 +18,75 @@ use weightvault_testkit::{new_host_key, TestCa};
 const TESTKIT: &str = env!("CARGO_BIN_EXE_weightvault-testkit");
 /// A generated model of 13 files, as many as MiniLM has.
 const MANY: &str = "acme-small@many";
+const ACME: &str = "spiffe://acme.example/ns/serving/sa/llm";
+
+/// One running service.
+struct Service {
+    url: String,
+    pid: u32,
+    /// Dropped with the test process: the service stops when its stdin closes.
+    _child: Mutex<Child>,
+}
 
 struct Env {
     root: PathBuf,
-    server: String,
-    server_pid: u32,
-    /// Dropped with the test process: the service stops when its stdin closes.
-    _child: Mutex<Child>,
+    pki: PathBuf,
+    /// Rates and a per-certificate connection cap far above what the tests ask.
+    roomy: Service,
+    /// Small limits, each test using its own client certificate.
+    tight: Service,
     source: PathBuf,
+}
+
+/// The tight service's `[serve]`.
+const TIGHT: &str = "
+[serve]
+body_timeout = 2
+write_timeout = 2
+max_connections_per_client = 4
+max_body = 4096
+max_header_bytes = 4096
+max_headers = 16
+challenges_per_minute = 1
+challenge_burst = 3
+releases_per_minute = 1
+release_burst = 3
+";
+
+/// A vault in `dir` with [`MANY`] (and, for `big`, the generated 64 MiB model) sealed, its
+/// `vault.toml` given `serve` (none: the tests' roomy rates), served with the repository's policies for loopback hosts.
+fn service(root: &Path, name: &str, source: &Path, big: bool, serve: Option<&str>) -> Service {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let vault = dir.join("vault");
+    match serve {
+        Some(serve) => {
+            common::init(&vault);
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(vault.join("vault.toml"))
+                .unwrap();
+            f.write_all(serve.as_bytes()).unwrap();
+        }
+        None => common::init_for_service(&vault),
+    }
+    common::seal_ok(
+        &vault,
+        source,
+        MANY,
+        &["--eccn", "EAR99", "--training-ops", "4e24"],
+    );
+    if big {
+        common::seal_generated(&vault, &dir.join("generated"));
+    }
+    let pol = dir.join("policies");
+    common::loopback_policies(&pol);
+    let (url, child) = common::start_service(&vault, &root.join("pki"), &pol, &dir, &[], &[]);
+    Service {
+        url,
+        pid: child.id(),
+        _child: Mutex::new(child),
+    }
 }
 
 fn env() -> &'static Env {
@@ -30,10 +94,6 @@ fn env() -> &'static Env {
     E.get_or_init(|| {
         common::require_softhsm();
         let root = common::fixture_dir("env");
-        let pol = root.join("policies");
-        common::loopback_policies(&pol);
-        let vault = root.join("vault");
-        common::init(&vault);
         let source = root.join("many");
         std::fs::create_dir_all(&source).unwrap();
         for k in 0..12u64 {
@@ -48,53 +108,92 @@ fn env() -> &'static Env {
             );
         }
         std::fs::write(source.join("config.json"), r#"{"hidden_size":256}"#).unwrap();
-        common::seal_ok(
-            &vault,
-            &source,
-            MANY,
-            &["--eccn", "EAR99", "--training-ops", "4e24"],
-        );
         let pki = root.join("pki");
         let ca = TestCa::create(&pki, "test organisation CA").unwrap();
         ca.issue_server("server").unwrap();
-        for (stem, id) in [
-            ("acme", "spiffe://acme.example/ns/serving/sa/llm"),
-            ("globex", "spiffe://globex.example/ns/inference/sa/llm"),
-        ] {
-            ca.issue_client(stem, id, None).unwrap();
+        // One certificate per serving node, and one per test of a per-certificate limit: an
+        // acme workload each (another key, so another fingerprint).
+        let stems = (0..32).map(|k| format!("node-{k}"));
+        for stem in stems
+            .chain(["crowd", "other", "rate", "big", "slow", "stall", "head"].map(String::from))
+        {
+            ca.issue_client(&stem, ACME, None).unwrap();
         }
         new_host_key(&root.join("host")).unwrap();
-        let (server, child) = common::start_service(&vault, &pki, &pol, &root, &[], &[]);
+        let roomy = service(&root, "roomy", &source, false, None);
+        let tight = service(&root, "tight", &source, true, Some(TIGHT));
         Env {
-            server_pid: child.id(),
-            _child: Mutex::new(child),
             root,
-            server,
+            pki,
+            roomy,
+            tight,
             source,
         }
     })
 }
 
-/// A fetch of [`MANY`] as client certificate `who`, from a host in the US.
+/// A fetch of [`MANY`] from the roomy service as client certificate `who`, from a US host.
 fn cfg(who: &str) -> FetchConfig {
     let e = env();
-    let pki = e.root.join("pki");
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/test-attester/seed.hex");
     FetchConfig {
-        server: e.server.clone(),
-        ca: pki.join("ca.pem"),
-        cert: pki.join(format!("{who}.pem")),
-        key: pki.join(format!("{who}.key")),
+        server: e.roomy.url.clone(),
+        ca: e.pki.join("ca.pem"),
+        cert: e.pki.join(format!("{who}.pem")),
+        key: e.pki.join(format!("{who}.key")),
         host_key: e.root.join("host"),
-        attest: format!(
-            "{TESTKIT} attest --seed {} --host-id test-us --country US --region r1",
-            seed.display()
-        ),
+        attest: attest_cmd(),
         parallel: 4,
         progress: false,
         limit_rate: None,
         resumable: false,
     }
+}
+
+fn attest_cmd() -> String {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/test-attester/seed.hex");
+    format!(
+        "{TESTKIT} attest --seed {} --host-id test-us --country US --region r1",
+        seed.display()
+    )
+}
+
+/// Host evidence for `nonce` from the test host.
+fn evidence(nonce: &str) -> serde_json::Value {
+    let hex_key = std::fs::read_to_string(env().root.join("host")).unwrap();
+    let b: [u8; 32] = hex::decode(hex_key.trim()).unwrap().try_into().unwrap();
+    let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(b)).to_bytes();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(attest_cmd())
+        .env("WEIGHTVAULT_NONCE", nonce)
+        .env("WEIGHTVAULT_HOST_PUBLIC_KEY", hex::encode(public))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn tight(who: &str) -> Api {
+    Api::of_pki(&env().pki, who, &env().tight.url)
+}
+
+fn tight_raw(who: &str) -> RawTls {
+    raw_tls(&env().pki, who, &env().tight.url, &[])
+}
+
+/// The status line and body of a raw answer.
+fn answer(raw: &[u8]) -> (u16, serde_json::Value) {
+    let text = String::from_utf8_lossy(raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, body)
 }
 
 /// One fetch of [`MANY`] into a fresh directory, checked against the source (the watermark
@@ -184,32 +283,32 @@ fn open_files_threads_and_rss_return_after_fetches() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    fetch_once("acme", "warm-up");
-    let before = settle(e.server_pid, |h| h.sealed_open == 0);
+    fetch_once("node-0", "warm-up");
+    let before = settle(e.roomy.pid, |h| h.sealed_open == 0);
     eprintln!("before: {before:?}");
     for k in 0..n {
-        fetch_once("acme", &format!("seq-{k}"));
+        fetch_once("node-0", &format!("seq-{k}"));
     }
-    let seq = held(e.server_pid);
+    let seq = held(e.roomy.pid);
     eprintln!("after {n} sequential fetches: {seq:?}");
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for _ in 0..32 {
+        for w in 0..32 {
             let next = &next;
             s.spawn(move || loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if k >= n {
                     return;
                 }
-                fetch_once("acme", &format!("par-{k}"));
+                fetch_once(&format!("node-{w}"), &format!("par-{k}"));
             });
         }
     });
-    let par = held(e.server_pid);
+    let par = held(e.roomy.pid);
     eprintln!("right after {n} fetches by 32 at once: {par:?}");
     // Every release is still live (15 minutes), but none holds a file once its streams end;
     // connections close as the fetchers drop theirs.
-    let after = settle(e.server_pid, |h| {
+    let after = settle(e.roomy.pid, |h| {
         h.sealed_open == 0 && h.fds <= before.fds + 2 && h.threads <= before.threads + 2
     });
     eprintln!("settled: {after:?}");
@@ -218,10 +317,192 @@ fn open_files_threads_and_rss_return_after_fetches() {
     assert!(
         after.threads <= before.threads + 2,
         "{before:?} -> {after:?}; threads: {:?}",
-        thread_names(e.server_pid)
+        thread_names(e.roomy.pid)
     );
     assert!(
         after.rss_kib < before.rss_kib + 64 * 1024,
         "{before:?} -> {after:?}"
+    );
+}
+
+#[test]
+fn challenges_past_the_burst_get_429_with_retry_after_and_another_certificate_does_not() {
+    let rate = tight("rate");
+    for _ in 0..3 {
+        rate.nonce();
+    }
+    let (s, h, v) = rate.post_body("/v1/challenge", "{}".into());
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["code"], "too_many_requests", "{v}");
+    let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    // Another certificate of the same workload has its own allowance.
+    tight("other").nonce();
+}
+
+#[test]
+fn bodies_over_the_limit_get_413_declared_or_streamed() {
+    let big = tight("big");
+    // Declared: refused before the body is read.
+    let (s, _, v) = big.post_body("/v1/releases", vec![b' '; 5000].into());
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
+    // Chunked, with no length given: cut when it passes the limit.
+    let chunks =
+        futures_util::stream::iter((0..6).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1000])));
+    let (s, _, v) = big.post_body("/v1/releases", reqwest::Body::wrap_stream(chunks));
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
+    // A challenge reads no body, but a huge one declared is refused all the same.
+    let mut raw = tight_raw("big");
+    raw.write_all(
+        b"POST /v1/challenge HTTP/1.1\r\nHost: vault\r\nContent-Length: 209715200\r\n\r\n",
+    )
+    .unwrap();
+    let got = read_until_closed(&mut raw, Duration::from_secs(30)).unwrap();
+    let (s, v) = answer(&got);
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_body_sent_too_slowly_gets_408_and_the_connection_closes() {
+    let mut raw = tight_raw("slow");
+    raw.write_all(
+        b"POST /v1/releases HTTP/1.1\r\nHost: vault\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"model\":",
+    )
+    .unwrap();
+    let got = read_until_closed(&mut raw, Duration::from_secs(30))
+        .expect("still open 30 s after body_timeout = 2");
+    let (s, v) = answer(&got);
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (408, Some("request_timeout")),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_head_over_the_limit_gets_431() {
+    let long = format!(
+        "GET /v1/releases/00/shards/0 HTTP/1.1\r\nHost: vault\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
+    let many = format!(
+        "GET /v1/releases/00/shards/0 HTTP/1.1\r\nHost: vault\r\n{}\r\n",
+        (0..20).map(|i| format!("X-{i}: 1\r\n")).collect::<String>()
+    );
+    for req in [long, many] {
+        let mut raw = tight_raw("head");
+        raw.write_all(req.as_bytes()).unwrap();
+        let got = read_until_closed(&mut raw, Duration::from_secs(30)).unwrap();
+        assert_eq!(answer(&got).0, 431, "{}", String::from_utf8_lossy(&got));
+    }
+}
+
+/// The first bytes of an answer on a connection kept open.
+fn first_answer(s: &mut RawTls) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 4096];
+    match s.read(&mut buf) {
+        Ok(n) => buf.truncate(n),
+        Err(_) => buf.clear(),
+    }
+    buf
+}
+
+/// A request no rate limit applies to (answered 404: no such release).
+const ASK: &[u8] = b"GET /v1/releases/00/shards/0 HTTP/1.1\r\nHost: vault\r\n\r\n";
+const ANSWERED: &[u8] = b"HTTP/1.1 404";
+
+#[test]
+fn the_connections_of_one_certificate_are_capped() {
+    let e = env();
+    let open = |who: &str| raw_tls(&e.pki, who, &e.tight.url, &[]);
+    // The tight service's cap is 4: each of these is answered and kept alive.
+    let mut held: Vec<RawTls> = (0..4)
+        .map(|_| {
+            let mut s = open("crowd");
+            s.write_all(ASK).unwrap();
+            let a = first_answer(&mut s);
+            assert!(a.starts_with(ANSWERED), "{}", String::from_utf8_lossy(&a));
+            s
+        })
+        .collect();
+    // One more is closed without an answer; another certificate is served meanwhile.
+    let mut over = open("crowd");
+    let _ = over.write_all(ASK);
+    let got = read_until_closed(&mut over, Duration::from_secs(30)).expect("closed");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    let mut other = open("other");
+    other.write_all(ASK).unwrap();
+    assert!(first_answer(&mut other).starts_with(ANSWERED));
+    // Once they close, the certificate may connect again.
+    held.clear();
+    let t = Instant::now();
+    loop {
+        let mut s = open("crowd");
+        let _ = s.write_all(ASK);
+        if first_answer(&mut s).starts_with(ANSWERED) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "still refused");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_and_its_file_closed() {
+    use std::io::Read;
+    let e = env();
+    let api = tight("stall");
+    let nonce = api.nonce();
+    let (s, v) = api.post(
+        "/v1/releases",
+        serde_json::json!({"model": "acme-small", "revision": "g1", "evidence": evidence(&nonce)}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let rel = &v["release"];
+    let shard = rel["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|s| s["stream_len"].as_u64())
+        .unwrap();
+    let len = shard["stream_len"].as_u64().unwrap();
+    let mut raw = tight_raw("stall");
+    write!(
+        raw,
+        "GET /v1/releases/{}/shards/{} HTTP/1.1\r\nHost: vault\r\n\r\n",
+        rel["id"].as_str().unwrap(),
+        shard["index"]
+    )
+    .unwrap();
+    let mut first = vec![0u8; 64 << 10];
+    raw.read_exact(&mut first).unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        held(e.tight.pid).sealed_open >= 1,
+        "the shard's file is open while it streams"
+    );
+    // Read nothing more: after write_timeout (2 s) the service gives up on this client, its
+    // producer stops and the file closes.
+    let after = settle(e.tight.pid, |h| h.sealed_open == 0);
+    assert_eq!(after.sealed_open, 0, "{after:?}");
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest);
+    assert!(
+        ((first.len() + rest.len()) as u64) < len,
+        "the whole {len}-byte stream arrived"
     );
 }

@@ -771,3 +771,81 @@ fn a_checkpoint_of_too_many_files_for_one_record_is_refused_before_sealing() {
     let (ok, _, err) = seal(&v, &dir, "many@r1", &[]);
     assert!(ok, "1,501 files fit one record: {err}");
 }
+
+/// The documented exit statuses, one test each here (denied: tests/release.rs, a denial
+/// exits 2; SIGINT and SIGTERM: tests/interrupt.rs), and the table in `--help` and the README.
+fn run_bare(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn exit_status_0_for_success_and_help() {
+    assert_eq!(run_bare(&["--help"]).status.code(), Some(0));
+    assert_eq!(run_bare(&["serve", "--help"]).status.code(), Some(0));
+    let o = run_bare(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    // The release, the container format it writes and the commit.
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], concat!("weightvault ", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        lines[1],
+        format!("container format: {}", weightvault::format::VERSION)
+    );
+    let commit = lines[2].strip_prefix("commit: ").unwrap();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{commit}"
+    );
+}
+
+#[test]
+fn exit_status_1_for_an_error_with_one_line_why() {
+    let dir = common::scratch();
+    let o = run_bare(&["--vault", dir.path().join("none").to_str().unwrap(), "list"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.starts_with("weightvault: error: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn exit_status_64_for_a_command_line_not_understood() {
+    for args in [
+        &["--frobnicate"][..],
+        &["seal"],
+        &["fetch", "a@b", "--parallel", "x"],
+        &[],
+    ] {
+        let o = run_bare(args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}");
+        assert!(!o.stderr.is_empty());
+    }
+}
+
+#[test]
+fn the_exit_table_is_in_help_and_the_readme() {
+    let help = String::from_utf8(run_bare(&["--help"]).stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    for line in weightvault::cli::EXIT_CODES.lines().skip(1) {
+        assert!(help.contains(line), "--help lacks {line:?}");
+        // The README's table: `| code | meaning |`.
+        let (code, meaning) = line.trim().split_once(' ').unwrap();
+        let row = format!("| {code} | {} |", meaning.trim());
+        assert!(readme.contains(&row), "README lacks {row:?}");
+    }
+    let serve = String::from_utf8(run_bare(&["serve", "--help"]).stdout).unwrap();
+    for (k, _) in weightvault::store::SERVE_KEYS {
+        assert!(
+            serve.contains(&format!("  {k} = ")),
+            "serve --help lacks {k}"
+        );
+    }
+}

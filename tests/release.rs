@@ -52,7 +52,7 @@ fn env() -> &'static Env {
         let pol = root.join("policies");
         common::loopback_policies(&pol);
         let vault = root.join("vault");
-        common::init(&vault);
+        common::init_for_service(&vault);
         let minilm = common::minilm_dir();
         common::seal_ok(
             &vault,
@@ -2288,48 +2288,12 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// A raw TLS connection to the service as `who`, offering `alpn` (none: no ALPN at all).
-fn raw_tls(
-    who: &str,
-    alpn: &[&[u8]],
-) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+fn raw_tls(who: &str, alpn: &[&[u8]]) -> common::api::RawTls {
     let e = env();
-    let pki = e.root.join("pki");
-    let mut cfg = weightvault::release::tls::client_config(
-        &pki.join("ca.pem"),
-        &pki.join(format!("{who}.pem")),
-        &pki.join(format!("{who}.key")),
-    )
-    .unwrap();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let addr = e.server.trim_start_matches("https://");
-    let tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
-    rustls::StreamOwned::new(conn, tcp)
+    common::api::raw_tls(&e.root.join("pki"), who, &e.server, alpn)
 }
 
-/// Reads what the service sends until it closes the connection (`None` if it is still open
-/// after `bound`).
-fn read_until_closed(
-    s: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
-    bound: std::time::Duration,
-) -> Option<Vec<u8>> {
-    use std::io::ErrorKind;
-    let t = std::time::Instant::now();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while t.elapsed() < bound {
-        match s.read(&mut buf) {
-            Ok(0) => return Some(got),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return Some(got), // reset or TLS close: closed
-        }
-    }
-    None
-}
+use common::api::read_until_closed;
 
 /// The service speaks HTTP/1.1 alone, as its ALPN says: a client offering only `h2` fails the
 /// handshake, and one that sends the HTTP/2 preface without ALPN gets no HTTP/2 frame back and

@@ -118,7 +118,7 @@ fn make_vault(root: &Path) {
     let pol = root.join("policies");
     common::loopback_policies(&pol);
     let vault = root.join("vault");
-    common::init(&vault);
+    common::init_for_service(&vault);
     let model = root.join("model");
     std::fs::create_dir_all(&model).unwrap();
     common::write_safetensors(

@@ -43,7 +43,7 @@ fn fx() -> &'static Fixture {
         let pol = root.join("policies");
         common::loopback_policies(&pol);
         let vault = root.join("vault");
-        common::init(&vault);
+        common::init_for_service(&vault);
         let frontier = root.join("frontier");
         std::fs::create_dir_all(&frontier).unwrap();
         common::write_safetensors(

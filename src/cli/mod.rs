@@ -54,6 +54,41 @@ pub struct Exit {
     pub message: Option<String>,
 }
 
+/// The exit statuses of every command, for scripts: [`EXIT_CODES`] lists them in `--help`
+/// and the README.
+pub mod status {
+    /// It did what was asked.
+    pub const OK: u8 = 0;
+    /// It failed (the one line on standard error says why).
+    pub const ERROR: u8 = 1;
+    /// The policy refused a release (`fetch`): every check is printed.
+    pub const DENIED: u8 = 2;
+    /// The command line is not understood (sysexits' EX_USAGE).
+    pub const USAGE: u8 = 64;
+    // Stopped by a signal: 128 + its number (`interrupt::Signal::exit_code`).
+}
+
+/// The exit statuses, as `--help` prints them.
+pub const EXIT_CODES: &str = "Exit status:
+  0    success
+  1    error (one line on standard error says why)
+  2    a release denied by the policy (fetch; every check is printed)
+  64   usage: the command line is not understood
+  130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM: no plaintext is left";
+
+/// `--version`: the release, the container format it writes, and the commit it was built from.
+fn long_version() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        format!(
+            "{}\ncontainer format: {}\ncommit: {}",
+            env!("CARGO_PKG_VERSION"),
+            crate::format::VERSION,
+            env!("WEIGHTVAULT_COMMIT")
+        )
+    })
+}
+
 impl Exit {
     /// An exit whose output is already written.
     pub fn quiet(code: u8) -> Self {
@@ -75,7 +110,13 @@ mod ui;
 ///
 /// Start with `weightvault init`, then `weightvault seal ./ckpt --model NAME --revision REV`.
 #[derive(Debug, Parser)]
-#[command(name = "weightvault", version, propagate_version = true)]
+#[command(
+    name = "weightvault",
+    version,
+    long_version = long_version(),
+    propagate_version = true,
+    after_long_help = EXIT_CODES
+)]
 pub struct Cli {
     /// Vault directory [default: $WEIGHTVAULT_HOME, else ./vault]
     #[arg(long, global = true, value_name = "DIR")]
@@ -246,6 +287,7 @@ pub enum Command {
     /// decision is in the ledger before anything is answered. Protocol: docs/PROTOCOL.md.
     ///
     /// Example: weightvault serve --listen 0.0.0.0:8443 --cert vault.pem --key vault.key --client-ca org-ca.pem --crl org.crl
+    #[command(after_long_help = crate::store::ServeSection::help())]
     Serve(ServeArgs),
     /// Fetch a released model as a serving node: the whole protocol, then a loadable directory
     ///

@@ -214,6 +214,37 @@ fn read_host_key(p: &Path) -> Result<StaticSecret, FetchError> {
     Ok(StaticSecret::from(b))
 }
 
+/// How many times a request refused with 429 is asked again, waiting what `Retry-After` says
+/// (at most a minute each time).
+const PACED_TRIES: u32 = 5;
+
+/// Sends a request, and again after the wait the service asks for while it answers 429
+/// `too_many_requests` (its per-certificate rate), a few times; the last answer either way.
+async fn send_paced(
+    base: &str,
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, FetchError> {
+    let mut tries = 1;
+    loop {
+        let resp = request()
+            .send()
+            .await
+            .map_err(|e| other(format!("{base}: {e}")))?;
+        if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || tries == PACED_TRIES {
+            return Ok(resp);
+        }
+        let wait = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(1)
+            .clamp(1, 60);
+        tracing::warn!("{base}: too many requests from this certificate; asking again in {wait} s");
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        tries += 1;
+    }
+}
+
 async fn error_of(resp: reqwest::Response) -> FetchError {
     let status = resp.status();
     let Ok(body) = resp.json::<ErrorBody>().await else {
@@ -327,11 +358,7 @@ async fn new_release(
     timing: &Timing,
 ) -> Result<(ReleaseInfo, u64), FetchError> {
     let base = cfg.server.trim_end_matches('/');
-    let resp = client
-        .post(format!("{base}/v1/challenge"))
-        .send()
-        .await
-        .map_err(|e| other(format!("{base}: {e}")))?;
+    let resp = send_paced(base, || client.post(format!("{base}/v1/challenge"))).await?;
     if !resp.status().is_success() {
         return Err(error_of(resp).await);
     }
@@ -347,16 +374,17 @@ async fn new_release(
         tokio::task::block_in_place(|| attest(&cfg.attest, nonce, &public))?
     };
     *timing.attest.lock().expect("timing") += t.elapsed();
-    let resp = client
-        .post(format!("{base}/v1/releases"))
-        .json(&serde_json::json!({
-            "model": r.model,
-            "revision": r.revision,
-            "evidence": evidence,
-        }))
-        .send()
-        .await
-        .map_err(|e| other(format!("{base}: {e}")))?;
+    let body = serde_json::json!({
+        "model": r.model,
+        "revision": r.revision,
+        "evidence": evidence,
+    });
+    // A request refused by the rate limit never reached the nonce: the same evidence is
+    // asked with again.
+    let resp = send_paced(base, || {
+        client.post(format!("{base}/v1/releases")).json(&body)
+    })
+    .await?;
     if !resp.status().is_success() {
         return Err(error_of(resp).await);
     }

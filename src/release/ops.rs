@@ -30,6 +30,8 @@ pub struct Metrics {
     pub append_seconds: Histogram,
     /// Shard streams open now.
     pub open_streams: IntGauge,
+    /// Connections and requests refused by a `[serve]` limit, by limit.
+    pub refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -64,12 +66,21 @@ impl Metrics {
         )
         .expect("metric");
         let open_streams = IntGauge::new("open_streams", "Shard streams open now").expect("metric");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "refused_total",
+                "Connections and requests refused by a [serve] limit, by limit",
+            ),
+            &["limit"],
+        )
+        .expect("metric");
         for c in [
             Box::new(releases.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(bytes_streamed.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(append_seconds.clone()),
             Box::new(open_streams.clone()),
+            Box::new(refused.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -80,6 +91,7 @@ impl Metrics {
             decision_seconds,
             append_seconds,
             open_streams,
+            refused,
         }
     }
 

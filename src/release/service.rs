@@ -20,6 +20,7 @@ use crate::ledger::{backend::LedgerBackend, usage::Allocations};
 use crate::policy::{self, GeoLookup, NoGeo, PolicyHandle};
 use crate::store::object::RangeRead;
 use crate::store::sealed::FileKeys;
+use crate::store::ServeSection;
 use crate::store::{ManifestEntry, OpenedRevision, RevisionRef, Vault};
 use axum::body::Body;
 use axum::extract::{Extension, Path as UrlPath, State};
@@ -33,6 +34,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tower_governor::GovernorError;
 use weightvault_core::facts::rfc3339;
 
 /// How the service is set up.
@@ -134,6 +136,8 @@ struct AppState {
     /// replica at a time).
     election: Option<Mutex<crate::postgres::Election>>,
     cfg: ServeConfig,
+    /// `[serve]` of the vault's configuration.
+    limits: ServeSection,
 }
 
 /// Open sealed files by (model, revision, path): weak, so a file is open exactly while some
@@ -329,7 +333,10 @@ async fn releases(
     headers: HeaderMap,
     body: Result<Json<ReleaseBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ReleaseReply>, ApiError> {
-    let Json(body) = body.map_err(|e| api(ApiCode::BadRequest, e.body_text()))?;
+    let Json(body) = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(&st),
+        _ => api(ApiCode::BadRequest, e.body_text()),
+    })?;
     let policy = st.policy.current();
     let evidence: Admitted = engine::admit(&policy, &body)?;
     // The nonce is spent by this request whatever the outcome.
@@ -972,11 +979,197 @@ fn readiness(st: &Arc<AppState>) -> super::ops::CheckFn {
     })
 }
 
+/// The rate limits of one route, per client certificate (its fingerprint, from the
+/// connection's [`Peer`]).
+#[derive(Clone, Copy)]
+struct PerCertificate;
+
+impl tower_governor::key_extractor::KeyExtractor for PerCertificate {
+    type Key = [u8; 32];
+
+    fn extract<T>(&self, req: &http::Request<T>) -> Result<[u8; 32], GovernorError> {
+        req.extensions()
+            .get::<Peer>()
+            .map(|p| p.id.fingerprint)
+            .ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
+type RateLimit = Arc<
+    tower_governor::governor::GovernorConfig<
+        PerCertificate,
+        governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
+    >,
+>;
+
+/// `per_minute` requests per minute for each client certificate, `burst` at once.
+fn rate_limit(per_minute: u32, burst: u32) -> RateLimit {
+    Arc::new(
+        tower_governor::governor::GovernorConfigBuilder::default()
+            .key_extractor(PerCertificate)
+            .period(Duration::from_secs(60) / per_minute)
+            .burst_size(burst)
+            .finish()
+            .expect("[serve] rates are checked to be at least 1"),
+    )
+}
+
+/// A limited request's answer: 429 with `Retry-After`, or (no certificate: cannot happen
+/// behind the accept loop) internal.
+fn too_many(
+    limit: &'static str,
+    metrics: Arc<super::ops::Metrics>,
+) -> impl Fn(GovernorError) -> Response + Clone {
+    move |e| match e {
+        GovernorError::TooManyRequests { wait_time, .. } => {
+            metrics.refused.with_label_values(&[limit]).inc();
+            let wait = wait_time.max(1);
+            let mut r = api(
+                ApiCode::TooManyRequests,
+                format!("{limit}: too many requests from this client certificate; ask again in {wait} s"),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+            r
+        }
+        e => internal("rate limiting", e).into_response(),
+    }
+}
+
+/// Reads a request's whole body within `[serve] body_timeout` (hyper's own timer covers only
+/// the head; tower-http's body timeout is per frame, which one byte every few seconds
+/// defeats): 408 and the connection closed after it, 413 past `max_body` (the body is
+/// `Limited` by the layer outside this one).
+async fn body_in_time(
+    State(st): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let limit = Duration::from_secs(st.limits.body_timeout);
+    match tokio::time::timeout(limit, body.collect()).await {
+        Ok(Ok(b)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                Body::from(b.to_bytes()),
+            ))
+            .await
+        }
+        Ok(Err(e)) if too_large(&e) => {
+            st.metrics.refused.with_label_values(&["max_body"]).inc();
+            payload_too_large(&st).into_response()
+        }
+        Ok(Err(e)) => api(
+            ApiCode::BadRequest,
+            format!("reading the request body: {e}"),
+        )
+        .into_response(),
+        Err(_) => {
+            st.metrics
+                .refused
+                .with_label_values(&["body_timeout"])
+                .inc();
+            let mut r = api(
+                ApiCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s",
+                    st.limits.body_timeout
+                ),
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            r
+        }
+    }
+}
+
+/// Whether a body error is `Limited`'s length limit.
+fn too_large(e: &axum::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = src {
+        if x.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        src = x.source();
+    }
+    false
+}
+
+fn payload_too_large(st: &AppState) -> ApiError {
+    api(
+        ApiCode::PayloadTooLarge,
+        format!(
+            "the request body is over {} bytes ([serve] max_body)",
+            st.limits.max_body
+        ),
+    )
+}
+
+/// tower-http answers a declared `Content-Length` over the limit itself, in plain text:
+/// the same answer in the service's JSON.
+async fn json_413(State(st): State<Arc<AppState>>, r: Response) -> Response {
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE && !json {
+        st.metrics.refused.with_label_values(&["max_body"]).inc();
+        return payload_too_large(&st).into_response();
+    }
+    r
+}
+
+/// Bytes a request without a body to read may declare (challenge, shard).
+const NO_BODY: usize = 1024;
+
 fn router(state: Arc<AppState>) -> Router {
+    use axum::middleware::{from_fn_with_state, map_response_with_state};
+    use std::convert::Infallible;
+    use tower_http::limit::RequestBodyLimitLayer;
+    let lim = &state.limits;
+    let challenges = rate_limit(lim.challenges_per_minute, lim.challenge_burst);
+    let releases_rate = rate_limit(lim.releases_per_minute, lim.release_burst);
+    // Keys of certificates that stopped asking are forgotten.
+    for l in [challenges.clone(), releases_rate.clone()] {
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                t.tick().await;
+                l.limiter().retain_recent();
+            }
+        });
+    }
+    let m = state.metrics.clone();
     Router::new()
-        .route("/v1/challenge", post(challenge))
-        .route("/v1/releases", post(releases))
-        .route("/v1/releases/{id}/shards/{n}", get(shard))
+        .route(
+            "/v1/challenge",
+            post(challenge)
+                .layer::<_, Infallible>(RequestBodyLimitLayer::new(NO_BODY))
+                .layer(
+                    tower_governor::GovernorLayer::new(challenges)
+                        .error_handler(too_many("challenges_per_minute", m.clone())),
+                ),
+        )
+        .route(
+            "/v1/releases",
+            post(releases)
+                .layer(axum::extract::DefaultBodyLimit::max(lim.max_body))
+                .layer::<_, Infallible>(from_fn_with_state(state.clone(), body_in_time))
+                .layer::<_, Infallible>(RequestBodyLimitLayer::new(lim.max_body))
+                .layer(
+                    tower_governor::GovernorLayer::new(releases_rate)
+                        .error_handler(too_many("releases_per_minute", m)),
+                ),
+        )
+        .route(
+            "/v1/releases/{id}/shards/{n}",
+            get(shard).layer::<_, Infallible>(RequestBodyLimitLayer::new(NO_BODY)),
+        )
         .fallback(|| async { api(ApiCode::NotFound, "no such endpoint (see docs/PROTOCOL.md)") })
         .method_not_allowed_fallback(|| async {
             api(
@@ -984,6 +1177,7 @@ fn router(state: Arc<AppState>) -> Router {
                 "wrong method for this endpoint (see docs/PROTOCOL.md)",
             )
         })
+        .layer(map_response_with_state(state.clone(), json_413))
         .with_state(state)
 }
 
@@ -1096,6 +1290,8 @@ impl Server {
     /// Opens the vault, HSM, ledger and policy, binds, and serves on a background thread.
     pub fn start(cfg: ServeConfig) -> Result<Self, ServeError> {
         let vault = Vault::open(&cfg.vault).map_err(setup)?;
+        let limits = vault.config().serve.clone();
+        limits.check().map_err(setup)?;
         let tiles = match vault.config().ledger.tiles.as_ref() {
             Some(t) => {
                 if cfg.require_worm {
@@ -1171,6 +1367,7 @@ impl Server {
             election: db.as_ref().map(|d| Mutex::new(d.election())),
             db,
             cfg,
+            limits,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1226,7 +1423,16 @@ impl Server {
                     let app = super::ops::router(state.metrics.clone(), readiness(&state));
                     tokio::spawn(super::ops::serve(l, app, std::future::pending()))
                 });
-                accept_loop(listener, tls, router(state.clone()), stop_rx).await;
+                let gate = Arc::new(Gate {
+                    connections: Arc::new(tokio::sync::Semaphore::new(
+                        state.limits.max_connections,
+                    )),
+                    handshakes: Arc::new(tokio::sync::Semaphore::new(state.limits.max_handshakes)),
+                    per_client: Mutex::new(HashMap::new()),
+                    limits: state.limits.clone(),
+                    metrics: state.metrics.clone(),
+                });
+                accept_loop(listener, tls, router(state.clone()), stop_rx, gate).await;
                 if let Some(o) = ops {
                     o.abort();
                 }
@@ -1283,17 +1489,64 @@ impl Drop for Server {
     }
 }
 
-/// How long a client may take to send a request's head (line and headers), and how long a
-/// kept-alive connection may sit idle before its next request.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The connection limits of `[serve]`: connections open, handshakes in progress (more wait
+/// their turn), and connections per client certificate. Over the other two a connection is
+/// closed without an answer (no HTTP has been spoken yet) and counted in `refused_total`.
+struct Gate {
+    connections: Arc<tokio::sync::Semaphore>,
+    handshakes: Arc<tokio::sync::Semaphore>,
+    per_client: Mutex<HashMap<[u8; 32], usize>>,
+    limits: ServeSection,
+    metrics: Arc<super::ops::Metrics>,
+}
+
+/// One of a client certificate's connections, given back when the connection ends.
+struct ClientSlot {
+    gate: Arc<Gate>,
+    fingerprint: [u8; 32],
+}
+
+impl Gate {
+    fn refuse(&self, limit: &str, addr: SocketAddr) {
+        tracing::info!(%addr, limit, "connection refused");
+        self.metrics.refused.with_label_values(&[limit]).inc();
+    }
+
+    fn client_slot(self: &Arc<Self>, fingerprint: [u8; 32]) -> Option<ClientSlot> {
+        let mut m = self.per_client.lock().expect("per-client lock");
+        let n = m.entry(fingerprint).or_insert(0);
+        if *n >= self.limits.max_connections_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            gate: self.clone(),
+            fingerprint,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = self.gate.per_client.lock().expect("per-client lock");
+        if let Some(n) = m.get_mut(&self.fingerprint) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.fingerprint);
+            }
+        }
+    }
+}
 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     mut stop: tokio::sync::oneshot::Receiver<()>,
+    gate: Arc<Gate>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let lim = gate.limits.clone();
     loop {
         let (tcp, addr) = tokio::select! {
             _ = &mut stop => break,
@@ -1305,19 +1558,35 @@ async fn accept_loop(
                 }
             },
         };
+        let Ok(conn) = gate.connections.clone().try_acquire_owned() else {
+            gate.refuse("max_connections", addr);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let gate = gate.clone();
+        let lim = lim.clone();
         tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::info!(%addr, "TLS handshake refused: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let _conn = conn;
+            let handshake_timeout = Duration::from_secs(lim.handshake_timeout);
+            // Past max_handshakes a connection waits for a turn (a fleet booting at once is
+            // slowed, not refused), all within the handshake's time.
+            let handshake = async {
+                let _turn = gate.handshakes.acquire().await;
+                acceptor.accept(tcp).await
+            };
+            let stream = match tokio::time::timeout(handshake_timeout, handshake).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%addr, "TLS handshake refused: {e}");
+                    return;
+                }
+                Err(_) => {
+                    gate.refuse("handshake_timeout", addr);
+                    return;
+                }
+            };
             let cert = stream
                 .get_ref()
                 .1
@@ -1332,16 +1601,29 @@ async fn accept_loop(
                 }
                 None => return,
             };
+            let Some(_slot) = gate.client_slot(id.fingerprint) else {
+                gate.refuse("max_connections_per_client", addr);
+                return;
+            };
             let app = app.layer(Extension(Peer { id, addr }));
             let svc = hyper_util::service::TowerToHyperService::new(app);
-            let io = hyper_util::rt::TokioIo::new(stream);
+            // A client that stops reading (a stalled or malicious fetcher) is cut after
+            // `write_timeout`: its stream's producer then stops and its file closes. No read
+            // timeout here: hyper reads while it streams a response, and a long download is
+            // not a slow request (the head and the body have their own limits).
+            let mut io = tokio_io_timeout::TimeoutStream::new(stream);
+            io.set_write_timeout(Some(Duration::from_secs(lim.write_timeout)));
+            let io = hyper_util::rt::TokioIo::new(Box::pin(io));
             // HTTP/1.1 alone, as ALPN offers: an HTTP/2 preface sent without ALPN is not a
             // request line, so it is refused. The header timer needs a timer to run (without
             // one hyper drops it silently) and also bounds a kept-alive connection's idle
-            // time, since it runs whenever hyper waits for a request head.
+            // time, since it runs whenever hyper waits for a request head. A head over the
+            // size or field limits is answered 431 by hyper itself.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(Duration::from_secs(lim.header_timeout))
+                .max_header_size(lim.max_header_bytes)
+                .max_headers(lim.max_headers)
                 .serve_connection(io, svc)
                 .await
             {

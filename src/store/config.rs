@@ -67,6 +67,145 @@ pub struct VaultConfig {
     /// vault directory's ledger; `WEIGHTVAULT_DATABASE` sets it too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<crate::database::DatabaseSection>,
+    /// The key-release service's limits (absent: the defaults).
+    #[serde(default, skip_serializing_if = "ServeSection::is_default")]
+    pub serve: ServeSection,
+}
+
+/// `[serve]` in `vault.toml`: what the key-release service allows one connection, one request
+/// and one client certificate, against slow, large and repeated requests. Every key has a
+/// safe default; [`SERVE_KEYS`] says what each bounds (`weightvault serve --help` lists
+/// them). Times are in seconds, sizes in bytes, rates per client certificate and replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeSection {
+    /// Seconds for a TLS handshake.
+    pub handshake_timeout: u64,
+    /// Seconds for a request's head; also how long a kept-alive connection may sit idle.
+    pub header_timeout: u64,
+    /// Seconds for a whole request body.
+    pub body_timeout: u64,
+    /// Seconds a response may wait for the client to take more bytes.
+    pub write_timeout: u64,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once with one client certificate.
+    pub max_connections_per_client: usize,
+    /// TLS handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// Bytes of a request body (a release request with its evidence).
+    pub max_body: usize,
+    /// Bytes of a request's head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Header fields of a request.
+    pub max_headers: usize,
+    /// Challenges per minute per client certificate.
+    pub challenges_per_minute: u32,
+    /// Challenges one client certificate may ask for at once before the rate applies.
+    pub challenge_burst: u32,
+    /// Release requests per minute per client certificate.
+    pub releases_per_minute: u32,
+    /// Release requests one client certificate may make at once before the rate applies.
+    pub release_burst: u32,
+}
+
+impl Default for ServeSection {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: 10,
+            header_timeout: 10,
+            body_timeout: 30,
+            write_timeout: 60,
+            max_connections: 512,
+            max_connections_per_client: 64,
+            max_handshakes: 64,
+            max_body: 1 << 20,
+            max_header_bytes: 16 << 10,
+            max_headers: 64,
+            challenges_per_minute: 60,
+            challenge_burst: 20,
+            releases_per_minute: 30,
+            release_burst: 10,
+        }
+    }
+}
+
+/// Each `[serve]` key and what it bounds, in the order `serve --help` lists them.
+pub const SERVE_KEYS: &[(&str, &str)] = &[
+    ("handshake_timeout", "seconds for a TLS handshake"),
+    (
+        "header_timeout",
+        "seconds for a request's head, and a kept-alive connection's idle time (then closed)",
+    ),
+    ("body_timeout", "seconds for a whole request body (408)"),
+    (
+        "write_timeout",
+        "seconds a response waits for the client to read (then the connection is closed)",
+    ),
+    (
+        "max_connections",
+        "connections open at once (more are closed at once)",
+    ),
+    (
+        "max_connections_per_client",
+        "connections open at once per client certificate (more are closed after the handshake)",
+    ),
+    (
+        "max_handshakes",
+        "TLS handshakes in progress at once (more wait their turn)",
+    ),
+    ("max_body", "bytes of a request body (413)"),
+    ("max_header_bytes", "bytes of a request's head (431)"),
+    ("max_headers", "header fields of a request (431)"),
+    (
+        "challenges_per_minute",
+        "challenges per minute per client certificate (429 with Retry-After)",
+    ),
+    (
+        "challenge_burst",
+        "challenges at once per client certificate before that rate applies",
+    ),
+    (
+        "releases_per_minute",
+        "release requests per minute per client certificate (429 with Retry-After)",
+    ),
+    (
+        "release_burst",
+        "release requests at once per client certificate before that rate applies",
+    ),
+];
+
+impl ServeSection {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Refuses a limit that would stop the service from serving anyone (a zero).
+    pub fn check(&self) -> Result<(), String> {
+        let t = toml::Value::try_from(self).map_err(|e| e.to_string())?;
+        let zero = t
+            .as_table()
+            .into_iter()
+            .flatten()
+            .find(|(_, v)| v.as_integer() == Some(0));
+        match zero {
+            Some((k, _)) => Err(format!("[serve] {k} must be at least 1")),
+            None => Ok(()),
+        }
+    }
+
+    /// The `[serve]` keys with their defaults and meanings, for `serve --help`.
+    pub fn help() -> String {
+        let d = toml::Value::try_from(Self::default()).expect("serialisable");
+        let mut s = String::from(
+            "Limits, each a key of [serve] in the vault's vault.toml (default, then what it bounds):\n",
+        );
+        for (k, what) in SERVE_KEYS {
+            let v = d.get(k).map(|v| v.to_string()).unwrap_or_default();
+            s.push_str(&format!("  {k} = {v}\n      {what}\n"));
+        }
+        s
+    }
 }
 
 /// `[store]` in `vault.toml`: object storage for sealed revisions. Without a `url` (and
@@ -283,6 +422,41 @@ mod tests {
 
     fn config(tail: &str) -> VaultConfig {
         parse(tail).unwrap()
+    }
+
+    #[test]
+    fn serve_limits_have_defaults_and_each_is_listed_once() {
+        let d = toml::Value::try_from(ServeSection::default()).unwrap();
+        let fields: Vec<&str> = d.as_table().unwrap().keys().map(String::as_str).collect();
+        let mut listed: Vec<&str> = SERVE_KEYS.iter().map(|(k, _)| *k).collect();
+        listed.sort();
+        let mut fields_sorted = fields.clone();
+        fields_sorted.sort();
+        assert_eq!(listed, fields_sorted);
+        let help = ServeSection::help();
+        for k in fields {
+            assert!(help.contains(&format!("  {k} = {}", d[k])), "{k} in {help}");
+        }
+        assert_eq!(config("").serve, ServeSection::default());
+        ServeSection::default().check().unwrap();
+    }
+
+    #[test]
+    fn serve_limits_are_read_and_bad_ones_refused() {
+        let c = config("[serve]\nmax_body = 4096\nchallenge_burst = 3\n");
+        assert_eq!(c.serve.max_body, 4096);
+        assert_eq!(c.serve.challenge_burst, 3);
+        assert_eq!(
+            c.serve.header_timeout,
+            ServeSection::default().header_timeout
+        );
+        let e = parse("[serve]\nmax_bodies = 1\n").unwrap_err().to_string();
+        assert!(e.contains("max_bodies"), "{e}");
+        let e = config("[serve]\nreleases_per_minute = 0\n")
+            .serve
+            .check()
+            .unwrap_err();
+        assert_eq!(e, "[serve] releases_per_minute must be at least 1");
     }
 
     #[test]

@@ -35,7 +35,8 @@ mod seal;
 mod service_key;
 mod setup;
 pub use config::{
-    HsmSection, LedgerSection, S3Endpoint, SealSection, StoreSection, TilesSection, VaultConfig,
+    HsmSection, LedgerSection, S3Endpoint, SealSection, ServeSection, StoreSection, TilesSection,
+    VaultConfig, SERVE_KEYS,
 };
 pub use error::{ConfigError, RecordError, StoreError};
 use manifest::shredded_at;

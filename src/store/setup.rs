@@ -57,6 +57,7 @@ impl Vault {
                 ledger: LedgerSection::default(),
                 store: StoreSection::default(),
                 database: None,
+                serve: Default::default(),
             };
             let text = format!(
                 "# weightvault vault configuration (made by `weightvault init`).\n\

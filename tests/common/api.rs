@@ -54,6 +54,26 @@ impl Api {
         })
     }
 
+    /// POSTs `body` as it is; the status, the headers and the JSON answer.
+    pub fn post_body(
+        &self,
+        path: &str,
+        body: reqwest::Body,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .post(format!("{}{path}", self.server))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let (s, h) = (r.status().as_u16(), r.headers().clone());
+            (s, h, r.json().await.unwrap())
+        })
+    }
+
     /// GETs; the status and the body.
     pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
         self.rt.block_on(async {
@@ -73,4 +93,44 @@ impl Api {
         assert_eq!(s, 200, "{v}");
         v["nonce"].as_str().unwrap().to_string()
     }
+}
+
+/// A TLS connection spoken to by hand.
+pub type RawTls = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// A raw TLS connection to `server` as `who` of the test PKI in `pki`, offering `alpn` (none:
+/// no ALPN at all); reads time out after 2 s.
+pub fn raw_tls(pki: &Path, who: &str, server: &str, alpn: &[&[u8]]) -> RawTls {
+    let mut cfg = weightvault::release::tls::client_config(
+        &pki.join("ca.pem"),
+        &pki.join(format!("{who}.pem")),
+        &pki.join(format!("{who}.key")),
+    )
+    .unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let addr = server.trim_start_matches("https://");
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Reads what the service sends until it closes the connection (`None` if it is still open
+/// after `bound`).
+pub fn read_until_closed(s: &mut RawTls, bound: std::time::Duration) -> Option<Vec<u8>> {
+    use std::io::{ErrorKind, Read};
+    let t = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < bound {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(got), // reset or TLS close: closed
+        }
+    }
+    None
 }

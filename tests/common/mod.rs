@@ -341,6 +341,23 @@ pub fn init(vault: &Path) {
     assert!(ok, "init failed: {out} {err}");
 }
 
+/// A vault made by [`init`] whose service lets tests ask as often as they like: per-certificate
+/// rates and connection caps far above what one test certificate used by many tests at once
+/// asks (tests/abuse.rs tries the limits themselves).
+pub fn init_for_service(vault: &Path) {
+    use std::io::Write;
+    init(vault);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(vault.join("vault.toml"))
+        .unwrap();
+    f.write_all(
+        b"\n[serve]\nmax_connections_per_client = 512\nchallenges_per_minute = 100000\n\
+          challenge_burst = 10000\nreleases_per_minute = 100000\nrelease_burst = 10000\n",
+    )
+    .unwrap();
+}
+
 /// `weightvault seal SRC --model MODEL --revision REV` for `what` (`MODEL@REV`), followed by
 /// `flags` (`--eccn`, `--training-ops`, `--force`, ...): (exit success, stdout, stderr).
 pub fn seal(

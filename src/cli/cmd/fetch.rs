@@ -104,11 +104,11 @@ pub(in crate::cli) fn run(g: &Globals, a: FetchArgs) -> Result<()> {
                     c.reason
                 );
             }
-            Err(Exit::quiet(2).into())
+            Err(Exit::quiet(crate::cli::status::DENIED).into())
         }
         Err(e @ FetchError::Revoked(_)) => {
             eprintln!("weightvault: {e}");
-            Err(Exit::quiet(2).into())
+            Err(Exit::quiet(crate::cli::status::DENIED).into())
         }
         Err(e) => Err(e.into()),
     }

@@ -148,7 +148,7 @@ pub(in crate::cli) fn run(cmd: PolicyCommand, vault_dir: &Path) -> Result<()> {
                 }
             }
             if !d.allowed {
-                return Err(Exit::quiet(1).into());
+                return Err(Exit::quiet(crate::cli::status::ERROR).into());
             }
         }
     }

@@ -17,6 +17,13 @@ pub enum ApiCode {
     BadRequest,
     /// The host evidence does not open (malformed, unknown attester key, bad signature).
     BadEvidence,
+    /// The request body is larger than the service accepts (`[serve] max_body`).
+    PayloadTooLarge,
+    /// The request body did not arrive within `[serve] body_timeout`.
+    RequestTimeout,
+    /// This client certificate asked too often; the `Retry-After` header says when to ask
+    /// again.
+    TooManyRequests,
     /// A `Range` header that cannot be satisfied.
     BadRange,
     /// The policy refused: the body carries the decision and its ledger entry.
@@ -53,6 +60,9 @@ impl ApiCode {
         match self {
             BadRequest | BadEvidence => StatusCode::BAD_REQUEST,
             BadRange => StatusCode::RANGE_NOT_SATISFIABLE,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Denied | ReleaseRevoked | WrongClient => StatusCode::FORBIDDEN,
             Internal | Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -68,6 +78,9 @@ impl ApiCode {
         match self {
             BadRequest => "bad_request",
             BadEvidence => "bad_evidence",
+            PayloadTooLarge => "payload_too_large",
+            RequestTimeout => "request_timeout",
+            TooManyRequests => "too_many_requests",
             BadRange => "bad_range",
             Denied => "denied",
             Internal => "internal",
@@ -179,6 +192,9 @@ mod tests {
     const CODES: &[(ApiCode, &str, u16)] = &[
         (ApiCode::BadRequest, "bad_request", 400),
         (ApiCode::BadEvidence, "bad_evidence", 400),
+        (ApiCode::PayloadTooLarge, "payload_too_large", 413),
+        (ApiCode::RequestTimeout, "request_timeout", 408),
+        (ApiCode::TooManyRequests, "too_many_requests", 429),
         (ApiCode::BadRange, "bad_range", 416),
         (ApiCode::Denied, "denied", 403),
         (ApiCode::Internal, "internal", 500),
