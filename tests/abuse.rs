@@ -146,6 +146,7 @@ fn cfg(who: &str) -> FetchConfig {
         progress: false,
         limit_rate: None,
         resumable: false,
+        retries: weightvault::release::fetch::DEFAULT_RETRIES,
     }
 }
 
@@ -505,4 +506,63 @@ fn a_client_that_stops_reading_is_cut_and_its_file_closed() {
         ((first.len() + rest.len()) as u64) < len,
         "the whole {len}-byte stream arrived"
     );
+}
+
+/// The service SIGKILLed in the middle of a fetch and started again on the same port: the
+/// fetcher's streams break, it cannot connect for a while, then the new service knows no
+/// release (releases live in the service's memory), so the fetcher starts over with a new
+/// decision. The output is the source byte for byte (no watermark here) and nothing partial
+/// is left.
+#[test]
+fn a_fetch_survives_the_service_killed_and_restarted_by_starting_over() {
+    let e = env();
+    let root = e.root.join("restart");
+    let mut s = service(&e.root, "restart", &e.source, true, None);
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    let vault = root.join("vault");
+    // The service of `service`, stopped, and one with --no-watermark on its port.
+    let start = |listen: &str| {
+        common::start_service(
+            &vault,
+            &e.pki,
+            &root.join("policies"),
+            &root,
+            &["--no-watermark", "--listen", listen],
+            &[],
+        )
+    };
+    let mut first = s._child.into_inner().unwrap();
+    drop(first.stdin.take());
+    first.wait().unwrap();
+    let (url, child) = start(&format!("127.0.0.1:{port}"));
+    s = Service {
+        url,
+        pid: child.id(),
+        _child: Mutex::new(child),
+    };
+    let out = common::TestDir::new(root.join("out"));
+    let mut c = cfg("node-1");
+    c.server = s.url.clone();
+    c.limit_rate = Some(16 << 20);
+    c.retries = 8;
+    let fetcher = {
+        let (c, out) = (c.clone(), out.to_path_buf());
+        std::thread::spawn(move || fetch(&c, &"acme-small@g1".parse().unwrap(), &out))
+    };
+    let streaming = settle(s.pid, |h| h.sealed_open > 0);
+    assert!(streaming.sealed_open > 0, "never streamed");
+    let mut child = s._child.into_inner().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (url, _again) = start(&format!("127.0.0.1:{port}"));
+    assert_eq!(url, c.server);
+    let report = fetcher.join().unwrap().unwrap();
+    assert!(report.ledger_index.is_some(), "a new release was decided");
+    assert_eq!(
+        common::tree_hashes(&out),
+        common::tree_hashes(&root.join("generated"))
+    );
+    let partial = out.with_file_name(".out.weightvault-partial");
+    assert!(!partial.exists(), "{} left", partial.display());
 }

@@ -154,6 +154,7 @@ fn cfg(who: &str, country: &str) -> FetchConfig {
         progress: false,
         limit_rate: None,
         resumable: false,
+        retries: weightvault::release::fetch::DEFAULT_RETRIES,
     }
 }
 

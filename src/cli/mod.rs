@@ -421,7 +421,8 @@ pub struct FetchArgs {
     /// of {"nonce", "host_public_key"} with the evidence JSON
     #[arg(long, env = "WEIGHTVAULT_ATTEST", value_name = "CMD")]
     pub attest: Option<String>,
-    /// A TOML file with any of: server, ca, cert, key, host_key, attest, parallel (flags
+    /// A TOML file with any of: server, ca, cert, key, host_key, attest, parallel,
+    /// resumable, retries (flags
     /// and environment variables take precedence; relative paths are relative to the file)
     #[arg(long, env = "WEIGHTVAULT_FETCH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -436,6 +437,11 @@ pub struct FetchArgs {
     /// Every byte is then written twice on this host (measured about twice as slow)
     #[arg(long)]
     pub resumable: bool,
+    /// Try again this many times after a broken transfer or an unreachable vault (refused or
+    /// reset connections, as while the service restarts), waiting 0.5 s, then twice as long
+    /// each time up to 8 s [default: 5]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
     /// Print the release and the decision as JSON on success
     #[arg(long)]
     pub json: bool,

@@ -56,7 +56,14 @@ pub struct FetchConfig {
     /// output, so that a fetch stopped by anything, SIGKILL and power cuts included, resumes
     /// where it stopped. It writes every byte twice on this host: measured twice as slow.
     pub resumable: bool,
+    /// How many times a transfer that broke, or a vault that cannot be reached (refused or
+    /// reset connections: a service restarting), is tried again, waiting 0.5 s, then twice as
+    /// long each time up to 8 s.
+    pub retries: u32,
 }
+
+/// What [`FetchConfig::retries`] is unless set.
+pub const DEFAULT_RETRIES: u32 = 5;
 
 /// `fetch --config FILE`: the same settings in TOML (paths relative to the file).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -78,6 +85,8 @@ pub struct FetchFile {
     pub parallel: Option<usize>,
     /// Keep the received streams for resuming.
     pub resumable: Option<bool>,
+    /// Tries again after a broken transfer or an unreachable vault.
+    pub retries: Option<u32>,
 }
 
 impl FetchFile {
@@ -153,6 +162,40 @@ fn other(e: impl std::fmt::Display) -> FetchError {
     FetchError::Other(e.to_string())
 }
 
+/// A request that did not reach the vault: [`FetchError::Broken`] when the connection was
+/// refused, reset or cut (worth trying again: a service restarting, a replica going away),
+/// else as it is (a certificate refused in the handshake stays refused).
+fn unreached(what: &str, e: reqwest::Error) -> FetchError {
+    use std::io::ErrorKind::*;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(x) = src {
+        if let Some(io) = x.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | UnexpectedEof
+                    | BrokenPipe
+            ) {
+                return FetchError::Broken(format!("{what}: {e}: {io}"));
+            }
+        }
+        src = x.source();
+    }
+    other(format!("{what}: {e}"))
+}
+
+/// Waits before try `n` (from 0) again: 0.5 s, doubling up to 8 s; or the interrupt.
+async fn back_off(n: u32, why: &str) -> Result<(), FetchError> {
+    let wait = std::time::Duration::from_millis(500 << n.min(4));
+    tracing::warn!("{why}; trying again in {wait:?}");
+    tokio::select! {
+        () = tokio::time::sleep(wait) => Ok(()),
+        i = crate::interrupt::stopped() => Err(FetchError::Interrupted(i, None)),
+    }
+}
+
 /// What a fetch did.
 #[derive(Debug, Clone)]
 pub struct FetchReport {
@@ -226,10 +269,7 @@ async fn send_paced(
 ) -> Result<reqwest::Response, FetchError> {
     let mut tries = 1;
     loop {
-        let resp = request()
-            .send()
-            .await
-            .map_err(|e| other(format!("{base}: {e}")))?;
+        let resp = request().send().await.map_err(|e| unreached(base, e))?;
         if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || tries == PACED_TRIES {
             return Ok(resp);
         }
@@ -415,7 +455,8 @@ async fn run(
                 && r.revision.as_ref().is_none_or(|v| *v == s.release.revision)
         });
     let mut attempt = previous.map(|s| s.release);
-    let mut retried = false;
+    // Tries again so far, after broken transfers or an unreachable vault.
+    let mut tried = 0;
     // Stream bytes received by this run, over every attempt (a resume after a broken
     // transfer, a new release after an expired one).
     let downloaded = Arc::new(AtomicU64::new(0));
@@ -425,9 +466,17 @@ async fn run(
             None => {
                 let _ = std::fs::remove_dir_all(partial.join("streams"));
                 let _ = std::fs::remove_file(&state_path);
-                let (rel, idx) = tokio::select! {
-                    r = new_release(cfg, &client, &host, r, timing) => r?,
+                let asked = tokio::select! {
+                    r = new_release(cfg, &client, &host, r, timing) => r,
                     i = crate::interrupt::stopped() => return Err(FetchError::Interrupted(i, None)),
+                };
+                let (rel, idx) = match asked {
+                    Err(FetchError::Broken(m)) if tried < cfg.retries => {
+                        back_off(tried, &m).await?;
+                        tried += 1;
+                        continue;
+                    }
+                    r => r?,
                 };
                 let st = PartialState {
                     server: cfg.server.clone(),
@@ -476,11 +525,16 @@ async fn run(
             }) => {
                 return Err(FetchError::Revoked(message));
             }
-            // The transfer broke: resume once at once, which also learns whether the vault
-            // withdrew the release.
-            Err(FetchError::Broken(m)) if !retried => {
-                tracing::warn!("{m}; resuming");
-                retried = true;
+            // The transfer broke, or the vault went away: resume (the first time at once),
+            // which also learns whether the vault withdrew the release or forgot it (then a
+            // new release is asked for, above).
+            Err(FetchError::Broken(m)) if tried < cfg.retries => {
+                if tried == 0 {
+                    tracing::warn!("{m}; resuming");
+                } else {
+                    back_off(tried - 1, &m).await?;
+                }
+                tried += 1;
                 attempt = Some(release);
                 continue;
             }
@@ -689,7 +743,7 @@ async fn shard(
         .header(reqwest::header::RANGE, format!("bytes={from}-"))
         .send()
         .await
-        .map_err(|e| other(format!("{}: {e}", s.path)))?;
+        .map_err(|e| unreached(&s.path, e))?;
     if !resp.status().is_success() {
         return Err(error_of(resp).await);
     }

@@ -90,7 +90,7 @@ type Keys = Vec<(ManifestEntry, Arc<FileKeys<AwsLc>>)>;
 struct Serving {
     model: String,
     revision: String,
-    files: Keys,
+    files: Arc<Keys>,
     view: RevisionView,
     marks: Option<Marks>,
     cut: tokio::sync::watch::Sender<Option<Vec<String>>>,
@@ -127,6 +127,8 @@ struct AppState {
     /// The sealed files running streams read, shared by every stream of the same file and
     /// closed when the last of them ends.
     objects: Objects,
+    /// The keys of the revisions of live releases, shared by the releases of one revision.
+    revisions: Revisions,
     metrics: Arc<super::ops::Metrics>,
     /// Where the ledger is published as tiles, if anywhere.
     tiles: Option<crate::ledger::tiles::TileLog>,
@@ -308,6 +310,36 @@ async fn open_revision(st: &Arc<AppState>, r: RevisionRef) -> Result<OpenedRevis
         })
 }
 
+/// The keys of the revisions live releases are served from, one copy per revision however
+/// many releases of it are live (each release still opens the revision anew: the manifest
+/// and headers authenticated, the data keys unwrapped by the HSM, the shred mark checked).
+#[derive(Default)]
+struct Revisions(Mutex<HashMap<(String, String), Weak<Keys>>>);
+
+impl Revisions {
+    /// The keys of `rev`, as kept for its other live releases if it is the same revision
+    /// (the same files with the same header hashes: not one removed and sealed again).
+    fn share(&self, rev: OpenedRevision) -> Arc<Keys> {
+        let key = (rev.manifest.model.clone(), rev.manifest.revision.clone());
+        let fresh = keys_of(rev);
+        let mut m = self.0.lock().expect("revisions lock");
+        m.retain(|_, w| w.strong_count() > 0);
+        if let Some(kept) = m.get(&key).and_then(Weak::upgrade) {
+            let same = kept.len() == fresh.len()
+                && kept
+                    .iter()
+                    .zip(&fresh)
+                    .all(|((a, _), (b, _))| a.path == b.path && a.header_hash == b.header_hash);
+            if same {
+                return kept;
+            }
+        }
+        let a = Arc::new(fresh);
+        m.insert(key, Arc::downgrade(&a));
+        a
+    }
+}
+
 /// The keys of an opened revision; its files close here (or when the last stream reading
 /// one ends).
 fn keys_of(rev: OpenedRevision) -> Keys {
@@ -380,7 +412,7 @@ async fn releases(
         marks: marks_of(&st, &rev, &grant)?,
         model: grant.model.clone(),
         revision: grant.revision.clone(),
-        files: keys_of(rev),
+        files: st.revisions.share(rev),
         view,
         cut: tokio::sync::watch::channel(None).0,
         expires_at,
@@ -462,7 +494,7 @@ async fn serving_of(st: &Arc<AppState>, g: &Grant) -> Result<Arc<Serving>, ApiEr
         view: view_of(&rev),
         model: g.model.clone(),
         revision: g.revision.clone(),
-        files: keys_of(rev),
+        files: st.revisions.share(rev),
         cut: tokio::sync::watch::channel(g.withdrawn.clone()).0,
         expires_at: g.expires_at,
     });
@@ -1362,6 +1394,7 @@ impl Server {
             clock: Arc::new(SystemClock),
             serving: Mutex::new(HashMap::new()),
             objects: Objects::default(),
+            revisions: Revisions::default(),
             metrics: Arc::new(super::ops::Metrics::new()),
             tiles,
             election: db.as_ref().map(|d| Mutex::new(d.election())),

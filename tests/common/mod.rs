@@ -547,7 +547,13 @@ pub fn start_service(
         .env("WEIGHTVAULT_LOG", "info")
         .arg("--vault")
         .arg(vault)
-        .args(["serve", "--listen", "127.0.0.1:0", "--until-stdin-closes"])
+        .args(["serve", "--until-stdin-closes"])
+        // On a port of its own unless `extra` names one (a restart on the same address).
+        .args(if extra.contains(&"--listen") {
+            &[][..]
+        } else {
+            &["--listen", "127.0.0.1:0"][..]
+        })
         .arg("--addr-file")
         .arg(&addr)
         .arg("--cert")

@@ -32,6 +32,7 @@ pub(in crate::cli) fn run(g: &Globals, a: FetchArgs) -> Result<()> {
         parallel,
         limit_rate,
         resumable,
+        retries,
         json,
     } = a;
     crate::interrupt::install()?;
@@ -50,6 +51,9 @@ pub(in crate::cli) fn run(g: &Globals, a: FetchArgs) -> Result<()> {
         progress: !g.quiet,
         limit_rate,
         resumable: resumable || file.resumable.unwrap_or(false),
+        retries: retries
+            .or(file.retries)
+            .unwrap_or(crate::release::fetch::DEFAULT_RETRIES),
     };
     let t = Instant::now();
     match fetch(&cfg, &model, &out) {
