@@ -114,9 +114,12 @@ fn env() -> &'static Env {
         // One certificate per serving node, and one per test of a per-certificate limit: an
         // acme workload each (another key, so another fingerprint).
         let stems = (0..32).map(|k| format!("node-{k}"));
-        for stem in stems
-            .chain(["crowd", "other", "rate", "big", "slow", "stall", "head"].map(String::from))
-        {
+        for stem in stems.chain(
+            [
+                "crowd", "other", "rate", "big", "slow", "stall", "head", "loris", "flood", "h2",
+            ]
+            .map(String::from),
+        ) {
             ca.issue_client(&stem, ACME, None).unwrap();
         }
         new_host_key(&root.join("host")).unwrap();
@@ -565,4 +568,220 @@ fn a_fetch_survives_the_service_killed_and_restarted_by_starting_over() {
     );
     let partial = out.with_file_name(".out.weightvault-partial");
     assert!(!partial.exists(), "{} left", partial.display());
+}
+
+/// How hard [`everything_at_once_leaves_legitimate_fetches_intact`] pushes: the issue's
+/// figures with `WEIGHTVAULT_TEST_ABUSE=full` (500 slowloris connections, 1,000 challenges a
+/// second for 10 s, a 256 MiB model), a tenth of that by default.
+struct Load {
+    loris: usize,
+    flood_secs: u64,
+    flood_per_sec: u64,
+    model_mib: usize,
+}
+
+#[test]
+fn everything_at_once_leaves_legitimate_fetches_intact() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let e = env();
+    let load = if std::env::var("WEIGHTVAULT_TEST_ABUSE").as_deref() == Ok("full") {
+        Load {
+            loris: 500,
+            flood_secs: 10,
+            flood_per_sec: 1000,
+            model_mib: 256,
+        }
+    } else {
+        Load {
+            loris: 50,
+            flood_secs: 2,
+            flood_per_sec: 1000,
+            model_mib: 16,
+        }
+    };
+    // A service with the default limits and no watermark, so that every copy is the source.
+    let root = e.root.join("all-at-once");
+    let model = root.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let half = load.model_mib << 19;
+    for k in 0..2u64 {
+        common::write_safetensors(
+            &model.join(format!("model-0000{}-of-00002.safetensors", k + 1)),
+            &[(
+                "w",
+                safetensors::Dtype::F32,
+                vec![half / 4096, 1024],
+                common::bytes(k + 9, half),
+            )],
+        );
+    }
+    let vault = root.join("vault");
+    common::init(&vault);
+    common::seal_ok(
+        &vault,
+        &model,
+        "acme-small@big",
+        &["--eccn", "EAR99", "--training-ops", "4e24"],
+    );
+    let pol = root.join("policies");
+    common::loopback_policies(&pol);
+    let (url, child) = common::start_service(&vault, &e.pki, &pol, &root, &["--no-watermark"], &[]);
+    let pid = child.id();
+    let want = common::tree_hashes(&model);
+    let done = AtomicBool::new(false);
+    let peak = AtomicU64::new(0);
+    let codes: Mutex<std::collections::BTreeMap<String, u64>> = Default::default();
+    let count = |what: &str| *codes.lock().unwrap().entry(what.to_string()).or_default() += 1;
+    let fetch_as = |who: &str, name: &str| {
+        let out = common::TestDir::new(root.join(name));
+        let mut c = cfg(who);
+        c.server = url.clone();
+        fetch(&c, &"acme-small@big".parse().unwrap(), &out).unwrap();
+        assert_eq!(common::tree_hashes(&out), want, "{name}");
+    };
+    std::thread::scope(|s| {
+        // What the service holds, sampled.
+        s.spawn(|| {
+            while !done.load(Relaxed) {
+                peak.fetch_max(held(pid).rss_kib, Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        // Slowloris, all with one certificate: a head trickled a byte a second.
+        let loris: Vec<_> = (0..load.loris)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = raw_tls(&e.pki, "loris", &url, &[]);
+                    let _ = c.sock.set_read_timeout(Some(Duration::from_millis(100)));
+                    let t = Instant::now();
+                    let mut head =
+                        b"GET /v1/releases/00/shards/0 HTTP/1.1\r\nHost: vault\r\nX-Slow: ".iter();
+                    while t.elapsed() < Duration::from_secs(40) {
+                        if let Some(b) = head.next() {
+                            if c.write_all(&[*b]).is_err() {
+                                return "closed";
+                            }
+                        } else if c.write_all(b"a").is_err() {
+                            return "closed";
+                        }
+                        let mut buf = [0u8; 256];
+                        match c.read(&mut buf) {
+                            Ok(0) => return "closed",
+                            Ok(_) => return "answered",
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => return "closed",
+                        }
+                        std::thread::sleep(Duration::from_millis(900));
+                    }
+                    "still open"
+                })
+            })
+            .collect();
+        // A challenge flood from one certificate over 8 connections.
+        let flood: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let api = Api::of_pki(&e.pki, "flood", &url);
+                    let gap = Duration::from_secs_f64(8.0 / load.flood_per_sec as f64);
+                    let t = Instant::now();
+                    let mut got = Vec::new();
+                    while t.elapsed() < Duration::from_secs(load.flood_secs) {
+                        let (st, _, _) = api.post_body("/v1/challenge", "{}".into());
+                        got.push(st);
+                        std::thread::sleep(gap);
+                    }
+                    got
+                })
+            })
+            .collect();
+        // Oversized bodies and heads, and HTTP/2 prefaces.
+        let odd = s.spawn(|| {
+            for _ in 0..20 {
+                // Answered as soon as the head is read, and the connection closed: a client
+                // still sending the body would see a broken pipe.
+                let mut c = raw_tls(&e.pki, "big", &url, &[]);
+                let _ = c.write_all(
+                    b"POST /v1/releases HTTP/1.1\r\nHost: v\r\nContent-Length: 2097152\r\n\r\n",
+                );
+                let _ = c.write_all(&[b' '; 4096]);
+                let got = read_until_closed(&mut c, Duration::from_secs(30)).unwrap_or_default();
+                let (st, v) = answer(&got);
+                count(&format!("{st} {}", v["code"].as_str().unwrap_or("")));
+                let mut c = raw_tls(&e.pki, "head", &url, &[]);
+                let _ = write!(
+                    c,
+                    "GET / HTTP/1.1\r\nHost: v\r\nX-Pad: {}\r\n\r\n",
+                    "a".repeat(20000)
+                );
+                let got = read_until_closed(&mut c, Duration::from_secs(30)).unwrap_or_default();
+                count(&format!("{} head", answer(&got).0));
+                let mut c = raw_tls(&e.pki, "h2", &url, &[]);
+                let _ = c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0");
+                let got = read_until_closed(&mut c, Duration::from_secs(30)).unwrap_or_default();
+                count(&format!("{} h2", answer(&got).0));
+            }
+        });
+        // Meanwhile, eight legitimate fetches.
+        let fetches: Vec<_> = (0..8)
+            .map(|k| {
+                let fetch_as = &fetch_as;
+                s.spawn(move || fetch_as(&format!("node-{k}"), &format!("legit-{k}")))
+            })
+            .collect();
+        for f in fetches {
+            f.join().unwrap();
+        }
+        odd.join().unwrap();
+        let mut flooded = std::collections::BTreeMap::<u16, u64>::new();
+        for f in flood {
+            for st in f.join().unwrap() {
+                *flooded.entry(st).or_default() += 1;
+            }
+        }
+        for l in loris {
+            count(&format!("loris {}", l.join().unwrap()));
+        }
+        // After the flood, a new fetch at once.
+        let t = Instant::now();
+        fetch_as("node-9", "after");
+        let after = t.elapsed();
+        done.store(true, Relaxed);
+        let codes = codes.lock().unwrap();
+        eprintln!(
+            "all at once: challenges {flooded:?}; {codes:?}; peak RSS {} MiB; fetch after {after:?}",
+            peak.load(Relaxed) / 1024
+        );
+        // Each abusive request got its answer.
+        // Release requests over the rate (a burst of 10) are refused before their body is
+        // looked at.
+        assert_eq!(codes.get("413 payload_too_large"), Some(&10), "{codes:?}");
+        assert_eq!(codes.get("429 too_many_requests"), Some(&10), "{codes:?}");
+        assert_eq!(codes.get("431 head"), Some(&20), "{codes:?}");
+        assert_eq!(
+            codes.get("0 h2"),
+            Some(&20),
+            "HTTP/2 got an answer: {codes:?}"
+        );
+        assert_eq!(
+            codes.get("loris closed"),
+            Some(&(load.loris as u64)),
+            "{codes:?}"
+        );
+        // The burst and the rate let through at most 20 + 60 a minute (per second here).
+        let ok = flooded.get(&200).copied().unwrap_or(0);
+        assert!(ok <= 20 + load.flood_secs + 1, "{flooded:?}");
+        assert!(flooded.get(&429).copied().unwrap_or(0) > 0, "{flooded:?}");
+        assert_eq!(
+            flooded.keys().filter(|k| ![200, 429].contains(k)).count(),
+            0,
+            "{flooded:?}"
+        );
+        assert!(
+            peak.load(Relaxed) < 512 * 1024,
+            "peak RSS {} MiB",
+            peak.load(Relaxed) / 1024
+        );
+    });
+    drop(child);
 }

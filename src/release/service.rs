@@ -1605,7 +1605,9 @@ async fn accept_loop(
             let handshake_timeout = Duration::from_secs(lim.handshake_timeout);
             // Past max_handshakes a connection waits for a turn (a fleet booting at once is
             // slowed, not refused), all within the handshake's time.
+            // A connection that has sent nothing yet takes no turn.
             let handshake = async {
+                tcp.readable().await?;
                 let _turn = gate.handshakes.acquire().await;
                 acceptor.accept(tcp).await
             };
