@@ -678,12 +678,12 @@ fn everything_at_once_leaves_legitimate_fetches_intact() {
                 })
             })
             .collect();
-        // A challenge flood from one certificate over 8 connections.
-        let flood: Vec<_> = (0..8)
+        // A challenge flood from one certificate over 16 connections.
+        let flood: Vec<_> = (0..16)
             .map(|_| {
                 s.spawn(|| {
                     let api = Api::of_pki(&e.pki, "flood", &url);
-                    let gap = Duration::from_secs_f64(8.0 / load.flood_per_sec as f64);
+                    let gap = Duration::from_secs_f64(16.0 / load.flood_per_sec as f64);
                     let t = Instant::now();
                     let mut got = Vec::new();
                     while t.elapsed() < Duration::from_secs(load.flood_secs) {
@@ -753,10 +753,13 @@ fn everything_at_once_leaves_legitimate_fetches_intact() {
             peak.load(Relaxed) / 1024
         );
         // Each abusive request got its answer.
-        // Release requests over the rate (a burst of 10) are refused before their body is
-        // looked at.
-        assert_eq!(codes.get("413 payload_too_large"), Some(&10), "{codes:?}");
-        assert_eq!(codes.get("429 too_many_requests"), Some(&10), "{codes:?}");
+        // Release requests over the rate (a burst of 10, then one every 2 s) are refused
+        // before their body is looked at.
+        let (big, many) = (
+            codes.get("413 payload_too_large").copied().unwrap_or(0),
+            codes.get("429 too_many_requests").copied().unwrap_or(0),
+        );
+        assert!(big >= 10 && big + many == 20, "{codes:?}");
         assert_eq!(codes.get("431 head"), Some(&20), "{codes:?}");
         assert_eq!(
             codes.get("0 h2"),
