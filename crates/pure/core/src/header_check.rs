@@ -341,7 +341,8 @@ pub fn parse_safetensors_meta(meta: &[u8]) -> Result<safetensors::tensor::Metada
         return Err(HeaderError::Prefix("header shorter than 8 bytes"));
     }
     let n = u64::from_le_bytes(meta[..8].try_into().expect("8")) as usize;
-    if meta.len() != 8 + n {
+    // Compared without adding to `n`, which may be anything (found by fuzzing).
+    if meta.len() - 8 != n {
         return Err(HeaderError::Prefix("header length prefix does not match"));
     }
     let json = std::str::from_utf8(&meta[8..]).map_err(|_| HeaderError::NotUtf8)?;
@@ -355,6 +356,20 @@ mod tests {
     use super::check;
 
     const F32_2: &str = r#""dtype":"F32","shape":[2],"data_offsets""#;
+
+    /// A length prefix near `u64::MAX` is refused, not added to (overflowed before; found by
+    /// the safetensors_header fuzz target).
+    #[test]
+    fn a_huge_length_prefix_is_refused() {
+        for n in [u64::MAX, u64::MAX - 7, 1 << 40] {
+            let mut b = n.to_le_bytes().to_vec();
+            b.extend_from_slice(b"{}");
+            assert!(matches!(
+                super::parse_safetensors_meta(&b),
+                Err(super::HeaderError::Prefix(_))
+            ));
+        }
+    }
 
     #[test]
     fn headers_that_must_be_refused_and_why() {

@@ -454,6 +454,9 @@ pub struct KeySlot {
 }
 
 const SLOT_MAX_WRAPPED: usize = 160;
+/// Bytes of a slot body other than the label and the wrapped key: generation, KEK version,
+/// label length, wrapped length.
+const SLOT_FIXED: usize = 4 + 4 + 1 + 2;
 /// Length of a key slot's body (everything before its MAC).
 pub const KEY_SLOT_BODY_LEN: usize = KEY_SLOT_LEN - 32;
 
@@ -492,6 +495,13 @@ impl KeySlot {
         if self.wrapped.is_empty() || self.wrapped.len() > SLOT_MAX_WRAPPED {
             return Err(FormatError::Malformed(format!(
                 "wrapped key must be 1..={SLOT_MAX_WRAPPED} bytes"
+            )));
+        }
+        // Each in range, the two together may still not fit (found by fuzzing).
+        if SLOT_FIXED + self.kek_label.len() + self.wrapped.len() > KEY_SLOT_BODY_LEN {
+            return Err(FormatError::Malformed(format!(
+                "KEK label and wrapped key together must fit {} bytes",
+                KEY_SLOT_BODY_LEN - SLOT_FIXED
             )));
         }
         let mut out = [0u8; KEY_SLOT_BODY_LEN];
@@ -542,6 +552,9 @@ impl KeySlot {
             return Err(bad("wrapped key length out of range"));
         }
         let end = p + 2 + wl;
+        if end > KEY_SLOT_BODY_LEN {
+            return Err(bad("label and wrapped key overrun the slot"));
+        }
         if b[end..KEY_SLOT_BODY_LEN].iter().any(|&x| x != 0) {
             return Err(bad("non-zero padding"));
         }
@@ -959,5 +972,26 @@ mod tests {
         let mut p = b;
         p[KEY_SLOT_BODY_LEN - 1] = 1;
         assert!(KeySlot::parse(0, &p).is_err());
+    }
+
+    /// A label and a wrapped key each within its own limit but together longer than the
+    /// body: refused by the writer, and a slot claiming them is refused by the reader (both
+    /// panicked before; found by the container_key_slots fuzz target).
+    #[test]
+    fn a_label_and_wrapped_key_that_overrun_the_slot_are_refused() {
+        let free = KEY_SLOT_BODY_LEN - SLOT_FIXED;
+        let fits = KeySlot::new(1, &"k".repeat(64), 1, vec![9; free - 64]);
+        assert!(fits.encode().is_ok());
+        let over = KeySlot::new(1, &"k".repeat(64), 1, vec![9; free - 63]);
+        assert!(matches!(over.encode(), Err(FormatError::Malformed(_))));
+        let mut b = [0u8; KEY_SLOT_LEN];
+        b[..4].copy_from_slice(&1u32.to_be_bytes());
+        b[8] = 64;
+        b[9..73].fill(b'k');
+        b[73..75].copy_from_slice(&(SLOT_MAX_WRAPPED as u16).to_be_bytes());
+        assert!(matches!(
+            KeySlot::parse(0, &b),
+            Err(FormatError::BadKeySlot { .. })
+        ));
     }
 }
