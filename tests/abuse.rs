@@ -788,3 +788,59 @@ fn everything_at_once_leaves_legitimate_fetches_intact() {
     });
     drop(child);
 }
+
+/// The HSM's token goes away while the service runs (SoftHSM2's token directory moved away):
+/// release requests are answered 503 `hsm_unavailable` before any decision, so the ledger
+/// records nothing and nothing is released; shard requests of a release made before keep
+/// working (the keys are already unwrapped).
+#[test]
+fn releases_get_503_while_the_hsm_token_is_gone_and_nothing_is_recorded() {
+    let e = env();
+    let s = service(&e.root, "hsm-gone", &e.source, false, None);
+    let vault = e.root.join("hsm-gone/vault");
+    let api = Api::of_pki(&e.pki, "node-2", &s.url);
+    let ask = || {
+        let nonce = api.nonce();
+        api.post(
+            "/v1/releases",
+            serde_json::json!({"model": "acme-small", "revision": "many", "evidence": evidence(&nonce)}),
+        )
+    };
+    let (st, before) = ask();
+    assert_eq!(st, 200, "{before}");
+    let kinds = || -> Vec<String> {
+        let (ok, out, err) = common::cli(&vault, &["audit", "show", "--json"]);
+        assert!(ok, "{err}");
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["record"]["kind"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let tokens = vault.join("hsm/tokens");
+    let away = vault.join("hsm/tokens.away");
+    std::fs::rename(&tokens, &away).unwrap();
+    let (st, v) = ask();
+    std::fs::rename(&away, &tokens).unwrap();
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (503, Some("hsm_unavailable")),
+        "{v}"
+    );
+    // The earlier release still streams: its keys were unwrapped when it was made.
+    let rel = &before["release"];
+    let (st, _) = api.get(&format!(
+        "/v1/releases/{}/shards/0",
+        rel["id"].as_str().unwrap()
+    ));
+    assert_eq!(st, 200);
+    // The seal, one decision and its stream's end (recorded once the stream is done): the
+    // refused request left no entry.
+    let t = Instant::now();
+    while kinds().len() < 3 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(kinds(), ["seal", "release-decision", "stream-end"]);
+    drop(s);
+}

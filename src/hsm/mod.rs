@@ -635,6 +635,35 @@ impl Pkcs11KeyWrap {
             .collect()
     }
 
+    /// Opens a new session on the token (found again by label), logs in and finds the KEK
+    /// versions again: after the token went away and came back, the old session and its
+    /// handles no longer work.
+    pub fn reconnect(&self) -> Result<(), HsmError> {
+        let mut inner = self.inner.lock().expect("hsm mutex");
+        let _lock = TokenLock::acquire(&self.cfg.lock_file)?;
+        let slot = find_token(&self._ctx, &self.cfg.token_label)?
+            .ok_or_else(|| HsmError::TokenMissing(self.cfg.token_label.clone()))?;
+        let session = self
+            ._ctx
+            .open_rw_session(slot)
+            .map_err(ck("opening session"))?;
+        login(
+            &session,
+            UserType::User,
+            &self.cfg.pin,
+            &self.cfg.token_label,
+        )?;
+        let keks = kek_versions(&session, &self.cfg.kek_label)?;
+        if keks.is_empty() {
+            return Err(HsmError::NoKek {
+                label: self.cfg.kek_label.clone(),
+                token: self.cfg.token_label.clone(),
+            });
+        }
+        *inner = Inner { session, keks };
+        Ok(())
+    }
+
     /// Finds the KEK versions on the token again (another process may have rotated or
     /// retired one).
     pub fn refresh(&self) -> Result<Vec<u32>, HsmError> {
@@ -811,6 +840,17 @@ impl KeyWrap for Pkcs11KeyWrap {
             // A version made by another process since this one opened the token: look again.
             Err(HsmError::KekMissing { .. }) if w.kek_label == self.cfg.kek_label => {
                 self.refresh()?;
+                self.unwrap_once(w)
+            }
+            // The token went away and may be back (a module restarted, a device reset, a
+            // token directory restored): its session and handles are stale, so open a new
+            // session and try once more. Still failing, the token is unavailable.
+            Err(e @ HsmError::Pkcs11 { .. }) => {
+                tracing::warn!("{e}; opening a new session on the token");
+                if let Err(again) = self.reconnect() {
+                    tracing::warn!("the token is still unavailable: {again}");
+                    return Err(e);
+                }
                 self.unwrap_once(w)
             }
             r => r,

@@ -306,6 +306,17 @@ async fn open_revision(st: &Arc<AppState>, r: RevisionRef) -> Result<OpenedRevis
         .map_err(|e| match e {
             crate::store::StoreError::NotFound(m) => api(ApiCode::NotFound, m),
             e @ crate::store::StoreError::Shredded(..) => api(ApiCode::Shredded, e.to_string()),
+            // Before any decision: nothing is recorded, nothing released.
+            e @ crate::store::StoreError::Hsm {
+                source: crate::hsm::HsmError::Pkcs11 { .. } | crate::hsm::HsmError::TokenMissing(_),
+                ..
+            } => {
+                tracing::error!("opening the revision: {e}");
+                api(
+                    ApiCode::HsmUnavailable,
+                    "the HSM cannot unwrap this revision's keys now; nothing is released",
+                )
+            }
             e => internal("opening the revision", e),
         })
 }

@@ -32,6 +32,9 @@ pub enum ApiCode {
     Internal,
     /// The ledger cannot be written, so nothing is released.
     LedgerUnavailable,
+    /// The HSM cannot unwrap the revision's data keys now (its token unavailable), so
+    /// nothing is released.
+    HsmUnavailable,
     /// The route exists but not with this method.
     MethodNotAllowed,
     /// No such route, model or revision.
@@ -65,7 +68,7 @@ impl ApiCode {
             TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Denied | ReleaseRevoked | WrongClient => StatusCode::FORBIDDEN,
             Internal | Unknown => StatusCode::INTERNAL_SERVER_ERROR,
-            LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            LedgerUnavailable | HsmUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotFound | UnknownRelease | UnknownShard => StatusCode::NOT_FOUND,
             ReleaseExpired | Shredded => StatusCode::GONE,
@@ -85,6 +88,7 @@ impl ApiCode {
             Denied => "denied",
             Internal => "internal",
             LedgerUnavailable => "ledger_unavailable",
+            HsmUnavailable => "hsm_unavailable",
             MethodNotAllowed => "method_not_allowed",
             NotFound => "not_found",
             ReleaseExpired => "release_expired",
@@ -199,6 +203,7 @@ mod tests {
         (ApiCode::Denied, "denied", 403),
         (ApiCode::Internal, "internal", 500),
         (ApiCode::LedgerUnavailable, "ledger_unavailable", 503),
+        (ApiCode::HsmUnavailable, "hsm_unavailable", 503),
         (ApiCode::MethodNotAllowed, "method_not_allowed", 405),
         (ApiCode::NotFound, "not_found", 404),
         (ApiCode::ReleaseExpired, "release_expired", 410),
