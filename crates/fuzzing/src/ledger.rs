@@ -102,7 +102,13 @@ fn signed_tree(rest: &[u8]) {
     let Ok(a) = ArbTree::arbitrary(&mut u) else {
         return;
     };
-    let origin: String = a.origin.chars().filter(|c| *c != '\n').take(64).collect();
+    // A signed note's text holds no control character but its newlines (C2SP signed-note).
+    let origin: String = a
+        .origin
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
     let origin = if origin.is_empty() {
         "o".into()
     } else {
@@ -242,7 +248,15 @@ pub fn ledger_tiles(data: &[u8]) {
         return;
     };
     // Up to a few hundred entries: past one full tile and bundle (256) when padded.
-    let mut entries: Vec<Vec<u8>> = a.entries.into_iter().take(64).collect();
+    let mut entries: Vec<Vec<u8>> = a
+        .entries
+        .into_iter()
+        .take(64)
+        .map(|mut e| {
+            e.truncate(tiles::MAX_ENTRY_LEN);
+            e
+        })
+        .collect();
     for k in 0..usize::from(a.padding % 600) {
         entries.push(k.to_be_bytes().to_vec());
     }

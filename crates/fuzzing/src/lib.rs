@@ -18,6 +18,7 @@
 
 mod container;
 mod evidence;
+mod known;
 mod ledger;
 mod mutate;
 mod policy;

@@ -239,6 +239,10 @@ fn decide(
         codeword: Some([3; 16]),
     };
     let judged = engine::judge(policy, &NoGeo, &asked, used);
+    // The service appends the decision's entry before it answers; one too long is refused.
+    if judged.record.entry().is_err() {
+        return;
+    }
     let service_key = SymmetricKey::from_bytes([9; 32]);
     let expires = now + time::Duration::minutes(15);
     let Ok((grant, info, _)) = engine::grant(&asked, judged, 42, [1; 16], expires, &service_key)

