@@ -308,6 +308,24 @@ fn main() {
         b.extend_from_slice(p.as_bytes());
         s.put("ledger_tiles", &format!("path-{k}"), Some(0), &b);
     }
+    // A sealed stream to the targets' host key (x25519 secret [5; 32]): a head and two chunks.
+    let host = x25519_dalek::StaticSecret::from([5u8; 32]);
+    let hp = x25519_dalek::PublicKey::from(&host).to_bytes();
+    let secret = weightvault_core::keys::SymmetricKey::from_bytes([9; 32]);
+    let file: Vec<u8> = (0..100u8).collect();
+    let sealer =
+        weightvault_core::stream::Sealer::new(&secret, &hp, [1; 16], 2, 32, 20, 80).unwrap();
+    let h = *sealer.header();
+    let mut stream = h.encode().to_vec();
+    for i in 0..h.chunks() {
+        let o = h.plain_offset(i) as usize;
+        let mut b = file[o..o + h.plain_len(i) as usize].to_vec();
+        let t = sealer.seal_chunk(i, &mut b);
+        stream.extend_from_slice(&b);
+        stream.extend_from_slice(&t);
+    }
+    s.put("sealed_stream", "three-chunks", Some(0), &stream);
+    s.put("sealed_stream", "structured", Some(1), &pattern);
     eprintln!("{} seeds written under fuzz/corpus/", s.n);
 }
 

@@ -12,6 +12,16 @@ pub(crate) fn safetensors_prefix_overflows(meta: &[u8]) -> bool {
         .is_some_and(|p| u64::from_le_bytes(p.try_into().expect("8")) > u64::MAX - 8)
 }
 
+/// `KeySlot::body` (core format/mod.rs:505) copies `4 + 4 + 1 + label + 2 + wrapped` bytes into
+/// a body of [`KEY_SLOT_BODY_LEN`] (224) after checking each length alone (a label of up to 64
+/// bytes, a wrapped key of up to 160): a label and a wrapped key longer than 213 bytes
+/// together panic (range end index out of range).
+pub(crate) fn key_slot_body_overflows(label: usize, wrapped: usize) -> bool {
+    4 + 4 + 1 + label + 2 + wrapped > KEY_SLOT_BODY_LEN
+}
+
+use weightvault_core::format::KEY_SLOT_BODY_LEN;
+
 #[cfg(test)]
 mod tests {
     use std::panic::catch_unwind;
@@ -32,6 +42,16 @@ mod tests {
         assert!(
             r.is_err(),
             "fixed: remove known::safetensors_prefix_overflows and this test"
+        );
+    }
+
+    #[test]
+    fn key_slot_body_overflow_is_still_open() {
+        let s = weightvault_core::format::KeySlot::new(1, &"k".repeat(64), 1, vec![1; 160]);
+        assert!(super::key_slot_body_overflows(64, 160));
+        assert!(
+            catch_unwind(|| s.body()).is_err(),
+            "fixed: remove known::key_slot_body_overflows and this test"
         );
     }
 }

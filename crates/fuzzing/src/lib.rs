@@ -1,6 +1,6 @@
 //! weightvault's fuzz targets, one `pub fn <target>(data: &[u8])` each, over the parsers of
 //! outside input in the pure crates: sealed containers and their heads, safetensors headers,
-//! host evidence, release request bodies, ledger records, checkpoints, proofs and tiles, and
+//! the sealed stream of a release, host evidence, release request bodies, ledger records, checkpoints, proofs and tiles, and
 //! the policy files.
 //!
 //! A target must never panic, hang or allocate more than its input justifies, whatever the
@@ -24,6 +24,7 @@ mod mutate;
 mod policy;
 mod release;
 mod safetensors;
+mod stream;
 
 pub use container::{container_head, container_header, container_key_slots, container_prelude};
 pub use evidence::evidence;
@@ -31,6 +32,7 @@ pub use ledger::{ledger_checkpoint, ledger_record, ledger_tiles};
 pub use policy::policy_file;
 pub use release::release_body;
 pub use safetensors::safetensors_header;
+pub use stream::sealed_stream;
 
 /// A fuzz target: any bytes in, a panic only for a bug.
 pub type Target = fn(&[u8]);
@@ -42,6 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("container_key_slots", container_key_slots),
     ("container_head", container_head),
     ("safetensors_header", safetensors_header),
+    ("sealed_stream", sealed_stream),
     ("evidence", evidence),
     ("release_body", release_body),
     ("ledger_record", ledger_record),
