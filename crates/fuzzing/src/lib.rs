@@ -18,7 +18,6 @@
 
 mod container;
 mod evidence;
-mod known;
 mod ledger;
 mod mutate;
 mod policy;

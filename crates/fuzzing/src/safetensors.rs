@@ -36,9 +36,7 @@ pub fn safetensors_header(data: &[u8]) {
     let Some((m, rest)) = mode(data) else { return };
     match m % 3 {
         0 => {
-            if !crate::known::safetensors_prefix_overflows(rest) {
-                let _ = header_check::parse_safetensors_meta(rest);
-            }
+            let _ = header_check::parse_safetensors_meta(rest);
         }
         1 => {
             if let Ok(s) = std::str::from_utf8(rest) {
@@ -85,9 +83,7 @@ fn structured(rest: &[u8]) {
     let mut meta = (json.len() as u64).to_le_bytes().to_vec();
     meta.extend_from_slice(&json);
     mutate(&mut u, &mut meta);
-    if !crate::known::safetensors_prefix_overflows(&meta) {
-        let _ = header_check::parse_safetensors_meta(&meta);
-    }
+    let _ = header_check::parse_safetensors_meta(&meta);
     if let Some(s) = meta.get(8..).and_then(|j| std::str::from_utf8(j).ok()) {
         checked(s, Some(data_len));
     }
