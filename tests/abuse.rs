@@ -794,7 +794,8 @@ fn everything_at_once_leaves_legitimate_fetches_intact() {
 /// records nothing and nothing is released; shard requests of a release made before keep
 /// working (the keys are already unwrapped).
 #[test]
-fn releases_get_503_while_the_hsm_token_is_gone_and_nothing_is_recorded() {
+fn releases_get_503_while_the_hsm_token_is_gone_nothing_is_recorded_and_they_resume_when_it_returns(
+) {
     let e = env();
     let s = service(&e.root, "hsm-gone", &e.source, false, None);
     let vault = e.root.join("hsm-gone/vault");
@@ -842,5 +843,15 @@ fn releases_get_503_while_the_hsm_token_is_gone_and_nothing_is_recorded() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(kinds(), ["seal", "release-decision", "stream-end"]);
+    // The token is back: the service reaches it again without a restart (it initialises
+    // the module anew, since SoftHSM2 reads its token directory only then).
+    let (st, v) = ask();
+    assert_eq!(st, 200, "{v}");
+    let (st, _) = api.get(&format!(
+        "/v1/releases/{}/shards/0",
+        v["release"]["id"].as_str().unwrap()
+    ));
+    assert_eq!(st, 200);
+    assert_eq!(kinds()[3], "release-decision");
     drop(s);
 }

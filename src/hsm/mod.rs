@@ -318,8 +318,13 @@ fn load_module(cfg: &HsmConfig) -> Result<Pkcs11, HsmError> {
         path: cfg.module.clone(),
         why: e.to_string(),
     })?;
+    initialize(&p)?;
+    Ok(p)
+}
+
+fn initialize(p: &Pkcs11) -> Result<(), HsmError> {
     match p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(p),
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
         Err(e) => Err(HsmError::Pkcs11 {
             during: "C_Initialize (check SOFTHSM2_CONF and the token directory)",
             source: e,
@@ -555,17 +560,72 @@ pub fn init_softhsm2_token(
     Ok(conf)
 }
 
+/// A logged-in session on the token and the KEK versions it found. `session` is `None`
+/// after the token went away and could not be reached again; the next use tries again.
 struct Inner {
-    session: Session,
+    // Declared before `ctx`, so the session closes before the module is let go.
+    session: Option<Session>,
     keks: BTreeMap<u32, ObjectHandle>,
+    ctx: Pkcs11,
+}
+
+/// Finds the token by label, opens a session, logs in and lists the KEK versions.
+fn open_session(
+    ctx: &Pkcs11,
+    cfg: &HsmConfig,
+) -> Result<(Session, BTreeMap<u32, ObjectHandle>), HsmError> {
+    let slot = find_token(ctx, &cfg.token_label)?
+        .ok_or_else(|| HsmError::TokenMissing(cfg.token_label.clone()))?;
+    let session = ctx.open_rw_session(slot).map_err(ck("opening session"))?;
+    login(&session, UserType::User, &cfg.pin, &cfg.token_label)?;
+    let keks = kek_versions(&session, &cfg.kek_label)?;
+    if keks.is_empty() {
+        return Err(HsmError::NoKek {
+            label: cfg.kek_label.clone(),
+            token: cfg.token_label.clone(),
+        });
+    }
+    Ok((session, keks))
+}
+
+impl Inner {
+    /// Opens a new session. When the module cannot reach the token (its slot list or
+    /// token info fail, or the token is not there), the module is finalised and
+    /// initialised again first: SoftHSM2 reads its token directory only in
+    /// `C_Initialize` and, once the directory went away, answers `CKR_GENERAL_ERROR`
+    /// for the token until then, even after the directory is back.
+    fn connect(&mut self, cfg: &HsmConfig) -> Result<(), HsmError> {
+        self.session = None;
+        let (session, keks) = match open_session(&self.ctx, cfg) {
+            Err(HsmError::Pkcs11 { .. } | HsmError::TokenMissing(_)) => {
+                // Every session of this process on the module ends here; this process has
+                // one (this one), already dropped.
+                if let Err(e) = self.ctx.clone().finalize() {
+                    tracing::debug!("C_Finalize before initialising the module again: {e}");
+                }
+                initialize(&self.ctx)?;
+                open_session(&self.ctx, cfg)?
+            }
+            r => r?,
+        };
+        self.session = Some(session);
+        self.keks = keks;
+        Ok(())
+    }
+
+    /// The session, connecting first when there is none.
+    fn session(&mut self, cfg: &HsmConfig) -> Result<&Session, HsmError> {
+        if self.session.is_none() {
+            self.connect(cfg)?;
+        }
+        Ok(self.session.as_ref().expect("connected"))
+    }
 }
 
 /// [`KeyWrap`] over a PKCS#11 token.
 pub struct Pkcs11KeyWrap {
     cfg: HsmConfig,
     inner: Mutex<Inner>,
-    // Kept last so it is dropped after the session.
-    _ctx: Pkcs11,
 }
 
 impl std::fmt::Debug for Pkcs11KeyWrap {
@@ -601,21 +661,14 @@ impl Pkcs11KeyWrap {
 
     fn open_locked(cfg: HsmConfig) -> Result<Self, HsmError> {
         let ctx = load_module(&cfg)?;
-        let slot = find_token(&ctx, &cfg.token_label)?
-            .ok_or_else(|| HsmError::TokenMissing(cfg.token_label.clone()))?;
-        let session = ctx.open_rw_session(slot).map_err(ck("opening session"))?;
-        login(&session, UserType::User, &cfg.pin, &cfg.token_label)?;
-        let keks = kek_versions(&session, &cfg.kek_label)?;
-        if keks.is_empty() {
-            return Err(HsmError::NoKek {
-                label: cfg.kek_label.clone(),
-                token: cfg.token_label.clone(),
-            });
-        }
+        let (session, keks) = open_session(&ctx, &cfg)?;
         Ok(Self {
             cfg,
-            inner: Mutex::new(Inner { session, keks }),
-            _ctx: ctx,
+            inner: Mutex::new(Inner {
+                session: Some(session),
+                keks,
+                ctx,
+            }),
         })
     }
 
@@ -637,31 +690,11 @@ impl Pkcs11KeyWrap {
 
     /// Opens a new session on the token (found again by label), logs in and finds the KEK
     /// versions again: after the token went away and came back, the old session and its
-    /// handles no longer work.
+    /// handles no longer work. Initialises the module again when it cannot see the token.
     pub fn reconnect(&self) -> Result<(), HsmError> {
         let mut inner = self.inner.lock().expect("hsm mutex");
         let _lock = TokenLock::acquire(&self.cfg.lock_file)?;
-        let slot = find_token(&self._ctx, &self.cfg.token_label)?
-            .ok_or_else(|| HsmError::TokenMissing(self.cfg.token_label.clone()))?;
-        let session = self
-            ._ctx
-            .open_rw_session(slot)
-            .map_err(ck("opening session"))?;
-        login(
-            &session,
-            UserType::User,
-            &self.cfg.pin,
-            &self.cfg.token_label,
-        )?;
-        let keks = kek_versions(&session, &self.cfg.kek_label)?;
-        if keks.is_empty() {
-            return Err(HsmError::NoKek {
-                label: self.cfg.kek_label.clone(),
-                token: self.cfg.token_label.clone(),
-            });
-        }
-        *inner = Inner { session, keks };
-        Ok(())
+        inner.connect(&self.cfg)
     }
 
     /// Finds the KEK versions on the token again (another process may have rotated or
@@ -669,7 +702,8 @@ impl Pkcs11KeyWrap {
     pub fn refresh(&self) -> Result<Vec<u32>, HsmError> {
         let mut inner = self.inner.lock().expect("hsm mutex");
         let _lock = TokenLock::acquire(&self.cfg.lock_file)?;
-        inner.keks = kek_versions(&inner.session, &self.cfg.kek_label)?;
+        let keks = kek_versions(inner.session(&self.cfg)?, &self.cfg.kek_label)?;
+        inner.keks = keks;
         Ok(inner.keks.keys().copied().collect())
     }
 
@@ -678,16 +712,17 @@ impl Pkcs11KeyWrap {
     pub fn rotate(&self) -> Result<u32, HsmError> {
         let mut inner = self.inner.lock().expect("hsm mutex");
         let _lock = TokenLock::acquire(&self.cfg.lock_file)?;
-        let keks = kek_versions(&inner.session, &self.cfg.kek_label)?;
+        let session = inner.session(&self.cfg)?;
+        let keks = kek_versions(session, &self.cfg.kek_label)?;
         let next = keks.keys().next_back().map_or(1, |v| v + 1);
-        inner
-            .session
+        session
             .generate_key(
                 &Mechanism::AesKeyGen,
                 &kek_template(&self.cfg.kek_label, next),
             )
             .map_err(ck("generating the new KEK version"))?;
-        inner.keks = kek_versions(&inner.session, &self.cfg.kek_label)?;
+        let keks = kek_versions(session, &self.cfg.kek_label)?;
+        inner.keks = keks;
         Ok(next)
     }
 
@@ -696,7 +731,8 @@ impl Pkcs11KeyWrap {
     pub fn destroy_kek(&self, version: u32) -> Result<(), HsmError> {
         let mut inner = self.inner.lock().expect("hsm mutex");
         let _lock = TokenLock::acquire(&self.cfg.lock_file)?;
-        let keks = kek_versions(&inner.session, &self.cfg.kek_label)?;
+        let session = inner.session(&self.cfg)?;
+        let keks = kek_versions(session, &self.cfg.kek_label)?;
         let missing = || HsmError::KekMissing {
             label: self.cfg.kek_label.clone(),
             version,
@@ -709,11 +745,11 @@ impl Pkcs11KeyWrap {
                 version,
             });
         }
-        inner
-            .session
+        session
             .destroy_object(h)
             .map_err(ck("destroying the KEK"))?;
-        inner.keks = kek_versions(&inner.session, &self.cfg.kek_label)?;
+        let keks = kek_versions(session, &self.cfg.kek_label)?;
+        inner.keks = keks;
         Ok(())
     }
 
@@ -754,9 +790,15 @@ impl Pkcs11KeyWrap {
         &self,
         f: impl FnOnce(&Session, &BTreeMap<u32, ObjectHandle>) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
-        let inner = self.inner.lock().expect("hsm mutex");
+        let mut inner = self.inner.lock().expect("hsm mutex");
         let _lock = TokenLock::acquire(&self.cfg.lock_file)?;
-        f(&inner.session, &inner.keks)
+        inner.session(&self.cfg)?;
+        let r = f(inner.session.as_ref().expect("connected"), &inner.keks);
+        if let Err(HsmError::Pkcs11 { .. }) = r {
+            // The token may have gone away: the next use opens a new session.
+            inner.session = None;
+        }
+        r
     }
 
     fn kek(
