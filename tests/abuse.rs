@@ -855,3 +855,105 @@ fn releases_get_503_while_the_hsm_token_is_gone_nothing_is_recorded_and_they_res
     assert_eq!(kinds()[3], "release-decision");
     drop(s);
 }
+
+/// The error codes `docs/openapi.yaml` lists are the service's own, every one of them.
+#[test]
+fn the_openapi_document_lists_every_error_code() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"))
+            .unwrap();
+    let listed = doc
+        .split("    ApiCode:")
+        .nth(1)
+        .and_then(|s| s.split("    ErrorBody:").next())
+        .expect("docs/openapi.yaml has the ApiCode schema");
+    let listed: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .collect();
+    let ours: Vec<&str> = weightvault::release::wire::ApiCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(listed, ours);
+}
+
+/// schemathesis (PyPI, installed by tools/schemathesis-env) generates requests from
+/// `docs/openapi.yaml`, valid and invalid, and sends them to a running service with a client
+/// certificate: no answer may be a 5xx or outside the document (status, content type,
+/// headers, body schema), and invalid requests must be refused.
+#[test]
+fn schemathesis_finds_no_failure_against_the_live_service() {
+    let e = env();
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let st = Command::new(here.join("tools/schemathesis-env"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "tools/schemathesis-env failed");
+    let st = String::from_utf8(st.stdout).unwrap();
+    let s = service(&e.root, "openapi", &e.source, false, None);
+    // A release of the certificate schemathesis presents, so that its shard requests reach
+    // the streams (200, 206, 416, unknown shards) and not only `unknown_release`.
+    let api = Api::of_pki(&e.pki, "node-31", &s.url);
+    let nonce = api.nonce();
+    let (status, v) = api.post(
+        "/v1/releases",
+        serde_json::json!({"model": "acme-small", "revision": "many", "evidence": evidence(&nonce)}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let dir = e.root.join("openapi");
+    std::fs::write(
+        dir.join("schemathesis.toml"),
+        format!(
+            "[[operations]]\ninclude-operation-id = \"shard\"\nparameters = {{ \"path.id\" = \"{}\" }}\n",
+            v["release"]["id"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let examples =
+        std::env::var("WEIGHTVAULT_TEST_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "100".into());
+    let report = dir.join("schemathesis");
+    let out = Command::new(st.trim())
+        .current_dir(&dir)
+        .args(["run", "--url", &s.url])
+        .arg(here.join("docs/openapi.yaml"))
+        .arg("--tls-verify")
+        .arg(e.pki.join("ca.pem"))
+        .arg("--request-cert")
+        .arg(e.pki.join("node-31.pem"))
+        .arg("--request-cert-key")
+        .arg(e.pki.join("node-31.key"))
+        .args(["--checks", "all"])
+        // Valid-looking requests are refused too: no generated evidence is signed by a
+        // trusted attester, and no generated release id was issued.
+        .args(["--exclude-checks", "positive_data_acceptance"])
+        .args([
+            "--max-examples",
+            &examples,
+            "--seed",
+            "16",
+            "--workers",
+            "2",
+        ])
+        .args([
+            "--request-timeout",
+            "10",
+            "--report",
+            "junit",
+            "--report-dir",
+        ])
+        .arg(&report)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(s);
+}

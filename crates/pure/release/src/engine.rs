@@ -494,32 +494,38 @@ pub fn sealer(
 }
 
 /// Step 6: a `Range: bytes=START-[END]` header (raw bytes) against a stream of `len` bytes:
-/// `None` without a header, else the half-open byte range.
+/// `None` without a header, else the half-open byte range. A header of another form is
+/// `bad_request` (400); a range that starts at or past its end or the stream's is
+/// `bad_range` (416).
 pub fn parse_range(h: Option<&[u8]>, len: u64) -> Result<Option<(u64, u64)>, Refusal> {
     let Some(h) = h else { return Ok(None) };
-    let bad = || {
+    let malformed = || {
         Refusal::new(
-            ApiCode::BadRange,
-            format!("only one range bytes=START-[END] within {len} bytes is served"),
+            ApiCode::BadRequest,
+            "a Range header must be one range bytes=START-[END] (digits, no spaces)",
         )
     };
-    let s = std::str::from_utf8(h).map_err(|_| bad())?;
+    let digits = |d: &str| -> Result<Option<u64>, Refusal> {
+        match d {
+            "" => Ok(None),
+            d if d.bytes().all(|b| b.is_ascii_digit()) && d.len() <= 19 => {
+                d.parse().map(Some).map_err(|_| malformed())
+            }
+            _ => Err(malformed()),
+        }
+    };
+    let s = std::str::from_utf8(h).map_err(|_| malformed())?;
     let (a, b) = s
         .strip_prefix("bytes=")
         .and_then(|r| r.split_once('-'))
-        .ok_or_else(bad)?;
-    let start: u64 = a.trim().parse().map_err(|_| bad())?;
-    let end = if b.trim().is_empty() {
-        len
-    } else {
-        b.trim()
-            .parse::<u64>()
-            .map_err(|_| bad())?
-            .saturating_add(1)
-            .min(len)
-    };
+        .ok_or_else(malformed)?;
+    let start = digits(a)?.ok_or_else(malformed)?;
+    let end = digits(b)?.map_or(len, |b| b.saturating_add(1).min(len));
     if start >= end {
-        return Err(bad());
+        return Err(Refusal::new(
+            ApiCode::BadRange,
+            format!("the range starts at or past its end or the stream's {len} bytes"),
+        ));
     }
     Ok(Some((start, end)))
 }

@@ -57,6 +57,32 @@ pub enum ApiCode {
 }
 
 impl ApiCode {
+    /// Every code this build answers with (all but [`ApiCode::Unknown`]), in the order of
+    /// the table in docs/PROTOCOL.md and `docs/openapi.yaml`.
+    pub const ALL: [ApiCode; 18] = {
+        use ApiCode::*;
+        [
+            BadRequest,
+            BadEvidence,
+            PayloadTooLarge,
+            RequestTimeout,
+            TooManyRequests,
+            BadRange,
+            Denied,
+            Internal,
+            LedgerUnavailable,
+            HsmUnavailable,
+            MethodNotAllowed,
+            NotFound,
+            ReleaseExpired,
+            ReleaseRevoked,
+            Shredded,
+            UnknownRelease,
+            UnknownShard,
+            WrongClient,
+        ]
+    };
+
     /// The HTTP status that carries this code.
     pub fn status(self) -> StatusCode {
         use ApiCode::*;
@@ -216,6 +242,10 @@ mod tests {
 
     #[test]
     fn codes_keep_their_wire_names_and_statuses() {
+        assert_eq!(
+            ApiCode::ALL.to_vec(),
+            CODES.iter().map(|c| c.0).collect::<Vec<_>>()
+        );
         for &(code, name, status) in CODES {
             assert_eq!(code.as_str(), name);
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{name}\""));
