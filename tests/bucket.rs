@@ -603,8 +603,15 @@ fn the_ledger_published_as_tiles_is_audited_from_the_buckets_and_public_key_alon
             l.append(&record(i)).unwrap();
         }
     }
-    let out = ok(&["audit", "publish"]);
-    assert!(out.contains("300 -> 520 entries"), "{out}");
+    // `--json`: {"location", "from", "size", "objects"}.
+    let out: serde_json::Value =
+        serde_json::from_str(&ok(&["audit", "publish", "--json"])).unwrap();
+    assert_eq!(
+        (out["from"].as_u64(), out["size"].as_u64()),
+        (Some(300), Some(520)),
+        "{out}"
+    );
+    assert!(out["objects"].as_u64().unwrap() > 0);
     let (okv, out, err) = auditor(args.clone());
     assert!(okv && out.contains("520 entries"), "{out}{err}");
 

@@ -849,3 +849,249 @@ fn the_exit_table_is_in_help_and_the_readme() {
         );
     }
 }
+
+/// `--json` on one command: it succeeds, prints one JSON document on stdout and nothing on
+/// stderr.
+fn json_of(v: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (ok, out, err) = cli(v, &all);
+    assert!(ok, "{args:?}: {err}");
+    assert!(err.is_empty(), "{args:?} wrote to stderr: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// Every command that reports something, with `--json`, prints the shape docs/CLI.md gives it
+/// (`trace`: tests/compat.rs; `fetch`: tests/release.rs; `policy reload`: tests/release.rs;
+/// `audit publish`: tests/bucket.rs; `gc`: tests/interrupt.rs).
+#[test]
+fn every_report_parses_as_json() {
+    let tmp = common::scratch();
+    let v = tmp.path().join("vault");
+    let init = json_of(&v, &["init"]);
+    assert_eq!(init["vault"].as_str(), Some(v.to_str().unwrap()));
+    assert!(!init["done"].as_array().unwrap().is_empty());
+    let ck = small_checkpoint(&tmp.path().join("ck"), 7, 1000);
+    let s = json_of(
+        &v,
+        &[
+            "seal",
+            ck.to_str().unwrap(),
+            "--model",
+            "j",
+            "--revision",
+            "r1",
+            "--eccn",
+            "EAR99",
+        ],
+    );
+    assert_eq!(
+        (s["model"].as_str(), s["revision"].as_str()),
+        (Some("j"), Some("r1"))
+    );
+    assert_eq!(
+        (
+            s["files"].as_u64(),
+            s["shards"].as_u64(),
+            s["tensors"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    // The tensors' data (1,000 F32) and config.json's 2 bytes.
+    assert_eq!(s["bytes"].as_u64(), Some(4002), "{s}");
+    assert!(s["recorded"]["ledger_index"].is_u64(), "{s}");
+    let list = json_of(&v, &["list"]);
+    assert_eq!(list[0]["model"], "j");
+    let ver = json_of(&v, &["verify", "j@r1"]);
+    assert_eq!(
+        (ver["revision"].as_str(), ver["authentic"].as_bool()),
+        (Some("j@r1"), Some(true))
+    );
+    let out = tmp.path().join("opened");
+    let o = json_of(&v, &["open", "j@r1", "--out", out.to_str().unwrap()]);
+    assert_eq!(
+        (o["files"].as_u64(), o["tensor"].is_null()),
+        (Some(2), true)
+    );
+    assert!(o["ledger_start"].as_u64() < o["ledger_end"].as_u64());
+    let t = json_of(
+        &v,
+        &[
+            "open",
+            "j@r1",
+            "--tensor",
+            "w",
+            "--out",
+            tmp.path().join("w.safetensors").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(t["tensor"], "w");
+    let keks = json_of(&v, &["kek", "list"]);
+    assert_eq!(keks["on_token"], serde_json::json!([1]), "{keks}");
+    let rot = json_of(&v, &["kek", "rotate"]);
+    assert_eq!(rot["version"], 2);
+    let rw = json_of(&v, &["rewrap"]);
+    assert_eq!(rw["newest"], 2);
+    assert!(rw["rewrapped"].as_u64().unwrap() >= 2, "{rw}");
+    let ret = json_of(&v, &["kek", "retire", "1"]);
+    assert_eq!(ret["destroyed"], 1);
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let lint = json_of(
+        &v,
+        &["policy", "lint", "--policies", policies.to_str().unwrap()],
+    );
+    assert_eq!(lint["valid"], true);
+    assert!(lint["models"].as_u64().unwrap() > 0);
+    // A what-if decision: the decision itself, whichever way it goes.
+    let (_, out, err) = cli(
+        &v,
+        &[
+            "policy",
+            "check",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--requester",
+            "raj@globex.example",
+            "--host-country",
+            "IN",
+            "--model",
+            "acme-frontier",
+            "--json",
+        ],
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    assert_eq!(d["checks"].as_array().unwrap().len(), 9);
+    let cp = json_of(&v, &["audit", "checkpoint"]);
+    assert!(cp["checkpoint"]
+        .as_str()
+        .unwrap()
+        .starts_with("weightvault.local/ledger\n"));
+    let av = json_of(&v, &["audit", "verify"]);
+    assert_eq!(av["verified"], true);
+    let (ok, shown, err) = cli(&v, &["audit", "show", "--json"]);
+    assert!(ok, "{err}");
+    let mut n = 0u64;
+    for l in shown.lines() {
+        let e: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(e["index"].as_u64(), Some(n), "{l}");
+        assert!(e["record"]["kind"].is_string(), "{l}");
+        n += 1;
+    }
+    assert_eq!(Some(n), av["entries"].as_u64());
+    let key = json_of(&v, &["audit", "public-key"]);
+    let key = key["public_key"].as_str().unwrap().to_string();
+    assert_eq!(key.len(), 64);
+    let proof = json_of(&v, &["audit", "prove", "0"]);
+    let pf = tmp.path().join("proof.json");
+    std::fs::write(&pf, proof.to_string()).unwrap();
+    let vp = json_of(
+        &v,
+        &[
+            "audit",
+            "verify-proof",
+            pf.to_str().unwrap(),
+            "--public-key",
+            &key,
+        ],
+    );
+    assert_eq!(
+        (vp["index"].as_u64(), vp["included"].as_bool()),
+        (Some(0), Some(true))
+    );
+    let cons = json_of(&v, &["audit", "consistency", "--from", "1"]);
+    assert!(cons.is_object(), "{cons}");
+    let rm = json_of(&v, &["remove", "j@r1", "--yes"]);
+    assert_eq!(
+        (rm["revision"].as_str(), rm["files"].as_u64()),
+        (Some("j@r1"), Some(3))
+    );
+    json_of(
+        &v,
+        &[
+            "seal",
+            ck.to_str().unwrap(),
+            "--model",
+            "j",
+            "--revision",
+            "r2",
+            "--eccn",
+            "EAR99",
+        ],
+    );
+    let sh = json_of(&v, &["shred", "j@r2", "--yes"]);
+    assert_eq!(sh["label"], "j@r2");
+    assert!(sh["still_open"].as_array().unwrap().is_empty());
+}
+
+/// Under `--json` an error is one JSON object on stderr, with the exit status in it; a
+/// command line that does not parse too.
+#[test]
+fn errors_under_json_are_json() {
+    let (tmp, v) = common::fresh_vault();
+    for (args, status) in [
+        (&["verify", "nosuch@r1", "--json"][..], 1),
+        (&["--json", "seal"], 64),
+        (&["list", "--json", "--frobnicate"], 64),
+    ] {
+        let o = Command::new(bin())
+            .arg("--vault")
+            .arg(&v)
+            .args(args)
+            .env("WEIGHTVAULT_STATE_DIR", tmp.path().join("state"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(status), "{args:?}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+        let e: serde_json::Value = serde_json::from_slice(&o.stderr)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+        assert_eq!(e["status"], status, "{e}");
+        assert!(!e["error"].as_str().unwrap().is_empty());
+    }
+}
+
+/// `-q` prints nothing but errors.
+#[test]
+fn quiet_prints_nothing_but_errors() {
+    let (tmp, v) = common::fresh_vault();
+    let ck = small_checkpoint(&tmp.path().join("ck"), 8, 1000);
+    for (args, ok) in [
+        (
+            vec![
+                "-q",
+                "seal",
+                ck.to_str().unwrap(),
+                "--model",
+                "q",
+                "--revision",
+                "r1",
+            ],
+            true,
+        ),
+        (vec!["-q", "list"], true),
+        (vec!["-q", "verify", "q@r1"], true),
+        (vec!["-q", "audit", "show"], true),
+        (vec!["-q", "verify", "q@nosuch"], false),
+    ] {
+        let o = Command::new(bin())
+            .arg("--vault")
+            .arg(&v)
+            .args(&args)
+            .env("WEIGHTVAULT_STATE_DIR", tmp.path().join("state"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.success(), ok, "{args:?}");
+        assert!(
+            o.stdout.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert_eq!(
+            o.stderr.is_empty(),
+            ok,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

@@ -15,7 +15,6 @@ fn wv(root: &Path, vault: &Path) -> Command {
     let mut c = Command::new(common::bin());
     c.arg("--vault")
         .arg(vault)
-        .arg("--quiet")
         .env("WEIGHTVAULT_STATE_DIR", root.join("state"))
         .env("TMPDIR", root.join("tmp"))
         .env_remove("WEIGHTVAULT_HSM_PIN");

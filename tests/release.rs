@@ -1746,11 +1746,12 @@ fn a_revoked_licence_cuts_running_streams_within_a_second() {
     );
     std::fs::write(&lic, suspended).unwrap();
     let cut_at = std::time::Instant::now();
-    let (ok, said, err) = common::cli(&v, &["policy", "reload"]);
-    assert!(
-        ok && said.contains("1 live release(s) withdrawn"),
-        "{said}{err}"
-    );
+    let (ok, said, err) = common::cli(&v, &["policy", "reload", "--json"]);
+    assert!(ok, "{said}{err}");
+    // `--json`: {"reloaded": true, "withdrawn": [the decision's ledger index]}.
+    let said: serde_json::Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(said["reloaded"], true);
+    assert_eq!(said["withdrawn"].as_array().unwrap().len(), 1, "{said}");
     let (code, err) = exit_of(fetch, Duration::from_secs(10));
     let took = cut_at.elapsed();
     assert_eq!(code, Some(2), "{err}");

@@ -27,9 +27,17 @@ macro_rules! outln {
     };
 }
 
-/// Writes to standard output for `out!` and `outln!` (and for `audit show`, which streams).
+/// Set by `-q` (without `--json`): what commands write to standard output is dropped, so
+/// that only errors (and warnings) are printed, on standard error.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes to standard output for `out!` and `outln!` (and for `audit show`, which streams);
+/// nothing under `-q`.
 fn write_out(a: std::fmt::Arguments<'_>) -> std::result::Result<(), Exit> {
     use std::io::Write;
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     let mut o = std::io::stdout().lock();
     match o.write_fmt(a).and_then(|()| o.flush()) {
         Ok(()) => Ok(()),
@@ -121,9 +129,14 @@ pub struct Cli {
     /// Vault directory [default: $WEIGHTVAULT_HOME, else ./vault]
     #[arg(long, global = true, value_name = "DIR")]
     pub vault: Option<PathBuf>,
-    /// No progress bars
+    /// Print nothing but errors (and warnings), on standard error: no progress, no report
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Print what the command reports as JSON (one document; `audit show` and `gc`: one per
+    /// line; shapes in docs/CLI.md), and an error as {"error": ..., "status": N} on standard
+    /// error
+    #[arg(long, global = true)]
+    pub json: bool,
     /// Worker threads for sealing, verifying and opening [default: [seal] threads in the
     /// vault config; 0 there means one per core]
     #[arg(long, global = true, value_name = "N")]
@@ -170,11 +183,7 @@ pub enum Command {
     /// Example: weightvault seal ./ckpt --model acme-7b --revision step-42000 --eccn 4E091 --training-ops 3e26
     Seal(SealArgs),
     /// List sealed models and revisions (reads clear headers; `verify` authenticates)
-    List {
-        /// Print JSON instead of a table
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Authenticate every chunk of a revision and its manifest, writing no plaintext
     Verify {
         /// MODEL@REVISION (MODEL alone when it has one revision)
@@ -255,9 +264,6 @@ pub enum Command {
         /// Report what would be removed, remove nothing
         #[arg(long)]
         dry_run: bool,
-        /// One JSON object per line instead of text
-        #[arg(long)]
-        json: bool,
     },
     /// Name the recipients of a leaked copy from the watermark it carries
     ///
@@ -276,9 +282,6 @@ pub enum Command {
         /// Accepted chance of accusing anyone innocent, over all releases
         #[arg(long, default_value_t = crate::watermark::trace::DEFAULT_EPSILON)]
         epsilon: f64,
-        /// Print the report as JSON
-        #[arg(long)]
-        json: bool,
     },
     /// Run the key-release service: mutual TLS, attested hosts, sealed streaming of shards
     ///
@@ -442,9 +445,6 @@ pub struct FetchArgs {
     /// each time up to 8 s [default: 5]
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
-    /// Print the release and the decision as JSON on success
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `weightvault audit ...`
@@ -476,9 +476,6 @@ pub enum AuditCommand {
         /// Only entries of this requester (certificate identity or operator)
         #[arg(long, value_name = "ID")]
         requester: Option<String>,
-        /// Print JSON lines ({"index":N,"record":{...}})
-        #[arg(long)]
-        json: bool,
     },
     /// Print a consistency proof from an older tree size to the latest checkpoint (JSON), for a
     /// witness that saw the older checkpoint
@@ -596,9 +593,6 @@ pub enum PolicyCommand {
         /// [default: $WEIGHTVAULT_GEOIP]
         #[arg(long, value_name = "FILE")]
         geoip: Option<PathBuf>,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
     },
     /// Validate every policy file; print what was loaded
     Lint {
@@ -612,11 +606,7 @@ pub enum PolicyCommand {
 #[derive(Debug, Subcommand)]
 pub enum KekCommand {
     /// KEK versions on the token and how many objects each opens
-    List {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Create the next KEK version inside the HSM; new seals and rewraps use it
     Rotate,
     /// Destroy a KEK version on the HSM (refused while any object still opens only under it)
@@ -655,13 +645,28 @@ fn policy_dir(p: Option<PathBuf>) -> PathBuf {
 struct Globals {
     /// The vault directory.
     dir: PathBuf,
-    /// No progress bars.
+    /// No progress bars, no report.
     quiet: bool,
+    /// Reports as JSON.
+    json: bool,
     /// Worker threads, if given.
     threads: Option<usize>,
 }
 
 impl Globals {
+    /// Says what the command did: `json` under `--json`, else the text (nothing under `-q`).
+    fn report(
+        &self,
+        json: serde_json::Value,
+        text: impl FnOnce() -> String,
+    ) -> std::result::Result<(), Exit> {
+        if self.json {
+            write_out(format_args!("{json}\n"))
+        } else {
+            write_out(format_args!("{}\n", text()))
+        }
+    }
+
     /// Opens the vault, with `--threads` applied.
     fn open_vault(&self) -> Result<Vault> {
         let mut v = Vault::open(&self.dir)?;
@@ -676,38 +681,35 @@ impl Globals {
 pub fn run(cli: Cli) -> Result<()> {
     let g = Globals {
         dir: cli.vault.unwrap_or_else(Vault::default_dir),
-        quiet: cli.quiet,
+        quiet: cli.quiet || cli.json,
+        json: cli.json,
         threads: cli.threads,
     };
+    QUIET.store(cli.quiet && !cli.json, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Init { hsm_module } => cmd::init::run(&g, hsm_module),
         Command::Seal(a) => cmd::seal::run(&g, a),
-        Command::List { json } => cmd::list::run(&g, json),
+        Command::List => cmd::list::run(&g),
         Command::Verify { revision } => cmd::verify::run(&g, &revision),
         Command::Open {
             revision,
             out,
             tensor,
         } => cmd::open::run(&g, &revision, &out, tensor.as_deref()),
-        Command::Policy(c) => cmd::policy::run(c, &g.dir),
+        Command::Policy(c) => cmd::policy::run(&g, c),
         Command::Kek(c) => cmd::kek::run(&g, c),
         Command::Rewrap { what } => cmd::kek::rewrap(&g, what.as_ref()),
         Command::Shred { revision, yes } => cmd::shred::run(&g, &revision, yes),
         Command::Remove { revision, yes } => cmd::remove::run(&g, &revision, yes),
-        Command::Gc {
-            dirs,
-            dry_run,
-            json,
-        } => cmd::gc::run(&g, dirs, dry_run, json),
+        Command::Gc { dirs, dry_run } => cmd::gc::run(&g, dirs, dry_run),
         Command::Trace {
             suspect,
             model,
             epsilon,
-            json,
-        } => cmd::trace::run(&g, &suspect, &model, epsilon, json),
+        } => cmd::trace::run(&g, &suspect, &model, epsilon),
         Command::Serve(a) => cmd::serve::run(&g, a),
         Command::Fetch(a) => cmd::fetch::run(&g, a),
-        Command::Audit(c) => cmd::audit::run(c, || g.open_vault()),
+        Command::Audit(c) => cmd::audit::run(&g, c),
     }
 }
 

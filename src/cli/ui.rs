@@ -48,6 +48,17 @@ impl SealProgress for Bars {
     }
 }
 
+/// Where a ledger record went, for `--json`: `{"ledger_index": N}`, or `{"ledger_index":
+/// null, "spooled": true}` when the running service appends it.
+pub(super) fn recorded_json(r: &crate::ledger::spool::Recorded) -> serde_json::Value {
+    match r {
+        crate::ledger::spool::Recorded::Appended(i) => serde_json::json!({"ledger_index": i}),
+        crate::ledger::spool::Recorded::Spooled(_) => {
+            serde_json::json!({"ledger_index": null, "spooled": true})
+        }
+    }
+}
+
 /// A bar counting objects (hidden when `quiet`).
 pub(super) fn counter(quiet: bool) -> ProgressBar {
     if quiet {

@@ -293,7 +293,6 @@ pub fn cli_env(vault: &Path, env: &[(&str, String)], args: &[&str]) -> (bool, St
     let out = Command::new(bin())
         .arg("--vault")
         .arg(vault)
-        .arg("--quiet")
         .args(args)
         .env_remove("WEIGHTVAULT_HSM_PIN")
         .env("WEIGHTVAULT_STATE_DIR", state_dir_of(vault))

@@ -1,7 +1,7 @@
 //! `weightvault audit ...`: verifies the ledger, signs checkpoints, lists entries and prints
 //! and checks proofs for auditors and witnesses.
 
-use crate::cli::{write_out, AuditCommand, Exit};
+use crate::cli::{write_out, AuditCommand, Exit, Globals};
 use crate::ledger::query::EntryFilter;
 use crate::ledger::record::Record;
 use crate::ledger::Ledger;
@@ -36,7 +36,11 @@ fn parse_key(hex_key: &str) -> Result<[u8; 32]> {
 
 /// `audit verify`, `prove` and `consistency` with `--tiles`: from the buckets and the public
 /// key alone (the key from `--public-key`, else the vault's HSM). `None` when `cmd` is not one.
-fn on_tiles(cmd: &AuditCommand, vault: &impl Fn() -> Result<Vault>) -> Result<Option<()>> {
+fn on_tiles(
+    g: &Globals,
+    cmd: &AuditCommand,
+    vault: &impl Fn() -> Result<Vault>,
+) -> Result<Option<()>> {
     let (t, public_key) = match cmd {
         AuditCommand::Verify { tiles, public_key }
         | AuditCommand::Prove {
@@ -102,14 +106,25 @@ fn on_tiles(cmd: &AuditCommand, vault: &impl Fn() -> Result<Vault>) -> Result<Op
             if let Some(b) = bad {
                 anyhow::bail!("{}: {b}", log.location());
             }
-            outln!(
-                "published ledger verified from {}: {} entries, {} full and partial tiles, {} entry bundles, checkpoint of size {} signed by {key_name}",
-                log.location(),
-                r.entries,
-                r.tiles,
-                r.bundles,
-                cp.size
-            );
+            g.report(
+                serde_json::json!({
+                    "verified": true,
+                    "location": log.location(),
+                    "entries": r.entries,
+                    "tiles": r.tiles,
+                    "bundles": r.bundles,
+                    "checkpoint_size": cp.size,
+                    "key_name": key_name,
+                }),
+                || format!(
+                    "published ledger verified from {}: {} entries, {} full and partial tiles, {} entry bundles, checkpoint of size {} signed by {key_name}",
+                    log.location(),
+                    r.entries,
+                    r.tiles,
+                    r.bundles,
+                    cp.size
+                ),
+            )?;
         }
         AuditCommand::Prove { index, .. } => {
             let p = log.prove(&key_name, &key, *index)?;
@@ -126,7 +141,8 @@ fn on_tiles(cmd: &AuditCommand, vault: &impl Fn() -> Result<Vault>) -> Result<Op
 
 /// Runs an `audit` command; `vault` opens the vault for the commands that need it
 /// (`verify-proof` works offline without one).
-pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) -> Result<()> {
+pub(in crate::cli) fn run(g: &Globals, cmd: AuditCommand) -> Result<()> {
+    let vault = || g.open_vault();
     if let AuditCommand::VerifyProof {
         file,
         public_key,
@@ -139,14 +155,18 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
         )
         .with_context(|| format!("{}: not a proof from `audit prove`", file.display()))?;
         let cp = p.verify(key_name, &parse_key(public_key)?)?;
-        outln!(
-            "entry {} is in the ledger at checkpoint size {} (signed by {key_name})",
-            p.index,
-            cp.size
-        );
+        g.report(
+            serde_json::json!({"index": p.index, "included": true, "checkpoint_size": cp.size, "key_name": key_name}),
+            || {
+                format!(
+                    "entry {} is in the ledger at checkpoint size {} (signed by {key_name})",
+                    p.index, cp.size
+                )
+            },
+        )?;
         return Ok(());
     }
-    if let Some(done) = on_tiles(&cmd, &vault)? {
+    if let Some(done) = on_tiles(g, &cmd, &vault)? {
         return Ok(done);
     }
     let v = vault()?;
@@ -165,13 +185,16 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
                 Some(l) => v.publish_tiles(&t, &l?, &kw)?,
                 None => v.publish_tiles(&t, &v.ledger()?.0, &kw)?,
             };
-            outln!(
-                "published the ledger's tiles at {}: {} -> {} entries, {} objects written",
-                t.location(),
-                p.from,
-                p.size,
-                p.objects
-            );
+            g.report(
+                serde_json::json!({"location": t.location(), "from": p.from, "size": p.size, "objects": p.objects}),
+                || format!(
+                    "published the ledger's tiles at {}: {} -> {} entries, {} objects written",
+                    t.location(),
+                    p.from,
+                    p.size,
+                    p.objects
+                ),
+            )?;
         }
         AuditCommand::Verify { public_key, .. } => {
             let key = match public_key {
@@ -179,16 +202,31 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
                 None => v.key_wrap()?.ledger_public_key()?,
             };
             let r = Ledger::verify(&v.ledger_dir(), &origin, &key)?;
-            outln!(
-                "ledger verified: {} entries ({} closed segments), {} checkpoints (latest covers {}), {} entries not yet under a checkpoint",
-                r.entries, r.closed_segments, r.checkpoints, r.latest_size, r.uncovered
-            );
+            g.report(
+                serde_json::json!({
+                    "verified": true,
+                    "entries": r.entries,
+                    "closed_segments": r.closed_segments,
+                    "checkpoints": r.checkpoints,
+                    "latest_size": r.latest_size,
+                    "uncovered": r.uncovered,
+                }),
+                || format!(
+                    "ledger verified: {} entries ({} closed segments), {} checkpoints (latest covers {}), {} entries not yet under a checkpoint",
+                    r.entries, r.closed_segments, r.checkpoints, r.latest_size, r.uncovered
+                ),
+            )?;
         }
         AuditCommand::Checkpoint => {
             let kw = v.key_wrap()?;
             if let Some(l) = v.shared_ledger() {
                 use crate::ledger::backend::LedgerBackend;
-                out!("{}", l?.checkpoint(&origin, &kw)?);
+                let note = l?.checkpoint(&origin, &kw)?;
+                if g.json {
+                    g.report(serde_json::json!({"checkpoint": note}), String::new)?;
+                } else {
+                    out!("{note}");
+                }
                 return Ok(());
             }
             let (l, rec) = v.ledger()?;
@@ -199,14 +237,18 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
                 );
             }
             let note = l.checkpoint(&origin, &kw)?;
-            out!("{note}");
+            if g.json {
+                g.report(serde_json::json!({"checkpoint": note}), String::new)?;
+            } else {
+                out!("{note}");
+            }
         }
         AuditCommand::Show {
             since,
             model,
             requester,
-            json,
         } => {
+            let json = g.json;
             let filter = EntryFilter {
                 since: since.as_deref().map(parse_since).transpose()?,
                 model,
@@ -263,7 +305,8 @@ pub(in crate::cli) fn run(cmd: AuditCommand, vault: impl Fn() -> Result<Vault>) 
             outln!("{}", serde_json::to_string_pretty(&p)?);
         }
         AuditCommand::PublicKey => {
-            outln!("{}", hex::encode(v.key_wrap()?.ledger_public_key()?));
+            let key = hex::encode(v.key_wrap()?.ledger_public_key()?);
+            g.report(serde_json::json!({"public_key": key}), || key.clone())?;
         }
     }
     Ok(())

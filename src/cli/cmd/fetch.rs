@@ -33,8 +33,8 @@ pub(in crate::cli) fn run(g: &Globals, a: FetchArgs) -> Result<()> {
         limit_rate,
         resumable,
         retries,
-        json,
     } = a;
+    let json = g.json;
     crate::interrupt::install()?;
     let file = match &config {
         Some(p) => FetchFile::load(p)?,
@@ -99,6 +99,18 @@ pub(in crate::cli) fn run(g: &Globals, a: FetchArgs) -> Result<()> {
             decision,
             ledger_index,
         }) => {
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "error": message,
+                        "status": crate::cli::status::DENIED,
+                        "decision": decision,
+                        "ledger_index": ledger_index,
+                    })
+                );
+                return Err(Exit::quiet(crate::cli::status::DENIED).into());
+            }
             eprintln!("weightvault: {message} (ledger entry {ledger_index})");
             for c in &decision.checks {
                 eprintln!(
@@ -110,10 +122,11 @@ pub(in crate::cli) fn run(g: &Globals, a: FetchArgs) -> Result<()> {
             }
             Err(Exit::quiet(crate::cli::status::DENIED).into())
         }
-        Err(e @ FetchError::Revoked(_)) => {
-            eprintln!("weightvault: {e}");
-            Err(Exit::quiet(crate::cli::status::DENIED).into())
+        Err(e @ FetchError::Revoked(_)) => Err(Exit {
+            code: crate::cli::status::DENIED,
+            message: Some(e.to_string()),
         }
+        .into()),
         Err(e) => Err(e.into()),
     }
 }

@@ -8,12 +8,8 @@ use anyhow::Result;
 use std::path::PathBuf;
 
 /// Runs `gc`.
-pub(in crate::cli) fn run(
-    g: &Globals,
-    dirs: Vec<PathBuf>,
-    dry_run: bool,
-    json: bool,
-) -> Result<()> {
+pub(in crate::cli) fn run(g: &Globals, dirs: Vec<PathBuf>, dry_run: bool) -> Result<()> {
+    let json = g.json;
     let vault = Vault::open(&g.dir).ok();
     let rep = crate::actions::gc::gc(vault.as_ref(), dirs, dry_run)?;
     for l in &rep.found {

@@ -1,7 +1,7 @@
 //! `weightvault kek list|rotate|retire` and `weightvault rewrap`: KEK versions on the HSM and
 //! the data keys under them; rotations, retirements and rewraps are recorded in the ledger.
 
-use crate::cli::ui::counter;
+use crate::cli::ui::{counter, recorded_json};
 use crate::cli::{operator, Globals, KekCommand};
 use crate::store::RevisionRef;
 use anyhow::Result;
@@ -11,9 +11,9 @@ pub(in crate::cli) fn run(g: &Globals, cmd: KekCommand) -> Result<()> {
     let v = g.open_vault()?;
     let kw = v.key_wrap()?;
     match cmd {
-        KekCommand::List { json } => {
+        KekCommand::List => {
             let u = v.kek_use(&kw)?;
-            if json {
+            if g.json {
                 outln!("{}", serde_json::to_string_pretty(&u)?);
             } else {
                 for ver in &u.on_token {
@@ -40,17 +40,20 @@ pub(in crate::cli) fn run(g: &Globals, cmd: KekCommand) -> Result<()> {
         }
         KekCommand::Rotate => {
             let (n, at) = v.rotate_kek_recorded(&kw, &operator::identity())?;
-            outln!(
-                "created KEK {}.v{n} in the HSM ({at}); run `weightvault rewrap` to move every data key to it",
-                kw.kek_label()
-            );
+            g.report(
+                serde_json::json!({"kek": kw.kek_label(), "version": n, "recorded": recorded_json(&at)}),
+                || format!(
+                    "created KEK {}.v{n} in the HSM ({at}); run `weightvault rewrap` to move every data key to it",
+                    kw.kek_label()
+                ),
+            )?;
         }
         KekCommand::Retire { kek_version } => {
             let at = v.retire_kek_recorded(&kw, kek_version, &operator::identity())?;
-            outln!(
-                "KEK {}.v{kek_version} destroyed in the HSM ({at})",
-                kw.kek_label(),
-            );
+            g.report(
+                serde_json::json!({"kek": kw.kek_label(), "destroyed": kek_version, "recorded": recorded_json(&at)}),
+                || format!("KEK {}.v{kek_version} destroyed in the HSM ({at})", kw.kek_label()),
+            )?;
         }
     }
     Ok(())
@@ -78,12 +81,22 @@ pub(in crate::cli) fn rewrap(g: &Globals, what: Option<&RevisionRef>) -> Result<
         .iter()
         .map(|(v, n)| format!("{n} from v{v}"))
         .collect();
-    outln!(
-        "rewrapped {moved} object(s) to KEK {}.v{}{}; {} already current; no ciphertext changed ({at})",
-        kw.kek_label(),
-        rep.newest,
-        if from.is_empty() { String::new() } else { format!(" ({})", from.join(", ")) },
-        rep.current
-    );
+    g.report(
+        serde_json::json!({
+            "kek": kw.kek_label(),
+            "newest": rep.newest,
+            "rewrapped": moved,
+            "rewrapped_from": rep.rewrapped_from,
+            "current": rep.current,
+            "recorded": recorded_json(&at),
+        }),
+        || format!(
+            "rewrapped {moved} object(s) to KEK {}.v{}{}; {} already current; no ciphertext changed ({at})",
+            kw.kek_label(),
+            rep.newest,
+            if from.is_empty() { String::new() } else { format!(" ({})", from.join(", ")) },
+            rep.current
+        ),
+    )?;
     Ok(())
 }

@@ -5,10 +5,10 @@ use crate::cli::Globals;
 use anyhow::Result;
 
 /// Runs `list`.
-pub(in crate::cli) fn run(g: &Globals, json: bool) -> Result<()> {
+pub(in crate::cli) fn run(g: &Globals) -> Result<()> {
     let v = g.open_vault()?;
     let revs = v.list()?;
-    if json {
+    if g.json {
         let ms: Vec<_> = revs.iter().map(|r| &r.manifest).collect();
         outln!("{}", serde_json::to_string_pretty(&ms)?);
     } else if revs.is_empty() {

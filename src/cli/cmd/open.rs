@@ -37,21 +37,33 @@ pub(in crate::cli) fn run(
     bars.bar.finish_and_clear();
     let opened = opened?;
     let (n, index, end_index) = (opened.bytes, opened.start, opened.end);
-    match tensor {
-        Some(name) => outln!(
-            "{}: wrote tensor {name} ({}) to {} (ledger entries {index}, {end_index})",
-            rev.label,
-            human(n),
-            out.display()
-        ),
-        None => outln!(
-            "{}: wrote {} files ({}) to {} in {:.2}s (ledger entries {index}, {end_index})",
-            rev.label,
-            rev.files.len(),
-            human(n),
-            out.display(),
-            t.elapsed().as_secs_f64()
-        ),
-    }
+    let secs = t.elapsed().as_secs_f64();
+    g.report(
+        serde_json::json!({
+            "revision": rev.label,
+            "out": out,
+            "tensor": tensor,
+            "files": if tensor.is_some() { 1 } else { rev.files.len() },
+            "bytes": n,
+            "seconds": secs,
+            "ledger_start": index,
+            "ledger_end": end_index,
+        }),
+        || match tensor {
+            Some(name) => format!(
+                "{}: wrote tensor {name} ({}) to {} (ledger entries {index}, {end_index})",
+                rev.label,
+                human(n),
+                out.display()
+            ),
+            None => format!(
+                "{}: wrote {} files ({}) to {} in {secs:.2}s (ledger entries {index}, {end_index})",
+                rev.label,
+                rev.files.len(),
+                human(n),
+                out.display(),
+            ),
+        },
+    )?;
     Ok(())
 }

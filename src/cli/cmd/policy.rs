@@ -3,15 +3,17 @@
 
 use crate::actions::reload::{reload, PolicyReload};
 use crate::cli::ui::verdict;
-use crate::cli::{policy_dir, Exit, PolicyCommand};
+use crate::cli::{policy_dir, Exit, Globals, PolicyCommand};
 use crate::dry_run::{licence_use, newest_sealed, WhatIf};
 use crate::policy::NoGeo;
 use crate::store::Vault;
 use anyhow::{Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Runs `policy ...` for the vault in `vault_dir`.
-pub(in crate::cli) fn run(cmd: PolicyCommand, vault_dir: &Path) -> Result<()> {
+/// Runs `policy ...` for the vault `g` names.
+pub(in crate::cli) fn run(g: &Globals, cmd: PolicyCommand) -> Result<()> {
+    let vault_dir = g.dir.as_path();
+    let json = g.json;
     match cmd {
         PolicyCommand::Reload { wait } => {
             let v = Vault::open(vault_dir)?;
@@ -19,35 +21,52 @@ pub(in crate::cli) fn run(cmd: PolicyCommand, vault_dir: &Path) -> Result<()> {
                 PolicyReload::Refused { reason } => anyhow::bail!(
                     "the service refused the new policy and keeps the old one in force: {reason}"
                 ),
-                PolicyReload::Applied { withdrawn } => {
-                    let withdrawn: Vec<String> = withdrawn.iter().map(u64::to_string).collect();
-                    outln!(
-                        "policy reloaded; {} live release(s) withdrawn{}",
-                        withdrawn.len(),
-                        if withdrawn.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (decisions at ledger entries {})", withdrawn.join(", "))
-                        }
-                    )
-                }
+                PolicyReload::Applied { withdrawn } => g.report(
+                    serde_json::json!({"reloaded": true, "withdrawn": withdrawn}),
+                    || {
+                        let withdrawn: Vec<String> = withdrawn.iter().map(u64::to_string).collect();
+                        format!(
+                            "policy reloaded; {} live release(s) withdrawn{}",
+                            withdrawn.len(),
+                            if withdrawn.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (decisions at ledger entries {})", withdrawn.join(", "))
+                            }
+                        )
+                    },
+                )?,
             }
         }
         PolicyCommand::Lint { policies } => {
             let dir = policy_dir(policies);
             let p = crate::local::PolicyDir::new(&dir).load()?;
-            outln!(
-                "{}: valid — {} tier changes, {} models, {} organisations, {} requesters, {} licences, {} restricted parties, {} attesters, {} Cedar policies",
-                dir.display(),
-                p.tiers.changes.len(),
-                p.models.len(),
-                p.organisations.len(),
-                p.requesters.len(),
-                p.licences.len(),
-                p.restricted.len(),
-                p.attesters.len(),
-                p.org_rules.len()
-            );
+            g.report(
+                serde_json::json!({
+                    "policies": dir,
+                    "valid": true,
+                    "tier_changes": p.tiers.changes.len(),
+                    "models": p.models.len(),
+                    "organisations": p.organisations.len(),
+                    "requesters": p.requesters.len(),
+                    "licences": p.licences.len(),
+                    "restricted_parties": p.restricted.len(),
+                    "attesters": p.attesters.len(),
+                    "cedar_policies": p.org_rules.len(),
+                }),
+                || format!(
+                    "{}: valid — {} tier changes, {} models, {} organisations, {} requesters, {} licences, {} restricted parties, {} attesters, {} Cedar policies",
+                    dir.display(),
+                    p.tiers.changes.len(),
+                    p.models.len(),
+                    p.organisations.len(),
+                    p.requesters.len(),
+                    p.licences.len(),
+                    p.restricted.len(),
+                    p.attesters.len(),
+                    p.org_rules.len()
+                ),
+            )?;
         }
         PolicyCommand::Check {
             policies,
@@ -59,7 +78,6 @@ pub(in crate::cli) fn run(cmd: PolicyCommand, vault_dir: &Path) -> Result<()> {
             date,
             source_ip,
             geoip,
-            json,
         } => {
             let dir = policy_dir(policies);
             let p = crate::local::PolicyDir::new(&dir).load()?;

@@ -17,12 +17,22 @@ pub(in crate::cli) fn run(g: &Globals, revision: &RevisionRef, yes: bool) -> Res
     crate::interrupt::install()?;
     let v = g.open_vault()?;
     let rep = v.remove_recorded(revision, &operator::identity())?;
-    outln!(
-        "{}: removed ({} sealed files, {}; {}). Its name can be sealed again.",
-        rep.label,
-        rep.files,
-        human(rep.bytes),
-        rep.recorded
-    );
+    g.report(
+        serde_json::json!({
+            "revision": rep.label,
+            "files": rep.files,
+            "bytes": rep.bytes,
+            "recorded": rep.recorded,
+        }),
+        || {
+            format!(
+                "{}: removed ({} sealed files, {}; {}). Its name can be sealed again.",
+                rep.label,
+                rep.files,
+                human(rep.bytes),
+                rep.recorded
+            )
+        },
+    )?;
     Ok(())
 }

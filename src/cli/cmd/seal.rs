@@ -2,7 +2,7 @@
 //! prints what was sealed.
 
 use crate::actions::seal::seal_disagreements;
-use crate::cli::ui::{gib_per_s, human, Bars};
+use crate::cli::ui::{gib_per_s, human, recorded_json, Bars};
 use crate::cli::{operator, policy_dir, Globals, SealArgs};
 use crate::store::{SealRequest, TrainingFacts};
 use anyhow::{Context, Result};
@@ -73,16 +73,32 @@ pub(in crate::cli) fn run(g: &Globals, a: SealArgs) -> Result<()> {
         .iter()
         .filter(|f| f.shard_count > 0)
         .count();
-    outln!(
-        "sealed {}@{}: {} files ({} safetensors shards), {} in {:.2}s ({}) -> {} ({at})",
-        r.manifest.model,
-        r.manifest.revision,
-        r.manifest.files.len(),
-        shards,
-        human(r.bytes),
-        t.elapsed().as_secs_f64(),
-        gib_per_s(r.bytes, t),
-        r.location
-    );
+    let secs = t.elapsed().as_secs_f64();
+    g.report(
+        serde_json::json!({
+            "model": r.manifest.model,
+            "revision": r.manifest.revision,
+            "files": r.manifest.files.len(),
+            "shards": shards,
+            "tensors": r.manifest.files.iter().map(|f| f.tensors).sum::<usize>(),
+            "bytes": r.bytes,
+            "seconds": secs,
+            "location": r.location,
+            "recorded": recorded_json(&at),
+            "forced": disagreements,
+        }),
+        || {
+            format!(
+                "sealed {}@{}: {} files ({} safetensors shards), {} in {secs:.2}s ({}) -> {} ({at})",
+                r.manifest.model,
+                r.manifest.revision,
+                r.manifest.files.len(),
+                shards,
+                human(r.bytes),
+                gib_per_s(r.bytes, t),
+                r.location
+            )
+        },
+    )?;
     Ok(())
 }

@@ -16,6 +16,15 @@ pub(in crate::cli) fn run(g: &Globals, revision: &RevisionRef, yes: bool) -> Res
     let v = g.open_vault()?;
     let kw = v.key_wrap()?;
     let rep = v.shred_recorded(&kw, revision, &operator::identity())?;
+    anyhow::ensure!(
+        rep.still_open.is_empty(),
+        "some keys on the HSM still unwrap a data key of {}: {}",
+        rep.label,
+        rep.still_open.join(", ")
+    );
+    if g.json {
+        return Ok(g.report(serde_json::to_value(&rep)?, String::new)?);
+    }
     outln!(
         "{}: SHREDDED. The key slots of its {} sealed files are overwritten; every other object was rewrapped to KEK v{} ({} objects) and KEK versions {} destroyed, so copies made earlier cannot be opened either.",
         rep.label,
@@ -27,12 +36,6 @@ pub(in crate::cli) fn run(g: &Globals, revision: &RevisionRef, yes: bool) -> Res
         } else {
             rep.retired.iter().map(|v| format!("v{v}")).collect::<Vec<_>>().join(", ")
         }
-    );
-    anyhow::ensure!(
-        rep.still_open.is_empty(),
-        "some keys on the HSM still unwrap a data key of {}: {}",
-        rep.label,
-        rep.still_open.join(", ")
     );
     outln!(
         "Checked: none of the {} secret keys on the HSM unwraps any of its former data keys. Its ciphertext can never be opened again.",

@@ -13,7 +13,6 @@ pub(in crate::cli) fn run(
     suspect: &Path,
     model: &RevisionRef,
     epsilon: f64,
-    json: bool,
 ) -> Result<()> {
     let v = g.open_vault()?;
     if !v.watermark_key_path().exists() {
@@ -24,7 +23,7 @@ pub(in crate::cli) fn run(
     let wm = v.watermark_key(&kw)?;
     let candidates = v.trace_candidates(&rev.manifest.model, &rev.manifest.revision)?;
     let rep = trace(&wm, &rev, suspect, candidates, epsilon).map_err(|e| anyhow::anyhow!(e))?;
-    if json {
+    if g.json {
         outln!("{}", serde_json::to_string_pretty(&rep)?);
         return Ok(());
     }

@@ -17,13 +17,24 @@ pub(in crate::cli) fn run(g: &Globals, revision: &RevisionRef) -> Result<()> {
     let t = Instant::now();
     rev.verify(crate::store::threads(v.config().seal.threads), &bars.bar)?;
     bars.bar.finish_and_clear();
-    outln!(
-        "{}: manifest and {} files authentic, {} checked in {:.2}s ({})",
-        rev.label,
-        rev.files.len(),
-        human(rev.total_bytes()),
-        t.elapsed().as_secs_f64(),
-        gib_per_s(rev.total_bytes(), t)
-    );
+    let secs = t.elapsed().as_secs_f64();
+    g.report(
+        serde_json::json!({
+            "revision": rev.label,
+            "authentic": true,
+            "files": rev.files.len(),
+            "bytes": rev.total_bytes(),
+            "seconds": secs,
+        }),
+        || {
+            format!(
+                "{}: manifest and {} files authentic, {} checked in {secs:.2}s ({})",
+                rev.label,
+                rev.files.len(),
+                human(rev.total_bytes()),
+                gib_per_s(rev.total_bytes(), t)
+            )
+        },
+    )?;
     Ok(())
 }
