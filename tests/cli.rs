@@ -1095,3 +1095,75 @@ fn quiet_prints_nothing_but_errors() {
         );
     }
 }
+
+/// The names of every command and nested command (`seal`, `audit-show`, ...).
+fn command_names() -> Vec<String> {
+    use clap::CommandFactory;
+    fn walk(prefix: &str, c: &clap::Command, out: &mut Vec<String>) {
+        for s in c.get_subcommands() {
+            let name = format!("{prefix}{}", s.get_name());
+            walk(&format!("{name}-"), s, out);
+            out.push(name);
+        }
+    }
+    let mut out = Vec::new();
+    walk("", &weightvault::cli::Cli::command(), &mut out);
+    out
+}
+
+/// Completion scripts for every shell clap knows, the bash one valid bash naming every
+/// command; the manual page, and one page per command that `man` renders.
+#[test]
+fn completions_and_man_pages_are_generated_from_the_command_line() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = run_bare(&["completions", shell]);
+        assert_eq!(o.status.code(), Some(0), "{shell}");
+        assert!(o.stdout.len() > 1000, "{shell}");
+    }
+    let tmp = common::scratch();
+    let script = tmp.path().join("weightvault.bash");
+    std::fs::write(&script, run_bare(&["completions", "bash"]).stdout).unwrap();
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    let text = std::fs::read_to_string(&script).unwrap();
+    let names = command_names();
+    assert!(names.contains(&"audit-verify-proof".to_string()));
+    for n in names.iter().filter(|n| !n.contains('-')) {
+        assert!(
+            text.contains(&format!("weightvault,{n})")),
+            "bash completion lacks {n}"
+        );
+    }
+    let page = String::from_utf8(run_bare(&["man"]).stdout).unwrap();
+    assert!(page.contains(".TH weightvault 1"), "{page}");
+    let dir = tmp.path().join("man1");
+    let o = run_bare(&["man", "--out", dir.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["pages"].as_array().unwrap().len(), names.len() + 1);
+    for n in &names {
+        assert!(
+            dir.join(format!("weightvault-{n}.1")).exists(),
+            "no page for {n}"
+        );
+    }
+    if Path::new("/usr/bin/man").exists() {
+        let shown = Command::new("man")
+            .arg("-l")
+            .arg(dir.join("weightvault-seal.1"))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        assert!(shown.contains("--training-ops"), "{shown}");
+    }
+}

@@ -305,6 +305,23 @@ pub enum Command {
     /// The release ledger: verify it, sign checkpoints, show entries, prove inclusion
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print a shell completion script
+    ///
+    /// Example (bash): weightvault completions bash > /etc/bash_completion.d/weightvault
+    /// Example (zsh): weightvault completions zsh > "${fpath[1]}/_weightvault"
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command into a directory
+    ///
+    /// Example: weightvault man | man -l -
+    /// Example: weightvault man --out /usr/local/share/man/man1
+    Man {
+        /// Write weightvault.1 and weightvault-COMMAND.1 (one per command) here instead
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `weightvault seal ...`
@@ -710,6 +727,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => cmd::serve::run(&g, a),
         Command::Fetch(a) => cmd::fetch::run(&g, a),
         Command::Audit(c) => cmd::audit::run(&g, c),
+        Command::Completions { shell } => cmd::docs::completions(shell),
+        Command::Man { out } => cmd::docs::man(&g, out.as_deref()),
     }
 }
 

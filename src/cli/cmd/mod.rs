@@ -3,6 +3,7 @@
 //! process: an error, or an [`Exit`](super::Exit) with its own status, goes back to `main`.
 
 pub(super) mod audit;
+pub(super) mod docs;
 pub(super) mod fetch;
 pub(super) mod gc;
 pub(super) mod init;
