@@ -1167,3 +1167,40 @@ fn completions_and_man_pages_are_generated_from_the_command_line() {
         assert!(shown.contains("--training-ops"), "{shown}");
     }
 }
+
+/// An unknown model, revision or tensor is refused with the closest known name.
+#[test]
+fn unknown_names_get_did_you_mean() {
+    let (tmp, v) = common::fresh_vault();
+    let ck = small_checkpoint(&tmp.path().join("ck"), 9, 100);
+    seal_ok(&v, &ck, "acme-small@step-100", &[]);
+    assert_fails(
+        cli(&v, &["verify", "acme-smal@step-100"]),
+        "no model 'acme-smal' in this vault (did you mean 'acme-small'?)",
+    );
+    assert_fails(
+        cli(&v, &["verify", "acme-small@step-10"]),
+        "no revision acme-small@step-10 in this vault (did you mean 'step-100'?)",
+    );
+    assert_fails(
+        cli(&v, &["verify", "globex@r1"]),
+        "no model 'globex' in this vault",
+    );
+    let (_, _, err) = cli(&v, &["verify", "globex@r1"]);
+    assert!(!err.contains("did you mean"), "{err}");
+    let out = tmp.path().join("t.safetensors");
+    assert_fails(
+        cli(
+            &v,
+            &[
+                "open",
+                "acme-small@step-100",
+                "--tensor",
+                "W",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ),
+        "has no tensor named 'W' (did you mean 'w'?)",
+    );
+}

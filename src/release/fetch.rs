@@ -181,9 +181,23 @@ fn unreached(what: &str, e: reqwest::Error) -> FetchError {
                 return FetchError::Broken(format!("{what}: {e}: {io}"));
             }
         }
+        // A connection accepted and then closed before the answer (a load balancer in TCP
+        // mode whose backend just went away) is cut too.
+        if let Some(h) = x.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return FetchError::Broken(format!("{what}: {e}: {h}"));
+            }
+        }
         src = x.source();
     }
-    other(format!("{what}: {e}"))
+    // The causes too: reqwest's own words ("error sending request") do not say what failed.
+    let mut line = format!("{what}: {e}");
+    let mut src = std::error::Error::source(&e);
+    while let Some(x) = src {
+        line.push_str(&format!(": {x}"));
+        src = x.source();
+    }
+    other(line)
 }
 
 /// Waits before try `n` (from 0) again: 0.5 s, doubling up to 8 s; or the interrupt.

@@ -301,10 +301,19 @@ fn view_of(rev: &OpenedRevision) -> RevisionView {
 /// Opens a revision for serving (blocking: files and the HSM).
 async fn open_revision(st: &Arc<AppState>, r: RevisionRef) -> Result<OpenedRevision, ApiError> {
     let st2 = st.clone();
+    let asked = match &r.revision {
+        Some(rev) => format!("{}@{rev}", r.model),
+        None => r.model.clone(),
+    };
     blocking(move || st2.vault.open_revision(&r, &st2.kw))
         .await?
         .map_err(|e| match e {
-            crate::store::StoreError::NotFound(m) => api(ApiCode::NotFound, m),
+            // In words of its own: the store's would suggest the names the vault holds,
+            // which a client has no business learning.
+            crate::store::StoreError::NotFound(_) => api(
+                ApiCode::NotFound,
+                format!("no model or revision {asked} in this vault"),
+            ),
             e @ crate::store::StoreError::Shredded(..) => api(ApiCode::Shredded, e.to_string()),
             // Before any decision: nothing is recorded, nothing released.
             e @ crate::store::StoreError::Hsm {

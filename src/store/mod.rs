@@ -34,6 +34,7 @@ mod revision;
 mod seal;
 mod service_key;
 mod setup;
+mod suggest;
 pub use config::{
     HsmSection, LedgerSection, S3Endpoint, SealSection, ServeSection, StoreSection, TilesSection,
     VaultConfig, SERVE_KEYS,
@@ -48,6 +49,7 @@ pub use remove::RemoveReport;
 use revision::interrupted;
 pub use revision::{check_output, describe, ListedRevision, OpenedRevision, TensorLocation};
 pub use seal::{SealProgress, SealReport, SealRequest};
+pub use suggest::did_you_mean;
 pub use weightvault_core::facts::TrainingFacts;
 
 use crate::format::{FileKind, FormatError, SealedHeader};

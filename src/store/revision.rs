@@ -20,7 +20,16 @@ impl Vault {
     pub fn revisions(&self, model: &str) -> Result<Vec<String>, StoreError> {
         self.store
             .revisions(model)?
-            .ok_or_else(|| StoreError::NotFound(format!("no model '{model}' in this vault")))
+            .ok_or_else(|| self.no_model(model))
+    }
+
+    /// "No such model", with the closest model the vault has.
+    fn no_model(&self, model: &str) -> StoreError {
+        let models = self.store.models().unwrap_or_default();
+        StoreError::NotFound(format!(
+            "no model '{model}' in this vault{}",
+            super::did_you_mean(model, models.iter().map(String::as_str))
+        ))
     }
 
     pub(crate) fn resolve_revision(&self, r: &RevisionRef) -> Result<String, StoreError> {
@@ -53,14 +62,15 @@ impl Vault {
                 "{}@{rev}: the manifest is missing — revision damaged",
                 r.model
             ))),
-            object::RevisionState::Absent { model: false } => Err(StoreError::NotFound(format!(
-                "no model '{}' in this vault",
-                r.model
-            ))),
-            object::RevisionState::Absent { model: true } => Err(StoreError::NotFound(format!(
-                "no revision {}@{rev} in this vault",
-                r.model
-            ))),
+            object::RevisionState::Absent { model: false } => Err(self.no_model(&r.model)),
+            object::RevisionState::Absent { model: true } => {
+                let revs = self.store.revisions(&r.model)?.unwrap_or_default();
+                Err(StoreError::NotFound(format!(
+                    "no revision {}@{rev} in this vault{}",
+                    r.model,
+                    super::did_you_mean(&rev, revs.iter().map(String::as_str))
+                )))
+            }
         }
     }
 
@@ -309,6 +319,7 @@ impl OpenedRevision {
 
     /// Finds a tensor in the authenticated shard headers.
     pub fn find_tensor(&self, name: &str) -> Result<TensorLocation, StoreError> {
+        let mut names = Vec::new();
         for (i, (e, f)) in self.files.iter().enumerate() {
             if e.kind != FileKind::Safetensors {
                 continue;
@@ -323,10 +334,12 @@ impl OpenedRevision {
                     offsets: info.data_offsets,
                 });
             }
+            names.extend(md.offset_keys());
         }
         Err(StoreError::NotFound(format!(
-            "{} has no tensor named '{name}'",
-            self.label
+            "{} has no tensor named '{name}'{}",
+            self.label,
+            super::did_you_mean(name, names.iter().map(String::as_str))
         )))
     }
 
