@@ -862,7 +862,7 @@ fn json_of(v: &Path, args: &[&str]) -> serde_json::Value {
 }
 
 /// Every command that reports something, with `--json`, prints the shape docs/CLI.md gives it
-/// (`trace`: tests/compat.rs; `fetch`: tests/release.rs; `policy reload`: tests/release.rs;
+/// (`inspect`: `inspect_lists_files_and_tensors_without_the_hsm`; `trace`: tests/compat.rs; `fetch`: tests/release.rs; `policy reload`: tests/release.rs;
 /// `audit publish`: tests/bucket.rs; `gc`: tests/interrupt.rs).
 #[test]
 fn every_report_parses_as_json() {
@@ -1203,4 +1203,56 @@ fn unknown_names_get_did_you_mean() {
         ),
         "has no tensor named 'W' (did you mean 'w'?)",
     );
+}
+
+/// `inspect` lists files and tensors from clear headers alone: it works with the HSM's token
+/// gone, where `verify` cannot.
+#[test]
+fn inspect_lists_files_and_tensors_without_the_hsm() {
+    let (tmp, v) = common::fresh_vault();
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    write_safetensors(
+        &ck.join("model.safetensors"),
+        &[
+            ("a.weight", Dtype::F32, vec![4, 3], bytes(1, 48)),
+            ("b.bias", Dtype::BF16, vec![5], bytes(2, 10)),
+        ],
+    );
+    std::fs::write(ck.join("config.json"), b"{\"x\":1}").unwrap();
+    seal_ok(&v, &ck, "ins@r1", &["--eccn", "EAR99"]);
+    std::fs::rename(v.join("hsm"), v.join("hsm.away")).unwrap();
+    let (ok, _, err) = cli(&v, &["verify", "ins@r1"]);
+    assert!(!ok, "verify needs the HSM: {err}");
+    let (ok, text, err) = cli(&v, &["inspect", "ins@r1"]);
+    assert!(ok, "{err}");
+    assert!(text.contains("2 files, 2 tensors"), "{text}");
+    assert!(
+        text.contains("a.weight") && text.contains("[4, 3]"),
+        "{text}"
+    );
+    let i: serde_json::Value =
+        serde_json::from_str(&cli_ok(&v, &["inspect", "ins@r1", "--json"])).unwrap();
+    assert_eq!(i["revision"], "ins@r1");
+    assert_eq!(i["training"]["eccn"], "EAR99");
+    let files = i["files"].as_array().unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["config.json", "model.safetensors"]);
+    assert_eq!(files[0]["bytes"], 7);
+    assert_eq!(
+        files[1]["tensors"],
+        serde_json::json!([
+            {"name": "a.weight", "dtype": "F32", "shape": [4, 3], "bytes": 48},
+            {"name": "b.bias", "dtype": "BF16", "shape": [5], "bytes": 10},
+        ])
+    );
+    assert_eq!(
+        files[1]["bytes"].as_u64(),
+        Some(
+            std::fs::metadata(ck.join("model.safetensors"))
+                .unwrap()
+                .len()
+        )
+    );
+    assert_fails(cli(&v, &["inspect", "ins@r2"]), "no revision ins@r2");
 }

@@ -184,6 +184,16 @@ pub enum Command {
     Seal(SealArgs),
     /// List sealed models and revisions (reads clear headers; `verify` authenticates)
     List,
+    /// List a revision's files and tensors (name, dtype, shape, bytes), without the HSM
+    ///
+    /// Read from the manifest and the shards' clear headers: nothing is decrypted and no key
+    /// is needed, so what it shows is not authenticated (`verify` authenticates it).
+    ///
+    /// Example: weightvault inspect acme-7b@step-42000
+    Inspect {
+        /// MODEL@REVISION (MODEL alone when it has one revision)
+        revision: RevisionRef,
+    },
     /// Authenticate every chunk of a revision and its manifest, writing no plaintext
     Verify {
         /// MODEL@REVISION (MODEL alone when it has one revision)
@@ -707,6 +717,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init { hsm_module } => cmd::init::run(&g, hsm_module),
         Command::Seal(a) => cmd::seal::run(&g, a),
         Command::List => cmd::list::run(&g),
+        Command::Inspect { revision } => cmd::inspect::run(&g, &revision),
         Command::Verify { revision } => cmd::verify::run(&g, &revision),
         Command::Open {
             revision,

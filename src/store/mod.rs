@@ -28,6 +28,7 @@ pub mod worm;
 
 mod config;
 mod error;
+mod inspect;
 mod manifest;
 mod remove;
 mod revision;
@@ -40,6 +41,7 @@ pub use config::{
     VaultConfig, SERVE_KEYS,
 };
 pub use error::{ConfigError, RecordError, StoreError};
+pub use inspect::{InspectedFile, InspectedTensor, Inspection};
 use manifest::shredded_at;
 pub use manifest::{
     check_name, Manifest, ManifestEntry, RevisionRef, MANIFEST_FILE, MANIFEST_FORMAT,

@@ -7,6 +7,7 @@ pub(super) mod docs;
 pub(super) mod fetch;
 pub(super) mod gc;
 pub(super) mod init;
+pub(super) mod inspect;
 pub(super) mod kek;
 pub(super) mod list;
 pub(super) mod open;
