@@ -1256,3 +1256,95 @@ fn inspect_lists_files_and_tensors_without_the_hsm() {
     );
     assert_fails(cli(&v, &["inspect", "ins@r2"]), "no revision ins@r2");
 }
+
+/// `open --out -` writes one tensor, one file or a byte range of it to standard output,
+/// byte for byte what the file holds, recorded in the ledger like any open.
+#[test]
+fn open_writes_a_tensor_a_file_or_a_range_to_standard_output() {
+    let (tmp, v) = common::fresh_vault();
+    let ck = small_checkpoint(&tmp.path().join("ck"), 11, 50_000);
+    seal_ok(&v, &ck, "so@r1", &[]);
+    let original = std::fs::read(ck.join("model.safetensors")).unwrap();
+    let stdout_of = |args: &[&str]| -> Vec<u8> {
+        let o = Command::new(bin())
+            .arg("--vault")
+            .arg(&v)
+            .args(["open", "so@r1", "--out", "-"])
+            .args(args)
+            .env("WEIGHTVAULT_STATE_DIR", state_dir_of(&v))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    };
+    assert_eq!(stdout_of(&["--file", "config.json"]), b"{}");
+    assert_eq!(stdout_of(&["--file", "model.safetensors"]), original);
+    // Ranges within the header, across it and the data, within the data, to the end.
+    for (a, b) in [
+        (0, 8),
+        (3, 10_000),
+        (90_000, 150_000),
+        (199_000, original.len()),
+    ] {
+        let got = stdout_of(&[
+            "--file",
+            "model.safetensors",
+            "--range",
+            &format!("{a}:{b}"),
+        ]);
+        assert_eq!(got, &original[a..b], "{a}:{b}");
+    }
+    assert_eq!(
+        stdout_of(&["--file", "model.safetensors", "--range", "199990:"]),
+        &original[199_990..]
+    );
+    let file = tmp.path().join("w.safetensors");
+    cli_ok(
+        &v,
+        &[
+            "open",
+            "so@r1",
+            "--tensor",
+            "w",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(stdout_of(&["--tensor", "w"]), std::fs::read(&file).unwrap());
+    let shown = cli_ok(&v, &["audit", "show", "--json"]);
+    assert!(
+        shown.contains(r#""file:model.safetensors[3:10000]""#),
+        "{shown}"
+    );
+    assert_fails(
+        cli(&v, &["open", "so@r1", "--out", "-"]),
+        "--out - (standard output) takes one tensor or one file",
+    );
+    assert_fails(
+        cli(
+            &v,
+            &["open", "so@r1", "--out", "-", "--file", "nosuch.json"],
+        ),
+        "has no file 'nosuch.json'",
+    );
+    assert_fails(
+        cli(
+            &v,
+            &[
+                "open",
+                "so@r1",
+                "--out",
+                "-",
+                "--file",
+                "config.json",
+                "--range",
+                "5:9",
+            ],
+        ),
+        "outside config.json",
+    );
+}

@@ -25,6 +25,20 @@ pub enum OpenTarget<'a> {
     Tensor(&'a str),
 }
 
+/// What an open writes to a stream.
+#[derive(Clone, Copy)]
+pub enum StreamTarget<'a> {
+    /// One tensor, as a single-tensor safetensors file.
+    Tensor(&'a str),
+    /// One file of the revision as it was sealed, or bytes `[start, end)` of it.
+    File {
+        /// Its path in the checkpoint directory.
+        path: &'a str,
+        /// The range (an absent end: to the end of the file).
+        range: (Option<u64>, Option<u64>),
+    },
+}
+
 /// A completed, recorded open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordedOpen {
@@ -85,21 +99,11 @@ impl Vault {
         operator: &str,
     ) -> Result<RecordedOpen, OpenError> {
         crate::store::check_output(out, matches!(what, OpenTarget::Tensor(_)))?;
-        let (ledger, _) = self.ledger().map_err(OpenError::Ledger)?;
         let shards: Vec<String> = match what {
             OpenTarget::Tensor(t) => vec![format!("tensor:{t}")],
             OpenTarget::Files { .. } => rev.manifest.files.iter().map(|f| f.path.clone()).collect(),
         };
-        let start = operator_record(
-            Kind::OperatorOpen,
-            operator,
-            &rev.manifest.model,
-            Some(&rev.manifest.revision),
-            shards,
-            Outcome::Started,
-        );
-        let index = ledger.append(&start).map_err(OpenError::NotRecorded)?;
-        let result = match what {
+        self.recorded(rev, shards, out, operator, || match what {
             OpenTarget::Tensor(name) => {
                 rev.open_tensor_to(name, out)
                     .map_err(|source| OpenError::Tensor {
@@ -110,7 +114,74 @@ impl Vault {
             OpenTarget::Files { threads, progress } => {
                 rev.open_to(out, threads, progress).map_err(OpenError::from)
             }
+        })
+    }
+
+    /// [`Vault::open_recorded`] of `what` to a stream (`open --out -`: standard output),
+    /// recorded the same way (`tensor:NAME`, or `file:PATH` with `[START:END]` for a range).
+    pub fn open_to_stream_recorded(
+        &self,
+        rev: &OpenedRevision,
+        what: StreamTarget<'_>,
+        out: &mut dyn std::io::Write,
+        operator: &str,
+    ) -> Result<RecordedOpen, OpenError> {
+        let shard = match what {
+            StreamTarget::Tensor(t) => format!("tensor:{t}"),
+            StreamTarget::File {
+                path,
+                range: (None, None),
+            } => format!("file:{path}"),
+            StreamTarget::File {
+                path,
+                range: (a, b),
+            } => format!(
+                "file:{path}[{}:{}]",
+                a.map(|a| a.to_string()).unwrap_or_default(),
+                b.map(|b| b.to_string()).unwrap_or_default()
+            ),
         };
+        self.recorded(
+            rev,
+            vec![shard],
+            Path::new("standard output"),
+            operator,
+            || match what {
+                StreamTarget::Tensor(name) => {
+                    rev.write_tensor(name, out)
+                        .map_err(|source| OpenError::Tensor {
+                            name: name.to_string(),
+                            source: Box::new(source),
+                        })
+                }
+                StreamTarget::File { path, range } => rev
+                    .write_file_range(path, range, out)
+                    .map_err(OpenError::from),
+            },
+        )
+    }
+
+    /// The ledger around an open: its start recorded before `write` runs (nothing written
+    /// when that fails), its end after, with the outcome.
+    fn recorded(
+        &self,
+        rev: &OpenedRevision,
+        shards: Vec<String>,
+        out: &Path,
+        operator: &str,
+        write: impl FnOnce() -> Result<u64, OpenError>,
+    ) -> Result<RecordedOpen, OpenError> {
+        let (ledger, _) = self.ledger().map_err(OpenError::Ledger)?;
+        let start = operator_record(
+            Kind::OperatorOpen,
+            operator,
+            &rev.manifest.model,
+            Some(&rev.manifest.revision),
+            shards,
+            Outcome::Started,
+        );
+        let index = ledger.append(&start).map_err(OpenError::NotRecorded)?;
+        let result = write();
         let (outcome, bytes, reason) = match &result {
             Ok(n) => (OpenOutcome::Completed, Some(*n), None),
             Err(_) if crate::interrupt::requested().is_some() => (

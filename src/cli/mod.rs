@@ -203,16 +203,28 @@ pub enum Command {
     ///
     /// OUT must not exist (or be an empty directory); files appear there only once all are
     /// written and authenticated. With --tensor, OUT is a new .safetensors file holding that
-    /// one tensor.
+    /// one tensor. With --tensor or --file, `--out -` writes to standard output (a pipe or a
+    /// file, never a terminal), each chunk authenticated before its bytes are written; a
+    /// failure part way leaves what was already written on the stream.
+    ///
+    /// Example: weightvault open acme-7b@step-42000 --file config.json --out - | jq .
+    /// Example: weightvault open acme-7b@step-42000 --tensor lm_head.weight --out - | python3 load.py
     Open {
         /// MODEL@REVISION (MODEL alone when it has one revision)
         revision: RevisionRef,
-        /// Output directory (or file, with --tensor)
+        /// Output directory (or file, with --tensor or --file; `-`: standard output)
         #[arg(long, value_name = "PATH")]
         out: PathBuf,
         /// Write only this tensor, as a single-tensor safetensors file
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", conflicts_with = "file")]
         tensor: Option<String>,
+        /// Write only this file of the revision (its path in the checkpoint directory)
+        #[arg(long, value_name = "PATH")]
+        file: Option<String>,
+        /// With --file: only bytes START up to (not including) END of it; either may be
+        /// left out (`1024:`, `:8`)
+        #[arg(long, value_name = "START:END", requires = "file", value_parser = parse_byte_range)]
+        range: Option<(Option<u64>, Option<u64>)>,
     },
     /// Release policy: dry-run a decision, or validate the policy files
     #[command(subcommand)]
@@ -644,6 +656,29 @@ pub enum KekCommand {
     },
 }
 
+/// `START:END`, either side optional: a half-open byte range.
+fn parse_byte_range(s: &str) -> Result<(Option<u64>, Option<u64>), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not a range START:END (bytes; either may be left out)"))?;
+    let num = |x: &str| -> Result<Option<u64>, String> {
+        if x.is_empty() {
+            Ok(None)
+        } else {
+            x.parse()
+                .map(Some)
+                .map_err(|_| format!("'{x}' in '{s}' is not a byte offset"))
+        }
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    if let (Some(a), Some(b)) = (a, b) {
+        if a > b {
+            return Err(format!("'{s}': the range ends before it starts"));
+        }
+    }
+    Ok((a, b))
+}
+
 /// A byte rate: a number with an optional K, M or G suffix (powers of 1024).
 fn parse_rate(s: &str) -> Result<u64, String> {
     let (n, m) = match s.trim().chars().last() {
@@ -723,7 +758,18 @@ pub fn run(cli: Cli) -> Result<()> {
             revision,
             out,
             tensor,
-        } => cmd::open::run(&g, &revision, &out, tensor.as_deref()),
+            file,
+            range,
+        } => cmd::open::run(
+            &g,
+            &revision,
+            &out,
+            cmd::open::Part {
+                tensor: tensor.as_deref(),
+                file: file.as_deref(),
+                range,
+            },
+        ),
         Command::Policy(c) => cmd::policy::run(&g, c),
         Command::Kek(c) => cmd::kek::run(&g, c),
         Command::Rewrap { what } => cmd::kek::rewrap(&g, what.as_ref()),

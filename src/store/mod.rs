@@ -35,6 +35,7 @@ mod revision;
 mod seal;
 mod service_key;
 mod setup;
+mod stream_out;
 mod suggest;
 pub use config::{
     HsmSection, LedgerSection, S3Endpoint, SealSection, ServeSection, StoreSection, TilesSection,

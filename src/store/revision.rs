@@ -354,22 +354,12 @@ impl OpenedRevision {
         } = self.find_tensor(name)?;
         check_output(out, true)?;
         let f = &self.files[i].1;
-        let mut tensors = serde_json::Map::new();
-        tensors.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [0, e - s]}),
-        );
-        let mut json = serde_json::to_vec(&tensors).expect("json");
-        while !(8 + json.len()).is_multiple_of(8) {
-            json.push(b' ');
-        }
+        let head = tensor_head(name, &dtype, &shape, e - s);
         // Unnamed until complete, then linked straight to its name: no window at all.
         let scratch = output::Scratch::for_output(out, "tensor", false)?;
         let plain = output::PlaintextFile::create_in(scratch.path())
             .map_err(|err| StoreError::io("creating", out, err))?;
         let file = plain.file();
-        let mut head = (json.len() as u64).to_le_bytes().to_vec();
-        head.extend_from_slice(&json);
         write_head(file, &head, out)?;
         f.copy_range_into(s as u64, e as u64, file, out, head.len() as u64)?;
         interrupted()?;
@@ -380,6 +370,23 @@ impl OpenedRevision {
         drop(scratch);
         Ok(head.len() as u64 + (e - s) as u64)
     }
+}
+
+/// The header of a safetensors file holding one tensor of `len` bytes: the length prefix
+/// and the JSON, padded with spaces to a multiple of 8 bytes.
+pub(crate) fn tensor_head(name: &str, dtype: &str, shape: &[usize], len: usize) -> Vec<u8> {
+    let mut tensors = serde_json::Map::new();
+    tensors.insert(
+        name.to_string(),
+        serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [0, len]}),
+    );
+    let mut json = serde_json::to_vec(&tensors).expect("json");
+    while !(8 + json.len()).is_multiple_of(8) {
+        json.push(b' ');
+    }
+    let mut head = (json.len() as u64).to_le_bytes().to_vec();
+    head.extend_from_slice(&json);
+    head
 }
 
 /// `Err(Interrupted)` once SIGINT or SIGTERM asked this command to stop.
