@@ -50,7 +50,7 @@ fn errors_are_one_line_and_actionable() {
     let txt = tmp.path().join("notes.safetensors");
     std::fs::write(&txt, b"hello world, not tensors").unwrap();
     assert_fails(seal(&v, &txt, "m@r", &[]), "not a valid safetensors file");
-    assert_fails(seal(&v, s, "m/x@r", &[]), "model name 'm/x' is not allowed");
+    assert_fails(seal(&v, s, "m/x/y@r", &[]), "model name 'm/x/y' is not allowed");
     let (ok, out, err) = seal(&v, s, "m@r1", &[]);
     assert!(ok, "{out}{err}");
     assert_fails(seal(&v, s, "m@r1", &[]), "already sealed");
@@ -1347,4 +1347,40 @@ fn open_writes_a_tensor_a_file_or_a_range_to_standard_output() {
         ),
         "outside config.json",
     );
+}
+
+/// Hugging Face style `ORG/NAME` models are accepted by every command; on disk the model's
+/// directory is `ORG--NAME`, as in the Hugging Face cache.
+#[test]
+fn org_slash_name_models_work_everywhere() {
+    let (tmp, v) = common::fresh_vault();
+    let ck = small_checkpoint(&tmp.path().join("ck"), 12, 100);
+    let m = "sentence-transformers/all-MiniLM-L6-v2";
+    seal_ok(&v, &ck, &format!("{m}@r1"), &[]);
+    assert!(v
+        .join("models/sentence-transformers--all-MiniLM-L6-v2/r1/manifest.sealed")
+        .is_file());
+    let list: serde_json::Value = serde_json::from_str(&cli_ok(&v, &["list", "--json"])).unwrap();
+    assert_eq!(list[0]["model"], m);
+    cli_ok(&v, &["verify", &format!("{m}@r1")]);
+    cli_ok(&v, &["verify", m]);
+    let i: serde_json::Value =
+        serde_json::from_str(&cli_ok(&v, &["inspect", m, "--json"])).unwrap();
+    assert_eq!(i["revision"], format!("{m}@r1"));
+    let out = tmp.path().join("out");
+    cli_ok(&v, &["open", m, "--out", out.to_str().unwrap()]);
+    assert_eq!(tree_hashes(&out), tree_hashes(&ck));
+    let shown = cli_ok(&v, &["audit", "show", "--model", m]);
+    assert_eq!(shown.lines().count(), 3, "seal, open, open end: {shown}");
+    assert_fails(
+        cli(&v, &["verify", "sentence-transformers/all-MiniLM-L6-v3@r1"]),
+        "did you mean 'sentence-transformers/all-MiniLM-L6-v2'?",
+    );
+    for bad in ["a/b/c", "org--name", "org/../x"] {
+        assert_fails(seal(&v, &ck, &format!("{bad}@r1"), &[]), "(or ORG/NAME");
+    }
+    cli_ok(&v, &["remove", &format!("{m}@r1"), "--yes"]);
+    assert!(!v
+        .join("models/sentence-transformers--all-MiniLM-L6-v2/r1")
+        .exists());
 }

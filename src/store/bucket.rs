@@ -39,6 +39,7 @@ use object_store::{
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
+use weightvault_core::names::{model_dir, model_of_dir};
 
 /// `[store]` settings for a bucket (see `store::StoreSection`).
 #[derive(Debug, Clone)]
@@ -192,7 +193,7 @@ impl Bucket {
     }
 
     fn revision_key(&self, model: &str, rev: &str, rest: &str) -> Key {
-        self.key(&format!("{model}/{rev}/{rest}"))
+        self.key(&format!("{}/{rev}/{rest}", model_dir(model)))
     }
 
     fn object_key(&self, model: &str, rev: &str, object: ObjectName<'_>) -> Key {
@@ -509,11 +510,15 @@ fn slots_key(key: &Key) -> Key {
 
 impl SealedStore for Bucket {
     fn models(&self) -> Result<Vec<String>, StoreError> {
-        self.children(&Key::from(self.models.clone()))
+        Ok(self
+            .children(&Key::from(self.models.clone()))?
+            .iter()
+            .map(|d| model_of_dir(d))
+            .collect())
     }
 
     fn revisions(&self, model: &str) -> Result<Option<Vec<String>>, StoreError> {
-        let revs = self.children(&self.key(model))?;
+        let revs = self.children(&self.key(&model_dir(model)))?;
         if revs.is_empty() {
             return Ok(None);
         }
@@ -530,7 +535,7 @@ impl SealedStore for Bucket {
         if self.exists(&self.object_key(model, rev, ObjectName::Manifest))? {
             return Ok(RevisionState::Sealed);
         }
-        let revs = self.children(&self.key(model))?;
+        let revs = self.children(&self.key(&model_dir(model)))?;
         Ok(if revs.iter().any(|r| r == rev) {
             RevisionState::NoManifest
         } else {
@@ -633,8 +638,9 @@ impl SealedStore for Bucket {
             RevisionState::Sealed => return Err(already()),
             RevisionState::NoManifest => {
                 return Err(StoreError::BadInput(format!(
-                    "{model}@{rev}: objects of an unfinished seal are in {}/{model}/{rev}/ and it has no manifest; delete that prefix (e.g. `aws s3 rm --recursive`) before sealing the revision again, or choose a new revision name",
-                    self.location()
+                    "{model}@{rev}: objects of an unfinished seal are in {}/{}/{rev}/ and it has no manifest; delete that prefix (e.g. `aws s3 rm --recursive`) before sealing the revision again, or choose a new revision name",
+                    self.location(),
+                    model_dir(model)
                 )))
             }
             RevisionState::Absent { .. } => {}
@@ -661,7 +667,7 @@ impl SealedStore for Bucket {
 
     fn remove_revision(&self, model: &str, rev: &str) -> Result<(usize, u64), StoreError> {
         let manifest = self.object_key(model, rev, ObjectName::Manifest);
-        let all = self.list_all(&self.key(&format!("{model}/{rev}")))?;
+        let all = self.list_all(&self.key(&format!("{}/{rev}", model_dir(model))))?;
         let sealed = |k: &Key| k.as_ref().ends_with(".sealed");
         let files = all.iter().filter(|(k, _)| sealed(k)).count();
         let bytes = all.iter().filter(|(k, _)| sealed(k)).map(|(_, n)| n).sum();

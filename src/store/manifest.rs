@@ -74,7 +74,11 @@ pub const MANIFEST_PATH: &str = "MANIFEST";
 
 /// Checks a model or revision name (see [`weightvault_core::names`]).
 pub fn check_name(what: &'static str, s: &str) -> Result<(), StoreError> {
-    weightvault_core::names::check_name(what, s).map_err(|e| StoreError::BadInput(e.to_string()))
+    match what {
+        "model name" => weightvault_core::names::check_model_name(s),
+        _ => weightvault_core::names::check_name(what, s),
+    }
+    .map_err(|e| StoreError::BadInput(e.to_string()))
 }
 
 /// `NAME@REV` (or `NAME` alone).

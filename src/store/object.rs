@@ -19,6 +19,7 @@ use super::StoreError;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use weightvault_core::names::{model_dir, model_of_dir};
 
 /// One sealed object, read by byte ranges.
 pub trait RangeRead: Send + Sync {
@@ -127,10 +128,14 @@ impl ObjectRef {
     /// store).
     pub fn label(&self) -> String {
         match &self.file {
-            Some(p) => format!("models/{}/{}/files/{p}.sealed", self.model, self.rev),
+            Some(p) => format!(
+                "models/{}/{}/files/{p}.sealed",
+                model_dir(&self.model),
+                self.rev
+            ),
             None => format!(
                 "models/{}/{}/{}",
-                self.model,
+                model_dir(&self.model),
                 self.rev,
                 super::MANIFEST_FILE
             ),
@@ -270,7 +275,7 @@ impl LocalDir {
 
     /// The directory of a revision.
     pub fn revision_dir(&self, model: &str, rev: &str) -> PathBuf {
-        self.root.join(model).join(rev)
+        self.root.join(&*model_dir(model)).join(rev)
     }
 
     /// Where an object is.
@@ -290,6 +295,7 @@ impl SealedStore for LocalDir {
                 .filter_map(Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| !n.starts_with('.'))
+                .map(|n| model_of_dir(&n))
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(StoreError::io("listing", &self.root, e)),
@@ -299,7 +305,7 @@ impl SealedStore for LocalDir {
     }
 
     fn revisions(&self, model: &str) -> Result<Option<Vec<String>>, StoreError> {
-        let d = self.root.join(model);
+        let d = self.root.join(&*model_dir(model));
         if !d.is_dir() {
             return Ok(None);
         }
@@ -323,7 +329,7 @@ impl SealedStore for LocalDir {
             RevisionState::NoManifest
         } else {
             RevisionState::Absent {
-                model: self.root.join(model).is_dir(),
+                model: self.root.join(&*model_dir(model)).is_dir(),
             }
         })
     }
@@ -376,7 +382,7 @@ impl SealedStore for LocalDir {
         if target.exists() {
             return Err(already());
         }
-        let model_dir = self.root.join(model);
+        let model_dir = self.root.join(&*model_dir(model));
         std::fs::create_dir_all(&model_dir)
             .map_err(|e| StoreError::io("creating", &model_dir, e))?;
         // Abandoned seals of this revision (a crash, or an earlier version's `.staging-*`).
@@ -406,7 +412,7 @@ impl SealedStore for LocalDir {
         let scratch = super::output::Scratch::beside(&dir, "removed", false)?;
         let moved = scratch.path().join("revision");
         std::fs::rename(&dir, &moved).map_err(|e| StoreError::io("removing", &dir, e))?;
-        super::sync_dir(&self.root.join(model))?;
+        super::sync_dir(&self.root.join(&*model_dir(model)))?;
         drop(scratch);
         Ok((files.len(), bytes))
     }

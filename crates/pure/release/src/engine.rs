@@ -149,7 +149,7 @@ pub fn admit(policy: &PolicyData, body: &ReleaseBody) -> Result<Admitted, Refusa
 pub fn target(body: &ReleaseBody) -> Result<(String, Option<String>), Refusal> {
     let bad =
         |e: weightvault_core::names::NameError| Refusal::new(ApiCode::BadRequest, e.to_string());
-    weightvault_core::names::check_name("model name", &body.model).map_err(bad)?;
+    weightvault_core::names::check_model_name(&body.model).map_err(bad)?;
     if let Some(r) = &body.revision {
         weightvault_core::names::check_name("revision", r).map_err(bad)?;
     }

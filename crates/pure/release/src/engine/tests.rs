@@ -422,7 +422,16 @@ fn unreadable_evidence_bad_names_and_unknown_shards_are_refused_before_any_decis
         admit(&p, &body("acme-frontier", no_key)).unwrap_err().code,
         ApiCode::BadEvidence
     );
-    for (model, revision) in [("../etc", None), ("acme-frontier", Some("-rf")), ("", None)] {
+    // Hugging Face style names are models too.
+    let b = body("sentence-transformers/all-MiniLM-L6-v2", evidence_from("US"));
+    assert_eq!(target(&b).unwrap().0, "sentence-transformers/all-MiniLM-L6-v2");
+    for (model, revision) in [
+        ("../etc", None),
+        ("a/b/c", None),
+        ("org--name", None),
+        ("acme-frontier", Some("-rf")),
+        ("", None),
+    ] {
         let mut b = body(model, evidence_from("US"));
         b.revision = revision.map(str::to_string);
         let e = target(&b).unwrap_err();
