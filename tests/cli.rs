@@ -50,7 +50,10 @@ fn errors_are_one_line_and_actionable() {
     let txt = tmp.path().join("notes.safetensors");
     std::fs::write(&txt, b"hello world, not tensors").unwrap();
     assert_fails(seal(&v, &txt, "m@r", &[]), "not a valid safetensors file");
-    assert_fails(seal(&v, s, "m/x/y@r", &[]), "model name 'm/x/y' is not allowed");
+    assert_fails(
+        seal(&v, s, "m/x/y@r", &[]),
+        "model name 'm/x/y' is not allowed",
+    );
     let (ok, out, err) = seal(&v, s, "m@r1", &[]);
     assert!(ok, "{out}{err}");
     assert_fails(seal(&v, s, "m@r1", &[]), "already sealed");

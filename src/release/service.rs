@@ -1196,6 +1196,22 @@ fn router(state: Arc<AppState>) -> Router {
             }
         });
     }
+    // Expired releases and nonces are forgotten every 30 s, whether or not new ones come.
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            t.tick().await;
+            let now = st.clock.now();
+            st.serving
+                .lock()
+                .expect("serving lock")
+                .retain(|_, v| v.expires_at > now);
+            if let Err(e) = st.state.prune(now).await {
+                tracing::warn!("forgetting expired releases and nonces: {e}");
+            }
+        }
+    });
     let m = state.metrics.clone();
     Router::new()
         .route(

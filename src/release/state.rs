@@ -109,7 +109,7 @@ pub trait ReleaseState: Send + Sync {
     /// Licence use not counting the decision at `index` (to decide it again).
     async fn used_by_others(&self, index: u64) -> Result<BTreeMap<String, Usage>, StateError>;
 
-    /// Keeps a release (and forgets the ones expired by `now`).
+    /// Keeps a release (until it expires: see [`ReleaseState::prune`]).
     async fn put_release(&self, grant: Grant, now: OffsetDateTime) -> Result<(), StateError>;
 
     /// A release by id.
@@ -130,7 +130,17 @@ pub trait ReleaseState: Send + Sync {
     fn ready(&self) -> Result<(), StateError> {
         Ok(())
     }
+
+    /// Forgets the nonces and releases expired by `now` (the service calls it on a timer). A
+    /// database state sweeps them as it writes new ones, so has nothing to do here.
+    async fn prune(&self, _now: OffsetDateTime) -> Result<(), StateError> {
+        Ok(())
+    }
 }
+
+/// Unused, unexpired nonces one client may hold in [`LocalState`]; asking for more forgets its
+/// oldest (a client that asks and never uses them cannot fill the memory).
+pub const MAX_LIVE_NONCES_PER_CLIENT: usize = 64;
 
 struct Nonce {
     client: [u8; 32],
@@ -141,6 +151,8 @@ struct Nonce {
 #[derive(Default)]
 struct Inner {
     nonces: HashMap<String, Nonce>,
+    /// Each client's nonces, oldest first (some may be taken or expired already).
+    by_client: HashMap<[u8; 32], std::collections::VecDeque<String>>,
     alloc: Allocations,
     held: HashMap<u64, (String, u64)>,
     next_hold: u64,
@@ -225,8 +237,19 @@ impl ReleaseState for LocalState {
     ) -> Result<String, StateError> {
         let nonce = random_hex16();
         let mut s = self.lock();
-        s.nonces.retain(|_, v| v.expires_at > now);
-        s.nonces.insert(
+        let Inner {
+            nonces, by_client, ..
+        } = &mut *s;
+        let mine = by_client.entry(*client).or_default();
+        // Those already spent or expired first, then the oldest beyond the cap.
+        mine.retain(|n| nonces.get(n).is_some_and(|e| !e.used && e.expires_at > now));
+        while mine.len() >= MAX_LIVE_NONCES_PER_CLIENT {
+            if let Some(old) = mine.pop_front() {
+                nonces.remove(&old);
+            }
+        }
+        mine.push_back(nonce.clone());
+        nonces.insert(
             nonce.clone(),
             Nonce {
                 client: *client,
@@ -287,10 +310,25 @@ impl ReleaseState for LocalState {
         Ok(self.used_by_others_now(index))
     }
 
-    async fn put_release(&self, grant: Grant, now: OffsetDateTime) -> Result<(), StateError> {
+    async fn put_release(&self, grant: Grant, _now: OffsetDateTime) -> Result<(), StateError> {
+        self.lock().releases.insert(grant.id, Arc::new(grant));
+        Ok(())
+    }
+
+    async fn prune(&self, now: OffsetDateTime) -> Result<(), StateError> {
         let mut s = self.lock();
-        s.releases.retain(|_, g| g.expires_at > now);
-        s.releases.insert(grant.id, Arc::new(grant));
+        let Inner {
+            nonces,
+            by_client,
+            releases,
+            ..
+        } = &mut *s;
+        nonces.retain(|_, v| !v.used && v.expires_at > now);
+        by_client.retain(|_, q| {
+            q.retain(|n| nonces.contains_key(n));
+            !q.is_empty()
+        });
+        releases.retain(|_, g| g.expires_at > now);
         Ok(())
     }
 
@@ -471,5 +509,35 @@ mod tests {
             !st.take_nonce("00", &me, NOW).await.unwrap(),
             "never issued"
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_holds_a_bounded_number_of_nonces_and_expired_ones_are_forgotten() {
+        let st = LocalState::new(Allocations::default());
+        let (me, other) = ([1u8; 32], [2u8; 32]);
+        let later = NOW + time::Duration::minutes(1);
+        let mut mine = Vec::new();
+        for _ in 0..MAX_LIVE_NONCES_PER_CLIENT + 36 {
+            mine.push(st.issue_nonce(&me, NOW, later).await.unwrap());
+        }
+        let theirs = st.issue_nonce(&other, NOW, later).await.unwrap();
+        assert_eq!(st.lock().nonces.len(), MAX_LIVE_NONCES_PER_CLIENT + 1);
+        // The oldest 36 were forgotten; the newest 64 still take; the other client's is kept.
+        for n in &mine[..36] {
+            assert!(!st.take_nonce(n, &me, NOW).await.unwrap());
+        }
+        for n in &mine[36..] {
+            assert!(st.take_nonce(n, &me, NOW).await.unwrap());
+        }
+        // Spent and expired nonces go at the next prune; a live one stays.
+        let live = st
+            .issue_nonce(&other, later, later + time::Duration::minutes(1))
+            .await
+            .unwrap();
+        st.prune(later).await.unwrap();
+        assert_eq!(st.lock().nonces.len(), 1);
+        assert_eq!(st.lock().by_client.len(), 1);
+        assert!(!st.take_nonce(&theirs, &other, later).await.unwrap());
+        assert!(st.take_nonce(&live, &other, later).await.unwrap());
     }
 }

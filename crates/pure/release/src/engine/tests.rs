@@ -423,8 +423,14 @@ fn unreadable_evidence_bad_names_and_unknown_shards_are_refused_before_any_decis
         ApiCode::BadEvidence
     );
     // Hugging Face style names are models too.
-    let b = body("sentence-transformers/all-MiniLM-L6-v2", evidence_from("US"));
-    assert_eq!(target(&b).unwrap().0, "sentence-transformers/all-MiniLM-L6-v2");
+    let b = body(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        evidence_from("US"),
+    );
+    assert_eq!(
+        target(&b).unwrap().0,
+        "sentence-transformers/all-MiniLM-L6-v2"
+    );
     for (model, revision) in [
         ("../etc", None),
         ("a/b/c", None),
