@@ -875,19 +875,22 @@ fn every_report_parses_as_json() {
     assert_eq!(init["vault"].as_str(), Some(v.to_str().unwrap()));
     assert!(!init["done"].as_array().unwrap().is_empty());
     let ck = small_checkpoint(&tmp.path().join("ck"), 7, 1000);
-    let s = json_of(
-        &v,
-        &[
-            "seal",
-            ck.to_str().unwrap(),
-            "--model",
-            "j",
-            "--revision",
-            "r1",
-            "--eccn",
-            "EAR99",
-        ],
-    );
+    let seal_json = |rev: &str| {
+        json_of(
+            &v,
+            &[
+                "seal",
+                ck.to_str().unwrap(),
+                "--model",
+                "j",
+                "--revision",
+                rev,
+                "--eccn",
+                "EAR99",
+            ],
+        )
+    };
+    let s = seal_json("r1");
     assert_eq!(
         (s["model"].as_str(), s["revision"].as_str()),
         (Some("j"), Some("r1"))
@@ -1009,19 +1012,7 @@ fn every_report_parses_as_json() {
         (rm["revision"].as_str(), rm["files"].as_u64()),
         (Some("j@r1"), Some(3))
     );
-    json_of(
-        &v,
-        &[
-            "seal",
-            ck.to_str().unwrap(),
-            "--model",
-            "j",
-            "--revision",
-            "r2",
-            "--eccn",
-            "EAR99",
-        ],
-    );
+    seal_json("r2");
     let sh = json_of(&v, &["shred", "j@r2", "--yes"]);
     assert_eq!(sh["label"], "j@r2");
     assert!(sh["still_open"].as_array().unwrap().is_empty());

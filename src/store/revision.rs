@@ -343,18 +343,31 @@ impl OpenedRevision {
         )))
     }
 
-    /// Writes one tensor as a single-tensor safetensors file at `out` (which must not exist).
-    /// Returns the bytes written.
-    pub fn open_tensor_to(&self, name: &str, out: &Path) -> Result<u64, StoreError> {
+    /// Where tensor `name` is, for a single-tensor safetensors file of it.
+    pub(crate) fn single_tensor(&self, name: &str) -> Result<SingleTensor, StoreError> {
         let TensorLocation {
-            file: i,
+            file,
             dtype,
             shape,
             offsets: (s, e),
         } = self.find_tensor(name)?;
+        Ok(SingleTensor {
+            file,
+            head: tensor_head(name, &dtype, &shape, e - s),
+            data: (s, e),
+        })
+    }
+
+    /// Writes one tensor as a single-tensor safetensors file at `out` (which must not exist).
+    /// Returns the bytes written.
+    pub fn open_tensor_to(&self, name: &str, out: &Path) -> Result<u64, StoreError> {
+        let SingleTensor {
+            file: i,
+            head,
+            data: (s, e),
+        } = self.single_tensor(name)?;
         check_output(out, true)?;
         let f = &self.files[i].1;
-        let head = tensor_head(name, &dtype, &shape, e - s);
         // Unnamed until complete, then linked straight to its name: no window at all.
         let scratch = output::Scratch::for_output(out, "tensor", false)?;
         let plain = output::PlaintextFile::create_in(scratch.path())
@@ -370,6 +383,16 @@ impl OpenedRevision {
         drop(scratch);
         Ok(head.len() as u64 + (e - s) as u64)
     }
+}
+
+/// A tensor as a single-tensor safetensors file: [`OpenedRevision::single_tensor`].
+pub(crate) struct SingleTensor {
+    /// Its file's index in [`OpenedRevision::files`].
+    pub(crate) file: usize,
+    /// The single-tensor file's header.
+    pub(crate) head: Vec<u8>,
+    /// Its data's offsets in its file's data.
+    pub(crate) data: (usize, usize),
 }
 
 /// The header of a safetensors file holding one tensor of `len` bytes: the length prefix

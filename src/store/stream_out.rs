@@ -2,7 +2,7 @@
 //! single-tensor safetensors file, or a byte range of one file, chunk by chunk, each chunk
 //! authenticated before any of its bytes is written.
 
-use super::revision::{interrupted, tensor_head};
+use super::revision::interrupted;
 use super::*;
 use std::io::Write;
 
@@ -10,13 +10,11 @@ impl OpenedRevision {
     /// Writes tensor `name` as a single-tensor safetensors file to `out`: the bytes `open
     /// --tensor NAME --out FILE` writes. Returns the bytes written.
     pub fn write_tensor(&self, name: &str, out: &mut dyn Write) -> Result<u64, StoreError> {
-        let TensorLocation {
+        let super::revision::SingleTensor {
             file: i,
-            dtype,
-            shape,
-            offsets: (s, e),
-        } = self.find_tensor(name)?;
-        let head = tensor_head(name, &dtype, &shape, e - s);
+            head,
+            data: (s, e),
+        } = self.single_tensor(name)?;
         let w = |e: std::io::Error| StoreError::io("writing", Path::new("standard output"), e);
         out.write_all(&head).map_err(w)?;
         self.copy_data(i, s as u64, e as u64, out)?;
