@@ -9,21 +9,21 @@
 //! entries is exactly the tree over segment roots plus the open segment.
 //!
 //! Frame: `u32 BE length || entry || SHA-256 leaf hash of entry` (the RFC 6962 leaf hash,
-//! which doubles as the frame's checksum). Appenders queue frames; whichever finds no write in
-//! progress writes every queued frame with one `write` and one `fdatasync` per segment touched,
-//! then wakes the others. [`Log::append`] returns an entry's index only after it is durable;
-//! after any write or sync failure every append is refused (fail closed) until the log is
-//! reopened.
+//! which doubles as the frame's checksum), read by [`weightvault_ledger::frames`]. Appenders
+//! queue frames; whichever finds no write in progress writes every queued frame with one
+//! `write` and one `fdatasync` per segment touched, then wakes the others. [`Log::append`]
+//! returns an entry's index only after it is durable; after any write or sync failure every
+//! append is refused (fail closed) until the log is reopened.
 
-use super::merkle::{self, leaf_hash, Hash, Levels, Subtrees};
+use super::merkle::{self, Hash, Levels, Subtrees};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
+use weightvault_ledger::frames::{self, Frames};
 
-/// Largest entry accepted (1 MiB).
-pub const MAX_ENTRY: usize = 1 << 20;
+pub use weightvault_ledger::frames::MAX_ENTRY;
 
 /// Entries per closed segment, as a power of two: 2^16 = 65,536.
 pub const DEFAULT_SEGMENT_BITS: u32 = 16;
@@ -95,53 +95,14 @@ fn io_err<'a>(
     }
 }
 
-/// The frames of one segment: each entry's byte range and leaf hash, and where the valid
-/// frames end. A bad frame followed by more data is alteration (an error); an incomplete or
-/// mismatching final frame is a torn write, left after `end`. `check` recomputes every leaf
-/// hash; without it the stored hashes are taken as they are (for proofs, which the verifier
-/// checks against a signed root anyway).
-struct Scan {
-    frames: Vec<(std::ops::Range<usize>, Hash)>,
-    end: usize,
-}
-
-fn scan(path: &Path, first: u64, bytes: &[u8], check: bool) -> Result<Scan, LogError> {
-    let corrupt = |index: usize, offset: usize| LogError::Corrupt {
+/// Scans one segment's bytes (see [`frames::scan`]), naming a damaged frame by its index in
+/// the whole log and its segment file.
+fn scan(path: &Path, first: u64, bytes: &[u8], check: bool) -> Result<Frames, LogError> {
+    frames::scan(bytes, check).map_err(|d| LogError::Corrupt {
         path: path.into(),
-        index: first + index as u64,
-        offset: offset as u64,
-    };
-    let n = bytes.len();
-    let mut frames = Vec::new();
-    let mut off = 0usize;
-    while n - off >= 4 {
-        let len = u32::from_be_bytes(bytes[off..off + 4].try_into().expect("4")) as usize;
-        let end = off + 4 + len + 32;
-        if len > MAX_ENTRY || end > n {
-            // An incomplete final frame (or a length field torn mid-write) is a torn tail,
-            // unless a plausible frame continues after it, which means alteration.
-            if len > MAX_ENTRY && end <= n {
-                return Err(corrupt(frames.len(), off));
-            }
-            break;
-        }
-        let entry = off + 4..off + 4 + len;
-        let stored: Hash = bytes[off + 4 + len..end].try_into().expect("32");
-        let h = if check {
-            leaf_hash(&bytes[entry.clone()])
-        } else {
-            stored
-        };
-        if h != stored {
-            if end == n {
-                break; // the last frame was torn: its bytes are not all there
-            }
-            return Err(corrupt(frames.len(), off));
-        }
-        frames.push((entry, h));
-        off = end;
-    }
-    Ok(Scan { frames, end: off })
+        index: first + d.index as u64,
+        offset: d.offset as u64,
+    })
 }
 
 fn segment_name(first: u64) -> String {
@@ -246,7 +207,7 @@ fn load_levels(dir: &Path, bits: u32, seg: u64) -> Result<Levels, LogError> {
     let bytes = read_file(&path)?;
     let s = scan(&path, first, &bytes, false)?;
     let mut lv = Levels::default();
-    s.frames.iter().for_each(|(_, h)| lv.push(*h));
+    s.frames.iter().for_each(|f| lv.push(f.leaf));
     Ok(lv)
 }
 
@@ -377,10 +338,10 @@ pub fn read_range(dir: &Path, from: u64, max: usize) -> Result<Vec<Vec<u8>>, Log
         }
         let bytes = read_file(path)?;
         let s = scan(path, *first, &bytes, false)?;
-        for (j, (r, _)) in s.frames.iter().enumerate() {
+        for (j, f) in s.frames.iter().enumerate() {
             let i = first + j as u64;
             if i >= from && out.len() < max {
-                out.push(bytes[r.clone()].to_vec());
+                out.push(bytes[f.entry.clone()].to_vec());
             }
         }
     }
@@ -425,9 +386,9 @@ impl LogReader {
                 });
             }
             check_count(path, bits, k < last, s.frames.len() as u64)?;
-            for (j, (r, h)) in s.frames.iter().enumerate() {
-                visit_entry(visit, path, first + j as u64, &bytes[r.clone()])?;
-                tree.push(bits, *h);
+            for (j, f) in s.frames.iter().enumerate() {
+                visit_entry(visit, path, first + j as u64, &bytes[f.entry.clone()])?;
+                tree.push(bits, f.leaf);
             }
         }
         Ok(Self {
@@ -656,9 +617,9 @@ impl Log {
                     first: *first,
                 });
             }
-            for (j, (r, h)) in s.frames.iter().enumerate() {
-                visit_entry(visit, path, first + j as u64, &bytes[r.clone()])?;
-                tree.push(bits, *h);
+            for (j, f) in s.frames.iter().enumerate() {
+                visit_entry(visit, path, first + j as u64, &bytes[f.entry.clone()])?;
+                tree.push(bits, f.leaf);
             }
         }
         let mut writer = match writer {
@@ -708,12 +669,9 @@ impl Log {
         }
         let index = st.next_index;
         st.next_index += 1;
-        let h = leaf_hash(entry);
-        st.queued
-            .extend_from_slice(&(entry.len() as u32).to_be_bytes());
-        st.queued.extend_from_slice(entry);
-        st.queued.extend_from_slice(&h);
-        st.queued_frames.push((4 + entry.len() + 32, h));
+        let h = frames::encode(&mut st.queued, entry);
+        st.queued_frames
+            .push((frames::FRAME_OVERHEAD + entry.len(), h));
         loop {
             if st.durable > index {
                 return Ok(index);

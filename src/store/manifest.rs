@@ -3,49 +3,8 @@
 
 use super::*;
 
-/// One file of a revision, as the manifest records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ManifestEntry {
-    /// Path relative to the checkpoint root.
-    pub path: String,
-    /// Safetensors shard or other file.
-    pub kind: FileKind,
-    /// Shard index (safetensors) or 0.
-    pub shard_index: u32,
-    /// Shard count (safetensors) or 0.
-    pub shard_count: u32,
-    /// Length of the original file.
-    pub original_len: u64,
-    /// Length of the sealed file.
-    pub sealed_len: u64,
-    /// Number of tensors (safetensors) or 0.
-    pub tensors: usize,
-    /// Hex SHA-256 of the sealed file's prelude + header.
-    pub header_hash: String,
-}
+pub use weightvault_core::manifest::{Manifest, ManifestEntry, MANIFEST_FORMAT};
 
-/// The manifest of a revision: binds all its files together. Sealed like any other file
-/// (its JSON is the authenticated clear metadata of `manifest.sealed`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Always `weightvault-manifest/1`.
-    pub format: String,
-    /// Model name.
-    pub model: String,
-    /// Revision name.
-    pub revision: String,
-    /// RFC 3339 time of sealing.
-    pub sealed_at: String,
-    /// Chunk size used.
-    pub chunk_size: u32,
-    /// Training facts given at seal time.
-    pub training: TrainingFacts,
-    /// Files, sorted by path.
-    pub files: Vec<ManifestEntry>,
-}
-
-/// The manifest format string.
-pub const MANIFEST_FORMAT: &str = "weightvault-manifest/1";
 /// File name of a revision's sealed manifest.
 pub const MANIFEST_FILE: &str = "manifest.sealed";
 

@@ -118,8 +118,8 @@ impl Vault {
             )));
         }
         m.verify(1, &())?;
-        let manifest: Manifest = serde_json::from_slice(&h.meta)
-            .map_err(|e| StoreError::Mismatch(format!("{label}: manifest JSON is invalid: {e}")))?;
+        let manifest =
+            Manifest::parse(&h.meta).map_err(|e| StoreError::Mismatch(format!("{label}: {e}")))?;
         if manifest.format != MANIFEST_FORMAT
             || manifest.model != h.model
             || manifest.revision != h.revision
@@ -202,12 +202,8 @@ impl Vault {
                     .store
                     .open(&model, &rev, object::ObjectName::Manifest)?;
                 let sf = SealedFile::from_object(name.into(), obj)?;
-                let manifest: Manifest =
-                    serde_json::from_slice(&sf.head.header.meta).map_err(|e| {
-                        StoreError::Mismatch(format!(
-                            "{model}@{rev}: manifest JSON is invalid: {e}"
-                        ))
-                    })?;
+                let manifest = Manifest::parse(&sf.head.header.meta)
+                    .map_err(|e| StoreError::Mismatch(format!("{model}@{rev}: {e}")))?;
                 let sealed_bytes = manifest.files.iter().map(|f| f.sealed_len).sum::<u64>()
                     + sf.head.layout.file_len();
                 out.push(ListedRevision {

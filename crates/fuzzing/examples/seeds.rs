@@ -3,7 +3,8 @@
 //! and checkpoints (`tests/fixtures/compat-v1`) cut into the piece each target reads, the
 //! repository's `policies/`, and small inputs made here with the real encoders.
 //!
-//! `cargo run -p weightvault-fuzzing --example seeds`, then minimise with `cargo fuzz cmin`.
+//! `cargo run -p weightvault-fuzzing --example seeds [TARGET...]` (every target, or only those
+//! named), then minimise with `cargo fuzz cmin`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,10 +18,14 @@ use weightvault_ledger::words::{KeyEvent, Kind, Outcome};
 struct Seeds {
     root: PathBuf,
     n: usize,
+    only: Vec<String>,
 }
 
 impl Seeds {
     fn put(&mut self, target: &str, name: &str, mode: Option<u8>, bytes: &[u8]) {
+        if !self.only.is_empty() && !self.only.iter().any(|t| t == target) {
+            return;
+        }
         let dir = self.root.join("fuzz/corpus").join(target);
         fs::create_dir_all(&dir).unwrap();
         let mut b = mode.map(|m| vec![m]).unwrap_or_default();
@@ -35,6 +40,7 @@ fn main() {
     let mut s = Seeds {
         root: root.clone(),
         n: 0,
+        only: std::env::args().skip(1).collect(),
     };
     let mut sealed: Vec<(String, Vec<u8>)> = Vec::new();
     for e in fs::read_dir(root.join("tests/vectors")).unwrap() {
@@ -84,6 +90,9 @@ fn main() {
                 &b[..head.layout.data_offset as usize],
             );
         }
+        if head.header.kind == weightvault_core::format::FileKind::Manifest {
+            s.put("manifest", name, Some(0), &head.header.meta);
+        }
         if head.header.kind == weightvault_core::format::FileKind::Safetensors {
             s.put("safetensors_header", name, Some(0), &head.header.meta);
             s.put(
@@ -109,6 +118,8 @@ fn main() {
     s.put("ledger_checkpoint", "structured", Some(4), &pattern);
     s.put("ledger_checkpoint", "merkle", Some(3), &pattern);
     s.put("ledger_tiles", "structured", Some(1), &pattern);
+    s.put("manifest", "structured", Some(1), &pattern);
+    s.put("ledger_frames", "structured", Some(1), &pattern);
 
     // Policies: each file of the set, under its selector.
     for (i, f) in weightvault_policy::data::FILES.iter().enumerate() {
@@ -163,6 +174,13 @@ fn main() {
         root.join("tests/fixtures/compat-v1/vault/ledger/segments/seg-00000000000000000000.log"),
     )
     .unwrap();
+    s.put("ledger_frames", "compat-segment", Some(0), &seg);
+    s.put(
+        "ledger_frames",
+        "compat-torn",
+        Some(0),
+        &seg[..seg.len() - 20],
+    );
     let mut records: Vec<Vec<u8>> = Vec::new();
     let mut i = 0;
     while let Some(k) = find(&seg[i..], br#"{"kind":"#) {

@@ -1,7 +1,7 @@
 //! weightvault's fuzz targets, one `pub fn <target>(data: &[u8])` each, over the parsers of
 //! outside input in the pure crates: sealed containers and their heads, safetensors headers,
-//! the sealed stream of a release, host evidence, release request bodies, ledger records, checkpoints, proofs and tiles, and
-//! the policy files.
+//! revision manifests, the sealed stream of a release, host evidence, release request bodies,
+//! ledger segment frames, records, checkpoints, proofs and tiles, and the policy files.
 //!
 //! A target must never panic, hang or allocate more than its input justifies, whatever the
 //! bytes; where the input has structure a raw byte string would rarely get past (a header
@@ -18,7 +18,9 @@
 
 mod container;
 mod evidence;
+mod frames;
 mod ledger;
+mod manifest;
 mod mutate;
 mod policy;
 mod release;
@@ -27,7 +29,9 @@ mod stream;
 
 pub use container::{container_head, container_header, container_key_slots, container_prelude};
 pub use evidence::evidence;
+pub use frames::ledger_frames;
 pub use ledger::{ledger_checkpoint, ledger_record, ledger_tiles};
+pub use manifest::manifest;
 pub use policy::policy_file;
 pub use release::release_body;
 pub use safetensors::safetensors_header;
@@ -43,9 +47,11 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("container_key_slots", container_key_slots),
     ("container_head", container_head),
     ("safetensors_header", safetensors_header),
+    ("manifest", manifest),
     ("sealed_stream", sealed_stream),
     ("evidence", evidence),
     ("release_body", release_body),
+    ("ledger_frames", ledger_frames),
     ("ledger_record", ledger_record),
     ("ledger_checkpoint", ledger_checkpoint),
     ("ledger_tiles", ledger_tiles),

@@ -65,3 +65,22 @@ fn the_fuzz_crate_has_a_binary_for_every_target() {
         );
     }
 }
+
+/// The compat vault's manifest (a real seal's) passes `Manifest::parse`'s checks: they refuse
+/// only what a seal never writes.
+#[test]
+fn the_compat_vaults_manifest_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let b = std::fs::read(
+        root.join("tests/fixtures/compat-v1/vault/models/acme-frontier/r1/manifest.sealed"),
+    )
+    .unwrap();
+    let n = weightvault_core::format::ParsedHead::needed(&b).unwrap() as usize;
+    let head = weightvault_core::format::ParsedHead::parse(&b[..n], b.len() as u64).unwrap();
+    let m = weightvault_core::manifest::Manifest::parse(&head.header.meta).unwrap();
+    assert_eq!(
+        (m.model.as_str(), m.revision.as_str()),
+        ("acme-frontier", "r1")
+    );
+    assert!(!m.files.is_empty());
+}

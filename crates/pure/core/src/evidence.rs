@@ -65,16 +65,30 @@ impl Statement {
     }
 }
 
-/// Signs a statement.
+/// Signs a statement whose times the caller made.
+///
+/// # Panics
+/// For a time RFC 3339 cannot write (a year outside 0..=9999, an offset with seconds): use
+/// [`try_sign`] for times that come from elsewhere.
 pub fn sign(st: &Statement, key: &ed25519_dalek::SigningKey) -> Evidence {
+    try_sign(st, key).expect("statement serialises: RFC 3339 writes its times")
+}
+
+/// Signs a statement; an error, not a panic, for one that cannot be written (a time RFC 3339
+/// cannot write: a year outside 0..=9999, an offset with seconds).
+pub fn try_sign(
+    st: &Statement,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<Evidence, EvidenceError> {
     use ed25519_dalek::Signer;
-    let statement = serde_json::to_string(st).expect("statement serialises");
+    let statement = serde_json::to_string(st)
+        .map_err(|e| EvidenceError::Malformed(format!("statement cannot be written: {e}")))?;
     let mut msg = DOMAIN.to_vec();
     msg.extend_from_slice(statement.as_bytes());
-    Evidence {
+    Ok(Evidence {
         statement,
         signature: base64::engine::general_purpose::STANDARD.encode(key.sign(&msg).to_bytes()),
-    }
+    })
 }
 
 /// Reads the statement, and says whether its signature verifies under the key `trusted` gives
@@ -144,5 +158,37 @@ mod tests {
         let mut t = e;
         t.statement = "{}".into();
         assert!(open(&t, by(pk)).is_err());
+    }
+
+    /// RFC 3339 writes four-digit years and whole-minute offsets: a statement with a time
+    /// before the year 0 (the `time` crate goes down to -9999; up to 9999 without its
+    /// `large-dates` feature, which nothing here turns on) or an offset with seconds is an
+    /// error from `try_sign`, not a panic.
+    #[test]
+    fn a_time_rfc3339_cannot_write_is_an_error() {
+        let k = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let at = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        let last = at(253_402_300_799); // 9999-12-31T23:59:59Z
+        let first = at(-62_167_219_200); // 0000-01-01T00:00:00Z
+        let before = at(-62_167_219_201); // -0001-12-31T23:59:59Z
+        let odd = last.to_offset(time::UtcOffset::from_hms(-1, 0, -30).unwrap());
+        let rows = [
+            (first, last, true),
+            (before, last, false),
+            (first, before, false),
+            (first, odd, false),
+        ];
+        for (issued_at, expires_at, ok) in rows {
+            let s = Statement {
+                issued_at,
+                expires_at,
+                ..st()
+            };
+            let got = try_sign(&s, &k);
+            assert_eq!(got.is_ok(), ok, "{issued_at} .. {expires_at}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("cannot be written"), "{e}");
+            }
+        }
     }
 }

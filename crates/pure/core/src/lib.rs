@@ -1,7 +1,7 @@
 //! weightvault's core: the sealed container (`format`), the key schedule (`keys`), the sealed
 //! stream a release is sent in (`stream`), signed host evidence (`evidence`), the strict
-//! safetensors header check (`header_check`) and the value types every layer above shares
-//! (`facts`).
+//! safetensors header check (`header_check`), a revision's manifest (`manifest`) and the
+//! value types every layer above shares (`facts`).
 //!
 //! Everything here takes bytes and values and returns values. It never opens a file or a
 //! socket, reads the clock or the environment, or talks to the HSM: `clippy.toml` beside this
@@ -15,5 +15,6 @@ pub mod facts;
 pub mod format;
 pub mod header_check;
 pub mod keys;
+pub mod manifest;
 pub mod names;
 pub mod stream;

@@ -73,9 +73,17 @@ impl Checkpoint {
         format!("{}\n\u{2014} {key_name} {}\n", self.body(), B64.encode(sig))
     }
 
-    /// Parses a signed note and verifies the signature of `key_name` with `public`.
+    /// Parses a signed note and verifies the signature of `key_name` with `public`. The note
+    /// is read byte for byte: lines end in `\n` alone, and a control character other than
+    /// that newline (a `\r` of CRLF line ends, a tab) is refused, as C2SP signed-note
+    /// requires, so the checkpoint returned is exactly the text that was signed.
     pub fn verify(note: &str, key_name: &str, public: &[u8; 32]) -> Result<Self, CheckpointError> {
         let bad = |m: &str| CheckpointError::Malformed(m.into());
+        if note.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(bad(
+                "a control character other than newline (CRLF line ends?)",
+            ));
+        }
         let (body, sigs) = note
             .split_once("\n\n")
             .ok_or_else(|| bad("no blank line before signatures"))?;
@@ -156,5 +164,59 @@ impl LedgerSigner for ed25519_dalek::SigningKey {
 
     fn sign(&self, msg: &[u8]) -> Result<[u8; 64], SignError> {
         Ok(ed25519_dalek::Signer::sign(self, msg).to_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    const NAME: &str = "weightvault.example/ledger";
+
+    fn signed(origin: &str) -> (Checkpoint, String, [u8; 32]) {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let public = key.verifying_key().to_bytes();
+        let cp = Checkpoint {
+            origin: origin.into(),
+            size: 3,
+            root: [1; 32],
+            time: 1_796_126_400,
+        };
+        let sig = LedgerSigner::sign(&key, cp.body().as_bytes()).unwrap();
+        let note = cp.signed_note(NAME, &public, &sig);
+        (cp, note, public)
+    }
+
+    #[test]
+    fn a_signed_note_verifies_as_the_checkpoint_signed() {
+        let (cp, note, public) = signed("weightvault.example/ledger");
+        assert_eq!(Checkpoint::verify(&note, NAME, &public).unwrap(), cp);
+    }
+
+    /// A note is read byte for byte: one row per text that differs from what was signed only
+    /// in a control character, which `str::lines` would have stripped or kept.
+    #[test]
+    fn control_characters_and_crlf_line_ends_are_refused() {
+        let (_, note, public) = signed("weightvault.example/ledger");
+        let crlf = note.replace('\n', "\r\n");
+        let cr_in_body = note.replacen('\n', "\r\n", 1);
+        let cr_in_sig = format!("{}\r\n", note.trim_end_matches('\n'));
+        let (_, signed_cr, public_cr) = signed("x\r");
+        let (_, signed_tab, public_tab) = signed("x\ty");
+        let rows = [
+            (crlf.as_str(), &public),
+            (cr_in_body.as_str(), &public),
+            (cr_in_sig.as_str(), &public),
+            (signed_cr.as_str(), &public_cr),
+            (signed_tab.as_str(), &public_tab),
+        ];
+        for (k, (n, pk)) in rows.iter().enumerate() {
+            let err = Checkpoint::verify(n, NAME, pk).unwrap_err();
+            assert!(
+                matches!(&err, CheckpointError::Malformed(m) if m.starts_with("a control character")),
+                "row {k}: {err}"
+            );
+        }
     }
 }

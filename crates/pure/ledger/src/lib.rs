@@ -1,5 +1,5 @@
 //! weightvault's ledger, the pure part: what a record is and its canonical bytes (`record`),
-//! RFC 6962 Merkle hashing (`merkle`), signed checkpoint notes (`checkpoint`), offline proofs
+//! RFC 6962 Merkle hashing (`merkle`), the frames of a log segment (`frames`), signed checkpoint notes (`checkpoint`), offline proofs
 //! (`proof`), the tree as C2SP tlog-tiles for object storage (`tiles`) and licence usage
 //! counted from records (`usage`). The log that stores entries durably is an adapter above
 //! this crate (`weightvault::ledger::log` on local files).
@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod frames;
 pub mod merkle;
 pub mod proof;
 pub mod record;
