@@ -58,8 +58,8 @@ impl Vault {
             SealedFile::from_object(path.into(), obj)
         };
         let m = head(object::ObjectName::Manifest)?;
-        let manifest: Manifest = serde_json::from_slice(&m.head.header.meta)
-            .map_err(|e| StoreError::Mismatch(format!("{label}: manifest JSON is invalid: {e}")))?;
+        let manifest = Manifest::parse(&m.head.header.meta)
+            .map_err(|e| StoreError::Mismatch(format!("{label}: {e}")))?;
         let mut files = Vec::with_capacity(manifest.files.len());
         for e in &manifest.files {
             let mut tensors = Vec::new();

@@ -11,7 +11,7 @@
 use crate::facts::TrainingFacts;
 use crate::format::{FileKind, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::header_check::{check_rel_path, PathError};
-use crate::names::{check_name, NameError};
+use crate::names::{check_model_name, check_name, NameError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -121,7 +121,7 @@ impl Manifest {
         if self.format != MANIFEST_FORMAT {
             return Err(ManifestError::Format(self.format.clone()));
         }
-        check_name("model name", &self.model)?;
+        check_model_name(&self.model)?;
         check_name("revision", &self.revision)?;
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
             return Err(ManifestError::ChunkSize(self.chunk_size));
