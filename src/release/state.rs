@@ -139,8 +139,11 @@ pub trait ReleaseState: Send + Sync {
 }
 
 /// Unused, unexpired nonces one client may hold in [`LocalState`]; asking for more forgets its
-/// oldest (a client that asks and never uses them cannot fill the memory).
-pub const MAX_LIVE_NONCES_PER_CLIENT: usize = 64;
+/// oldest (a client that asks and never uses them cannot fill the memory). Far above what the
+/// default challenge rate lets one certificate hold (a burst of 20 plus 60 a minute over a
+/// 120 s nonce lifetime: 140), so that a fleet sharing one certificate under roomier rates is
+/// not refused: 100 nodes asking at once is a test (`tests/release.rs`).
+pub const MAX_LIVE_NONCES_PER_CLIENT: usize = 1024;
 
 struct Nonce {
     client: [u8; 32],
@@ -522,7 +525,7 @@ mod tests {
         }
         let theirs = st.issue_nonce(&other, NOW, later).await.unwrap();
         assert_eq!(st.lock().nonces.len(), MAX_LIVE_NONCES_PER_CLIENT + 1);
-        // The oldest 36 were forgotten; the newest 64 still take; the other client's is kept.
+        // The oldest 36 were forgotten; the newest still take; the other client's is kept.
         for n in &mine[..36] {
             assert!(!st.take_nonce(n, &me, NOW).await.unwrap());
         }
