@@ -244,8 +244,11 @@ impl ReleaseState for LocalState {
             nonces, by_client, ..
         } = &mut *s;
         let mine = by_client.entry(*client).or_default();
-        // Those already spent or expired first, then the oldest beyond the cap.
-        mine.retain(|n| nonces.get(n).is_some_and(|e| !e.used && e.expires_at > now));
+        // At the cap: those already spent or expired go first, then the oldest live ones
+        // (below it the queue is left to the timer's prune, so a challenge costs O(1)).
+        if mine.len() >= MAX_LIVE_NONCES_PER_CLIENT {
+            mine.retain(|n| nonces.get(n).is_some_and(|e| !e.used && e.expires_at > now));
+        }
         while mine.len() >= MAX_LIVE_NONCES_PER_CLIENT {
             if let Some(old) = mine.pop_front() {
                 nonces.remove(&old);
