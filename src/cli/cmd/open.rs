@@ -41,8 +41,7 @@ pub(in crate::cli) fn run(
     let v = g.open_vault()?;
     let kw = v.key_wrap()?;
     let rev = v.open_revision(revision, &kw)?;
-    let t = Instant::now();
-    let opened = if to_stdout {
+    if to_stdout {
         let what = match (part.tensor, part.file) {
             (Some(name), _) => StreamTarget::Tensor(name),
             (None, Some(path)) => StreamTarget::File {
@@ -76,7 +75,9 @@ pub(in crate::cli) fn run(
             );
         }
         return Ok(());
-    } else {
+    }
+    let t = Instant::now();
+    let opened = {
         let bars = Bars::new(g.quiet || part.tensor.is_some());
         let what = match part.tensor {
             Some(name) => OpenTarget::Tensor(name),
