@@ -52,6 +52,11 @@ fn judge(max: u64) -> impl FnMut(&BTreeMap<String, Usage>) -> Judged + Send {
         Judged {
             decision: ReleaseDecision {
                 allowed,
+                outcome: if allowed {
+                    weightvault::policy::DecisionOutcome::Allow
+                } else {
+                    weightvault::policy::DecisionOutcome::Deny
+                },
                 checks: vec![],
                 authority: Some(Authority::Licence { id: "L".into() }),
                 obligations: None,

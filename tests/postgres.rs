@@ -64,6 +64,11 @@ fn judge_under(max: u64, size: u64) -> impl FnMut(&BTreeMap<String, Usage>) -> J
         Judged {
             decision: ReleaseDecision {
                 allowed,
+                outcome: if allowed {
+                    weightvault::policy::DecisionOutcome::Allow
+                } else {
+                    weightvault::policy::DecisionOutcome::Deny
+                },
                 checks: vec![],
                 authority: Some(Authority::Licence { id: "L".into() }),
                 obligations: None,

@@ -85,5 +85,6 @@ pub(super) fn verdict(v: crate::policy::Verdict) -> &'static str {
         crate::policy::Verdict::Pass => "pass",
         crate::policy::Verdict::Fail => "FAIL",
         crate::policy::Verdict::NotApplicable => "n/a",
+        crate::policy::Verdict::Review => "REVIEW",
     }
 }

@@ -398,6 +398,11 @@ mod tests {
             Judged {
                 decision: ReleaseDecision {
                     allowed,
+                    outcome: if allowed {
+                        crate::policy::DecisionOutcome::Allow
+                    } else {
+                        crate::policy::DecisionOutcome::Deny
+                    },
                     checks: vec![],
                     authority: Some(Authority::Licence { id: "L".into() }),
                     obligations: None,

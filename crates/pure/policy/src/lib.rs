@@ -181,6 +181,46 @@ pub enum Verdict {
     Fail,
     /// Does not apply to this request (e.g. deemed export for a workload).
     NotApplicable,
+    /// Neither satisfied nor failed: held for a compliance officer (a close but not exact
+    /// screening match, a party on the Unverified List, a material ownership share under the
+    /// threshold, an uncertain classification).
+    Review,
+}
+
+/// What a decision comes to: deny wins over review, review over allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionOutcome {
+    /// Every check passed (or does not apply).
+    Allow,
+    /// No check failed, but at least one holds the request for a compliance officer.
+    Review,
+    /// At least one check failed.
+    Deny,
+}
+
+impl DecisionOutcome {
+    /// The outcome of a set of verdicts: deny if any failed, else review if any is held.
+    pub fn of(verdicts: impl IntoIterator<Item = Verdict>) -> Self {
+        verdicts
+            .into_iter()
+            .map(|v| match v {
+                Verdict::Fail => DecisionOutcome::Deny,
+                Verdict::Review => DecisionOutcome::Review,
+                Verdict::Pass | Verdict::NotApplicable => DecisionOutcome::Allow,
+            })
+            .max()
+            .unwrap_or(DecisionOutcome::Allow)
+    }
+
+    /// `allow`, `review` or `deny`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DecisionOutcome::Allow => "allow",
+            DecisionOutcome::Review => "review",
+            DecisionOutcome::Deny => "deny",
+        }
+    }
 }
 
 /// One check with its verdict and a sentence a compliance officer can read.
@@ -224,8 +264,10 @@ pub struct Obligations {
 /// The decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseDecision {
-    /// Allowed only when no check failed.
+    /// Allowed only when no check failed and none is held for review (`outcome` is allow).
     pub allowed: bool,
+    /// Allow, review or deny.
+    pub outcome: DecisionOutcome,
     /// Every check, in [`CheckId::ALL`] order.
     pub checks: Vec<CheckResult>,
     /// What the release relies on (when allowed, and when it could be determined).
@@ -244,6 +286,15 @@ impl ReleaseDecision {
         self.checks
             .iter()
             .filter(|c| c.verdict == Verdict::Fail)
+            .map(|c| c.check)
+            .collect()
+    }
+
+    /// The checks that hold the request for review.
+    pub fn held(&self) -> Vec<CheckId> {
+        self.checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Review)
             .map(|c| c.check)
             .collect()
     }
@@ -283,14 +334,21 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
     );
     debug_assert!(c.0.iter().map(|r| r.check).eq(CheckId::ALL));
 
-    let allowed = !c.0.iter().any(|r| r.verdict == Verdict::Fail);
+    let outcome = DecisionOutcome::of(c.0.iter().map(|r| r.verdict));
+    let allowed = outcome == DecisionOutcome::Allow;
     ReleaseDecision {
         allowed,
+        outcome,
         obligations: allowed.then_some(Obligations {
             watermark: true,
             consume_licence: licence.consume,
         }),
-        authority: if allowed { licence.authority } else { None },
+        // A held request keeps what it would rely on if a compliance officer approves it.
+        authority: if outcome == DecisionOutcome::Deny {
+            None
+        } else {
+            licence.authority
+        },
         checks: c.0,
         tier,
         dry_run: req.dry_run,
