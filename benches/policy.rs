@@ -53,7 +53,7 @@ fn data(
         let c = countries[(i / 10) % countries.len()];
         writeln!(
             people,
-            "[[person]]\nid = \"p{i}@org{}.example\"\nname = \"Person {i}\"\norganisation = \"org{}\"\nnationalities = [\"{c}\", \"US\"]",
+            "[[person]]\nid = \"p{i}@org{}.example\"\nname = \"Person {i}\"\norganisation = \"org{}\"\nus_status = \"none\"\ncitizenship = [{{ country = \"{c}\", acquired = 1990-01-01 }}]\nresidency = [{{ country = \"GB\", acquired = 1990-01-01 }}]",
             i / 10,
             i / 10
         )
@@ -137,6 +137,7 @@ fn main() {
                     expires_at: now + time::Duration::minutes(4),
                     signature_valid: true,
                     nonce_fresh: true,
+                    facility: None,
                 },
                 source_ip: Some(std::net::IpAddr::from([
                     1,
@@ -147,6 +148,7 @@ fn main() {
                 time: now,
                 used: Default::default(),
                 size: 0,
+                approvals: vec![],
                 dry_run: false,
             }
         })

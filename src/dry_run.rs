@@ -87,11 +87,13 @@ impl WhatIf {
                 expires_at: self.time,
                 signature_valid: false,
                 nonce_fresh: false,
+                facility: None,
             },
             source_ip: self.source_ip,
             time: self.time,
             used,
             size,
+            approvals: vec![],
             dry_run: true,
         }
     }

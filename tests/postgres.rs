@@ -74,6 +74,8 @@ fn judge_under(max: u64, size: u64) -> impl FnMut(&BTreeMap<String, Usage>) -> J
                 obligations: None,
                 tier: None,
                 dry_run: false,
+                review_key: None,
+                approved_by: None,
             },
             record,
             request: request(used.clone(), size),
@@ -97,11 +99,13 @@ fn request(used: BTreeMap<String, Usage>, size: u64) -> ReleaseRequest {
             expires_at: NOW,
             signature_valid: true,
             nonce_fresh: true,
+            facility: None,
         },
         source_ip: Some("127.0.0.1".parse().unwrap()),
         time: NOW,
         used,
         size,
+        approvals: vec![],
         dry_run: false,
     }
 }

@@ -123,6 +123,8 @@ struct StoredRequest {
     used: BTreeMap<String, (u64, u64)>,
     size: u64,
     dry_run: bool,
+    #[serde(default)]
+    approvals: Vec<crate::policy::Approval>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -138,6 +140,8 @@ struct StoredHost {
     expires_at: OffsetDateTime,
     signature_valid: bool,
     nonce_fresh: bool,
+    #[serde(default)]
+    facility: Option<String>,
 }
 
 impl StoredGrant {
@@ -163,6 +167,7 @@ impl StoredGrant {
                     expires_at: r.host.expires_at,
                     signature_valid: r.host.signature_valid,
                     nonce_fresh: r.host.nonce_fresh,
+                    facility: r.host.facility.clone(),
                 },
                 source_ip: r.source_ip,
                 time: r.time,
@@ -173,6 +178,7 @@ impl StoredGrant {
                     .collect(),
                 size: r.size,
                 dry_run: r.dry_run,
+                approvals: r.approvals.clone(),
             },
             model: g.model.clone(),
             revision: g.revision.clone(),
@@ -210,6 +216,7 @@ impl StoredGrant {
                     expires_at: r.host.expires_at,
                     signature_valid: r.host.signature_valid,
                     nonce_fresh: r.host.nonce_fresh,
+                    facility: r.host.facility,
                 },
                 source_ip: r.source_ip,
                 time: r.time,
@@ -220,6 +227,7 @@ impl StoredGrant {
                     .collect(),
                 size: r.size,
                 dry_run: r.dry_run,
+                approvals: r.approvals,
             },
             model: self.model,
             revision: self.revision,

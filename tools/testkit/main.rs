@@ -50,6 +50,9 @@ enum Cmd {
         /// Seconds the evidence stays valid (negative: already expired)
         #[arg(long, default_value_t = 300, allow_hyphen_values = true)]
         ttl: i64,
+        /// Facility the host sits in (a facility id of a VEU authorisation in veu.toml)
+        #[arg(long)]
+        facility: Option<String>,
     },
     /// Serve the test attester over HTTP on loopback: POST {"nonce", "host_public_key"} gets
     /// evidence for the host described by the flags (for `fetch --attest http://...`)
@@ -156,6 +159,7 @@ fn main() -> std::process::ExitCode {
             country,
             region,
             ttl,
+            facility,
         } => (|| -> anyhow::Result<()> {
             let env = |k: &str| std::env::var(k).map_err(|_| anyhow::anyhow!("{k} is not set"));
             let e = attest(
@@ -166,6 +170,7 @@ fn main() -> std::process::ExitCode {
                     country,
                     region,
                     ttl: time::Duration::seconds(ttl),
+                    facility,
                 },
                 &env("WEIGHTVAULT_NONCE")?,
                 &env("WEIGHTVAULT_HOST_PUBLIC_KEY")?,
@@ -216,6 +221,7 @@ fn main() -> std::process::ExitCode {
                 country,
                 region: "region-1".into(),
                 ttl: time::Duration::seconds(300),
+                facility: None,
             },
             addr_file,
         ),

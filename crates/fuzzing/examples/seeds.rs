@@ -142,6 +142,7 @@ fn main() {
         issued_at: time::OffsetDateTime::from_unix_timestamp(1_796_126_300).unwrap(),
         expires_at: time::OffsetDateTime::from_unix_timestamp(1_796_126_700).unwrap(),
         host_key: "11".repeat(32),
+        facility: None,
     };
     let ev = weightvault_core::evidence::sign(&st, &key);
     s.put(

@@ -53,6 +53,7 @@ impl ArbStatement {
             issued_at: t(issued),
             expires_at: t(issued + i64::from(self.lifetime)),
             host_key: hex::encode(self.host_key),
+            facility: None,
         }
     }
 }

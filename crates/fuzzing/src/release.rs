@@ -147,6 +147,7 @@ pub fn release_body(data: &[u8]) {
         issued_at: t(issued),
         expires_at: t(issued + i64::from(a.lifetime)),
         host_key: hex::encode(a.host_key),
+        facility: None,
     };
     let mut ev = evidence::sign(&st, &attester());
     if !a.signed {

@@ -290,6 +290,8 @@ pub struct HostFacts {
     pub region: String,
     /// Validity from now.
     pub ttl: Duration,
+    /// Facility (a VEU authorisation's facility id), if the attester states one.
+    pub facility: Option<String>,
 }
 
 /// Signs evidence for a test host with the attester seed at `seed_file` (hex).
@@ -320,6 +322,7 @@ pub fn attest(
             issued_at: now,
             expires_at: now + facts.ttl,
             host_key: host_key.into(),
+            facility: facts.facility.clone(),
         },
         &key,
     ))

@@ -149,12 +149,10 @@ pub(in crate::cli) fn run(g: &Globals, cmd: PolicyCommand) -> Result<()> {
                         c.reason
                     );
                 }
-                let relies = match &d.authority {
-                    Some(crate::policy::Authority::NotControlled) => "not controlled".to_string(),
-                    Some(crate::policy::Authority::LicenceException { name }) => name.clone(),
-                    Some(crate::policy::Authority::Licence { id }) => format!("licence {id}"),
-                    None => "-".into(),
-                };
+                let relies = d
+                    .authority
+                    .as_ref()
+                    .map_or("-".to_string(), |a| a.describe());
                 outln!(
                     "\ndecision: {} on {} (dry run; relies on: {relies})",
                     if d.allowed { "ALLOW" } else { "DENY" },

@@ -35,6 +35,11 @@ pub struct Statement {
     pub expires_at: OffsetDateTime,
     /// The host's X25519 public key (hex): released shards are sealed to it.
     pub host_key: String,
+    /// The facility the host sits in (an id a Validated End User authorisation lists), when
+    /// the attester states it. Absent, not `null`, when it does not, so statements made
+    /// before this claim existed read and verify unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facility: Option<String>,
 }
 
 /// A signed statement, as a host presents it.
@@ -135,6 +140,7 @@ mod tests {
             issued_at: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
             expires_at: OffsetDateTime::from_unix_timestamp(1_800_000_300).unwrap(),
             host_key: "11".repeat(32),
+            facility: None,
         }
     }
 

@@ -152,8 +152,8 @@ words! {
     }
 }
 
-/// What an allowed release relied on: `not-controlled`, `licence-exception:NAME` or
-/// `licence:ID`.
+/// What an allowed release relied on: `not-controlled`, `licence-exception:NAME`,
+/// `licence:ID`, `veu:ID` or `not-enforced:READING`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RecordAuthority {
     /// The model is not controlled.
@@ -162,6 +162,10 @@ pub enum RecordAuthority {
     LicenceException(String),
     /// A licence, by id.
     Licence(String),
+    /// A Validated End User authorisation, by id.
+    Veu(String),
+    /// 4E091 licensing not applied under the reading named.
+    NotEnforced(String),
     /// A form this build does not know, kept as written.
     Other(String),
 }
@@ -173,6 +177,8 @@ impl RecordAuthority {
             RecordAuthority::NotControlled => "not-controlled".into(),
             RecordAuthority::LicenceException(n) => format!("licence-exception:{n}"),
             RecordAuthority::Licence(id) => format!("licence:{id}"),
+            RecordAuthority::Veu(id) => format!("veu:{id}"),
+            RecordAuthority::NotEnforced(r) => format!("not-enforced:{r}"),
             RecordAuthority::Other(s) => s.clone(),
         }
     }
@@ -185,6 +191,10 @@ impl RecordAuthority {
             RecordAuthority::LicenceException(n.into())
         } else if let Some(id) = s.strip_prefix("licence:") {
             RecordAuthority::Licence(id.into())
+        } else if let Some(id) = s.strip_prefix("veu:") {
+            RecordAuthority::Veu(id.into())
+        } else if let Some(r) = s.strip_prefix("not-enforced:") {
+            RecordAuthority::NotEnforced(r.into())
         } else {
             RecordAuthority::Other(s.into())
         }

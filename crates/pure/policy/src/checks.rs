@@ -4,9 +4,12 @@
 //! [`CheckId::ALL`] order, and composes the decision.
 
 use crate::data::{ModelEntry, Organisation, Requester, RequesterKind, Tier};
+use crate::people::UsPerson;
+use crate::rules::{QuotaScope, RuleStatus};
+use crate::tiers::Reading;
 use crate::{
-    cedar, classify, find_licence, licence_use, Authority, GeoLookup, PolicyData, ReleaseRequest,
-    Verdict,
+    cedar, classify, find_licence, licence_use, Authority, Covering, GeoLookup, PolicyData,
+    ReleaseRequest, Verdict,
 };
 use time::Date;
 use Verdict::*;
@@ -66,7 +69,8 @@ pub(crate) fn identity(s: &Subject<'_>) -> Judged {
     }
 }
 
-/// The model is in the inventory, and what was sealed agrees with its entry.
+/// The model is in the inventory, and what was sealed agrees with its entry; an uncertain
+/// classification holds the request for review.
 pub(crate) fn classification(s: &Subject<'_>) -> Judged {
     let Some(m) = s.model else {
         return (
@@ -81,42 +85,58 @@ pub(crate) fn classification(s: &Subject<'_>) -> Judged {
         let why = classify::inventory_disagreements(f, m);
         (!why.is_empty()).then(|| why.join("; "))
     });
-    match disagree {
-        Some(why) => (
-            Fail,
-            format!(
-                "{}: sealed facts disagree with the inventory ({why}): treated as unclassified",
+    let derived = match &m.derived_from {
+        Some(p) => format!(
+            "derived from {p} ({:e} operations of its own, {:e} in all); ",
+            m.training_ops, m.total_ops
+        ),
+        None => String::new(),
+    };
+    let facts = match disagree {
+        Some(why) => {
+            return (
+                Fail,
+                format!(
+                    "{}: sealed facts disagree with the inventory ({why}): treated as unclassified",
+                    m.name
+                ),
+            )
+        }
+        None if m.controlled() => match &m.controlled_ancestor {
+            Some(a) if m.total_ops < crate::data::CONTROL_THRESHOLD_OPS => format!(
+                "{}: {derived}closed weights derived from the controlled model {a}: ECCN 4E091, controlled",
                 m.name
             ),
-        ),
-        None if m.controlled() => (
-            Pass,
-            format!(
-                "{}: closed weights, {:e} training operations (>= 1e26): ECCN 4E091, controlled",
-                m.name, m.training_ops
+            _ => format!(
+                "{}: {derived}closed weights, {:e} training operations in all (>= 1e26): ECCN 4E091, controlled",
+                m.name, m.total_ops
             ),
+        },
+        None => format!(
+            "{}: {derived}{} ({}): not controlled under 4E091",
+            m.name,
+            if m.open_weights {
+                "open (published) weights".to_string()
+            } else {
+                format!("{:e} training operations in all, below 1e26", m.total_ops)
+            },
+            m.eccn
         ),
-        None => (
-            Pass,
-            format!(
-                "{}: {} ({}): not controlled under 4E091",
-                m.name,
-                if m.open_weights {
-                    "open weights".to_string()
-                } else {
-                    format!("{:e} training operations, below 1e26", m.training_ops)
-                },
-                m.eccn
-            ),
+    };
+    match &m.uncertain {
+        Some(why) => (
+            Review,
+            format!("{facts}; but its classification is uncertain ({why}): held for a compliance officer"),
         ),
+        None => (Pass, facts),
     }
 }
 
 /// The attested country's tier on the day, and whether it bars a controlled model.
 pub(crate) fn destination(s: &Subject<'_>) -> (Judged, Option<Tier>) {
-    match s.policy.tiers.tier(&s.req.host.country, s.today) {
+    match s.policy.tiers.tier_of(&s.req.host.country, s.today) {
         Ok(t) => {
-            let (v, why) = match (t, s.controlled) {
+            let (v, why) = match (t.tier, s.controlled) {
                 (Tier::Three, true) => (
                     Fail,
                     "Tier 3 (arms-embargoed or Macau): presumption of denial for 4E091",
@@ -125,91 +145,296 @@ pub(crate) fn destination(s: &Subject<'_>) -> (Judged, Option<Tier>) {
                 (Tier::Two, _) => (Pass, "Tier 2: a licence is required for controlled models"),
                 (Tier::One, _) => (Pass, "Tier 1"),
             };
-            let why = format!(
+            let mut why = format!(
                 "host {} is in {} on {}: {why}",
                 s.req.host.host_id, s.req.host.country, s.today
             );
-            ((v, why), Some(t))
+            if let Some(a) = &t.same_as {
+                why.push_str(&format!(" ({a})"));
+            }
+            if let Some((d, src)) = &t.last_change {
+                why.push_str(&format!(" [since {d}: {src}]"));
+            }
+            ((v, why), Some(t.tier))
         }
         Err(e) => ((Fail, format!("attested country: {e}")), None),
     }
 }
 
-/// What the release may rely on: nothing needed, the Tier 1 licence exception, or a licence
-/// with allocation left (which the release then consumes).
+/// What the release may rely on: nothing needed, the Tier 1 licence exception, a reading
+/// under which 4E091 licensing is not applied, a Validated End User authorisation, or a
+/// licence with allocation left (which the release then consumes).
 pub(crate) struct LicenceJudged {
     pub judged: Judged,
     pub authority: Option<Authority>,
     pub consume: Option<String>,
 }
 
-/// A controlled model needs the Tier 1 exception or a valid licence for this destination.
+/// Whether the recipient is foreign for a named-model requirement: a person who is not a US
+/// person, a workload of an organisation outside the US, or any host outside the US.
+fn foreign_recipient(s: &Subject<'_>) -> bool {
+    let host_abroad = s.req.host.country != "US";
+    match (s.who, s.org) {
+        (Some(w), _) if w.kind == RequesterKind::Person => {
+            host_abroad || matches!(w.us_person(s.today), UsPerson::No(_))
+        }
+        (_, Some(o)) => host_abroad || o.country != "US",
+        _ => true,
+    }
+}
+
+/// The named-model ("is informed") requirement that applies to this release, if any.
+fn informed<'a>(s: &Subject<'a>) -> Option<&'a crate::models::IsInformed> {
+    let m = s.model?;
+    let exempt = |i: &crate::models::IsInformed| {
+        i.exempt
+            .iter()
+            .any(|e| s.who.is_some_and(|w| &w.id == e) || s.org.is_some_and(|o| &o.id == e))
+    };
+    m.is_informed
+        .iter()
+        .find(|i| i.applies_on(s.today) && !exempt(i) && foreign_recipient(s))
+}
+
+/// The VEU authorisation the release may go under, or why none does.
+fn veu<'a>(s: &Subject<'a>, eccn: &str) -> Result<&'a crate::veu::Veu, Vec<String>> {
+    let (Some(o), h) = (s.org, &s.req.host) else {
+        return Err(vec![]);
+    };
+    let mut near = Vec::new();
+    for v in s.policy.veu.iter().filter(|v| v.entity == o.id) {
+        let covers = v.eccns.iter().any(|e| e == eccn);
+        let facility = h.facility.as_deref();
+        let listed = facility.is_some_and(|f| v.facilities.iter().any(|x| x.id == f));
+        if !v.in_force(s.today) {
+            near.push(match &v.revoked {
+                Some((d, c)) if s.today >= *d => format!("VEU {} was revoked on {d} ({c})", v.id),
+                _ => format!("VEU {} is not in force before {}", v.id, v.authorised),
+            });
+        } else if !covers {
+            near.push(format!("VEU {} does not cover {eccn}", v.id));
+        } else if v.country != h.country {
+            near.push(format!(
+                "VEU {} is for {}, not {}",
+                v.id, v.country, h.country
+            ));
+        } else if !listed {
+            near.push(format!(
+                "VEU {} does not list the host's facility ({}): only {}",
+                v.id,
+                facility.unwrap_or("none attested"),
+                v.facilities
+                    .iter()
+                    .map(|f| f.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        } else {
+            return Ok(v);
+        }
+    }
+    Err(near)
+}
+
+/// A controlled model needs the Tier 1 exception, a VEU authorisation or a valid licence for
+/// this destination; a named-model requirement needs a licence naming the model wherever it
+/// goes.
 pub(crate) fn licence(s: &Subject<'_>, tier: Option<Tier>) -> LicenceJudged {
     let plain = |v: Verdict, why: &str| LicenceJudged {
         judged: (v, why.to_string()),
         authority: None,
         consume: None,
     };
-    if s.model.is_none() {
+    let Some(m) = s.model else {
         return plain(Fail, "no classification, so no licence can be judged");
-    }
-    if !s.controlled {
+    };
+    let informed = informed(s);
+    if !s.controlled && informed.is_none() {
         return LicenceJudged {
             authority: Some(Authority::NotControlled),
             ..plain(NotApplicable, "not controlled: no licence needed")
         };
     }
+    let (reading, reading_src) = s.policy.tiers.reading(s.today);
     let exception = &s.policy.tiers.tier1_exception;
-    match tier {
-        Some(Tier::One) => LicenceJudged {
-            judged: (Pass, format!("Tier 1 destination: relies on {exception}")),
-            authority: Some(Authority::LicenceException {
-                name: exception.clone(),
-            }),
-            consume: None,
-        },
-        None => plain(Fail, "destination unknown, so no licence can be judged"),
-        Some(_) => {
-            let (Some(w), Some(o)) = (s.who, s.org) else {
-                return plain(Fail, "unknown requester: no licence applies");
-            };
-            let req = s.req;
-            match find_licence(s.policy, &o.id, &w.id, &req.host.country, s.today, req) {
-                Ok(l) => {
-                    let u = licence_use(l, req);
-                    let bytes = match l.max_bytes {
-                        Some(max) => format!(
-                            ", {} of {max} bytes used, {} more in this release",
-                            u.bytes, req.size
-                        ),
-                        None => String::new(),
-                    };
-                    LicenceJudged {
-                        judged: (
-                            Pass,
-                            format!(
-                                "licence {} ({} to {}, valid {}..{}, {} of {} releases used{bytes})",
-                                l.id,
-                                l.licensee,
-                                req.host.country,
-                                l.valid_from,
-                                l.valid_until,
-                                u.releases,
-                                l.max_releases
-                            ),
-                        ),
-                        authority: Some(Authority::Licence { id: l.id.clone() }),
-                        consume: Some(l.id.clone()),
-                    }
-                }
-                Err(why) => plain(Fail, &why.to_string()),
+    match (tier, informed) {
+        (None, _) => return plain(Fail, "destination unknown, so no licence can be judged"),
+        (Some(Tier::One), None) => {
+            return LicenceJudged {
+                judged: (
+                    Pass,
+                    format!(
+                        "Tier 1 destination: relies on {exception} (4E091 licensing applied {})",
+                        reading.words()
+                    ),
+                ),
+                authority: Some(Authority::LicenceException {
+                    name: exception.clone(),
+                }),
+                consume: None,
             }
+        }
+        (Some(Tier::Two), None) if reading == Reading::AsEnforced => {
+            let src = reading_src.unwrap_or("").to_string();
+            return LicenceJudged {
+                judged: (
+                    Pass,
+                    format!("Tier 2 destination, but 4E091 licensing is applied as enforced, not as written ({src}): no licence needed"),
+                ),
+                authority: Some(Authority::NotEnforced { reading: src }),
+                consume: None,
+            };
+        }
+        _ => {}
+    }
+    let (Some(w), Some(o)) = (s.who, s.org) else {
+        return plain(Fail, "unknown requester: no licence applies");
+    };
+    let mut near = Vec::new();
+    if informed.is_none() && tier == Some(Tier::Two) {
+        match veu(s, &m.eccn) {
+            Ok(v) => {
+                return LicenceJudged {
+                    judged: (
+                        Pass,
+                        format!(
+                            "Validated End User {} ({}, {}): {} may receive {} at facility {} ({}), authorised {} ({})",
+                            v.id,
+                            v.entity_type,
+                            v.country,
+                            o.name,
+                            m.eccn,
+                            s.req.host.facility.as_deref().unwrap_or(""),
+                            v.facilities
+                                .iter()
+                                .find(|f| Some(f.id.as_str()) == s.req.host.facility.as_deref())
+                                .map_or("", |f| f.address.as_str()),
+                            v.authorised,
+                            v.citation
+                        ),
+                    ),
+                    authority: Some(Authority::Veu { id: v.id.clone() }),
+                    consume: None,
+                }
+            }
+            Err(why) => near = why,
+        }
+    }
+    let req = s.req;
+    let covering = Covering {
+        model: &m.name,
+        eccn: &m.eccn,
+        must_name_model: informed.is_some(),
+    };
+    let requirement = informed.map_or(String::new(), |i| {
+        format!(
+            "{} needs a licence naming it for any foreign person ({}, from {}); ",
+            m.name, i.reference, i.from
+        )
+    });
+    match find_licence(
+        s.policy,
+        &o.id,
+        &w.id,
+        &req.host.country,
+        s.today,
+        req,
+        &covering,
+    ) {
+        Ok(l) => {
+            let u = licence_use(l, req);
+            let bytes = match l.max_bytes {
+                Some(max) => format!(
+                    ", {} of {max} bytes used, {} more in this release",
+                    u.bytes, req.size
+                ),
+                None => String::new(),
+            };
+            LicenceJudged {
+                judged: (
+                    Pass,
+                    format!(
+                        "{requirement}licence {} ({} to {}, valid {}..{}, {} of {} releases used{bytes})",
+                        l.id,
+                        l.licensee,
+                        req.host.country,
+                        l.valid_from,
+                        l.valid_until,
+                        u.releases,
+                        l.max_releases
+                    ),
+                ),
+                authority: Some(Authority::Licence { id: l.id.clone() }),
+                consume: Some(l.id.clone()),
+            }
+        }
+        Err(why) => {
+            near.push(why.to_string());
+            plain(Fail, &format!("{requirement}{}", near.join("; ")))
         }
     }
 }
 
-/// A person receiving a controlled model is an export to each of their nationalities: each
-/// must be Tier 1, cleared, or licensed.
+/// How one country a person's release is an export to is cleared: Tier 1, the reading, a
+/// clearance on file, or a licence.
+fn clear_country(s: &Subject<'_>, w: &Requester, m: &ModelEntry, n: &str) -> (Verdict, String) {
+    match s.policy.tiers.tier_of(n, s.today) {
+        Ok(t) if t.tier == Tier::One => (Pass, format!("{n}: Tier 1")),
+        Ok(t) => {
+            if let Some(cl) = w
+                .clearances
+                .iter()
+                .find(|cl| cl.country == *n && cl.until >= s.today)
+            {
+                return (
+                    Pass,
+                    format!("{n}: clearance {} until {}", cl.reference, cl.until),
+                );
+            }
+            let covering = Covering {
+                model: &m.name,
+                eccn: &m.eccn,
+                must_name_model: false,
+            };
+            if let Ok(l) = find_licence(
+                s.policy,
+                &w.organisation,
+                &w.id,
+                n,
+                s.today,
+                s.req,
+                &covering,
+            ) {
+                return (Pass, format!("{n}: licence {}", l.id));
+            }
+            let (reading, src) = s.policy.tiers.reading(s.today);
+            if t.tier == Tier::Two && reading == Reading::AsEnforced {
+                return (
+                    Pass,
+                    format!(
+                        "{n}: Tier 2, 4E091 licensing applied as enforced ({})",
+                        src.unwrap_or("")
+                    ),
+                );
+            }
+            let alias = t.same_as.map_or(String::new(), |a| format!(", {a}"));
+            (
+                Fail,
+                format!(
+                    "{n}: Tier {}{alias}, no clearance or licence on file",
+                    t.tier.number()
+                ),
+            )
+        }
+        Err(e) => (Fail, format!("{n}: {e}")),
+    }
+}
+
+/// Releasing a controlled model to a foreign person is an export to the country the model's
+/// regime names (EAR: the most recent citizenship or permanent residency; ITAR: every
+/// citizenship held or ever held, and permanent residency); each must be Tier 1, cleared or
+/// licensed. US citizens (dual nationals included), permanent residents and protected
+/// individuals are not foreign persons.
 pub(crate) fn deemed_export(s: &Subject<'_>) -> Judged {
     let Some(w) = s.who else {
         return (Fail, "unknown requester".into());
@@ -217,50 +442,65 @@ pub(crate) fn deemed_export(s: &Subject<'_>) -> Judged {
     if w.kind != RequesterKind::Person {
         return (NotApplicable, "a workload has no nationality".into());
     }
-    if !s.controlled {
+    let Some(m) = s.model.filter(|_| s.controlled) else {
         return (NotApplicable, "model not controlled".into());
-    }
-    let mut uncleared = Vec::new();
-    let mut notes = Vec::new();
-    for n in &w.nationalities {
-        match s.policy.tiers.tier(n, s.today) {
-            Ok(Tier::One) => notes.push(format!("{n}: Tier 1")),
-            Ok(_) => {
-                if let Some(cl) = w
-                    .clearances
-                    .iter()
-                    .find(|cl| cl.country == *n && cl.until >= s.today)
-                {
-                    notes.push(format!(
-                        "{n}: clearance {} until {}",
-                        cl.reference, cl.until
-                    ));
-                } else if let Ok(l) =
-                    find_licence(s.policy, &w.organisation, &w.id, n, s.today, s.req)
-                {
-                    notes.push(format!("{n}: licence {}", l.id));
-                } else {
-                    uncleared.push(n.clone());
-                }
-            }
-            Err(e) => uncleared.push(format!("{n} ({e})")),
+    };
+    let why = match w.us_person(s.today) {
+        UsPerson::Yes(why) => {
+            return (
+                Pass,
+                format!(
+                    "{} is {why}: not a foreign person, so no deemed export (15 CFR 734.13(b))",
+                    w.id
+                ),
+            )
         }
+        UsPerson::No(why) => why,
+    };
+    let ex = w.export_countries(m.regime, s.today);
+    if ex.countries.is_empty() {
+        return (Fail, format!("{} is {why}, and {}", w.id, ex.why));
     }
-    if uncleared.is_empty() {
-        (
-            Pass,
-            format!("every nationality cleared: {}", notes.join(", ")),
-        )
+    let judged: Vec<(Verdict, String)> = ex
+        .countries
+        .iter()
+        .map(|n| clear_country(s, w, m, n))
+        .collect();
+    let failed: Vec<&String> = judged
+        .iter()
+        .filter(|(v, _)| *v == Fail)
+        .map(|(_, t)| t)
+        .collect();
+    let picked = if ex.tie {
+        // The most restrictive of the countries acquired the same day: the first that fails,
+        // else the one in the highest tier.
+        let worst = judged
+            .iter()
+            .zip(&ex.countries)
+            .max_by_key(|((v, _), n)| {
+                (
+                    *v == Fail,
+                    s.policy.tiers.tier(n, s.today).map_or(3, |t| t.number()),
+                )
+            })
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        format!("; the tie rule picks {worst}")
     } else {
-        (
-            Fail,
-            format!(
-                "releasing to {} is an export to {}: no clearance or licence on file for {}",
-                w.id,
-                w.nationalities.join(", "),
-                uncleared.join(", ")
-            ),
-        )
+        String::new()
+    };
+    let all: Vec<&str> = judged.iter().map(|(_, t)| t.as_str()).collect();
+    let text = format!(
+        "{} is {why}; {}: an export to {}{picked}: {}",
+        w.id,
+        ex.why,
+        ex.countries.join(", "),
+        all.join(", ")
+    );
+    if failed.is_empty() {
+        (Pass, text)
+    } else {
+        (Fail, text)
     }
 }
 
@@ -418,4 +658,173 @@ pub(crate) fn org_rules(s: &Subject<'_>, tier: Option<Tier>, origin_country: &st
         why.push_str(&format!(" (rule errors: {})", v.errors.join("; ")));
     }
     (if v.allowed { Pass } else { Fail }, why)
+}
+
+/// Whether `name` is a listed party that denies (the screening list's exact match).
+fn listed(policy: &PolicyData, name: &str) -> Option<String> {
+    policy
+        .restricted
+        .screen(name)
+        .map(|p| format!("'{}' ({})", p.name, p.list))
+}
+
+/// The per cent of `org` owned by listed parties, directly or through organisations that are
+/// themselves listed or owned at or above the threshold, with who holds it.
+fn listed_share(policy: &PolicyData, org: &Organisation, depth: usize) -> (f64, Vec<String>) {
+    let threshold = policy.rules.affiliates.threshold_percent;
+    let mut total = 0.0;
+    let mut who = Vec::new();
+    for o in &org.owners {
+        match &o.owner {
+            crate::people::OwnerRef::Party(name) => {
+                if let Some(l) = listed(policy, name) {
+                    total += o.percent;
+                    who.push(format!("{} % by {l}", o.percent));
+                }
+            }
+            crate::people::OwnerRef::Organisation(id) => {
+                let Some(sub) = policy.organisations.get(id) else {
+                    continue;
+                };
+                if let Some(l) = listed(policy, &sub.name) {
+                    total += o.percent;
+                    who.push(format!("{} % by {} {l}", o.percent, sub.id));
+                } else if depth < 64 {
+                    let (share, via) = listed_share(policy, sub, depth + 1);
+                    if share >= threshold {
+                        total += o.percent;
+                        who.push(format!(
+                            "{} % by {} (itself {share} % owned by listed parties: {})",
+                            o.percent,
+                            sub.id,
+                            via.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    (total, who)
+}
+
+/// An organisation owned 50 % or more by listed parties, directly or indirectly, alone or
+/// added together, is treated as listed while the affiliates rule is in force (FR Doc
+/// 2025-19001); while it is suspended, or for a material share under the threshold, the
+/// request is held for review.
+pub(crate) fn ownership(s: &Subject<'_>) -> Judged {
+    let Some(o) = s.org else {
+        return (
+            Fail,
+            "unknown requester: its organisation cannot be screened".into(),
+        );
+    };
+    let a = &s.policy.rules.affiliates;
+    let (share, who) = listed_share(s.policy, o, 0);
+    if share == 0.0 {
+        return (
+            Pass,
+            format!(
+                "{}: no listed owner on file ({} owners recorded)",
+                o.name,
+                o.owners.len()
+            ),
+        );
+    }
+    let held = format!(
+        "{} is {share} % owned by listed parties ({})",
+        o.name,
+        who.join("; ")
+    );
+    let period = a.period(s.today);
+    if share >= a.threshold_percent {
+        match period {
+            None => (
+                Pass,
+                format!("{held}, but the affiliates rule is not in force before {}", a.periods.first().map_or("its first period".into(), |p| p.from.to_string())),
+            ),
+            Some(p) if p.status == RuleStatus::InForce => (
+                Fail,
+                format!("{held}: at least {} %, treated as listed under the affiliates rule ({})", a.threshold_percent, p.source),
+            ),
+            Some(p) => (
+                Review,
+                format!("{held}: at least {} %, but the affiliates rule is suspended ({}): held for review", a.threshold_percent, p.source),
+            ),
+        }
+    } else if share >= a.review_percent {
+        (
+            Review,
+            format!(
+                "{held}: under {} % but at least {} %, a material share: held for review",
+                a.threshold_percent, a.review_percent
+            ),
+        )
+    } else {
+        (
+            Pass,
+            format!("{held}: under the review share of {} %", a.review_percent),
+        )
+    }
+}
+
+/// Releases and bytes per requester and organisation per UTC day stay within the quotas.
+/// Gives the counters an allowed release counts against.
+pub(crate) fn quota(s: &Subject<'_>) -> (Judged, Vec<String>) {
+    let (Some(w), Some(o)) = (s.who, s.org) else {
+        return (
+            (Fail, "unknown requester: no quota can be judged".into()),
+            vec![],
+        );
+    };
+    let quotas = &s.policy.rules.quotas;
+    let own = quotas
+        .iter()
+        .find(|q| q.scope == QuotaScope::Requester(w.id.clone()))
+        .or_else(|| quotas.iter().find(|q| q.scope == QuotaScope::EachRequester));
+    let org = quotas
+        .iter()
+        .find(|q| q.scope == QuotaScope::Organisation(o.id.clone()));
+    let applicable: Vec<_> = own.into_iter().chain(org).collect();
+    if applicable.is_empty() {
+        return (
+            (NotApplicable, format!("no quota for {} or {}", w.id, o.id)),
+            vec![],
+        );
+    }
+    let mut counters = Vec::new();
+    let mut notes = Vec::new();
+    let mut over = Vec::new();
+    for q in applicable {
+        let key = q.scope.counter(&w.id, &o.id, s.today);
+        let u = s.req.used.get(&key).copied().unwrap_or_default();
+        let who = q.scope.describe();
+        if let Some(max) = q.releases_per_day {
+            let line = format!("{who}: {} of {max} releases on {}", u.releases, s.today);
+            if u.releases >= max {
+                over.push(format!("{line}, none left"));
+            } else {
+                notes.push(line);
+            }
+        }
+        if let Some(max) = q.bytes_per_day {
+            let line = format!(
+                "{who}: {} of {max} bytes on {}, {} more in this release",
+                u.bytes, s.today, s.req.size
+            );
+            if u.bytes.saturating_add(s.req.size) > max {
+                over.push(format!("{line}: over the daily quota"));
+            } else {
+                notes.push(line);
+            }
+        }
+        counters.push(key);
+    }
+    if over.is_empty() {
+        ((Pass, notes.join("; ")), counters)
+    } else {
+        (
+            (Fail, format!("quota used up: {}", over.join("; "))),
+            counters,
+        )
+    }
 }

@@ -2,6 +2,9 @@
 //! whole, with the file, line and what is wrong for every error.
 
 use super::names::normalise;
+pub use crate::models::*;
+pub use crate::people::*;
+pub use crate::tiers::*;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +49,8 @@ policy_files!(
     "restricted-parties.csv",
     "attesters.toml",
     "network.toml",
+    "rules.toml",
+    "veu.toml",
     "org.cedarschema",
     "org.cedar",
 );
@@ -72,7 +77,7 @@ impl Ctx<'_> {
     pub fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> PolicyError {
         self.err(s.span().start, message)
     }
-    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, PolicyError> {
+    pub(crate) fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, PolicyError> {
         toml::from_str(self.text).map_err(|e| {
             self.err(
                 e.span().map(|s| s.start).unwrap_or(0),
@@ -98,7 +103,7 @@ pub fn check_country(code: &str) -> Result<String, CountryError> {
     Err(CountryError(code.to_string()))
 }
 
-fn date(ctx: &Ctx<'_>, d: &Spanned<toml::value::Datetime>) -> Result<Date, PolicyError> {
+pub(crate) fn date(ctx: &Ctx<'_>, d: &Spanned<toml::value::Datetime>) -> Result<Date, PolicyError> {
     let v = d.get_ref();
     match (v.date, v.time) {
         (Some(dd), None) => time::Month::try_from(dd.month)
@@ -107,411 +112,6 @@ fn date(ctx: &Ctx<'_>, d: &Spanned<toml::value::Datetime>) -> Result<Date, Polic
             .ok_or_else(|| ctx.at(d, format!("invalid date {v}"))),
         _ => Err(ctx.at(d, format!("expected a date like 2026-02-03, got {v}"))),
     }
-}
-
-// ---------------------------------------------------------------- tiers
-
-/// Destination tier of a country under the AI diffusion framework.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
-pub enum Tier {
-    /// Tier 1: licence exception available.
-    #[serde(rename = "1")]
-    One,
-    /// Tier 2: licence required.
-    #[serde(rename = "2")]
-    Two,
-    /// Tier 3: presumption of denial.
-    #[serde(rename = "3")]
-    Three,
-}
-
-impl Tier {
-    /// 1, 2 or 3.
-    pub fn number(self) -> i64 {
-        match self {
-            Tier::One => 1,
-            Tier::Two => 2,
-            Tier::Three => 3,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TiersFile {
-    tier1_exception: String,
-    #[serde(default, rename = "change")]
-    changes: Vec<ChangeFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChangeFile {
-    effective: Spanned<toml::value::Datetime>,
-    tier: Spanned<u8>,
-    #[serde(default)]
-    add: Vec<Spanned<String>>,
-    #[serde(default)]
-    remove: Vec<Spanned<String>>,
-    source: String,
-}
-
-/// One dated change to a tier list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TierChange {
-    /// First day it applies.
-    pub effective: Date,
-    /// Tier 1 or 3 (Tier 2 is everyone else).
-    pub tier: Tier,
-    /// Countries added.
-    pub add: BTreeSet<String>,
-    /// Countries removed.
-    pub remove: BTreeSet<String>,
-    /// Where it comes from.
-    pub source: String,
-}
-
-/// The country tiers with their history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CountryTiers {
-    /// Name of the licence exception Tier 1 destinations rely on.
-    pub tier1_exception: String,
-    /// Changes, sorted by date (stable).
-    pub changes: Vec<TierChange>,
-}
-
-impl CountryTiers {
-    pub(crate) fn parse(ctx: &Ctx<'_>) -> Result<Self, PolicyError> {
-        let f: TiersFile = ctx.parse()?;
-        let mut changes = Vec::new();
-        for c in f.changes {
-            let tier = match *c.tier.get_ref() {
-                1 => Tier::One,
-                3 => Tier::Three,
-                t => {
-                    return Err(ctx.at(
-                        &c.tier,
-                        format!(
-                            "tier {t}: only tier 1 and tier 3 are listed (tier 2 is everyone else)"
-                        ),
-                    ))
-                }
-            };
-            let set = |v: &[Spanned<String>]| -> Result<BTreeSet<String>, PolicyError> {
-                v.iter()
-                    .map(|s| check_country(s.get_ref()).map_err(|m| ctx.at(s, m.to_string())))
-                    .collect()
-            };
-            changes.push(TierChange {
-                effective: date(ctx, &c.effective)?,
-                tier,
-                add: set(&c.add)?,
-                remove: set(&c.remove)?,
-                source: c.source,
-            });
-        }
-        changes.sort_by_key(|c| c.effective);
-        Ok(Self {
-            tier1_exception: f.tier1_exception,
-            changes,
-        })
-    }
-
-    /// The tier of `country` on `date`, or an error for a code that is not ISO 3166-1.
-    pub fn tier(&self, country: &str, date: Date) -> Result<Tier, CountryError> {
-        check_country(country)?;
-        let mut t1 = false;
-        let mut t3 = false;
-        for c in self.changes.iter().take_while(|c| c.effective <= date) {
-            let flag = if c.tier == Tier::One {
-                &mut t1
-            } else {
-                &mut t3
-            };
-            if c.add.contains(country) {
-                *flag = true;
-            }
-            if c.remove.contains(country) {
-                *flag = false;
-            }
-        }
-        Ok(if t3 {
-            Tier::Three
-        } else if t1 {
-            Tier::One
-        } else {
-            Tier::Two
-        })
-    }
-}
-
-// ---------------------------------------------------------------- models
-
-/// A model's classification facts, as the inventory records them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelEntry {
-    /// Model name (as sealed).
-    pub name: String,
-    /// ECCN as recorded (e.g. `4E091`, `EAR99`).
-    pub eccn: String,
-    /// Training compute, operations.
-    pub training_ops: f64,
-    /// Published weights.
-    pub open_weights: bool,
-    /// Owner organisation id.
-    pub owner: String,
-}
-
-/// Training operations at or above which closed weights are ECCN 4E091.
-pub const CONTROL_THRESHOLD_OPS: f64 = 1e26;
-
-impl ModelEntry {
-    /// Whether the weights are controlled under 4E091: closed and trained with >= 1e26 ops.
-    pub fn controlled(&self) -> bool {
-        !self.open_weights && self.training_ops >= CONTROL_THRESHOLD_OPS
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelsFile {
-    #[serde(default, rename = "model")]
-    models: Vec<ModelFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelFile {
-    name: Spanned<String>,
-    eccn: Spanned<String>,
-    training_ops: Spanned<f64>,
-    open_weights: bool,
-    owner: Spanned<String>,
-}
-
-/// Models by name, and the owner fields still to be checked against the organisations.
-type Models = (BTreeMap<String, ModelEntry>, Vec<Spanned<String>>);
-
-pub(crate) fn parse_models(ctx: &Ctx<'_>) -> Result<Models, PolicyError> {
-    let f: ModelsFile = ctx.parse()?;
-    let mut out = BTreeMap::new();
-    let mut owners = Vec::new();
-    for m in f.models {
-        let ops = *m.training_ops.get_ref();
-        if !(ops.is_finite() && ops >= 0.0) {
-            return Err(ctx.at(
-                &m.training_ops,
-                "training_ops must be a non-negative number",
-            ));
-        }
-        let e = ModelEntry {
-            name: m.name.get_ref().clone(),
-            eccn: m.eccn.get_ref().clone(),
-            training_ops: ops,
-            open_weights: m.open_weights,
-            owner: m.owner.get_ref().clone(),
-        };
-        if e.controlled() && e.eccn != "4E091" {
-            return Err(ctx.at(
-                &m.eccn,
-                format!(
-                    "{} is closed and trained with {ops:e} operations (>= 1e26): its ECCN is 4E091, not {}",
-                    e.name, e.eccn
-                ),
-            ));
-        }
-        if !e.controlled() && e.eccn == "4E091" {
-            return Err(ctx.at(
-                &m.eccn,
-                format!(
-                    "{} is not a 4E091 model (open weights or below 1e26 operations)",
-                    e.name
-                ),
-            ));
-        }
-        owners.push(m.owner);
-        if out.insert(e.name.clone(), e).is_some() {
-            return Err(ctx.at(&m.name, format!("duplicate model '{}'", m.name.get_ref())));
-        }
-    }
-    Ok((out, owners))
-}
-
-// ---------------------------------------------------------------- people
-
-/// An organisation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Organisation {
-    /// Id used in the other files.
-    pub id: String,
-    /// Legal name (screened against restricted parties).
-    pub name: String,
-    /// Country of headquarters.
-    pub country: String,
-}
-
-/// A deemed-export clearance on file for one nationality.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Clearance {
-    /// The nationality cleared.
-    pub country: String,
-    /// Licence or authorisation reference.
-    pub reference: String,
-    /// Last valid day.
-    pub until: Date,
-}
-
-/// Person or workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequesterKind {
-    /// A person (e-mail identity); releases to them are exports to their nationalities.
-    Person,
-    /// A workload (SPIFFE-style URI identity).
-    Workload,
-}
-
-/// Who may ask for a release.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requester {
-    /// Identity as in the client certificate.
-    pub id: String,
-    /// Person or workload.
-    pub kind: RequesterKind,
-    /// Full name (persons) or description.
-    pub name: String,
-    /// Organisation id.
-    pub organisation: String,
-    /// Nationalities (persons; empty for workloads).
-    pub nationalities: Vec<String>,
-    /// Deemed-export clearances.
-    pub clearances: Vec<Clearance>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PeopleFile {
-    #[serde(default, rename = "organisation")]
-    organisations: Vec<OrgFile>,
-    #[serde(default, rename = "person")]
-    persons: Vec<PersonFile>,
-    #[serde(default, rename = "workload")]
-    workloads: Vec<WorkloadFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OrgFile {
-    id: Spanned<String>,
-    name: String,
-    country: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PersonFile {
-    id: Spanned<String>,
-    name: String,
-    organisation: Spanned<String>,
-    nationalities: Spanned<Vec<Spanned<String>>>,
-    #[serde(default, rename = "clearance")]
-    clearances: Vec<ClearanceFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClearanceFile {
-    country: Spanned<String>,
-    reference: String,
-    until: Spanned<toml::value::Datetime>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WorkloadFile {
-    id: Spanned<String>,
-    #[serde(default)]
-    description: String,
-    organisation: Spanned<String>,
-}
-
-type People = (BTreeMap<String, Organisation>, BTreeMap<String, Requester>);
-
-pub(crate) fn parse_people(ctx: &Ctx<'_>) -> Result<People, PolicyError> {
-    let f: PeopleFile = ctx.parse()?;
-    let mut orgs = BTreeMap::new();
-    for o in f.organisations {
-        let country =
-            check_country(o.country.get_ref()).map_err(|m| ctx.at(&o.country, m.to_string()))?;
-        let org = Organisation {
-            id: o.id.get_ref().clone(),
-            name: o.name,
-            country,
-        };
-        if orgs.insert(org.id.clone(), org).is_some() {
-            return Err(ctx.at(
-                &o.id,
-                format!("duplicate organisation '{}'", o.id.get_ref()),
-            ));
-        }
-    }
-    let mut reqs = BTreeMap::new();
-    let known_org = |s: &Spanned<String>| -> Result<String, PolicyError> {
-        if orgs.contains_key(s.get_ref()) {
-            Ok(s.get_ref().clone())
-        } else {
-            Err(ctx.at(s, format!("unknown organisation '{}'", s.get_ref())))
-        }
-    };
-    for p in f.persons {
-        if p.nationalities.get_ref().is_empty() {
-            return Err(ctx.at(
-                &p.nationalities,
-                format!(
-                    "person '{}' has no nationality (every person needs at least one)",
-                    p.id.get_ref()
-                ),
-            ));
-        }
-        let mut nat = Vec::new();
-        for n in p.nationalities.get_ref() {
-            nat.push(check_country(n.get_ref()).map_err(|m| ctx.at(n, m.to_string()))?);
-        }
-        let mut clearances = Vec::new();
-        for c in p.clearances {
-            clearances.push(Clearance {
-                country: check_country(c.country.get_ref())
-                    .map_err(|m| ctx.at(&c.country, m.to_string()))?,
-                reference: c.reference,
-                until: date(ctx, &c.until)?,
-            });
-        }
-        let r = Requester {
-            id: p.id.get_ref().clone(),
-            kind: RequesterKind::Person,
-            name: p.name,
-            organisation: known_org(&p.organisation)?,
-            nationalities: nat,
-            clearances,
-        };
-        if reqs.insert(r.id.clone(), r).is_some() {
-            return Err(ctx.at(&p.id, format!("duplicate requester '{}'", p.id.get_ref())));
-        }
-    }
-    for w in f.workloads {
-        let r = Requester {
-            id: w.id.get_ref().clone(),
-            kind: RequesterKind::Workload,
-            name: w.description,
-            organisation: known_org(&w.organisation)?,
-            nationalities: vec![],
-            clearances: vec![],
-        };
-        if reqs.insert(r.id.clone(), r).is_some() {
-            return Err(ctx.at(&w.id, format!("duplicate requester '{}'", w.id.get_ref())));
-        }
-    }
-    Ok((orgs, reqs))
 }
 
 // ---------------------------------------------------------------- licences
@@ -555,6 +155,9 @@ pub struct Licence {
     pub max_bytes: Option<u64>,
     /// Bytes already released.
     pub bytes_used: u64,
+    /// The models it covers, when it names them (a licence granted under a named-model
+    /// requirement names its model); `None`: every model of its ECCN.
+    pub models: Option<BTreeSet<String>>,
 }
 
 #[derive(Deserialize)]
@@ -582,14 +185,17 @@ struct LicenceFile {
     max_bytes: Option<u64>,
     #[serde(default)]
     bytes_used: u64,
+    #[serde(default)]
+    models: Option<Vec<Spanned<String>>>,
 }
 
 pub(crate) fn parse_licences(
     ctx: &Ctx<'_>,
     orgs: &BTreeMap<String, Organisation>,
     reqs: &BTreeMap<String, Requester>,
-) -> Result<Vec<Licence>, PolicyError> {
+) -> Result<(Vec<Licence>, Vec<Spanned<String>>), PolicyError> {
     let f: LicencesFile = ctx.parse()?;
+    let mut model_refs = Vec::new();
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for l in f.licences {
@@ -643,10 +249,17 @@ pub(crate) fn parse_licences(
             releases_used: l.releases_used,
             max_bytes: l.max_bytes,
             bytes_used: l.bytes_used,
+            models: l
+                .models
+                .as_ref()
+                .map(|v| v.iter().map(|m| m.get_ref().clone()).collect()),
         });
+        if let Some(ms) = &l.models {
+            model_refs.extend(ms.iter().cloned());
+        }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(out)
+    Ok((out, model_refs))
 }
 
 // ---------------------------------------------------------------- restricted parties

@@ -9,7 +9,12 @@ pub mod cedar;
 mod checks;
 pub mod classify;
 pub mod data;
+pub mod models;
 pub mod names;
+pub mod people;
+pub mod rules;
+pub mod tiers;
+pub mod veu;
 
 mod set;
 mod source;
@@ -87,6 +92,24 @@ pub struct HostClaims {
     pub signature_valid: bool,
     /// The nonce was issued by this vault, to this client, and not used before.
     pub nonce_fresh: bool,
+    /// The facility the attester places the host in (an id of `veu.toml`), when it says.
+    #[serde(default)]
+    pub facility: Option<String>,
+}
+
+/// A compliance officer's approval of a held request: it lets a request through that is held
+/// for the same reasons (the same [`ReleaseDecision::review_key`]) until it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The review it decided (the ledger index of the held decision).
+    pub review: u64,
+    /// The review key of the held decision.
+    pub key: String,
+    /// Who approved.
+    pub by: String,
+    /// Last instant it lets a request through.
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: OffsetDateTime,
 }
 
 /// What is asked.
@@ -112,6 +135,8 @@ pub struct ReleaseRequest {
     /// Bytes this release would let out (the original lengths of the files it covers): judged
     /// against a licence's `max_bytes`.
     pub size: u64,
+    /// Approvals of held requests in force (the decision uses one whose key matches).
+    pub approvals: Vec<Approval>,
     /// A compliance officer's what-if (`policy check`): host evidence, and the network origin
     /// when no source address is given, are reported as not evaluated instead of judged. The
     /// release service never sets this.
@@ -134,26 +159,32 @@ pub enum CheckId {
     DeemedExport,
     /// Restricted-party screening.
     RestrictedParties,
+    /// Ownership by listed parties (the BIS affiliates rule).
+    Ownership,
     /// Host evidence validity.
     HostEvidence,
     /// Network origin of the request.
     NetworkOrigin,
     /// Organisation rules (Cedar).
     OrgRules,
+    /// Daily quotas per requester and organisation.
+    Quota,
 }
 
 impl CheckId {
     /// Every check, in report order.
-    pub const ALL: [CheckId; 9] = [
+    pub const ALL: [CheckId; 11] = [
         CheckId::Identity,
         CheckId::Classification,
         CheckId::Destination,
         CheckId::Licence,
         CheckId::DeemedExport,
         CheckId::RestrictedParties,
+        CheckId::Ownership,
         CheckId::HostEvidence,
         CheckId::NetworkOrigin,
         CheckId::OrgRules,
+        CheckId::Quota,
     ];
     /// The check's name as in reports and JSON.
     pub fn name(self) -> &'static str {
@@ -164,9 +195,11 @@ impl CheckId {
             CheckId::Licence => "licence",
             CheckId::DeemedExport => "deemed_export",
             CheckId::RestrictedParties => "restricted_parties",
+            CheckId::Ownership => "ownership",
             CheckId::HostEvidence => "host_evidence",
             CheckId::NetworkOrigin => "network_origin",
             CheckId::OrgRules => "org_rules",
+            CheckId::Quota => "quota",
         }
     }
 }
@@ -250,6 +283,32 @@ pub enum Authority {
         /// Licence id.
         id: String,
     },
+    /// A Validated End User authorisation (15 CFR 748.15).
+    Veu {
+        /// Its id.
+        id: String,
+    },
+    /// 4E091 licensing is not applied: the policy follows the AI Diffusion rule as BIS
+    /// enforces it.
+    NotEnforced {
+        /// The reading's source, as `tiers.toml` gives it.
+        reading: String,
+    },
+}
+
+impl Authority {
+    /// In words, for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Authority::NotControlled => "not controlled".into(),
+            Authority::LicenceException { name } => name.clone(),
+            Authority::Licence { id } => format!("licence {id}"),
+            Authority::Veu { id } => format!("VEU authorisation {id}"),
+            Authority::NotEnforced { reading } => {
+                format!("4E091 licensing not enforced ({reading})")
+            }
+        }
+    }
 }
 
 /// Duties that come with an allowed release.
@@ -259,6 +318,10 @@ pub struct Obligations {
     pub watermark: bool,
     /// Consume one release of this licence's allocation.
     pub consume_licence: Option<String>,
+    /// The daily quota counters this release counts against (keys of
+    /// [`ReleaseRequest::used`]).
+    #[serde(default)]
+    pub quota_counters: Vec<String>,
 }
 
 /// The decision.
@@ -278,6 +341,14 @@ pub struct ReleaseDecision {
     pub tier: Option<Tier>,
     /// A what-if: some checks were not evaluated.
     pub dry_run: bool,
+    /// For a held decision (and one let through by an approval): what an approval must match,
+    /// a hash of the requester, the model, the host's country, every check's verdict and the
+    /// reasons of the checks that hold it.
+    #[serde(default)]
+    pub review_key: Option<String>,
+    /// The approval that let a held request through.
+    #[serde(default)]
+    pub approved_by: Option<Approval>,
 }
 
 impl ReleaseDecision {
@@ -325,6 +396,7 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
     c.add(CheckId::Licence, licence.judged);
     c.add(CheckId::DeemedExport, checks::deemed_export(&s));
     c.add(CheckId::RestrictedParties, checks::restricted_parties(&s));
+    c.add(CheckId::Ownership, checks::ownership(&s));
     c.add(CheckId::HostEvidence, checks::host_evidence(&s));
     let (judged, origin_country) = checks::network_origin(&s, geo);
     c.add(CheckId::NetworkOrigin, judged);
@@ -332,9 +404,21 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
         CheckId::OrgRules,
         checks::org_rules(&s, tier, &origin_country),
     );
+    let (judged, quota_counters) = checks::quota(&s);
+    c.add(CheckId::Quota, judged);
     debug_assert!(c.0.iter().map(|r| r.check).eq(CheckId::ALL));
 
-    let outcome = DecisionOutcome::of(c.0.iter().map(|r| r.verdict));
+    let mut outcome = DecisionOutcome::of(c.0.iter().map(|r| r.verdict));
+    let review_key = (outcome == DecisionOutcome::Review).then(|| review_key(req, &c.0));
+    let approved_by = review_key.as_ref().and_then(|k| {
+        req.approvals
+            .iter()
+            .find(|a| &a.key == k && req.time <= a.until)
+            .cloned()
+    });
+    if approved_by.is_some() {
+        outcome = DecisionOutcome::Allow;
+    }
     let allowed = outcome == DecisionOutcome::Allow;
     ReleaseDecision {
         allowed,
@@ -342,6 +426,7 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
         obligations: allowed.then_some(Obligations {
             watermark: true,
             consume_licence: licence.consume,
+            quota_counters,
         }),
         // A held request keeps what it would rely on if a compliance officer approves it.
         authority: if outcome == DecisionOutcome::Deny {
@@ -352,7 +437,33 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
         checks: c.0,
         tier,
         dry_run: req.dry_run,
+        review_key,
+        approved_by,
     }
+}
+
+/// What an approval of a held request must match: SHA-256 over the requester, the model, the
+/// host's country, every check's verdict, and the reasons of the checks that hold it (each
+/// length-prefixed), in hex.
+pub fn review_key(req: &ReleaseRequest, checks: &[CheckResult]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut put = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    put(b"weightvault review key v1");
+    put(req.requester.as_bytes());
+    put(req.model.as_bytes());
+    put(req.host.country.as_bytes());
+    for c in checks {
+        put(c.check.name().as_bytes());
+        put(format!("{:?}", c.verdict).as_bytes());
+        if c.verdict == Verdict::Review {
+            put(c.reason.as_bytes());
+        }
+    }
+    hex::encode(h.finalize())
 }
 
 /// What licence `l` has been used for: its file's counts plus what the vault counted.
@@ -395,8 +506,14 @@ pub(crate) struct Unusable {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Defect {
     /// It licenses another ECCN.
-    #[error("covers {0} not 4E091")]
-    Eccn(String),
+    #[error("covers {0} not {1}")]
+    Eccn(String, String),
+    /// It names other models.
+    #[error("does not name {0}")]
+    Model(String),
+    /// A named-model requirement needs a licence naming the model; it names none.
+    #[error("does not name {0} (a named-model requirement needs a licence that does)")]
+    NamesNoModel(String),
     /// The destination is not among its destinations.
     #[error("does not cover {0}")]
     Destination(String),
@@ -448,6 +565,14 @@ fn join<T: std::fmt::Display>(items: &[T], sep: &str) -> String {
         .join(sep)
 }
 
+/// What a licence must cover besides a destination and an end user: the model's ECCN, and the
+/// model by name when a named-model requirement applies.
+pub(crate) struct Covering<'a> {
+    pub model: &'a str,
+    pub eccn: &'a str,
+    pub must_name_model: bool,
+}
+
 fn find_licence<'a>(
     policy: &'a PolicyData,
     org: &str,
@@ -455,6 +580,7 @@ fn find_licence<'a>(
     country: &str,
     today: Date,
     req: &ReleaseRequest,
+    what: &Covering<'_>,
 ) -> Result<&'a data::Licence, LicenceError> {
     let candidates: Vec<&data::Licence> = policy
         .licences_by_licensee
@@ -470,8 +596,13 @@ fn find_licence<'a>(
     let mut unusable = Vec::new();
     for l in candidates {
         let mut bad = Vec::new();
-        if l.eccn != "4E091" {
-            bad.push(Defect::Eccn(l.eccn.clone()));
+        if l.eccn != what.eccn {
+            bad.push(Defect::Eccn(l.eccn.clone(), what.eccn.to_string()));
+        }
+        match &l.models {
+            Some(ms) if !ms.contains(what.model) => bad.push(Defect::Model(what.model.to_string())),
+            None if what.must_name_model => bad.push(Defect::NamesNoModel(what.model.to_string())),
+            _ => {}
         }
         if !l.destinations.contains(country) {
             bad.push(Defect::Destination(country.into()));

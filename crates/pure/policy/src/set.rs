@@ -26,6 +26,12 @@ pub struct PolicyData {
     pub network: NetworkRules,
     /// Organisation rules (Cedar).
     pub org_rules: cedar::OrgRules,
+    /// How ties between a person's statuses acquired the same day are broken.
+    pub tie: TieRule,
+    /// The affiliates rule, approvals and quotas.
+    pub rules: crate::rules::Rules,
+    /// Validated End User authorisations.
+    pub veu: Vec<crate::veu::Veu>,
 }
 
 impl PolicyData {
@@ -47,15 +53,59 @@ impl PolicyData {
         };
         let tiers = CountryTiers::parse(&get("tiers.toml")?)?;
         let people = get("people.toml")?;
-        let (organisations, requesters) = parse_people(&people)?;
+        let People {
+            organisations,
+            requesters,
+            tie,
+        } = parse_people(&people)?;
         let mctx = get("models.toml")?;
-        let (models, owners) = parse_models(&mctx)?;
-        for o in owners {
-            if !organisations.contains_key(o.get_ref()) {
-                return Err(mctx.at(&o, format!("unknown owner organisation '{}'", o.get_ref())));
+        let crate::models::Models {
+            models,
+            owners,
+            exempt,
+        } = parse_models(&mctx)?;
+        let known =
+            |ctx: &Ctx<'_>, s: &toml::Spanned<String>, orgs: bool, reqs: bool, what: &str| {
+                let id = s.get_ref();
+                if (orgs && organisations.contains_key(id)) || (reqs && requesters.contains_key(id))
+                {
+                    Ok(())
+                } else {
+                    Err(ctx.at(s, format!("unknown {what} '{id}'")))
+                }
+            };
+        for o in &owners {
+            known(&mctx, o, true, false, "owner organisation")?;
+        }
+        for e in &exempt {
+            known(
+                &mctx,
+                e,
+                true,
+                true,
+                "exempted party (an organisation or requester id)",
+            )?;
+        }
+        let lctx = get("licences.toml")?;
+        let (licences, licence_models) = parse_licences(&lctx, &organisations, &requesters)?;
+        for m in &licence_models {
+            if !models.contains_key(m.get_ref()) {
+                return Err(lctx.at(m, format!("unknown model '{}'", m.get_ref())));
             }
         }
-        let licences = parse_licences(&get("licences.toml")?, &organisations, &requesters)?;
+        let rctx = get("rules.toml")?;
+        let (rules, quota_reqs, quota_orgs) = crate::rules::parse_rules(&rctx)?;
+        for r in &quota_reqs {
+            known(&rctx, r, false, true, "requester")?;
+        }
+        for o in &quota_orgs {
+            known(&rctx, o, true, false, "organisation")?;
+        }
+        let vctx = get("veu.toml")?;
+        let (veu, entities) = crate::veu::parse_veu(&vctx)?;
+        for e in &entities {
+            known(&vctx, e, true, false, "VEU entity organisation")?;
+        }
         let mut licences_by_licensee: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, l) in licences.iter().enumerate() {
             licences_by_licensee
@@ -78,6 +128,9 @@ impl PolicyData {
             attesters,
             network,
             org_rules,
+            tie,
+            rules,
+            veu,
         })
     }
 }

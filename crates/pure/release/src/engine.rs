@@ -261,11 +261,13 @@ pub fn judge(
             expires_at: st.expires_at,
             signature_valid: asked.evidence.signature_valid,
             nonce_fresh: asked.nonce_fresh,
+            facility: st.facility.clone(),
         },
         source_ip: Some(asked.source),
         time: asked.now,
         used: used.clone(),
         size,
+        approvals: vec![],
         dry_run: false,
     };
     let decision = policy::decide(policy, geo, &request);
@@ -305,6 +307,8 @@ pub fn judge(
             Authority::NotControlled => RecordAuthority::NotControlled,
             Authority::LicenceException { name } => RecordAuthority::LicenceException(name.clone()),
             Authority::Licence { id } => RecordAuthority::Licence(id.clone()),
+            Authority::Veu { id } => RecordAuthority::Veu(id.clone()),
+            Authority::NotEnforced { reading } => RecordAuthority::NotEnforced(reading.clone()),
         }),
         codeword: codeword.map(hex::encode),
         // What the release allows out (its byte allocation); a stream-end carries what was sent.

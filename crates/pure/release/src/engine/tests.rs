@@ -123,6 +123,7 @@ fn evidence_as(
             issued_at: NOW - time::Duration::minutes(1),
             expires_at,
             host_key: hex::encode(host_public(1)),
+            facility: None,
         },
         key,
     )
