@@ -2373,3 +2373,194 @@ fn a_request_head_sent_too_slowly_is_cut() {
     );
     eprintln!("a trickled request head was cut after {:?}", t.elapsed());
 }
+
+/// The JSON a `weightvault` command printed on standard error (`--json` errors).
+fn stderr_json(o: &std::process::Output) -> serde_json::Value {
+    let err = String::from_utf8_lossy(&o.stderr);
+    err.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON on stderr: {err}"))
+}
+
+#[test]
+fn a_held_release_goes_through_once_approved_and_nothing_else_does() {
+    let root = test_root("review");
+    let v = copy_vault(&root);
+    let pol = copy_policies(&root);
+    // A listed party owns 30 % of Acme: material, under the 50 % threshold, so every Acme
+    // release is held for a compliance officer.
+    let people = pol.join("people.toml");
+    let text = std::fs::read_to_string(&people).unwrap();
+    let acme = "name = \"Acme AI, Inc.\"\ncountry = \"US\"\n";
+    assert!(text.contains(acme));
+    std::fs::write(
+        &people,
+        text.replacen(
+            acme,
+            &format!(
+                "{acme}[[organisation.owner]]\nparty = \"Shadow Compute Limited\"\npercent = 30\n"
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+    let (url, mut child) = serve_copy(&v, &root, Some(&pol));
+    let fetch_as = |country: &str, model: &str, out: &Path| {
+        let mut c = cfg("acme", country);
+        c.server = url.clone();
+        let mut cmd = cli_fetch_cfg(&c, model, out);
+        cmd.arg("--json");
+        cmd.output().unwrap()
+    };
+    // Held: exit 3, the review's id, every check, nothing written.
+    let out = root.join("out-held");
+    let o = fetch_as("US", FRONTIER, &out);
+    let err = stderr_json(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert_eq!(err["status"], 3);
+    assert!(
+        err["error"].as_str().unwrap().contains("held for review"),
+        "{err}"
+    );
+    let review = err["review"].as_u64().expect("a review id");
+    assert_eq!(err["decision"]["outcome"], "review");
+    assert_nothing_written(&out);
+    let o = cli_fetch_cfg(
+        &FetchConfig {
+            server: url.clone(),
+            ..cfg("acme", "US")
+        },
+        FRONTIER,
+        &out,
+    )
+    .output()
+    .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("REVIEW ownership") && said.contains("weightvault review show"),
+        "{said}"
+    );
+    let second = review + 1;
+    // The officer sees both, and approves the first with a reason.
+    let (ok, list, e) = common::cli(&v, &["review", "list", "--json"]);
+    assert!(ok, "{e}");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let ids: Vec<u64> = list["reviews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [review, second], "{list}");
+    let (ok, show, e) = common::cli(&v, &["review", "show", &review.to_string()]);
+    assert!(
+        ok && show.contains("Shadow Compute Limited") && show.contains("pending"),
+        "{show}{e}"
+    );
+    let (ok, _, e) = common::cli(
+        &v,
+        &["review", "approve", &review.to_string(), "--reason", " "],
+    );
+    assert!(!ok && e.contains("--reason must say why"), "{e}");
+    let (ok, said, e) = common::cli(
+        &v,
+        &[
+            "review",
+            "approve",
+            &review.to_string(),
+            "--reason",
+            "30 % holder checked: a passive fund, no control",
+            "--policies",
+            pol.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{e}");
+    assert!(said.contains("for 24 hours"), "{said}");
+    let (ok, _, e) = common::cli(
+        &v,
+        &["review", "reject", &review.to_string(), "--reason", "x"],
+    );
+    assert!(
+        !ok && e.contains("already"),
+        "a review is decided once: {e}"
+    );
+    let (ok, _, e) = common::cli(&v, &["review", "approve", "999999", "--reason", "x"]);
+    assert!(!ok && e.contains("not a release held for review"), "{e}");
+    // The service ingests the approval from the ledger's spool within a second or so; then the
+    // same request goes through.
+    let t = std::time::Instant::now();
+    let done = loop {
+        let out = root.join(format!("out-approved-{}", t.elapsed().as_millis()));
+        let o = fetch_as("US", FRONTIER, &out);
+        if o.status.success() {
+            break out;
+        }
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "the approval never took effect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(done.join("model.safetensors").exists());
+    // Another host country, or another model, is not let through by that approval.
+    let o = fetch_as("DE", FRONTIER, &root.join("out-de"));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = fetch_as("US", GENERATED, &root.join("out-generated"));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    // The ledger holds the request, the approval and the release.
+    let entries = ledger_of(&v);
+    let at = |i: u64| {
+        entries
+            .iter()
+            .find(|e| e["index"] == i)
+            .map(|e| e["record"].clone())
+            .unwrap()
+    };
+    let held = at(review);
+    assert_eq!(held["kind"], "release-decision");
+    assert_eq!(held["outcome"], "held");
+    assert_eq!(held["failed_checks"], serde_json::json!(["ownership"]));
+    let approval = entries
+        .iter()
+        .map(|e| (&e["index"], &e["record"]))
+        .find(|(_, r)| r["kind"] == "review" && r["follows"] == review)
+        .expect("the approval in the ledger");
+    assert_eq!(approval.1["outcome"], "approved");
+    assert!(approval.1["reason"]
+        .as_str()
+        .unwrap()
+        .contains("passive fund"));
+    let released = entries
+        .iter()
+        .map(|e| &e["record"])
+        .find(|r| {
+            r["kind"] == "release-decision"
+                && r["outcome"] == "allowed"
+                && r["reason"]
+                    .as_str()
+                    .is_some_and(|s| s.contains(&format!("approved in review {review}")))
+        })
+        .expect("the approved release in the ledger");
+    assert_eq!(released["host_country"], "US");
+    assert!(approval.0.as_u64().unwrap() > review);
+}

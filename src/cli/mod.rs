@@ -71,6 +71,9 @@ pub mod status {
     pub const ERROR: u8 = 1;
     /// The policy refused a release (`fetch`): every check is printed.
     pub const DENIED: u8 = 2;
+    /// The release is held for a compliance officer's review (`fetch`): nothing was
+    /// released; the review's id is printed. Once approved, the same fetch goes through.
+    pub const HELD: u8 = 3;
     /// The command line is not understood (sysexits' EX_USAGE).
     pub const USAGE: u8 = 64;
     // Stopped by a signal: 128 + its number (`interrupt::Signal::exit_code`).
@@ -81,6 +84,7 @@ pub const EXIT_CODES: &str = "Exit status:
   0    success
   1    error (one line on standard error says why)
   2    a release denied by the policy (fetch; every check is printed)
+  3    a release held for a compliance officer's review (fetch; the review id is printed)
   64   usage: the command line is not understood
   130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM: no plaintext is left";
 
@@ -229,6 +233,20 @@ pub enum Command {
     /// Release policy: dry-run a decision, or validate the policy files
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Releases held for a compliance officer: list, show, approve, reject
+    ///
+    /// The policy holds a release for review (instead of allowing or denying it) when
+    /// screening finds a close but not exact match or a party on the Unverified List, when a
+    /// listed party owns a material share under the threshold (or the affiliates rule is
+    /// suspended), or when a model's classification is uncertain. `fetch` then exits 3 with
+    /// the review's id (the ledger entry of the held decision). An approval lets the same
+    /// requester, model, host country and check results through for `[review]
+    /// approval_hours` (policies/rules.toml), and nothing else; who decided, when and why go
+    /// in the ledger.
+    ///
+    /// Example: weightvault review list && weightvault review approve 42 --reason "screened by hand: not the listed party (different date of birth)"
+    #[command(subcommand)]
+    Review(ReviewCommand),
     /// Key-encryption key versions on the HSM: list, rotate, retire
     #[command(subcommand)]
     Kek(KekCommand),
@@ -484,6 +502,44 @@ pub struct FetchArgs {
     /// each time up to 8 s [default: 5]
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
+}
+
+/// `weightvault review ...`
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// List the releases held for review (pending ones; --all for decided ones too)
+    List {
+        /// Include reviews already approved or rejected
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one held release: who, what, where, and every reason it is held
+    Show {
+        /// The review's id (the ledger entry of the held decision)
+        id: u64,
+    },
+    /// Approve a held release: the same request goes through for a bounded time
+    Approve {
+        /// The review's id
+        id: u64,
+        /// Why (recorded in the ledger with who approved and when)
+        #[arg(long)]
+        reason: String,
+        /// Policy directory, for how long an approval lasts [default: $WEIGHTVAULT_POLICIES, else ./policies]
+        #[arg(long, value_name = "DIR")]
+        policies: Option<PathBuf>,
+    },
+    /// Reject a held release (recorded; the request stays refused)
+    Reject {
+        /// The review's id
+        id: u64,
+        /// Why (recorded in the ledger with who rejected and when)
+        #[arg(long)]
+        reason: String,
+        /// Unused by a rejection; accepted for symmetry with approve
+        #[arg(long, value_name = "DIR", hide = true)]
+        policies: Option<PathBuf>,
+    },
 }
 
 /// `weightvault audit ...`
@@ -771,6 +827,7 @@ pub fn run(cli: Cli) -> Result<()> {
             },
         ),
         Command::Policy(c) => cmd::policy::run(&g, c),
+        Command::Review(c) => cmd::review::run(&g, c),
         Command::Kek(c) => cmd::kek::run(&g, c),
         Command::Rewrap { what } => cmd::kek::rewrap(&g, what.as_ref()),
         Command::Shred { revision, yes } => cmd::shred::run(&g, &revision, yes),

@@ -6,7 +6,7 @@
 //! segments, see [`log`]) and `checkpoints.log` (one JSON line per signed checkpoint note, see
 //! [`checkpoint`]).
 
-pub use weightvault_ledger::{checkpoint, merkle, proof, record, usage, words};
+pub use weightvault_ledger::{checkpoint, merkle, proof, record, review, usage, words};
 pub use weightvault_ledger::{ConsistencyProof, InclusionProof};
 
 pub mod backend;

@@ -79,6 +79,40 @@ fn spool(dir: &Path, r: &Record) -> Result<PathBuf, LedgerError> {
     Ok(path)
 }
 
+/// The names of the records waiting in the spool of the ledger in `dir`, oldest first.
+fn waiting(dir: &Path) -> Result<Vec<String>, LedgerError> {
+    let d = spool_dir(dir);
+    let mut names: Vec<String> = match std::fs::read_dir(&d) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.') && n.ends_with(".json"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(io(&d, "reading the spool")(e)),
+    };
+    names.sort();
+    Ok(names)
+}
+
+/// The records waiting in the spool of the ledger in `dir`, oldest first, without appending
+/// them (a reader that must not miss what a running service has not appended yet). A file
+/// that is not a record is skipped (the holder sets it aside).
+pub fn pending(dir: &Path) -> Result<Vec<Record>, LedgerError> {
+    let d = spool_dir(dir);
+    let mut out = Vec::new();
+    for n in waiting(dir)? {
+        let p = d.join(&n);
+        match std::fs::read(&p) {
+            Ok(bytes) => out.extend(Record::parse(&bytes).ok()),
+            // Appended and removed by the holder meanwhile: it is in the log now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&p, "reading")(e)),
+        }
+    }
+    Ok(out)
+}
+
 impl Ledger {
     /// Appends every record waiting in the spool, oldest first, removing each once its entry
     /// is durable; returns their indices and records. A file that is not a canonical record is
@@ -86,18 +120,8 @@ impl Ledger {
     /// appends that record once more on the next run (an identical record, visibly repeated).
     pub fn ingest_spool(&self) -> Result<Vec<(u64, Record)>, LedgerError> {
         let d = spool_dir(&self.dir);
-        let mut names: Vec<String> = match std::fs::read_dir(&d) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.') && n.ends_with(".json"))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(io(&d, "reading the spool")(e)),
-        };
-        names.sort();
         let mut out = Vec::new();
-        for n in names {
+        for n in waiting(&self.dir)? {
             let p = d.join(&n);
             let bytes = std::fs::read(&p).map_err(io(&p, "reading"))?;
             match Record::parse(&bytes) {

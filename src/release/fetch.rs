@@ -122,6 +122,16 @@ pub enum FetchError {
         /// The ledger entry of the refusal.
         ledger_index: u64,
     },
+    /// The request is held for a compliance officer: no release until one approves it.
+    #[error("{message}")]
+    Held {
+        /// The vault's message.
+        message: String,
+        /// The decision, with every check (those that hold it say review).
+        decision: Box<crate::policy::ReleaseDecision>,
+        /// The review's id (the ledger entry of the held decision).
+        review: u64,
+    },
     /// The vault answered with an error.
     #[error("the vault refused: {message} ({code})")]
     Server {
@@ -317,6 +327,16 @@ async fn error_of(resp: reqwest::Response) -> FetchError {
             message,
             decision: Box::new(decision),
             ledger_index: ledger_index.unwrap_or(0),
+        },
+        ErrorBody {
+            code: ApiCode::HeldForReview,
+            message,
+            decision: Some(decision),
+            ledger_index,
+        } => FetchError::Held {
+            message,
+            decision: Box::new(decision),
+            review: ledger_index.unwrap_or(0),
         },
         ErrorBody { code, message, .. } => FetchError::Server { code, message },
     }

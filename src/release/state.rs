@@ -157,7 +157,9 @@ struct Inner {
     /// Each client's nonces, oldest first (some may be taken or expired already).
     by_client: HashMap<[u8; 32], std::collections::VecDeque<String>>,
     alloc: Allocations,
-    held: HashMap<u64, (String, u64)>,
+    /// Counters (licence and daily quotas) and bytes each decision on its way to the
+    /// ledger holds.
+    held: HashMap<u64, (Vec<String>, u64)>,
     next_hold: u64,
     releases: HashMap<[u8; 16], Arc<Grant>>,
 }
@@ -198,16 +200,19 @@ impl LocalState {
     pub fn reserve(&self, judge: &mut Judge<'_>) -> (Judged, Hold) {
         let mut s = self.lock();
         let mut used = s.alloc.used.clone();
-        for (id, size) in s.held.values() {
-            let u = used.entry(id.clone()).or_default();
-            u.releases += 1;
-            u.bytes = u.bytes.saturating_add(*size);
+        for (counters, size) in s.held.values() {
+            for c in counters {
+                let u = used.entry(c.clone()).or_default();
+                u.releases += 1;
+                u.bytes = u.bytes.saturating_add(*size);
+            }
         }
         let judged = judge(&used);
         let h = s.next_hold;
         s.next_hold += 1;
-        if let Some((id, size)) = judged.allocation() {
-            s.held.insert(h, (id.to_string(), size));
+        let (counters, size) = judged.counters();
+        if !counters.is_empty() {
+            s.held.insert(h, (counters, size));
         }
         (judged, Hold(h))
     }

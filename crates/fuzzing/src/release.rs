@@ -238,6 +238,7 @@ fn decide(
         files: &files,
         now,
         codeword: Some([3; 16]),
+        approvals: vec![],
     };
     let judged = engine::judge(policy, &NoGeo, &asked, used);
     // The service appends the decision's entry before it answers; one too long is refused.

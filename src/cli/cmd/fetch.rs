@@ -122,6 +122,38 @@ pub(in crate::cli) fn run(g: &Globals, a: FetchArgs) -> Result<()> {
             }
             Err(Exit::quiet(crate::cli::status::DENIED).into())
         }
+        Err(FetchError::Held {
+            message,
+            decision,
+            review,
+        }) => {
+            let held = crate::cli::status::HELD;
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "error": message,
+                        "status": held,
+                        "decision": decision,
+                        "review": review,
+                    })
+                );
+                return Err(Exit::quiet(held).into());
+            }
+            eprintln!("weightvault: {message}");
+            for c in &decision.checks {
+                eprintln!(
+                    "  {:<6} {:<19} {}",
+                    verdict(c.verdict),
+                    c.check.name(),
+                    c.reason
+                );
+            }
+            eprintln!(
+                "weightvault: nothing was released; ask a compliance officer to decide review {review} (weightvault review show {review}), then run the same fetch again"
+            );
+            Err(Exit::quiet(held).into())
+        }
         Err(e @ FetchError::Revoked(_)) => Err(Exit {
             code: crate::cli::status::DENIED,
             message: Some(e.to_string()),

@@ -13,6 +13,7 @@ pub(super) mod list;
 pub(super) mod open;
 pub(super) mod policy;
 pub(super) mod remove;
+pub(super) mod review;
 pub(super) mod seal;
 pub(super) mod serve;
 pub(super) mod shred;

@@ -13,6 +13,7 @@ pub mod frames;
 pub mod merkle;
 pub mod proof;
 pub mod record;
+pub mod review;
 pub mod tiles;
 pub mod usage;
 pub mod words;

@@ -9,14 +9,31 @@ use weightvault_core::facts::Usage;
 /// Releases and bytes per licence.
 #[derive(Debug, Default)]
 pub struct Allocations {
-    /// Per licence id: allowed release decisions, and the bytes they released (each decision
-    /// record carries the size of what it allows to be streamed).
+    /// Per licence id, and per daily quota counter ([`quota_counters`]): allowed release
+    /// decisions, and the bytes they released (each decision record carries the size of what
+    /// it allows to be streamed).
     pub used: BTreeMap<String, Usage>,
     /// Bytes actually streamed per licence id (`stream-end` records; resumed and repeated
     /// ranges count again).
     pub streamed: BTreeMap<String, u64>,
     /// Licence and size of each allowed decision, by ledger index.
     of: HashMap<u64, (String, u64)>,
+    /// Every counter (licence and daily quotas) and size of each allowed decision.
+    quota_of: HashMap<u64, (Vec<String>, u64)>,
+}
+
+/// The daily quota counters an allowed release decision counts against: its requester's and
+/// its organisation's, on the UTC day of its time (`quota:requester:ID:DAY`,
+/// `quota:organisation:ID:DAY`, the keys the release decision reads).
+pub fn quota_counters(r: &Record) -> Vec<String> {
+    let Some(day) = r.time.get(..10) else {
+        return vec![];
+    };
+    let mut out = vec![format!("quota:requester:{}:{day}", r.requester)];
+    if let Some(o) = &r.organisation {
+        out.push(format!("quota:organisation:{o}:{day}"));
+    }
+    out
 }
 
 impl Allocations {
@@ -31,10 +48,12 @@ impl Allocations {
     /// release again without its own allocation against it).
     pub fn used_by_others(&self, index: u64) -> BTreeMap<String, Usage> {
         let mut used = self.used.clone();
-        if let Some((id, size)) = self.of.get(&index) {
-            if let Some(u) = used.get_mut(id) {
-                u.releases = u.releases.saturating_sub(1);
-                u.bytes = u.bytes.saturating_sub(*size);
+        if let Some((counters, size)) = self.quota_of.get(&index) {
+            for c in counters {
+                if let Some(u) = used.get_mut(c) {
+                    u.releases = u.releases.saturating_sub(1);
+                    u.bytes = u.bytes.saturating_sub(*size);
+                }
             }
         }
         used
@@ -44,13 +63,18 @@ impl Allocations {
     pub fn add(&mut self, index: u64, r: &Record) {
         match r.kind {
             Kind::ReleaseDecision if r.outcome == Outcome::Allowed => {
+                let size = r.bytes.unwrap_or(0);
+                let mut counters = quota_counters(r);
                 if let Some(id) = r.authority.as_ref().and_then(RecordAuthority::licence) {
-                    let size = r.bytes.unwrap_or(0);
-                    let u = self.used.entry(id.to_string()).or_default();
+                    self.of.insert(index, (id.to_string(), size));
+                    counters.push(id.to_string());
+                }
+                for c in &counters {
+                    let u = self.used.entry(c.clone()).or_default();
                     u.releases += 1;
                     u.bytes = u.bytes.saturating_add(size);
-                    self.of.insert(index, (id.to_string(), size));
                 }
+                self.quota_of.insert(index, (counters, size));
             }
             Kind::StreamEnd => {
                 if let Some((id, _)) = r.follows.and_then(|f| self.of.get(&f)) {

@@ -101,6 +101,9 @@ words! {
         KekRetire = "kek-retire",
         /// Data keys moved to the newest KEK version.
         Rewrap = "rewrap",
+        /// A compliance officer's decision on a release held for review (`follows` the held
+        /// decision).
+        Review = "review",
     }
 }
 
@@ -123,6 +126,10 @@ words! {
         Allowed = "allowed",
         /// A release denied.
         Denied = "denied",
+        /// A release held for a compliance officer (a review).
+        Held = "held",
+        /// A held release approved by a compliance officer.
+        Approved = "approved",
         /// A stream or an open that finished.
         Completed = "completed",
         /// A stream that ended short of its length.
@@ -135,7 +142,8 @@ words! {
         Interrupted = "interrupted",
         /// A policy reload that took effect.
         Applied = "applied",
-        /// A policy reload refused (the old policy stays).
+        /// A policy reload refused (the old policy stays), or a held release rejected by a
+        /// compliance officer.
         Rejected = "rejected",
         /// A revision sealed.
         Sealed = "sealed",

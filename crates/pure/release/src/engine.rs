@@ -29,7 +29,8 @@ use weightvault_ledger::record::Record;
 use weightvault_ledger::words::{self, Kind, Outcome, RecordAuthority};
 use weightvault_policy::data::RequesterKind;
 use weightvault_policy::{
-    self as policy, Authority, GeoLookup, HostClaims, PolicyData, ReleaseDecision, ReleaseRequest,
+    self as policy, Authority, DecisionOutcome, GeoLookup, HostClaims, PolicyData, ReleaseDecision,
+    ReleaseRequest,
 };
 
 /// Who is asking: the identity the client certificate proved.
@@ -208,6 +209,31 @@ pub struct Asked<'a> {
     /// The watermark codeword id this release gets if it is allowed (`None`: releases are not
     /// watermarked).
     pub codeword: Option<[u8; 16]>,
+    /// Compliance officers' approvals of held requests still in force ([`approvals`]).
+    pub approvals: Vec<policy::Approval>,
+}
+
+/// The approvals in force at `now` among those recorded in `reviews`: each lets the same
+/// request through for `hours` after it was made (`rules.toml` `[review] approval_hours`).
+pub fn approvals(
+    reviews: &weightvault_ledger::review::Reviews,
+    hours: u32,
+    now: OffsetDateTime,
+) -> Vec<policy::Approval> {
+    reviews
+        .approvals()
+        .filter_map(|(id, key, by, at)| {
+            let at =
+                OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+            let until = at + time::Duration::hours(i64::from(hours));
+            (now <= until).then(|| policy::Approval {
+                review: id,
+                key: key.to_string(),
+                by: by.to_string(),
+                until,
+            })
+        })
+        .collect()
 }
 
 /// A decided request: the decision, the record that carries it to the ledger, and what is
@@ -233,6 +259,23 @@ impl Judged {
             (true, Some(Authority::Licence { id })) => Some((id.as_str(), self.request.size)),
             _ => None,
         }
+    }
+
+    /// Every counter an allowed decision adds to (its licence and its daily quota counters),
+    /// and the bytes it lets out: what a state holds between the decision and its append.
+    pub fn counters(&self) -> (Vec<String>, u64) {
+        if !self.decision.allowed {
+            return (vec![], 0);
+        }
+        let mut c: Vec<String> = self
+            .allocation()
+            .map(|(id, _)| id.to_string())
+            .into_iter()
+            .collect();
+        if let Some(o) = &self.decision.obligations {
+            c.extend(o.quota_counters.iter().cloned());
+        }
+        (c, self.request.size)
     }
 }
 
@@ -267,7 +310,7 @@ pub fn judge(
         time: asked.now,
         used: used.clone(),
         size,
-        approvals: vec![],
+        approvals: asked.approvals.clone(),
         dry_run: false,
     };
     let decision = policy::decide(policy, geo, &request);
@@ -297,12 +340,19 @@ pub fn judge(
             .iter()
             .map(|&i| rev.files[i].path.clone())
             .collect(),
-        outcome: if decision.allowed {
-            Outcome::Allowed
-        } else {
-            Outcome::Denied
+        outcome: match decision.outcome {
+            DecisionOutcome::Allow => Outcome::Allowed,
+            DecisionOutcome::Review => Outcome::Held,
+            DecisionOutcome::Deny => Outcome::Denied,
         },
-        failed_checks: failed_names(&decision),
+        failed_checks: match decision.outcome {
+            DecisionOutcome::Review => decision
+                .held()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect(),
+            _ => failed_names(&decision),
+        },
         authority: decision.authority.as_ref().map(|a| match a {
             Authority::NotControlled => RecordAuthority::NotControlled,
             Authority::LicenceException { name } => RecordAuthority::LicenceException(name.clone()),
@@ -314,7 +364,7 @@ pub fn judge(
         // What the release allows out (its byte allocation); a stream-end carries what was sent.
         bytes: Some(size),
         follows: None,
-        reason: None,
+        reason: review_reason(&decision),
     };
     Judged {
         decision,
@@ -323,6 +373,31 @@ pub fn judge(
         files: asked.files.to_vec(),
         codeword,
     }
+}
+
+/// The record's reason for a held decision (the review key, then each held check's
+/// sentence), and for one an approval let through (which review, who, until when).
+fn review_reason(d: &ReleaseDecision) -> Option<String> {
+    if let Some(a) = &d.approved_by {
+        return Some(format!(
+            "approved in review {} by {} (until {})",
+            a.review,
+            a.by,
+            rfc3339(a.until)
+        ));
+    }
+    let key = d.review_key.as_ref()?;
+    let held: Vec<String> = d
+        .checks
+        .iter()
+        .filter(|c| c.verdict == policy::Verdict::Review)
+        .map(|c| format!("{}: {}", c.check.name(), c.reason))
+        .collect();
+    Some(format!(
+        "{}{key}: {}",
+        weightvault_ledger::review::KEY_PREFIX,
+        held.join("; ")
+    ))
 }
 
 /// The names of the checks a decision failed.
@@ -380,6 +455,17 @@ pub fn grant(
     service_key: &SymmetricKey,
 ) -> Result<(Grant, ReleaseInfo, ReleaseDecision), Refusal> {
     let (rev, host_key) = (asked.revision, asked.evidence.host_key);
+    if judged.decision.outcome == DecisionOutcome::Review {
+        let held = judged.record.failed_checks.join(", ");
+        return Err(Refusal {
+            code: ApiCode::HeldForReview,
+            message: format!(
+                "held for review {ledger_index} by a compliance officer: {held}; once approved (weightvault review approve {ledger_index} --reason ...), the same request goes through"
+            ),
+            decision: Some(Box::new(judged.decision)),
+            ledger_index: Some(ledger_index),
+        });
+    }
     if !judged.decision.allowed {
         let failed = judged.record.failed_checks.join(", ");
         return Err(Refusal {

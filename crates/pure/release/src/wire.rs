@@ -28,6 +28,9 @@ pub enum ApiCode {
     BadRange,
     /// The policy refused: the body carries the decision and its ledger entry.
     Denied,
+    /// The request is held for a compliance officer: the body carries the decision, and its
+    /// ledger entry is the review's id. Once approved, the same request goes through.
+    HeldForReview,
     /// The service failed; the detail is in its log.
     Internal,
     /// The ledger cannot be written, so nothing is released.
@@ -59,7 +62,7 @@ pub enum ApiCode {
 impl ApiCode {
     /// Every code this build answers with (all but [`ApiCode::Unknown`]), in the order of
     /// the table in docs/PROTOCOL.md and `docs/openapi.yaml`.
-    pub const ALL: [ApiCode; 18] = {
+    pub const ALL: [ApiCode; 19] = {
         use ApiCode::*;
         [
             BadRequest,
@@ -69,6 +72,7 @@ impl ApiCode {
             TooManyRequests,
             BadRange,
             Denied,
+            HeldForReview,
             Internal,
             LedgerUnavailable,
             HsmUnavailable,
@@ -92,7 +96,7 @@ impl ApiCode {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Denied | ReleaseRevoked | WrongClient => StatusCode::FORBIDDEN,
+            Denied | HeldForReview | ReleaseRevoked | WrongClient => StatusCode::FORBIDDEN,
             Internal | Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             LedgerUnavailable | HsmUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -112,6 +116,7 @@ impl ApiCode {
             TooManyRequests => "too_many_requests",
             BadRange => "bad_range",
             Denied => "denied",
+            HeldForReview => "held_for_review",
             Internal => "internal",
             LedgerUnavailable => "ledger_unavailable",
             HsmUnavailable => "hsm_unavailable",
@@ -227,6 +232,7 @@ mod tests {
         (ApiCode::TooManyRequests, "too_many_requests", 429),
         (ApiCode::BadRange, "bad_range", 416),
         (ApiCode::Denied, "denied", 403),
+        (ApiCode::HeldForReview, "held_for_review", 403),
         (ApiCode::Internal, "internal", 500),
         (ApiCode::LedgerUnavailable, "ledger_unavailable", 503),
         (ApiCode::HsmUnavailable, "hsm_unavailable", 503),

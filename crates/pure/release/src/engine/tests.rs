@@ -215,6 +215,7 @@ impl Case {
             files: &self.files,
             now: NOW,
             codeword: Some([7; 16]),
+            approvals: vec![],
         }
     }
 
