@@ -1808,3 +1808,119 @@ fn policy_commands() {
         "{err}"
     );
 }
+
+/// The reading of the AI Diffusion rule is data: as enforced, a Tier 2 destination needs no
+/// 4E091 licence (and the authority says so), Tier 3 stays denied, and the decision names the
+/// reading; before the reading's date the rule applies as written.
+#[test]
+fn the_reading_as_enforced_needs_no_licence_for_tier_2() {
+    let mut files = read_policy_files();
+    let t = files.get_mut("tiers.toml").unwrap();
+    t.push_str(
+        "\n[[reading]]\neffective = 2026-04-01\nai_diffusion = \"as_enforced\"\nsource = \"test: applied as enforced from 2026-04-01\"\n",
+    );
+    let p = PolicyData::parse(&files).unwrap();
+    let d = decide(
+        &p,
+        geo(),
+        &row("x", ACME_WL, "IN", "acme-frontier").request(),
+    );
+    assert!(d.allowed, "{:?}", d.checks);
+    assert!(
+        matches!(&d.authority, Some(Authority::NotEnforced { reading }) if reading.contains("2026-04-01"))
+    );
+    let lic = d.checks.iter().find(|c| c.check == Licence).unwrap();
+    assert!(
+        lic.reason.contains("as enforced, not as written"),
+        "{}",
+        lic.reason
+    );
+    // A foreign person whose most recent country is Tier 2 needs no deemed-export licence.
+    let d = decide(
+        &p,
+        geo(),
+        &row("x", "ivan@globex.example", "US", "acme-frontier").request(),
+    );
+    assert!(!d.failed().contains(&DeemedExport), "{:?}", d.checks);
+    // Tier 3 is still a presumption of denial; before the date the rule applies as written.
+    let d = decide(
+        &p,
+        geo(),
+        &row("x", ACME_WL, "CN", "acme-frontier").request(),
+    );
+    assert!(d.failed().contains(&Destination) && d.failed().contains(&Licence));
+    let d = decide(
+        &p,
+        geo(),
+        &row("x", ACME_WL, "IN", "acme-frontier")
+            .on(datetime!(2026-03-31 12:00 UTC))
+            .request(),
+    );
+    assert!(d.failed().contains(&Licence), "{:?}", d.checks);
+}
+
+/// An approval lets a held request through only with the same review key and before it
+/// expires; the decision names it.
+#[test]
+fn an_approval_matches_the_review_key_and_expires() {
+    use weightvault::policy::Approval;
+    let held = row(
+        "x",
+        "spiffe://osprey.example/sa/llm",
+        "US",
+        "all-minilm-l6-v2",
+    );
+    let d = decide(policy(), geo(), &held.request());
+    assert_eq!(d.outcome, DecisionOutcome::Review);
+    let key = d
+        .review_key
+        .clone()
+        .expect("a held decision has a review key");
+    let approval = |key: &str, until: OffsetDateTime| Approval {
+        review: 7,
+        key: key.into(),
+        by: "officer".into(),
+        until,
+    };
+    let with = |a: Approval, r: &Row| {
+        let mut req = r.request();
+        req.approvals = vec![a];
+        decide(policy(), geo(), &req)
+    };
+    let d = with(approval(&key, D + Duration::hours(1)), &held);
+    assert!(
+        d.allowed && d.outcome == DecisionOutcome::Allow,
+        "{:?}",
+        d.checks
+    );
+    assert_eq!(d.approved_by.as_ref().map(|a| a.review), Some(7));
+    assert!(d.authority.is_some() && d.obligations.is_some());
+    // Expired, another key, another host country: still held.
+    assert_eq!(
+        with(approval(&key, D - Duration::seconds(1)), &held).outcome,
+        DecisionOutcome::Review
+    );
+    assert_eq!(
+        with(approval(&"0".repeat(64), D + Duration::hours(1)), &held).outcome,
+        DecisionOutcome::Review
+    );
+    let elsewhere = row(
+        "x",
+        "spiffe://osprey.example/sa/llm",
+        "DE",
+        "all-minilm-l6-v2",
+    )
+    .source("31.253.230.1");
+    let d = with(approval(&key, D + Duration::hours(1)), &elsewhere);
+    assert_eq!(d.outcome, DecisionOutcome::Review, "{:?}", d.checks);
+    // An approval never lifts a denial.
+    let denied = row(
+        "x",
+        "spiffe://osprey.example/sa/llm",
+        "US",
+        "all-minilm-l6-v2",
+    )
+    .ev(Ev::BadSignature);
+    let d = with(approval(&key, D + Duration::hours(1)), &denied);
+    assert_eq!(d.outcome, DecisionOutcome::Deny);
+}

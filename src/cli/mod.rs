@@ -84,7 +84,7 @@ pub const EXIT_CODES: &str = "Exit status:
   0    success
   1    error (one line on standard error says why)
   2    a release denied by the policy (fetch; every check is printed)
-  3    a release held for a compliance officer's review (fetch; the review id is printed)
+  3    a release held for a compliance officer's review (fetch, policy check; review id printed)
   64   usage: the command line is not understood
   130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM: no plaintext is left";
 
@@ -656,7 +656,7 @@ pub enum PolicyCommand {
     /// Host evidence is not evaluated in a dry run (the service verifies it); the network
     /// origin is evaluated when --source-ip is given. When the model is sealed in the vault
     /// (--vault), the training facts recorded at seal time must agree with the inventory. Exits 0 when the release would be
-    /// allowed, 1 when denied.
+    /// allowed, 1 when denied, 3 when held for a compliance officer's review.
     ///
     /// Example: weightvault policy check --requester raj@globex.example --host-country IN --model acme-frontier
     Check {

@@ -118,7 +118,7 @@ pub(in crate::cli) fn run(g: &Globals, cmd: PolicyCommand) -> Result<()> {
             // service counts it.
             let used = licence_use(vault.as_ref())?;
             if !json {
-                for (id, u) in &used {
+                for (id, u) in used.iter().filter(|(k, _)| !k.starts_with("quota:")) {
                     outln!(
                         "licence {id}: {} releases and {} bytes counted in the vault's ledger",
                         u.releases,
@@ -155,16 +155,26 @@ pub(in crate::cli) fn run(g: &Globals, cmd: PolicyCommand) -> Result<()> {
                     .map_or("-".to_string(), |a| a.describe());
                 outln!(
                     "\ndecision: {} on {} (dry run; relies on: {relies})",
-                    if d.allowed { "ALLOW" } else { "DENY" },
+                    d.outcome.name().to_uppercase(),
                     time.date()
                 );
-                if !d.allowed {
-                    let f: Vec<_> = d.failed().iter().map(|c| c.name()).collect();
+                let f: Vec<_> = d.failed().iter().map(|c| c.name()).collect();
+                if !f.is_empty() {
                     outln!("failed checks: {}", f.join(", "));
                 }
+                let h: Vec<_> = d.held().iter().map(|c| c.name()).collect();
+                if !h.is_empty() {
+                    outln!("held for a compliance officer by: {}", h.join(", "));
+                }
             }
-            if !d.allowed {
-                return Err(Exit::quiet(crate::cli::status::ERROR).into());
+            match d.outcome {
+                crate::policy::DecisionOutcome::Allow => {}
+                crate::policy::DecisionOutcome::Review => {
+                    return Err(Exit::quiet(crate::cli::status::HELD).into())
+                }
+                crate::policy::DecisionOutcome::Deny => {
+                    return Err(Exit::quiet(crate::cli::status::ERROR).into())
+                }
             }
         }
     }
