@@ -10,6 +10,7 @@ mod checks;
 pub mod classify;
 pub mod data;
 pub mod names;
+pub mod screening;
 
 mod set;
 mod source;

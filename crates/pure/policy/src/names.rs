@@ -48,10 +48,28 @@ const LEGAL_SUFFIXES: &[&str] = &[
     "group",
     "holding",
     "holdings",
+    "ltda",
+    "pvt",
+    "private",
+    "fz",
+    "fze",
+    "fzco",
+    "sl",
+    "sro",
+    "kft",
+    "doo",
+    "tbk",
+];
+
+/// Legal-form words dropped from the start of a name: Russian, Ukrainian and Indonesian
+/// companies put theirs first ("OOO Tekhnopark", "PT Sinar Jaya").
+const LEGAL_PREFIXES: &[&str] = &[
+    "ooo", "oao", "zao", "pao", "ao", "jsc", "ojsc", "cjsc", "pjsc", "tov", "pt",
 ];
 
 /// Case-folds, strips accents (NFKD, combining marks dropped), turns punctuation into spaces,
-/// collapses spaces and drops trailing legal-form words. Returns words joined by one space.
+/// collapses spaces and drops trailing legal-form words (and leading ones such as OOO or PT).
+/// Returns words joined by one space.
 pub fn normalise(name: &str) -> String {
     let folded: String = name
         .nfkd()
@@ -79,6 +97,12 @@ pub fn normalise(name: &str) -> String {
     while joined.len() > 1 && LEGAL_SUFFIXES.contains(&joined[joined.len() - 1].as_str()) {
         joined.pop();
     }
+    let lead = joined
+        .iter()
+        .take(joined.len().saturating_sub(1))
+        .take_while(|w| LEGAL_PREFIXES.contains(&w.as_str()))
+        .count();
+    joined.drain(..lead);
     joined.join(" ")
 }
 
@@ -101,6 +125,13 @@ mod tests {
             ("Ｆｕｌｌｗｉｄｔｈ Labs", "fullwidth labs inc"),
             ("Müller-Lüdenscheidt GmbH", "muller ludenscheidt"),
             ("Acme, Inc.", "ACME Incorporated"),
+            ("OOO Tekhnopark Sever", "Tekhnopark Sever LLC"),
+            ("PT Sinar Jaya Tbk", "PT. Sinar Jaya"),
+            ("Umbrella Compute FZ-LLC", "Umbrella Compute"),
+            (
+                "Globex Analytics Private Limited",
+                "Globex Analytics Pvt. Ltd.",
+            ),
         ];
         for (a, b) in cases {
             assert_eq!(normalise(a), normalise(b), "{a} vs {b}");
@@ -112,5 +143,11 @@ mod tests {
             "a name that is only a suffix keeps it"
         );
         assert_eq!(normalise("  "), "");
+        assert_eq!(
+            normalise("OOO"),
+            "ooo",
+            "a name that is only a prefix keeps it"
+        );
+        assert_eq!(normalise("PT Sinar"), "sinar");
     }
 }
