@@ -1041,7 +1041,7 @@ proptest! {
 
     #[test]
     fn no_input_makes_the_loader_or_decision_panic(
-        file in 0usize..9, junk in ".{0,300}",
+        file in 0usize..weightvault::policy::data::FILES.len(), junk in ".{0,300}",
         who in ".{0,40}", model in ".{0,40}", cc in ".{0,4}", region in ".{0,10}",
     ) {
         let mut files = read_policy_files();

@@ -67,6 +67,25 @@ const LEGAL_PREFIXES: &[&str] = &[
     "ooo", "oao", "zao", "pao", "ao", "jsc", "ojsc", "cjsc", "pjsc", "tov", "pt",
 ];
 
+/// Whether a normalised word is a legal form (Ltd, GmbH, OOO, ...): it says nothing of who a
+/// party is, wherever it stands in a name.
+pub fn is_legal_form(word: &str) -> bool {
+    LEGAL_SUFFIXES.contains(&word) || LEGAL_PREFIXES.contains(&word)
+}
+
+/// Whether a normalised word that no listed name has is a mistyped legal form ("limted",
+/// "copmany", "gruop"): one edit from one of five letters or more, two from one of eight or
+/// more. Shorter forms ("llc", "inc") are left alone: too many real words are near them.
+pub fn is_mistyped_legal_form(word: &str) -> bool {
+    word.len() >= 4
+        && LEGAL_SUFFIXES.iter().any(|f| {
+            f.len() >= 5 && {
+                let d = strsim::damerau_levenshtein(word, f);
+                d <= 1 || (d == 2 && f.len() >= 8)
+            }
+        })
+}
+
 /// Case-folds, strips accents (NFKD, combining marks dropped), turns punctuation into spaces,
 /// collapses spaces and drops trailing legal-form words (and leading ones such as OOO or PT).
 /// Returns words joined by one space.
@@ -149,5 +168,17 @@ mod tests {
             "a name that is only a prefix keeps it"
         );
         assert_eq!(normalise("PT Sinar"), "sinar");
+        for (w, typo) in [
+            ("limted", true),
+            ("copmany", true),
+            ("gruop", true),
+            ("corportaion", true),
+            ("limits", false),
+            ("compute", false),
+            ("inca", false),
+            ("groupon", false),
+        ] {
+            assert_eq!(super::is_mistyped_legal_form(w), typo, "{w}");
+        }
     }
 }

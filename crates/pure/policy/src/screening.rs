@@ -13,7 +13,7 @@
 //! and only when the configuration says that source denies.
 
 use crate::data::{Ctx, PolicyError, RestrictedParties};
-use crate::names::normalise;
+use crate::names::{is_legal_form, is_mistyped_legal_form, normalise};
 use rphonetic::{DoubleMetaphone, Encoder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -461,6 +461,14 @@ impl ScreeningList {
         Ok(out)
     }
 
+    /// Reads the stored form (`screening-list.json`), with the line of any problem.
+    pub fn from_stored(text: &str) -> Result<Self, PolicyError> {
+        Self::parse_stored(&Ctx {
+            file: "screening-list.json",
+            text,
+        })
+    }
+
     /// Reads the stored form, with the line of any problem.
     pub(crate) fn parse_stored(ctx: &Ctx<'_>) -> Result<Self, PolicyError> {
         let s: Stored = serde_json::from_str(ctx.text).map_err(|e| PolicyError {
@@ -544,6 +552,9 @@ pub struct ScreeningConfig {
     /// The similarity given to two words with the same Double Metaphone key (transliterations
     /// such as Mohammed and Muhammad), when Jaro-Winkler says less.
     pub phonetic_similarity: f64,
+    /// Words with the same key get `phonetic_similarity` only if Jaro-Winkler gives them at
+    /// least this: a short key ("RS") is shared by unrelated words (Ruwais, Reza).
+    pub phonetic_floor: f64,
     /// How much a listed word the name lacks counts against a match (a listed patronymic or
     /// trailing industry word), relative to a word of the name the listing lacks (1.0).
     pub missing_listed_word_weight: f64,
@@ -566,11 +577,20 @@ struct FuzzyFile {
     threshold: Spanned<f64>,
     word_floor: Spanned<f64>,
     phonetic_similarity: Spanned<f64>,
+    phonetic_floor: Spanned<f64>,
     missing_listed_word_weight: Spanned<f64>,
     common_word_names: Spanned<i64>,
 }
 
 impl ScreeningConfig {
+    /// Reads `screening.toml`, with the line of any problem.
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        Self::parse(&Ctx {
+            file: "screening.toml",
+            text,
+        })
+    }
+
     pub(crate) fn parse(ctx: &Ctx<'_>) -> Result<Self, PolicyError> {
         let f: ConfigFile = toml::from_str(ctx.text).map_err(|e| {
             ctx.err(
@@ -618,6 +638,7 @@ impl ScreeningConfig {
             threshold: unit(&z.threshold, "threshold")?,
             word_floor: unit(&z.word_floor, "word_floor")?,
             phonetic_similarity: unit(&z.phonetic_similarity, "phonetic_similarity")?,
+            phonetic_floor: unit(&z.phonetic_floor, "phonetic_floor")?,
             missing_listed_word_weight: unit(
                 &z.missing_listed_word_weight,
                 "missing_listed_word_weight",
@@ -918,9 +939,17 @@ impl ScreeningIndex {
         }
         // A word's weight is its rarity: ln(1 + names / names with the word).
         let n_names = names.len().max(1) as f32;
+        // A legal form left inside a name ("Hengtai Co Ltd Shenzhen Branch") weighs nothing.
         let word_weight: Vec<f32> = df
             .iter()
-            .map(|&d| (1.0 + n_names / d.max(1) as f32).ln())
+            .zip(&words)
+            .map(|(&d, w)| {
+                if is_legal_form(w) {
+                    0.0
+                } else {
+                    (1.0 + n_names / d.max(1) as f32).ln()
+                }
+            })
             .collect();
         let rare_weight = (1.0 + n_names).ln();
         for n in &mut names {
@@ -1030,22 +1059,68 @@ impl ScreeningIndex {
             }
         }
         // For each word of the query: the listed words close to it, with their similarity.
-        let close: Vec<Vec<(u32, f32)>> = qwords.iter().map(|w| self.close_words(w)).collect();
+        // A legal form, even mistyped, is no evidence either way: it finds nothing and weighs
+        // nothing. A word no listed name has weighs as the rarest.
         let qweight: Vec<f32> = qwords
             .iter()
-            .map(|w| {
-                self.word_ids
-                    .get(*w)
-                    .map_or(self.rare_weight, |&id| self.word_weight[id as usize])
+            .map(|w| match self.word_ids.get(*w) {
+                _ if is_legal_form(w) => 0.0,
+                Some(&id) => self.word_weight[id as usize],
+                None if is_mistyped_legal_form(w) => 0.0,
+                None => self.rare_weight,
             })
             .collect();
+        let close: Vec<Vec<(u32, f32)>> = qwords
+            .iter()
+            .zip(&qweight)
+            .map(|(w, &q)| {
+                if q == 0.0 {
+                    vec![]
+                } else {
+                    self.close_words(w)
+                }
+            })
+            .collect();
+        // Prefix filtering: the rarest query words, as few as it takes that a listed name
+        // matching none of them could not reach the threshold however well it matched the
+        // rest (each other word paired at its heaviest close word, similarity 1). Only their
+        // postings are candidates: "Mohammed" or "Shenzhen" never has to be looked through.
+        let cap: Vec<f32> = close
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|&(w, _)| self.word_weight[w as usize])
+                    .fold(0.0, f32::max)
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..qwords.len()).filter(|&i| qweight[i] > 0.0).collect();
+        order.sort_by(|&a, &b| qweight[b].total_cmp(&qweight[a]));
+        let (mut rest, mut missed) = (cap.iter().sum::<f32>(), 0f32);
         let mut candidates: Vec<u32> = Vec::new();
-        for c in &close {
-            for &(w, _) in c {
+        for i in order {
+            let mut whole = true;
+            for &(w, _) in &close[i] {
                 let p = self.postings(w);
                 if p.len() <= self.config.common_word_names {
                     candidates.extend_from_slice(p);
+                } else {
+                    whole = false;
                 }
+            }
+            if !whole {
+                // Too common to list every name it is in: names with it are not all
+                // candidates, so it cannot be a word that candidates must have.
+                continue;
+            }
+            rest -= cap[i];
+            missed += qweight[i];
+            let bound = if rest > 0.0 {
+                f64::from(2.0 * rest / (2.0 * rest + missed))
+            } else {
+                0.0
+            };
+            if bound + 1e-6 < self.config.threshold {
+                break;
             }
         }
         candidates.sort_unstable();
@@ -1132,7 +1207,10 @@ impl ScreeningIndex {
                 } else {
                     strsim::jaro_winkler(w, listed) as f32
                 };
-                if s < self.config.phonetic_similarity as f32 && by_sound.contains(&id) {
+                if s < self.config.phonetic_similarity as f32
+                    && s >= self.config.phonetic_floor as f32
+                    && by_sound.contains(&id)
+                {
                     s = self.config.phonetic_similarity as f32;
                 }
                 (s >= floor).then_some((id, s))
