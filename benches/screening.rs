@@ -96,7 +96,7 @@ fn main() {
             flagged += usize::from(!hits.is_empty());
         }
     }
-    slowest.sort_by(|a, b| b.0.cmp(&a.0));
+    slowest.sort_by_key(|b| std::cmp::Reverse(b.0));
     slowest.dedup_by(|a, b| a.1 == b.1);
     let slow: Vec<String> = slowest
         .iter()

@@ -682,7 +682,7 @@ fn person(r: &mut Rng) -> Entry {
             let (s, wade) = *r.pick(CN_SURNAME);
             let given = cn_core(r, CN_SYL);
             let given = if r.chance(0.4) {
-                title(*r.pick::<&str>(CN_SYL))
+                title(r.pick::<&str>(CN_SYL))
             } else {
                 given
             };
@@ -942,7 +942,7 @@ pub fn labelled(csl_json: &str, per_kind: usize, seed: u64) -> Vec<Labelled> {
         let individual = e["type"] == "Individual";
         let ws = words(&name);
         let own: Vec<String> = names.iter().map(|n| lower_key(n)).collect();
-        let kind: &'static str = *r.pick(&[
+        let kind: &'static str = r.pick::<&'static str>(&[
             "transliteration",
             "word order",
             "legal form",
