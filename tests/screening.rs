@@ -25,7 +25,7 @@ const LIST_DATE: &str = "2026-11-30";
 /// A copy of the repository's policies/ in `tmp`, to import into.
 fn policy_copy(tmp: &Path) -> PathBuf {
     let dir = tmp.join("policies");
-    std::fs::create_dir(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     for f in weightvault::policy::data::FILES {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
@@ -378,4 +378,52 @@ fn the_shipped_list_is_the_imported_fixture() {
         std::fs::read_to_string(root.join("policies/screening-list.json")).unwrap(),
         "policies/screening-list.json is stale: import tests/fixtures/csl/sample.json again"
     );
+}
+
+/// The end users named by the licence a release relies on are screened too: a listed party
+/// added as an end user of Globex's licence fails the check for Globex's requester.
+#[test]
+fn a_licence_end_user_is_screened() {
+    let tmp = common::scratch();
+    let dir = policy_copy(tmp.path());
+    let lic = dir.join("licences.toml");
+    let t = std::fs::read_to_string(&lic).unwrap();
+    let from = "end_users = [\"globex\"]";
+    assert!(t.contains(from));
+    std::fs::write(
+        &lic,
+        t.replacen(from, "end_users = [\"globex\", \"shadow\"]", 1),
+    )
+    .unwrap();
+    let p = PolicyDir::new(&dir).load().unwrap();
+    let mut r = request("raj@globex.example");
+    r.model = "acme-frontier".into();
+    r.host.country = "IN".into();
+    let d = decide(&p, &NoGeo, &r);
+    let c = |id| d.checks.iter().find(|c| c.check == id).unwrap();
+    assert_eq!(
+        c(CheckId::Licence).verdict,
+        Verdict::Pass,
+        "{:?}",
+        c(CheckId::Licence)
+    );
+    let s = c(CheckId::RestrictedParties);
+    assert_eq!(s.verdict, Verdict::Fail, "{s:?}");
+    assert!(
+        s.reason
+            .contains("licence end user Shadow Compute Ltd. matches"),
+        "{}",
+        s.reason
+    );
+    // Without the listed end user the same release passes the check.
+    let p = PolicyDir::new(policy_copy(&tmp.path().join("again")).as_path())
+        .load()
+        .unwrap();
+    let d = decide(&p, &NoGeo, &r);
+    let s = d
+        .checks
+        .iter()
+        .find(|c| c.check == CheckId::RestrictedParties)
+        .unwrap();
+    assert_eq!(s.verdict, Verdict::Pass, "{s:?}");
 }
