@@ -650,6 +650,7 @@ pub enum PolicyCommand {
     /// lint`, then `weightvault policy reload`.
     ///
     /// Example: weightvault policy import-csl consolidated.json --policies ./policies
+    ///
     /// Example: weightvault policy import-csl search-answer.json --list-date 2026-11-30
     ImportCsl {
         /// The CSL in JSON
