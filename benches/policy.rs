@@ -109,7 +109,7 @@ fn main() {
         "policy: {} requesters, {} licences, {} restricted parties, {} Cedar policies; load median {:.1} ms",
         p.requesters.len(),
         p.licences.len(),
-        p.restricted.len(),
+        p.screening.len(),
         p.org_rules.len(),
         loads[loads.len() / 2].as_secs_f64() * 1e3
     );

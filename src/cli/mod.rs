@@ -689,6 +689,38 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         geoip: Option<PathBuf>,
     },
+    /// Import the US Consolidated Screening List into the policy directory
+    ///
+    /// FILE is the Consolidated Screening List (CSL) as trade.gov publishes it in JSON: the
+    /// downloadable consolidated.json, or an answer of its search API (both are
+    /// {"sources_used": [...], "results": [...]}). Every party is kept with its list (the
+    /// full source and a code such as EL, DPL, MEU, UVL or SDN), its name, every alias, the
+    /// countries of its addresses, its programmes, dates and ids, and written to
+    /// DIR/screening-list.json, the form the policy loader reads (a new file is written beside
+    /// it, synced and renamed over it: a crash leaves the old list or the new one, never half).
+    ///
+    /// Which lists deny on an exact match and which go to review, and how close a fuzzy match
+    /// must be to be held for review, are in DIR/screening.toml; this command changes neither.
+    /// The list's date is the newest date in the file's sources_used; a file without one needs
+    /// --list-date. Nothing is in force until the service reloads: run `weightvault policy
+    /// lint`, then `weightvault policy reload`.
+    ///
+    /// Example: weightvault policy import-csl consolidated.json --policies ./policies
+    ///
+    /// Example: weightvault policy import-csl search-answer.json --list-date 2026-11-30
+    ImportCsl {
+        /// The CSL in JSON
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Policy directory to write screening-list.json into [default: $WEIGHTVAULT_POLICIES,
+        /// else ./policies]
+        #[arg(long, value_name = "DIR")]
+        policies: Option<PathBuf>,
+        /// The day the list is as of (YYYY-MM-DD), when the file's sources_used gives none or
+        /// to override it
+        #[arg(long, value_name = "DATE")]
+        list_date: Option<String>,
+    },
     /// Validate every policy file; print what was loaded
     Lint {
         /// Policy directory [default: $WEIGHTVAULT_POLICIES, else ./policies]

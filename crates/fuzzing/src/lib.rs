@@ -1,7 +1,8 @@
 //! weightvault's fuzz targets, one `pub fn <target>(data: &[u8])` each, over the parsers of
 //! outside input in the pure crates: sealed containers and their heads, safetensors headers,
 //! revision manifests, the sealed stream of a release, host evidence, release request bodies,
-//! ledger segment frames, records, checkpoints, proofs and tiles, and the policy files.
+//! ledger segment frames, records, checkpoints, proofs and tiles, the policy files, and the
+//! Consolidated Screening List's JSON.
 //!
 //! A target must never panic, hang or allocate more than its input justifies, whatever the
 //! bytes; where the input has structure a raw byte string would rarely get past (a header
@@ -25,6 +26,7 @@ mod mutate;
 mod policy;
 mod release;
 mod safetensors;
+mod screening;
 mod stream;
 
 pub use container::{container_head, container_header, container_key_slots, container_prelude};
@@ -35,6 +37,7 @@ pub use manifest::manifest;
 pub use policy::policy_file;
 pub use release::release_body;
 pub use safetensors::safetensors_header;
+pub use screening::csl_import;
 pub use stream::sealed_stream;
 
 /// A fuzz target: any bytes in, a panic only for a bug.
@@ -56,6 +59,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("ledger_checkpoint", ledger_checkpoint),
     ("ledger_tiles", ledger_tiles),
     ("policy_file", policy_file),
+    ("csl_import", csl_import),
 ];
 
 /// Splits off the mode byte: `None` for an empty input.

@@ -1,7 +1,9 @@
-//! A test PKI (rcgen), the test attester and a private PostgreSQL cluster ([`postgres`]), for
+//! A test PKI (rcgen), the test attester, a private PostgreSQL cluster ([`postgres`]) and a
+//! made-up Consolidated Screening List with a labelled matching set ([`csl`]), for
 //! tests, benchmarks and the demo: never for production. The organisation CA's key is written beside its certificate so that more
 //! clients can be issued later; that alone disqualifies it from real use.
 
+pub mod csl;
 pub mod haproxy;
 pub mod postgres;
 pub mod s3;

@@ -1,5 +1,6 @@
-//! `weightvault policy reload|check|lint`: makes the running service reload its policy,
-//! decides a what-if release and prints every check, or validates the policy files.
+//! `weightvault policy reload|check|import-csl|lint`: makes the running service reload its
+//! policy, decides a what-if release and prints every check, imports the Consolidated
+//! Screening List, or validates the policy files.
 
 use crate::actions::reload::{reload, PolicyReload};
 use crate::cli::ui::verdict;
@@ -8,7 +9,8 @@ use crate::dry_run::{licence_use, newest_sealed, WhatIf};
 use crate::policy::NoGeo;
 use crate::store::Vault;
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// Runs `policy ...` for the vault `g` names.
 pub(in crate::cli) fn run(g: &Globals, cmd: PolicyCommand) -> Result<()> {
@@ -38,6 +40,11 @@ pub(in crate::cli) fn run(g: &Globals, cmd: PolicyCommand) -> Result<()> {
                 )?,
             }
         }
+        PolicyCommand::ImportCsl {
+            file,
+            policies,
+            list_date,
+        } => import_csl(g, &file, &policy_dir(policies), list_date.as_deref())?,
         PolicyCommand::Lint { policies } => {
             let dir = policy_dir(policies);
             let p = crate::local::PolicyDir::new(&dir).load()?;
@@ -50,7 +57,7 @@ pub(in crate::cli) fn run(g: &Globals, cmd: PolicyCommand) -> Result<()> {
                     "organisations": p.organisations.len(),
                     "requesters": p.requesters.len(),
                     "licences": p.licences.len(),
-                    "restricted_parties": p.restricted.len(),
+                    "restricted_parties": p.screening.len(),
                     "attesters": p.attesters.len(),
                     "cedar_policies": p.org_rules.len(),
                 }),
@@ -62,7 +69,7 @@ pub(in crate::cli) fn run(g: &Globals, cmd: PolicyCommand) -> Result<()> {
                     p.organisations.len(),
                     p.requesters.len(),
                     p.licences.len(),
-                    p.restricted.len(),
+                    p.screening.len(),
                     p.attesters.len(),
                     p.org_rules.len()
                 ),
@@ -178,5 +185,71 @@ pub(in crate::cli) fn run(g: &Globals, cmd: PolicyCommand) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `policy import-csl`: reads the CSL's JSON, writes `screening-list.json` atomically, reports
+/// what it holds.
+fn import_csl(g: &Globals, file: &Path, dir: &Path, list_date: Option<&str>) -> Result<()> {
+    use crate::policy::screening;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut list =
+        screening::import_csl(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if let Some(d) = list_date {
+        list.list_date = Some(
+            time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"))
+                .with_context(|| format!("--list-date {d}: expected YYYY-MM-DD"))?,
+        );
+    }
+    let stored = list
+        .to_stored()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "{} is not a policy directory (give --policies DIR)",
+            dir.display()
+        );
+    }
+    let target = dir.join("screening-list.json");
+    let tmp = dir.join(".screening-list.json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, stored.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        crate::durable::sync_dir(dir)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", target.display()));
+    }
+    let mut per_source: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in &list.parties {
+        *per_source.entry(p.code.as_str()).or_default() += 1;
+    }
+    let aliases: usize = list.parties.iter().map(|p| p.aliases.len()).sum();
+    let date = list.list_date.map(|d| d.to_string()).unwrap_or_default();
+    g.report(
+        serde_json::json!({
+            "file": target,
+            "parties": list.parties.len(),
+            "aliases": aliases,
+            "list_date": date,
+            "sources": per_source,
+        }),
+        || {
+            let mut s = format!(
+                "{}: {} parties, {aliases} aliases, list of {date}",
+                target.display(),
+                list.parties.len()
+            );
+            for (code, n) in &per_source {
+                s.push_str(&format!("\n  {code:<8} {n}"));
+            }
+            s.push_str("\nnot in force yet: run `weightvault policy lint`, then `weightvault policy reload`");
+            s
+        },
+    )?;
     Ok(())
 }

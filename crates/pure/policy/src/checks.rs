@@ -506,36 +506,85 @@ pub(crate) fn deemed_export(s: &Subject<'_>) -> Judged {
 
 /// Neither the organisation nor (for a person) the end user is on the screening list.
 pub(crate) fn restricted_parties(s: &Subject<'_>) -> Judged {
+    use crate::screening::ScreenAction;
     let (Some(w), Some(o)) = (s.who, s.org) else {
         return (Fail, "unknown requester cannot be screened".into());
     };
-    let list = &s.policy.restricted;
-    let mut hits = Vec::new();
-    if let Some(p) = list.screen(&o.name) {
-        hits.push(format!(
-            "organisation {} matches '{}' ({})",
-            o.name, p.name, p.list
-        ));
-    }
+    let index = &s.policy.screening;
+    // Who is screened: the organisation, the person, and the end users named by the licence
+    // the release would rely on (found as the licence check finds it: a controlled model
+    // outside Tier 1).
+    let mut screened: Vec<(&str, &str)> = vec![("organisation", o.name.as_str())];
     if w.kind == RequesterKind::Person {
-        if let Some(p) = list.screen(&w.name) {
-            hits.push(format!(
-                "end user {} matches '{}' ({})",
-                w.name, p.name, p.list
-            ));
+        screened.push(("end user", w.name.as_str()));
+    }
+    let req = s.req;
+    let tier = s.policy.tiers.tier(&req.host.country, s.today);
+    if let (true, Ok(Tier::Two | Tier::Three), Some(m)) = (s.controlled, tier, s.model) {
+        let covering = Covering {
+            model: &m.name,
+            eccn: &m.eccn,
+            must_name_model: false,
+        };
+        if let Ok(l) = find_licence(
+            s.policy,
+            &o.id,
+            &w.id,
+            &req.host.country,
+            s.today,
+            req,
+            &covering,
+        ) {
+            for id in &l.end_users {
+                let name = match (s.policy.organisations.get(id), s.policy.requesters.get(id)) {
+                    (Some(org), _) => Some(org.name.as_str()),
+                    (None, Some(r)) if r.kind == RequesterKind::Person => Some(r.name.as_str()),
+                    _ => None,
+                };
+                if let Some(n) = name.filter(|n| !screened.iter().any(|(_, x)| x == n)) {
+                    screened.push(("licence end user", n));
+                }
+            }
         }
     }
-    if hits.is_empty() {
+    let (mut deny, mut review) = (Vec::new(), Vec::new());
+    for (role, name) in &screened {
+        for h in index.screen(name) {
+            match h.action {
+                ScreenAction::Deny => deny.push(h.sentence(role, name)),
+                ScreenAction::Review => review.push(h.sentence(role, name)),
+            }
+        }
+    }
+    // Enough to act on; the rest counted (a common name can be close to many listed ones).
+    let say = |mut v: Vec<String>| {
+        const SHOWN: usize = 5;
+        if v.len() > SHOWN {
+            let more = v.len() - SHOWN;
+            v.truncate(SHOWN);
+            v.push(format!("and {more} more"));
+        }
+        v.join("; ")
+    };
+    if !deny.is_empty() {
+        deny.append(&mut review);
+        (Fail, say(deny))
+    } else if !review.is_empty() {
+        (Review, say(review))
+    } else {
+        let names: Vec<&str> = screened.iter().map(|(_, n)| *n).collect();
         (
             Pass,
             format!(
-                "{} and the end user are not on the {}-entry list",
-                o.name,
-                list.len()
+                "{} match none of the {} listed parties (CSL of {}, {} hand-entered)",
+                names.join(", "),
+                index.len(),
+                index
+                    .list_date()
+                    .map_or_else(|| "unknown date".to_string(), |d| d.to_string()),
+                index.hand_entered()
             ),
         )
-    } else {
-        (Fail, hits.join("; "))
     }
 }
 
@@ -660,12 +709,16 @@ pub(crate) fn org_rules(s: &Subject<'_>, tier: Option<Tier>, origin_country: &st
     (if v.allowed { Pass } else { Fail }, why)
 }
 
-/// Whether `name` is a listed party that denies (the screening list's exact match).
+/// Whether `name` is a listed party: an exact match on a list whose parties are denied (an
+/// owner named only close to a listed one, or on a list that reviews, does not count).
 fn listed(policy: &PolicyData, name: &str) -> Option<String> {
+    use crate::screening::{MatchKind, ScreenAction};
     policy
-        .restricted
+        .screening
         .screen(name)
-        .map(|p| format!("'{}' ({})", p.name, p.list))
+        .into_iter()
+        .find(|h| h.kind == MatchKind::Exact && h.action == ScreenAction::Deny)
+        .map(|h| format!("'{}' ({})", h.party.name, h.party.list_name()))
 }
 
 /// The per cent of `org` owned by listed parties, directly or through organisations that are

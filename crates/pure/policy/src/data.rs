@@ -47,6 +47,8 @@ policy_files!(
     "people.toml",
     "licences.toml",
     "restricted-parties.csv",
+    "screening.toml",
+    "screening-list.json",
     "attesters.toml",
     "network.toml",
     "rules.toml",
@@ -335,6 +337,11 @@ impl RestrictedParties {
     /// The listed party whose normalised name equals `name`'s, if any.
     pub fn screen(&self, name: &str) -> Option<&RestrictedParty> {
         self.by_name.get(&normalise(name))
+    }
+
+    /// Every entry, by normalised name.
+    pub fn iter(&self) -> impl Iterator<Item = &RestrictedParty> {
+        self.by_name.values()
     }
 
     /// Number of entries.

@@ -13,6 +13,7 @@ pub mod models;
 pub mod names;
 pub mod people;
 pub mod rules;
+pub mod screening;
 pub mod tiers;
 pub mod veu;
 

@@ -48,10 +48,47 @@ const LEGAL_SUFFIXES: &[&str] = &[
     "group",
     "holding",
     "holdings",
+    "ltda",
+    "pvt",
+    "private",
+    "fz",
+    "fze",
+    "fzco",
+    "sl",
+    "sro",
+    "kft",
+    "doo",
+    "tbk",
 ];
 
+/// Legal-form words dropped from the start of a name: Russian, Ukrainian and Indonesian
+/// companies put theirs first ("OOO Tekhnopark", "PT Sinar Jaya").
+const LEGAL_PREFIXES: &[&str] = &[
+    "ooo", "oao", "zao", "pao", "ao", "jsc", "ojsc", "cjsc", "pjsc", "tov", "pt",
+];
+
+/// Whether a normalised word is a legal form (Ltd, GmbH, OOO, ...): it says nothing of who a
+/// party is, wherever it stands in a name.
+pub fn is_legal_form(word: &str) -> bool {
+    LEGAL_SUFFIXES.contains(&word) || LEGAL_PREFIXES.contains(&word)
+}
+
+/// Whether a normalised word that no listed name has is a mistyped legal form ("limted",
+/// "copmany", "gruop"): one edit from one of five letters or more, two from one of eight or
+/// more. Shorter forms ("llc", "inc") are left alone: too many real words are near them.
+pub fn is_mistyped_legal_form(word: &str) -> bool {
+    word.len() >= 4
+        && LEGAL_SUFFIXES.iter().any(|f| {
+            f.len() >= 5 && {
+                let d = strsim::damerau_levenshtein(word, f);
+                d <= 1 || (d == 2 && f.len() >= 8)
+            }
+        })
+}
+
 /// Case-folds, strips accents (NFKD, combining marks dropped), turns punctuation into spaces,
-/// collapses spaces and drops trailing legal-form words. Returns words joined by one space.
+/// collapses spaces and drops trailing legal-form words (and leading ones such as OOO or PT).
+/// Returns words joined by one space.
 pub fn normalise(name: &str) -> String {
     let folded: String = name
         .nfkd()
@@ -79,6 +116,12 @@ pub fn normalise(name: &str) -> String {
     while joined.len() > 1 && LEGAL_SUFFIXES.contains(&joined[joined.len() - 1].as_str()) {
         joined.pop();
     }
+    let lead = joined
+        .iter()
+        .take(joined.len().saturating_sub(1))
+        .take_while(|w| LEGAL_PREFIXES.contains(&w.as_str()))
+        .count();
+    joined.drain(..lead);
     joined.join(" ")
 }
 
@@ -101,6 +144,13 @@ mod tests {
             ("Ｆｕｌｌｗｉｄｔｈ Labs", "fullwidth labs inc"),
             ("Müller-Lüdenscheidt GmbH", "muller ludenscheidt"),
             ("Acme, Inc.", "ACME Incorporated"),
+            ("OOO Tekhnopark Sever", "Tekhnopark Sever LLC"),
+            ("PT Sinar Jaya Tbk", "PT. Sinar Jaya"),
+            ("Umbrella Compute FZ-LLC", "Umbrella Compute"),
+            (
+                "Globex Analytics Private Limited",
+                "Globex Analytics Pvt. Ltd.",
+            ),
         ];
         for (a, b) in cases {
             assert_eq!(normalise(a), normalise(b), "{a} vs {b}");
@@ -112,5 +162,23 @@ mod tests {
             "a name that is only a suffix keeps it"
         );
         assert_eq!(normalise("  "), "");
+        assert_eq!(
+            normalise("OOO"),
+            "ooo",
+            "a name that is only a prefix keeps it"
+        );
+        assert_eq!(normalise("PT Sinar"), "sinar");
+        for (w, typo) in [
+            ("limted", true),
+            ("copmany", true),
+            ("gruop", true),
+            ("corportaion", true),
+            ("limits", false),
+            ("compute", false),
+            ("inca", false),
+            ("groupon", false),
+        ] {
+            assert_eq!(super::is_mistyped_legal_form(w), typo, "{w}");
+        }
     }
 }

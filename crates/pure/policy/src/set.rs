@@ -2,6 +2,7 @@
 
 use crate::cedar;
 use crate::data::*;
+use crate::screening::ScreeningIndex;
 use std::collections::{BTreeMap, HashMap};
 
 /// Everything in `policies/`, validated.
@@ -18,8 +19,9 @@ pub struct PolicyData {
     pub licences: Vec<Licence>,
     /// Licence indexes by licensee.
     pub licences_by_licensee: HashMap<String, Vec<usize>>,
-    /// Screening list.
-    pub restricted: RestrictedParties,
+    /// Restricted-party screening: the CSL (`screening-list.json`, `screening.toml`) and the
+    /// hand-entered `restricted-parties.csv`, indexed.
+    pub screening: ScreeningIndex,
     /// Trusted attesters.
     pub attesters: BTreeMap<String, Attester>,
     /// Network ranges.
@@ -113,7 +115,11 @@ impl PolicyData {
                 .or_default()
                 .push(i);
         }
-        let restricted = RestrictedParties::parse(&get("restricted-parties.csv")?)?;
+        let screening = ScreeningIndex::parse(
+            &get("screening.toml")?,
+            &get("screening-list.json")?,
+            &RestrictedParties::parse(&get("restricted-parties.csv")?)?,
+        )?;
         let attesters = parse_attesters(&get("attesters.toml")?)?;
         let network = parse_network(&get("network.toml")?)?;
         let org_rules = cedar::OrgRules::parse(&get("org.cedarschema")?, &get("org.cedar")?)?;
@@ -124,7 +130,7 @@ impl PolicyData {
             requesters,
             licences,
             licences_by_licensee,
-            restricted,
+            screening,
             attesters,
             network,
             org_rules,
