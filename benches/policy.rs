@@ -1,5 +1,7 @@
-//! Release decisions at scale: 10,000 people, 10,000 licences, 1,000 restricted parties and
-//! 200 Cedar policies on top of `policies/`. Reports load time, decisions per second on one
+//! Release decisions at scale: 10,000 people, 10,000 licences, a 100,000-party screening list
+//! with aliases (generated in the CSL's JSON shape and imported), 1,000 restricted parties
+//! hand-entered, 1,000 organisations with owners (listed parties and chains of organisations)
+//! and 200 Cedar policies on top of `policies/`. Reports load time, decisions per second on one
 //! core and latency percentiles. `cargo bench --bench policy` (under `cargo test` it runs a
 //! small smoke version).
 
@@ -32,6 +34,8 @@ fn data(
     n_licences: usize,
     n_parties: usize,
     n_cedar: usize,
+    n_csl: usize,
+    n_owned: usize,
 ) -> BTreeMap<String, String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let mut files: BTreeMap<String, String> = FILES
@@ -44,10 +48,46 @@ fn data(
         })
         .collect();
     let countries = COUNTRIES;
+    // The Consolidated Screening List, generated in its published JSON shape with aliases and
+    // imported as `policy import-csl` does.
+    let t = Instant::now();
+    let csl = weightvault::policy::screening::import_csl(&weightvault_testkit::csl::generate(
+        n_csl,
+        2026,
+        "2026-11-30",
+    ))
+    .expect("the generated CSL imports");
+    println!(
+        "screening list: {} parties, {} aliases, generated and imported in {:.2} s",
+        csl.parties.len(),
+        csl.parties.iter().map(|p| p.aliases.len()).sum::<usize>(),
+        t.elapsed().as_secs_f64()
+    );
+    let listed: Vec<String> = csl.parties.iter().map(|p| p.name.clone()).collect();
+    files.insert("screening-list.json".into(), csl.to_stored().unwrap());
     let people = files.get_mut("people.toml").unwrap();
     for i in 0..n_people / 10 {
         let c = countries[i % countries.len()];
         writeln!(people, "[[organisation]]\nid = \"org{i}\"\nname = \"Generated Org {i} Ltd.\"\ncountry = \"{c}\"").unwrap();
+        // The first n_owned organisations have owners: a listed party (a share from 5 to 59
+        // per cent) and, in chains of five, the next organisation (40 per cent).
+        if i < n_owned && !listed.is_empty() {
+            let party = &listed[(i * 7919) % listed.len()];
+            writeln!(
+                people,
+                "[[organisation.owner]]\nparty = {party:?}\npercent = {}",
+                5 + (i * 11) % 55
+            )
+            .unwrap();
+            if (i + 1) % 5 != 0 {
+                writeln!(
+                    people,
+                    "[[organisation.owner]]\norganisation = \"org{}\"\npercent = 40",
+                    i + 1
+                )
+                .unwrap();
+            }
+        }
     }
     for i in 0..n_people {
         let c = countries[(i / 10) % countries.len()];
@@ -90,12 +130,12 @@ fn data(
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (people, licences, parties, cedar, n) = if full {
-        (10_000, 10_000, 1_000, 200, 50_000)
+    let (people, licences, parties, cedar, csl, owned, n) = if full {
+        (10_000, 10_000, 1_000, 200, 100_000, 1_000, 50_000)
     } else {
-        (100, 100, 10, 5, 200)
+        (100, 100, 10, 5, 500, 10, 200)
     };
-    let files = data(people, licences, parties, cedar);
+    let files = data(people, licences, parties, cedar, csl, owned);
     let mut loads = Vec::new();
     let mut p = None;
     for _ in 0..if full { 5 } else { 1 } {
@@ -106,10 +146,11 @@ fn main() {
     let p = p.unwrap();
     loads.sort();
     println!(
-        "policy: {} requesters, {} licences, {} restricted parties, {} Cedar policies; load median {:.1} ms",
+        "policy: {} requesters, {} licences, {} restricted parties, {} owned organisations, {} Cedar policies; load median {:.1} ms",
         p.requesters.len(),
         p.licences.len(),
         p.screening.len(),
+        p.organisations.values().filter(|o| !o.owners.is_empty()).count(),
         p.org_rules.len(),
         loads[loads.len() / 2].as_secs_f64() * 1e3
     );
@@ -155,6 +196,7 @@ fn main() {
         .collect();
     let mut lat = Vec::with_capacity(n);
     let mut allowed = 0;
+    let mut held = 0;
     let mut failed: BTreeMap<&'static str, usize> = BTreeMap::new();
     let t0 = Instant::now();
     for i in 0..n {
@@ -162,6 +204,7 @@ fn main() {
         let d = decide(&p, &FixedGeo, &reqs[i % reqs.len()]);
         lat.push(t.elapsed());
         allowed += usize::from(d.allowed);
+        held += usize::from(d.outcome == weightvault::policy::DecisionOutcome::Review);
         for c in d.failed() {
             *failed.entry(c.name()).or_default() += 1;
         }
@@ -171,7 +214,7 @@ fn main() {
     let pct =
         |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
     println!(
-        "{n} decisions on one core: {:.0}/s; latency p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; {allowed} allowed",
+        "{n} decisions on one core: {:.0}/s; latency p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; {allowed} allowed, {held} held for review",
         n as f64 / total.as_secs_f64(),
         pct(0.5),
         pct(0.99),
