@@ -321,11 +321,7 @@ pub(crate) fn licence(s: &Subject<'_>, tier: Option<Tier>) -> LicenceJudged {
         }
     }
     let req = s.req;
-    let covering = Covering {
-        model: &m.name,
-        eccn: &m.eccn,
-        must_name_model: informed.is_some(),
-    };
+    let covering = Covering::of(m, informed.is_some());
     let requirement = informed.map_or(String::new(), |i| {
         format!(
             "{} needs a licence naming it for any foreign person ({}, from {}); ",
@@ -391,11 +387,7 @@ fn clear_country(s: &Subject<'_>, w: &Requester, m: &ModelEntry, n: &str) -> (Ve
                     format!("{n}: clearance {} until {}", cl.reference, cl.until),
                 );
             }
-            let covering = Covering {
-                model: &m.name,
-                eccn: &m.eccn,
-                must_name_model: false,
-            };
+            let covering = Covering::of(m, false);
             if let Ok(l) = find_licence(
                 s.policy,
                 &w.organisation,
@@ -521,11 +513,7 @@ pub(crate) fn restricted_parties(s: &Subject<'_>) -> Judged {
     let req = s.req;
     let tier = s.policy.tiers.tier(&req.host.country, s.today);
     if let (true, Ok(Tier::Two | Tier::Three), Some(m)) = (s.controlled, tier, s.model) {
-        let covering = Covering {
-            model: &m.name,
-            eccn: &m.eccn,
-            must_name_model: false,
-        };
+        let covering = Covering::of(m, false);
         if let Ok(l) = find_licence(
             s.policy,
             &o.id,

@@ -574,6 +574,17 @@ pub(crate) struct Covering<'a> {
     pub must_name_model: bool,
 }
 
+impl<'a> Covering<'a> {
+    /// A licence for model `m`'s ECCN, naming `m` when `must_name_model`.
+    pub fn of(m: &'a data::ModelEntry, must_name_model: bool) -> Self {
+        Covering {
+            model: &m.name,
+            eccn: &m.eccn,
+            must_name_model,
+        }
+    }
+}
+
 fn find_licence<'a>(
     policy: &'a PolicyData,
     org: &str,
