@@ -858,6 +858,23 @@ fn second_edition(d: impl Fn(i32, u8, u8) -> OffsetDateTime) -> Vec<Row> {
         )
         .deny(&[Licence])
         .says(DeemedExport, "not a foreign person"),
+        // Screening outcomes other than deny.
+        row(
+            "a close but not exact name: review",
+            "elena@globex.example",
+            "US",
+            MINILM,
+        )
+        .review(&[RestrictedParties])
+        .says(RestrictedParties, "fuzzy"),
+        row(
+            "a party on the Unverified List: review",
+            "spiffe://crescent.example/sa/llm",
+            "US",
+            MINILM,
+        )
+        .review(&[RestrictedParties])
+        .says(RestrictedParties, "Unverified List"),
         // Ownership (the affiliates rule): added across two listed owners.
         row(
             "55 % owned by two listed parties, the rule suspended on the day",
