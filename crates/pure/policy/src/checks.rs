@@ -709,29 +709,64 @@ fn listed(policy: &PolicyData, name: &str) -> Option<String> {
         .map(|h| format!("'{}' ({})", h.party.name, h.party.list_name()))
 }
 
-/// The per cent of `org` owned by listed parties, directly or through organisations that are
-/// themselves listed or owned at or above the threshold, with who holds it.
-fn listed_share(policy: &PolicyData, org: &Organisation, depth: usize) -> (f64, Vec<String>) {
+/// Every organisation's share owned by listed parties, with who holds it: computed once when
+/// the policy is loaded (screening a name costs tens of microseconds; a decision must not
+/// repeat it for every owner up a chain). Shares count directly, or through organisations
+/// that are themselves listed or owned at or above the threshold.
+pub(crate) fn listed_shares(policy: &PolicyData) -> crate::set::Ownership {
+    let mut cache: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut out = crate::set::Ownership::new();
+    for id in policy.organisations.keys() {
+        let share = listed_share(policy, id, 0, &mut cache, &mut out);
+        out.insert(id.clone(), share);
+    }
+    out
+}
+
+fn listed_share(
+    policy: &PolicyData,
+    id: &str,
+    depth: usize,
+    cache: &mut std::collections::HashMap<String, Option<String>>,
+    done: &mut crate::set::Ownership,
+) -> (f64, Vec<String>) {
+    if let Some(d) = done.get(id) {
+        return d.clone();
+    }
+    let Some(org) = policy.organisations.get(id) else {
+        return (0.0, vec![]);
+    };
+    fn is_listed(
+        policy: &PolicyData,
+        cache: &mut std::collections::HashMap<String, Option<String>>,
+        name: &str,
+    ) -> Option<String> {
+        cache
+            .entry(name.to_string())
+            .or_insert_with(|| listed(policy, name))
+            .clone()
+    }
     let threshold = policy.rules.affiliates.threshold_percent;
     let mut total = 0.0;
     let mut who = Vec::new();
     for o in &org.owners {
         match &o.owner {
             crate::people::OwnerRef::Party(name) => {
-                if let Some(l) = listed(policy, name) {
+                if let Some(l) = is_listed(policy, cache, name) {
                     total += o.percent;
                     who.push(format!("{} % by {l}", o.percent));
                 }
             }
-            crate::people::OwnerRef::Organisation(id) => {
-                let Some(sub) = policy.organisations.get(id) else {
+            crate::people::OwnerRef::Organisation(sub_id) => {
+                let Some(sub) = policy.organisations.get(sub_id) else {
                     continue;
                 };
-                if let Some(l) = listed(policy, &sub.name) {
+                if let Some(l) = is_listed(policy, cache, &sub.name) {
                     total += o.percent;
                     who.push(format!("{} % by {} {l}", o.percent, sub.id));
                 } else if depth < 64 {
-                    let (share, via) = listed_share(policy, sub, depth + 1);
+                    let (share, via) = listed_share(policy, sub_id, depth + 1, cache, done);
+                    done.insert(sub_id.clone(), (share, via.clone()));
                     if share >= threshold {
                         total += o.percent;
                         who.push(format!(
@@ -760,7 +795,7 @@ pub(crate) fn ownership(s: &Subject<'_>) -> Judged {
         );
     };
     let a = &s.policy.rules.affiliates;
-    let (share, who) = listed_share(s.policy, o, 0);
+    let (share, who) = s.policy.ownership.get(&o.id).cloned().unwrap_or_default();
     if share == 0.0 {
         return (
             Pass,

@@ -5,6 +5,9 @@ use crate::data::*;
 use crate::screening::ScreeningIndex;
 use std::collections::{BTreeMap, HashMap};
 
+/// Per organisation id: the per cent owned by listed parties and who holds it.
+pub(crate) type Ownership = HashMap<String, (f64, Vec<String>)>;
+
 /// Everything in `policies/`, validated.
 pub struct PolicyData {
     /// Country tiers with history.
@@ -34,9 +37,16 @@ pub struct PolicyData {
     pub rules: crate::rules::Rules,
     /// Validated End User authorisations.
     pub veu: Vec<crate::veu::Veu>,
+    /// Each organisation's share owned by listed parties (computed at load).
+    pub(crate) ownership: Ownership,
 }
 
 impl PolicyData {
+    fn with_ownership(mut self) -> Self {
+        self.ownership = crate::checks::listed_shares(&self);
+        self
+    }
+
     /// Parses and validates every file. `files` maps each name in [`FILES`] to its text; a
     /// missing file is an error.
     pub fn parse(files: &BTreeMap<String, String>) -> Result<Self, PolicyError> {
@@ -137,6 +147,8 @@ impl PolicyData {
             tie,
             rules,
             veu,
-        })
+            ownership: Ownership::new(),
+        }
+        .with_ownership())
     }
 }
