@@ -496,43 +496,34 @@ pub(crate) fn deemed_export(s: &Subject<'_>) -> Judged {
     }
 }
 
-/// Neither the organisation nor (for a person) the end user is on the screening list.
-pub(crate) fn restricted_parties(s: &Subject<'_>) -> Judged {
+/// Neither the organisation, nor (for a person) the end user, nor an end user of the licence
+/// the release relies on (`licence`: the licence check's, when it found one) is on the
+/// screening list.
+pub(crate) fn restricted_parties(s: &Subject<'_>, licence: Option<&str>) -> Judged {
     use crate::screening::ScreenAction;
     let (Some(w), Some(o)) = (s.who, s.org) else {
         return (Fail, "unknown requester cannot be screened".into());
     };
     let index = &s.policy.screening;
-    // Who is screened: the organisation, the person, and the end users named by the licence
-    // the release would rely on (found as the licence check finds it: a controlled model
-    // outside Tier 1).
     let mut screened: Vec<(&str, &str)> = vec![("organisation", o.name.as_str())];
     if w.kind == RequesterKind::Person {
         screened.push(("end user", w.name.as_str()));
     }
-    let req = s.req;
-    let tier = s.policy.tiers.tier(&req.host.country, s.today);
-    if let (true, Ok(Tier::Two | Tier::Three), Some(m)) = (s.controlled, tier, s.model) {
-        let covering = Covering::of(m, false);
-        if let Ok(l) = find_licence(
-            s.policy,
-            &o.id,
-            &w.id,
-            &req.host.country,
-            s.today,
-            req,
-            &covering,
-        ) {
-            for id in &l.end_users {
-                let name = match (s.policy.organisations.get(id), s.policy.requesters.get(id)) {
-                    (Some(org), _) => Some(org.name.as_str()),
-                    (None, Some(r)) if r.kind == RequesterKind::Person => Some(r.name.as_str()),
-                    _ => None,
-                };
-                if let Some(n) = name.filter(|n| !screened.iter().any(|(_, x)| x == n)) {
-                    screened.push(("licence end user", n));
-                }
-            }
+    let relied = licence.and_then(|id| {
+        s.policy
+            .licences
+            .binary_search_by(|l| l.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &s.policy.licences[i])
+    });
+    for id in relied.iter().flat_map(|l| &l.end_users) {
+        let name = match (s.policy.organisations.get(id), s.policy.requesters.get(id)) {
+            (Some(org), _) => Some(org.name.as_str()),
+            (None, Some(r)) if r.kind == RequesterKind::Person => Some(r.name.as_str()),
+            _ => None,
+        };
+        if let Some(n) = name.filter(|n| !screened.iter().any(|(_, x)| x == n)) {
+            screened.push(("licence end user", n));
         }
     }
     let (mut deny, mut review) = (Vec::new(), Vec::new());

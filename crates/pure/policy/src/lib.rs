@@ -396,7 +396,10 @@ pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) ->
     let licence = checks::licence(&s, tier);
     c.add(CheckId::Licence, licence.judged);
     c.add(CheckId::DeemedExport, checks::deemed_export(&s));
-    c.add(CheckId::RestrictedParties, checks::restricted_parties(&s));
+    c.add(
+        CheckId::RestrictedParties,
+        checks::restricted_parties(&s, licence.consume.as_deref()),
+    );
     c.add(CheckId::Ownership, checks::ownership(&s));
     c.add(CheckId::HostEvidence, checks::host_evidence(&s));
     let (judged, origin_country) = checks::network_origin(&s, geo);
