@@ -112,14 +112,7 @@ pub(in crate::cli) fn run(g: &Globals, a: FetchArgs) -> Result<()> {
                 return Err(Exit::quiet(crate::cli::status::DENIED).into());
             }
             eprintln!("weightvault: {message} (ledger entry {ledger_index})");
-            for c in &decision.checks {
-                eprintln!(
-                    "  {:<5} {:<19} {}",
-                    verdict(c.verdict),
-                    c.check.name(),
-                    c.reason
-                );
-            }
+            print_checks(&decision, 5);
             Err(Exit::quiet(crate::cli::status::DENIED).into())
         }
         Err(FetchError::Held {
@@ -141,14 +134,7 @@ pub(in crate::cli) fn run(g: &Globals, a: FetchArgs) -> Result<()> {
                 return Err(Exit::quiet(held).into());
             }
             eprintln!("weightvault: {message}");
-            for c in &decision.checks {
-                eprintln!(
-                    "  {:<6} {:<19} {}",
-                    verdict(c.verdict),
-                    c.check.name(),
-                    c.reason
-                );
-            }
+            print_checks(&decision, 6);
             eprintln!(
                 "weightvault: nothing was released; ask a compliance officer to decide review {review} (weightvault review show {review}), then run the same fetch again"
             );
@@ -160,5 +146,18 @@ pub(in crate::cli) fn run(g: &Globals, a: FetchArgs) -> Result<()> {
         }
         .into()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Every check of a refused or held decision on standard error, one a line: the verdict
+/// padded to `width` (5 fits FAIL, 6 fits REVIEW), the check, its reason.
+fn print_checks(decision: &crate::policy::ReleaseDecision, width: usize) {
+    for c in &decision.checks {
+        eprintln!(
+            "  {:<width$} {:<19} {}",
+            verdict(c.verdict),
+            c.check.name(),
+            c.reason
+        );
     }
 }
