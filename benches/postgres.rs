@@ -32,6 +32,8 @@ fn record(i: u64) -> Record {
             .collect(),
         "allowed",
     );
+    // Counted by its requester's and its organisation's daily quota counters, as a real one.
+    r.organisation = Some("acme".into());
     r.host_id = Some(format!("host-{:06}", i % 5000));
     r.host_country = Some("US".into());
     r.source = Some("10.1.2.3".into());
@@ -157,6 +159,8 @@ fn decisions(dbs: &[Database; 2], concurrent: usize, rounds: usize) -> Vec<Durat
     let ledgers: [Arc<dyn LedgerBackend>; 2] =
         [Arc::new(dbs[0].ledger()), Arc::new(dbs[1].ledger())];
     let mut all = Vec::new();
+    // The records' time: the batches read that day's quota counters.
+    let now = time::macros::datetime!(2026-11-22 12:00 UTC);
     rt.block_on(async {
         for _ in 0..rounds {
             let mut tasks = Vec::new();
@@ -164,7 +168,7 @@ fn decisions(dbs: &[Database; 2], concurrent: usize, rounds: usize) -> Vec<Durat
                 let (st, l) = (states[k % 2].clone(), ledgers[k % 2].clone());
                 tasks.push(tokio::spawn(async move {
                     let t = Instant::now();
-                    st.decide(&mut judge(u64::MAX), &l).await.unwrap();
+                    st.decide(&mut judge(u64::MAX), &l, now).await.unwrap();
                     t.elapsed()
                 }));
             }

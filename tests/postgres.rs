@@ -227,7 +227,7 @@ fn a_hundred_decisions_at_two_replicas_against_ten_left_allow_exactly_ten() {
                 (b.clone(), lb.clone())
             };
             tasks.push(tokio::spawn(async move {
-                let (j, i) = st.decide(&mut judge_under(10, 100), &l).await.unwrap();
+                let (j, i) = st.decide(&mut judge_under(10, 100), &l, NOW).await.unwrap();
                 (j.decision.allowed, i, j.record)
             }));
         }
@@ -268,7 +268,7 @@ fn a_hundred_decisions_at_two_replicas_against_ten_left_allow_exactly_ten() {
     assert_eq!(recount.streamed["L"], 64);
     // And another decision at either replica is denied.
     let (j, _) = runtime()
-        .block_on(a.decide(&mut judge_under(10, 100), &la))
+        .block_on(a.decide(&mut judge_under(10, 100), &la, NOW))
         .unwrap();
     assert!(!j.decision.allowed);
     // A live release is judged again without its own allocation.
@@ -548,7 +548,9 @@ fn postgres_stopped_refuses_decisions_and_appends_and_they_resume_when_it_is_bac
     let rt = runtime();
     let r = Record::policy_reload("t", &[], None);
     assert_eq!(ledger.append(&r).unwrap(), 0);
-    let (j, i) = rt.block_on(st.decide(&mut judge_under(5, 1), &l)).unwrap();
+    let (j, i) = rt
+        .block_on(st.decide(&mut judge_under(5, 1), &l, NOW))
+        .unwrap();
     assert!(j.decision.allowed && i == 1);
 
     pg.stop().unwrap();
@@ -559,7 +561,7 @@ fn postgres_stopped_refuses_decisions_and_appends_and_they_resume_when_it_is_bac
             "append {what}: {e}"
         );
         let e = rt
-            .block_on(st.decide(&mut judge_under(5, 1), &l))
+            .block_on(st.decide(&mut judge_under(5, 1), &l, NOW))
             .unwrap_err();
         assert!(
             matches!(e, DecideError::Ledger(LedgerError::Unavailable(_))),
@@ -582,7 +584,9 @@ fn postgres_stopped_refuses_decisions_and_appends_and_they_resume_when_it_is_bac
         }
     }
     assert_eq!(next, Some(2), "nothing refused was written; appends resume");
-    let (j, i) = rt.block_on(st.decide(&mut judge_under(5, 1), &l)).unwrap();
+    let (j, i) = rt
+        .block_on(st.decide(&mut judge_under(5, 1), &l, NOW))
+        .unwrap();
     assert!(j.decision.allowed);
     assert_eq!(i, 3);
     let counters = rt.block_on(st.counters()).unwrap();
@@ -679,7 +683,7 @@ fn a_record_too_long_for_a_tile_is_refused_and_its_batch_decided_without_it() {
                     }
                     j
                 };
-                st.decide(&mut judge, &l)
+                st.decide(&mut judge, &l, NOW)
                     .await
                     .map(|(j, i)| (j.decision.allowed, i))
             }));
@@ -752,4 +756,248 @@ fn every_answered_append_was_flushed_before_its_answer() {
         after - before
     );
     eprintln!("20 answered appends in turn: {} WAL fsyncs", after - before);
+}
+
+/// `YYYY-MM-DD` of `t` (UTC).
+fn day(t: OffsetDateTime) -> String {
+    t.date().to_string()
+}
+
+/// A decision at `at` by requester `r` of organisation `o` (no licence: the authority does
+/// not matter to a quota), allowed while fewer than `max` releases of the requester's quota
+/// counter of that day are used (what `engine::judge` does with a `[[quota]]` rule, reduced
+/// to it).
+fn judge_quota(
+    max: u64,
+    at: OffsetDateTime,
+) -> impl FnMut(&BTreeMap<String, Usage>) -> Judged + Send {
+    move |used| {
+        let mine = format!("quota:requester:r:{}", day(at));
+        let allowed = used.get(&mine).map_or(0, |u| u.releases) < max;
+        let mut j = judge_under(u64::MAX, 100)(used);
+        j.record.time = at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        j.record.organisation = Some("o".into());
+        j.record.authority = None;
+        j.record.outcome =
+            weightvault::ledger::words::Outcome::parse(if allowed { "allowed" } else { "denied" });
+        j.decision.allowed = allowed;
+        j.decision.authority = None;
+        j
+    }
+}
+
+/// The daily quotas in the database: decisions at two replicas against a quota count it
+/// exactly (as the licence allocation is), each day apart, the counters agree with the pure
+/// counting rules' recount of the ledger, and a live release is judged again without its own.
+#[test]
+fn a_daily_quota_at_two_replicas_allows_exactly_its_count_and_each_day_apart() {
+    let s = database("quotas");
+    let (da, db) = (connect(&s), connect(&s));
+    let (a, b) = (da.state(), db.state());
+    let la: Arc<dyn LedgerBackend> = Arc::new(da.ledger());
+    let lb: Arc<dyn LedgerBackend> = Arc::new(db.ledger());
+    let now = OffsetDateTime::now_utc();
+    let two_days_ago = now - time::Duration::days(2);
+    let results = runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for k in 0..60 {
+            let (st, l) = if k % 2 == 0 {
+                (a.clone(), la.clone())
+            } else {
+                (b.clone(), lb.clone())
+            };
+            // Every sixth decision is dated two days ago: another day's counter.
+            let at = if k % 6 == 5 { two_days_ago } else { now };
+            tasks.push(tokio::spawn(async move {
+                let (j, i) = st.decide(&mut judge_quota(7, at), &l, at).await.unwrap();
+                (j.decision.allowed, i, at)
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    let allowed_on = |t: OffsetDateTime| results.iter().filter(|r| r.0 && r.2 == t).count();
+    assert_eq!(allowed_on(now), 7, "exactly the quota, today");
+    assert_eq!(allowed_on(two_days_ago), 7, "and the other day's, apart");
+    let counters = runtime().block_on(b.counters()).unwrap();
+    let mut recount = Allocations::default();
+    for (i, e) in da.ledger().entries_from(0).unwrap().iter().enumerate() {
+        recount.add_entry(i as u64, e).unwrap();
+    }
+    let recounted: BTreeMap<String, (Usage, u64)> = recount
+        .used
+        .iter()
+        .map(|(k, u)| (k.clone(), (*u, 0)))
+        .collect();
+    assert_eq!(counters, recounted);
+    let today = Usage {
+        releases: 7,
+        bytes: 700,
+    };
+    assert_eq!(
+        counters[&format!("quota:requester:r:{}", day(now))].0,
+        today
+    );
+    assert_eq!(
+        counters[&format!("quota:organisation:o:{}", day(now))].0,
+        today
+    );
+    // Another decision today is refused at either replica.
+    let (j, _) = runtime()
+        .block_on(a.decide(&mut judge_quota(7, now), &la, now))
+        .unwrap();
+    assert!(!j.decision.allowed);
+    // A live release is judged again without its own allocation.
+    let first = results.iter().find(|r| r.0 && r.2 == now).unwrap();
+    let others = runtime().block_on(a.used_by_others(first.1)).unwrap();
+    assert_eq!(
+        others[&format!("quota:requester:r:{}", day(now))],
+        Usage {
+            releases: 6,
+            bytes: 600
+        }
+    );
+}
+
+/// A held decision and its review at `follows`, as the service and `weightvault review`
+/// write them.
+fn held_and_review(key: &str, at: &str) -> (Record, impl Fn(u64, &str) -> Record) {
+    let mut held = Record::action(at, "release-decision", "r", "m", Some("1"), vec![], "held");
+    held.reason = Some(format!(
+        "{}{key}: ownership: 30 %",
+        weightvault::ledger::review::KEY_PREFIX
+    ));
+    let at = at.to_string();
+    let review = move |follows: u64, outcome: &str| {
+        let mut r = Record::action(&at, "review", "officer", "m", Some("1"), vec![], outcome);
+        r.follows = Some(follows);
+        r.reason = Some("checked".into());
+        r
+    };
+    (held, review)
+}
+
+/// An approval recorded through one connection (`weightvault review approve` on a shared
+/// database) is in force at every replica before its next decision, for its hours; the
+/// first decision of a review stands.
+#[test]
+fn an_approval_recorded_anywhere_is_in_force_at_every_replica_for_its_hours() {
+    let s = database("approvals");
+    let (da, db, officer) = (connect(&s), connect(&s), connect(&s));
+    let (a, b) = (da.state(), db.state());
+    let rt = runtime();
+    let at = datetime!(2026-12-01 13:00 UTC);
+    let (k1, k2) = ("ab".repeat(32), "cd".repeat(32));
+    let (h1, review) = held_and_review(&k1, "2026-12-01T12:00:00Z");
+    let (h2, _) = held_and_review(&k2, "2026-12-01T12:00:00Z");
+    let la = da.ledger();
+    let i1 = la.append(&h1).unwrap();
+    let i2 = la.append(&h2).unwrap();
+    for _ in 0..50 {
+        la.append(&Record::policy_reload("t", &[], None)).unwrap();
+    }
+    assert!(rt.block_on(b.approvals(24, at)).unwrap().is_empty());
+    let ol = officer.ledger();
+    let mut approve = review(i1, "approved");
+    approve.time = "2026-12-01T13:00:00Z".into();
+    ol.append(&approve).unwrap();
+    ol.append(&review(i1, "rejected")).unwrap();
+    ol.append(&review(i2, "rejected")).unwrap();
+    ol.append(&review(i2, "approved")).unwrap();
+    for st in [&a, &b] {
+        let f = rt
+            .block_on(st.approvals(24, at + time::Duration::hours(1)))
+            .unwrap();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].review, f[0].key.as_str()), (i1, k1.as_str()));
+        assert_eq!(f[0].by, "officer");
+        assert_eq!(f[0].until, at + time::Duration::hours(24));
+        let later = at + time::Duration::hours(25);
+        assert!(rt.block_on(st.approvals(24, later)).unwrap().is_empty());
+    }
+    // Only the entries concerning reviews are read.
+    let reviewing = cluster()
+        .psql(
+            "approvals",
+            "SELECT count(*) FROM wv_entries WHERE reviewing",
+        )
+        .unwrap();
+    assert_eq!(reviewing, "6");
+}
+
+/// A database written before quotas and reviews were counted in it (schema version 2) is
+/// counted by the migration from its records: the quota counters of its allowed decisions,
+/// and its held decisions and reviews.
+#[test]
+fn entries_written_before_schema_version_3_are_counted_by_its_migration() {
+    let name = "before-v3";
+    let url = cluster().create_database(name).unwrap();
+    let pg = |sql: &str| cluster().psql(name, sql).unwrap();
+    pg(
+        "CREATE TABLE wv_schema_version (version integer PRIMARY KEY,
+                                        applied_at timestamptz NOT NULL DEFAULT now())",
+    );
+    for (v, sql) in &weightvault::postgres::schema::MIGRATIONS[..2] {
+        pg(sql);
+        pg(&format!(
+            "INSERT INTO wv_schema_version (version) VALUES ({v})"
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    let today = day(now);
+    let time = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut allowed = judge_quota(7, now)(&BTreeMap::new()).record;
+    allowed.authority = Some(weightvault::ledger::words::RecordAuthority::Licence(
+        "L".into(),
+    ));
+    let (held, review) = held_and_review(&"ef".repeat(32), &time);
+    let records = [allowed.clone(), allowed, held, review(2, "approved")];
+    for (i, r) in records.iter().enumerate() {
+        let bytes = r.canonical();
+        let leaf = merkle::leaf_hash(&bytes);
+        let licence = if i < 2 { "'L', 100" } else { "NULL, NULL" };
+        pg(&format!(
+            "INSERT INTO wv_entries (idx, record, leaf, alloc_licence, alloc_bytes)
+             VALUES ({i}, '\\x{}', '\\x{}', {licence})",
+            hex::encode(&bytes),
+            hex::encode(leaf)
+        ));
+    }
+    pg("UPDATE wv_ledger_head SET size = 4");
+    pg("INSERT INTO wv_licence_usage VALUES ('L', 2, 200, 0)");
+
+    let db = connect(&DatabaseSection::new(url));
+    let st = db.state();
+    let counters = runtime().block_on(st.counters()).unwrap();
+    let two = Usage {
+        releases: 2,
+        bytes: 200,
+    };
+    assert_eq!(counters[&format!("quota:requester:r:{today}")], (two, 0));
+    assert_eq!(counters[&format!("quota:organisation:o:{today}")], (two, 0));
+    assert_eq!(counters["L"], (two, 0));
+    assert_eq!(counters.len(), 3, "{counters:?}");
+    let f = runtime().block_on(st.approvals(24, now)).unwrap();
+    assert_eq!(f.len(), 1, "the approval of review 2: {f:?}");
+    assert_eq!(f[0].review, 2);
+    // And what is appended now counts on from them.
+    let l: Arc<dyn LedgerBackend> = Arc::new(db.ledger());
+    let (j, i) = runtime()
+        .block_on(st.decide(&mut judge_quota(3, now), &l, now))
+        .unwrap();
+    assert!(j.decision.allowed && i == 4);
+    let (j, _) = runtime()
+        .block_on(st.decide(&mut judge_quota(3, now), &l, now))
+        .unwrap();
+    assert!(
+        !j.decision.allowed,
+        "the quota of 3 counts the two from before"
+    );
 }

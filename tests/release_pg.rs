@@ -393,3 +393,107 @@ fn the_integrator_killed_mid_integration_is_replaced_and_the_tiles_hold_every_en
         "integrator {elected} killed with {mid}..{killed_at} of {total} entries published; {other} took over and published all"
     );
 }
+
+/// Reviews and daily quotas with a shared database: a release held at one replica is
+/// approved by `weightvault review approve` (recorded in the database's ledger) and then goes
+/// through at the other replica; the organisation's daily quota counts the releases of both
+/// replicas, and the one over it is denied naming the quota.
+#[test]
+fn a_release_held_at_one_replica_is_approved_once_for_both_and_a_daily_quota_spans_them() {
+    let tmp = common::scratch();
+    let root = tmp.path().to_path_buf();
+    make_vault(&root);
+    let pol = root.join("policies");
+    // A listed party owns 30 % of Acme: every Acme release is held for review.
+    let people = pol.join("people.toml");
+    let text = std::fs::read_to_string(&people).unwrap();
+    let acme = "name = \"Acme AI, Inc.\"\ncountry = \"US\"\n";
+    assert!(text.contains(acme));
+    let owner = "[[organisation.owner]]\nparty = \"Shadow Compute Limited\"\npercent = 30\n";
+    std::fs::write(&people, text.replacen(acme, &format!("{acme}{owner}"), 1)).unwrap();
+    let rules = pol.join("rules.toml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let quota = "\n[[quota]]\norganisation = \"acme\"\nreleases_per_day = 2\n";
+    std::fs::write(&rules, format!("{text}{quota}")).unwrap();
+
+    let pg = TestPostgres::start_in(&root).unwrap();
+    let db = pg.create_database("vault").unwrap();
+    let (a_url, a_child) = start_replica(&root, "a", &db);
+    let (b_url, b_child) = start_replica(&root, "b", &db);
+    let (a, b) = (acme_at(&root, &a_url), acme_at(&root, &b_url));
+    let ask = |r: &common::api::Api| r.post("/v1/releases", body(evidence(&root, &r.nonce())));
+
+    let (s, v) = ask(&a);
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (403, Some("held_for_review")),
+        "{v}"
+    );
+    let review = v["ledger_index"].as_u64().unwrap();
+    // Held again at B until approved: a second review of the same request.
+    let (s, v) = ask(&b);
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (403, Some("held_for_review")),
+        "{v}"
+    );
+
+    let vault = root.join("vault");
+    let env = [("WEIGHTVAULT_DATABASE", db.clone())];
+    let (ok, list, e) = common::cli_env(&vault, &env, &["review", "list", "--json"]);
+    assert!(ok, "{e}");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["reviews"].as_array().unwrap().len(), 2, "{list}");
+    let id = review.to_string();
+    let approve = [
+        "review",
+        "approve",
+        &id,
+        "--reason",
+        "30 % holder checked: a passive fund",
+        "--policies",
+        pol.to_str().unwrap(),
+        "--json",
+    ];
+    let (ok, said, e) = common::cli_env(&vault, &env, &approve);
+    assert!(ok, "{e}");
+    let said: serde_json::Value = serde_json::from_str(&said).unwrap();
+    let approval = said["recorded"]["ledger_index"]
+        .as_u64()
+        .expect("in the database");
+    let (ok, _, e) = common::cli_env(&vault, &env, &approve);
+    assert!(!ok && e.contains("already"), "decided once: {e}");
+
+    // Approved: through at B (which never saw the approval being made), then at A.
+    let (s, v) = ask(&b);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["decision"]["approved_by"]["review"], review, "{v}");
+    let (s, v) = ask(&a);
+    assert_eq!(s, 200, "{v}");
+    // Acme's quota of two a day is used by the two replicas together.
+    let (s, v) = ask(&b);
+    assert_eq!((s, v["code"].as_str()), (403, Some("denied")), "{v}");
+    assert!(v.to_string().contains("quota"), "{v}");
+    let day = time::OffsetDateTime::now_utc().date();
+    assert_eq!(
+        psql(
+            &pg,
+            &format!(
+                "SELECT releases FROM wv_quota_usage
+                 WHERE counter = 'quota:organisation:acme:{day}'"
+            )
+        ),
+        "2"
+    );
+    assert_eq!(
+        psql(
+            &pg,
+            &format!(
+                "SELECT convert_from(record, 'UTF8')::jsonb->>'outcome' FROM wv_entries
+                 WHERE idx = {approval}"
+            )
+        ),
+        "approved"
+    );
+    drop((a_child, b_child));
+}

@@ -7,8 +7,9 @@
 //!
 //! - A batch of appends alone is one statement in its own transaction ([`WRITE`]): it takes
 //!   the head's lock, numbers the entries from the head, inserts them and adds what they
-//!   count to the licence counters (`Allocations`' rules: allowed decisions under a licence,
-//!   stream ends), in one round trip.
+//!   count to the counters (`Allocations`' rules, `usage::counts_of`: allowed decisions count
+//!   towards their licence and their daily quota counters, stream ends towards the licence of
+//!   the decision they follow), in one round trip.
 //! - A batch with decisions first takes the lock and reads the counters (`BEGIN`, the lock
 //!   and the read pipelined, one round trip; READ COMMITTED: the read after the lock sees the
 //!   last commit). Each decision must be judged under the counters as they stand after the
@@ -25,7 +26,9 @@
 use super::{i64_of, u64_of, PgError};
 use crate::ledger::merkle::leaf_hash;
 use crate::ledger::record::Record;
-use crate::ledger::words::{Kind, Outcome, RecordAuthority};
+use crate::ledger::review::concerns_reviews;
+use crate::ledger::usage::{counts_of, Counts};
+use crate::ledger::words::Kind;
 use deadpool_postgres::Pool;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,6 +64,9 @@ pub(super) enum Work {
     Decide {
         turns: mpsc::UnboundedSender<Turn>,
         reply: oneshot::Sender<Indexed>,
+        /// The first UTC day (`YYYY-MM-DD`) whose quota counters its judge may read: the
+        /// day before the decision's.
+        since: String,
     },
 }
 
@@ -75,19 +81,6 @@ pub(super) struct Turn {
 pub(super) struct Entry {
     pub record: Record,
     pub bytes: Vec<u8>,
-}
-
-/// The licence an allowed release decision's allocation uses, and its bytes (as
-/// `Allocations::add` counts it).
-pub(super) fn allocation_of(r: &Record) -> Option<(&str, u64)> {
-    match r.kind {
-        Kind::ReleaseDecision if r.outcome == Outcome::Allowed => r
-            .authority
-            .as_ref()
-            .and_then(RecordAuthority::licence)
-            .map(|id| (id, r.bytes.unwrap_or(0))),
-        _ => None,
-    }
 }
 
 /// The decision index a stream end counts its bytes towards.
@@ -111,6 +104,7 @@ struct Item {
 struct Judging {
     turns: mpsc::UnboundedSender<Turn>,
     under: Option<BTreeMap<String, Usage>>,
+    since: String,
 }
 
 impl From<Work> for Item {
@@ -121,9 +115,17 @@ impl From<Work> for Item {
                 judging: None,
                 reply,
             },
-            Work::Decide { turns, reply } => Item {
+            Work::Decide {
+                turns,
+                reply,
+                since,
+            } => Item {
                 record: None,
-                judging: Some(Judging { turns, under: None }),
+                judging: Some(Judging {
+                    turns,
+                    under: None,
+                    since,
+                }),
                 reply,
             },
         }
@@ -164,36 +166,45 @@ fn fail_all(items: Vec<Item>, e: &PgError) {
 }
 
 const LOCK_HEAD: &str = "SELECT size FROM wv_ledger_head FOR UPDATE";
-const COUNTERS: &str = "SELECT licence, releases, bytes FROM wv_licence_usage";
+/// The counters a batch's decisions are judged under: every licence's, and the daily quota
+/// counters from the UTC day `$1` on (the day before the earliest decision's: older days
+/// cannot be asked, and reading them would cost what the table has grown to).
+const COUNTERS: &str = "SELECT licence, releases, bytes FROM wv_licence_usage
+    UNION ALL SELECT counter, releases, bytes FROM wv_quota_usage WHERE day >= $1";
 /// A batch's entries numbered from the head, and what they count added to the counters, in
 /// one statement: the head's `UPDATE` comes first (everything else reads its result), so its
-/// row lock is taken before any counter's. A stream end counts towards the licence of the
-/// decision it follows: an entry committed before (a stream end follows a decision whose
-/// index was answered, so committed before this statement's snapshot) or one earlier in this
-/// batch, looked up by its index. Written so that the plan stays cheap whatever the
-/// planner believes of the tables (one head row, however many dead versions it counts; no
-/// scan of `wv_entries`): a plan estimated as expensive is JIT-compiled, which took half a
-/// second on every execution here.
+/// row lock is taken before any counter's. An allowed decision counts towards its licence and
+/// its daily quota counters (`$7`, `$8`: the counters, each with its entry's ordinal in the
+/// batch). A stream end counts towards the licence of the decision it follows: an entry
+/// committed before (a stream end follows a decision whose index was answered, so committed
+/// before this statement's snapshot) or one earlier in this batch, looked up by its index.
+/// Written so that the plan stays cheap whatever the planner believes of the tables (one
+/// head row, however many dead versions it counts; no scan of `wv_entries`): a plan
+/// estimated as expensive is JIT-compiled, which took half a second on every execution here.
 const WRITE: &str = "WITH h AS (
         UPDATE wv_ledger_head SET size = size + cardinality($1::bytea[])
         RETURNING size - cardinality($1::bytea[]) AS first
     ), n AS (
-        SELECT h.first + b.ord - 1 AS idx, b.record, b.leaf, b.alloc_licence, b.alloc_bytes,
-               b.follows, b.bytes
+        SELECT h.first + b.ord - 1 AS idx, b.ord, b.record, b.leaf, b.alloc_licence,
+               b.alloc_bytes, b.follows, b.bytes, b.reviewing
         FROM (SELECT first FROM h LIMIT 1) AS h,
              unnest($1::bytea[], $2::bytea[], $3::text[], $4::int8[], $5::int8[],
-                    $6::int8[]) WITH ORDINALITY
-                AS b (record, leaf, alloc_licence, alloc_bytes, follows, bytes, ord)
+                    $6::int8[], $9::bool[]) WITH ORDINALITY
+                AS b (record, leaf, alloc_licence, alloc_bytes, follows, bytes, reviewing, ord)
+    ), q AS (
+        SELECT n.idx, c.counter, n.alloc_bytes
+        FROM unnest($7::int8[], $8::text[]) AS c (ord, counter) JOIN n ON n.ord = c.ord
     ), s AS (
         SELECT n.*, coalesce(
                    (SELECT f.alloc_licence FROM wv_entries f WHERE f.idx = n.follows),
                    p.alloc_licence) AS streamed_licence
         FROM n LEFT JOIN n AS p ON p.idx = n.follows AND p.idx < n.idx
     ), e AS (
-        INSERT INTO wv_entries (idx, record, leaf, alloc_licence, alloc_bytes,
-                                streamed_licence, streamed_bytes)
-        SELECT idx, record, leaf, alloc_licence, alloc_bytes, streamed_licence,
-               CASE WHEN streamed_licence IS NOT NULL THEN coalesce(bytes, 0) END
+        INSERT INTO wv_entries (idx, record, leaf, alloc_licence, alloc_bytes, alloc_quotas,
+                                streamed_licence, streamed_bytes, reviewing)
+        SELECT idx, record, leaf, alloc_licence, alloc_bytes,
+               (SELECT array_agg(q.counter) FROM q WHERE q.idx = s.idx), streamed_licence,
+               CASE WHEN streamed_licence IS NOT NULL THEN coalesce(bytes, 0) END, reviewing
         FROM s
         RETURNING alloc_licence, alloc_bytes, streamed_licence, streamed_bytes
     ), u AS (
@@ -207,6 +218,11 @@ const WRITE: &str = "WITH h AS (
         GROUP BY licence
         ON CONFLICT (licence) DO UPDATE SET releases = c.releases + excluded.releases,
             bytes = c.bytes + excluded.bytes, streamed = c.streamed + excluded.streamed
+    ), qu AS (
+        INSERT INTO wv_quota_usage AS c (day, counter, releases, bytes)
+        SELECT right(counter, 10), counter, count(*), sum(alloc_bytes) FROM q GROUP BY counter
+        ON CONFLICT (day, counter) DO UPDATE SET releases = c.releases + excluded.releases,
+            bytes = c.bytes + excluded.bytes
     )
     SELECT first FROM h";
 
@@ -232,16 +248,20 @@ async fn commit_batch(pool: &Pool, mut items: Vec<Item>) {
         Ok(s) => s,
         Err(e) => return broken(client, items, &PgError::Db(e)),
     };
-    let decides = items.iter().any(|it| it.judging.is_some());
-    let began = decides;
-    if decides {
+    let since = items
+        .iter()
+        .filter_map(|it| Some(it.judging.as_ref()?.since.clone()))
+        .min();
+    let began = since.is_some();
+    if let Some(since) = since {
+        let since: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
         let read = async {
             // Sent together; the server runs them in order, so the read after the lock sees
             // the counters the previous holder committed.
             let (_, _head, rows) = tokio::try_join!(
                 client.batch_execute("BEGIN"),
                 client.query_one(&lock_head, &[]),
-                client.query(&read_counters, &[]),
+                client.query(&read_counters, &since),
             )?;
             let used: BTreeMap<String, Usage> = rows
                 .iter()
@@ -274,21 +294,40 @@ async fn commit_batch(pool: &Pool, mut items: Vec<Item>) {
         let records: Vec<&[u8]> = entries.clone().map(|e| e.bytes.as_slice()).collect();
         let leaves: Vec<Vec<u8>> = records.iter().map(|r| leaf_hash(r).to_vec()).collect();
         let recs = entries.map(|e| &e.record);
-        let alloc: Vec<Option<(&str, u64)>> = recs.clone().map(allocation_of).collect();
-        let alloc_licence: Vec<Option<&str>> = alloc.iter().map(|a| a.map(|a| a.0)).collect();
-        let alloc_bytes: Vec<Option<i64>> = alloc.iter().map(|a| a.map(|a| i64_of(a.1))).collect();
+        let counts: Vec<Option<Counts>> = recs.clone().map(counts_of).collect();
+        let alloc_licence: Vec<Option<&str>> = counts
+            .iter()
+            .map(|c| c.as_ref()?.licence.as_deref())
+            .collect();
+        let alloc_bytes: Vec<Option<i64>> = counts
+            .iter()
+            .map(|c| c.as_ref().map(|c| i64_of(c.bytes)))
+            .collect();
+        // Each quota counter with its entry's ordinal (from 1, as `WITH ORDINALITY` numbers).
+        let (quota_of, quotas): (Vec<i64>, Vec<&str>) = counts
+            .iter()
+            .zip(1..)
+            .flat_map(|(c, ord)| {
+                let qs = c.as_ref().map(|c| c.quotas.as_slice()).unwrap_or_default();
+                qs.iter().map(move |q| (ord, q.as_str()))
+            })
+            .unzip();
+        let reviewing: Vec<bool> = recs.clone().map(concerns_reviews).collect();
         let follows: Vec<Option<i64>> = recs
             .clone()
             .map(|r| stream_follows(r).map(i64_of))
             .collect();
         let bytes: Vec<Option<i64>> = recs.map(|r| r.bytes.map(i64_of)).collect();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
             &records,
             &leaves,
             &alloc_licence,
             &alloc_bytes,
             &follows,
             &bytes,
+            &quota_of,
+            &quotas,
+            &reviewing,
         ];
         // Sent together (after `BEGIN` too when the head is not locked yet). The index comes
         // back only with the answer to `COMMIT`, which the server sends once the commit is
@@ -344,10 +383,12 @@ async fn judge_in_order(items: &mut Vec<Item>, base: &BTreeMap<String, Usage>) {
                     }
                 }
             }
-            if let Some((id, size)) = it.record.as_ref().and_then(|e| allocation_of(&e.record)) {
-                let u = used.entry(id.to_string()).or_default();
-                u.releases += 1;
-                u.bytes = u.bytes.saturating_add(size);
+            if let Some(c) = it.record.as_ref().and_then(|e| counts_of(&e.record)) {
+                for k in c.licence.iter().chain(&c.quotas) {
+                    let u = used.entry(k.clone()).or_default();
+                    u.releases += 1;
+                    u.bytes = u.bytes.saturating_add(c.bytes);
+                }
             }
         }
         if asks.is_empty() {

@@ -23,6 +23,7 @@
 use super::{i64_of, u64_of, Database, PgError};
 use crate::ledger::backend::LedgerBackend;
 use crate::ledger::record::Record;
+use crate::release::approvals::ApprovalBook;
 use crate::release::engine::{Grant, Judged};
 use crate::release::state::{DecideError, Judge, ReleaseState, StateError, Withdrawal};
 use deadpool_postgres::Pool;
@@ -42,14 +43,20 @@ pub(super) const CHANNEL: &str = "wv_withdrawals";
 #[derive(Clone)]
 pub struct PgState {
     db: Database,
+    /// The approvals read from the shared ledger so far, and the index to read on from.
+    book: Arc<std::sync::Mutex<(u64, ApprovalBook)>>,
 }
 
 impl PgState {
     pub(super) fn new(db: Database) -> Self {
-        PgState { db }
+        PgState {
+            db,
+            book: Arc::default(),
+        }
     }
 
-    /// Licence use as the database counts it: releases and bytes, and bytes streamed.
+    /// Licence and daily quota use as the database counts it (every day's): releases and
+    /// bytes, and bytes streamed (licences only; 0 for a quota counter).
     pub async fn counters(&self) -> Result<BTreeMap<String, (Usage, u64)>, PgError> {
         let pool = self.db.pool().clone();
         self.db
@@ -58,7 +65,8 @@ impl PgState {
                 let mut out = BTreeMap::new();
                 for r in c
                     .query(
-                        "SELECT licence, releases, bytes, streamed FROM wv_licence_usage",
+                        "SELECT licence, releases, bytes, streamed FROM wv_licence_usage
+                         UNION ALL SELECT counter, releases, bytes, 0 FROM wv_quota_usage",
                         &[],
                     )
                     .await?
@@ -78,6 +86,12 @@ impl PgState {
             })
             .await
     }
+}
+
+/// `YYYY-MM-DD` of `t` in UTC (the day of a daily quota counter).
+fn day_of(t: OffsetDateTime) -> String {
+    let d = t.to_offset(time::UtcOffset::UTC).date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 fn state_err(e: PgError) -> StateError {
@@ -314,6 +328,7 @@ impl ReleaseState for PgState {
         &self,
         judge: &mut Judge<'_>,
         _ledger: &Arc<dyn LedgerBackend>,
+        now: OffsetDateTime,
     ) -> Result<(Judged, u64), DecideError> {
         let unavailable =
             |e: PgError| DecideError::Ledger(crate::ledger::LedgerError::Unavailable(Box::new(e)));
@@ -322,7 +337,11 @@ impl ReleaseState for PgState {
         self.db
             .inner
             .seq
-            .send(super::sequencer::Work::Decide { turns, reply })
+            .send(super::sequencer::Work::Decide {
+                turns,
+                reply,
+                since: day_of(now - time::Duration::DAY),
+            })
             .await
             .map_err(|_| unavailable(PgError::Stopped))?;
         // Judged as often as the sequencer asks (the counters moved under an earlier
@@ -356,17 +375,67 @@ impl ReleaseState for PgState {
         Ok(())
     }
 
+    async fn approvals(
+        &self,
+        hours: u32,
+        now: OffsetDateTime,
+    ) -> Result<Vec<crate::policy::Approval>, StateError> {
+        // Reads on from the last entry seen (any replica's, or `weightvault review`'s), by
+        // the partial index of the entries that concern reviews: one short query, nothing
+        // when no review was opened or decided since.
+        let from = self.book.lock().expect("approvals lock").0;
+        let pool = self.db.pool().clone();
+        let rows = self
+            .db
+            .run(async move {
+                let c = pool.get().await?;
+                let rows = c
+                    .query(
+                        "SELECT idx, record FROM wv_entries WHERE reviewing AND idx >= $1
+                         ORDER BY idx",
+                        &[&i64_of(from)],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (u64_of(r.get(0)), r.get::<_, Vec<u8>>(1)))
+                    .collect::<Vec<_>>())
+            })
+            .await
+            .map_err(state_err)?;
+        let mut book = self.book.lock().expect("approvals lock");
+        for (i, bytes) in rows {
+            // Another request may have read the same entries meanwhile.
+            if i < book.0 {
+                continue;
+            }
+            let r = Record::parse(&bytes)
+                .map_err(|e| StateError(format!("ledger entry {i} in the database: {e}").into()))?;
+            book.1.add(i, &r);
+            book.0 = i + 1;
+        }
+        Ok(book.1.in_force(hours, now))
+    }
+
     async fn used_by_others(&self, index: u64) -> Result<BTreeMap<String, Usage>, StateError> {
         let pool = self.db.pool().clone();
         self.db
             .run(async move {
                 let c = pool.get().await?;
+                // Every licence's, and the quota counters the decision counted towards (those
+                // its judge reads when it decides the same request again).
                 let rows = c
                     .query(
                         "SELECT u.licence, u.releases - (e.idx IS NOT NULL)::int,
                                 u.bytes - coalesce(e.alloc_bytes, 0)
                          FROM wv_licence_usage u
-                         LEFT JOIN wv_entries e ON e.idx = $1 AND e.alloc_licence = u.licence",
+                         LEFT JOIN wv_entries e ON e.idx = $1 AND e.alloc_licence = u.licence
+                         UNION ALL
+                         SELECT q.counter, q.releases - 1, q.bytes - coalesce(e.alloc_bytes, 0)
+                         FROM wv_entries e, unnest(e.alloc_quotas) AS c (counter),
+                              wv_quota_usage q
+                         WHERE e.idx = $1 AND q.day = right(c.counter, 10)
+                           AND q.counter = c.counter",
                         &[&i64_of(index)],
                     )
                     .await?;

@@ -4,7 +4,7 @@
 //! types are shared by the service and the fetcher ([`wire`]).
 
 pub use weightvault_core::{evidence, stream};
-pub use weightvault_release::{engine, wire};
+pub use weightvault_release::{approvals, engine, wire};
 pub mod fetch;
 pub mod ops;
 pub mod service;

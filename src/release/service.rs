@@ -140,10 +140,6 @@ struct AppState {
     cfg: ServeConfig,
     /// `[serve]` of the vault's configuration.
     limits: ServeSection,
-    /// Releases held for review and their decisions, counted from the ledger (the local
-    /// ledger only: `weightvault review` leaves its records in the spool this service
-    /// ingests).
-    reviews: Mutex<crate::ledger::review::Reviews>,
 }
 
 /// Open sealed files by (model, revision, path): weak, so a file is open exactly while some
@@ -421,11 +417,11 @@ async fn releases(
         files: &files,
         now,
         codeword: st.cfg.watermark.then(random16),
-        approvals: engine::approvals(
-            &st.reviews.lock().expect("reviews lock"),
-            policy.rules.approval_hours,
-            now,
-        ),
+        approvals: st
+            .state
+            .approvals(policy.rules.approval_hours, now)
+            .await
+            .map_err(|e| unavailable("reading the approvals of held releases", e))?,
     };
     let (judged, ledger_index) = decide_and_record(&st, &policy, &asked).await?;
     let expires_at = now + ttl(st.cfg.release_ttl);
@@ -473,6 +469,7 @@ async fn decide_and_record(
         .decide(
             &mut |used| engine::judge(policy, &*st.geo, asked, used),
             &st.ledger,
+            asked.now,
         )
         .await
         .map_err(|e| match e {
@@ -493,10 +490,6 @@ async fn decide_and_record(
         })?;
     decision_timer.observe_duration();
     let r = &judged.record;
-    st.reviews
-        .lock()
-        .expect("reviews lock")
-        .add(ledger_index, r);
     st.metrics
         .releases
         .with_label_values(&[&r.outcome.to_string()])
@@ -956,7 +949,6 @@ fn ingest_spool(st: &AppState) {
     match st.ledger.take_pending() {
         Ok(got) => {
             for (i, r) in &got {
-                st.reviews.lock().expect("reviews lock").add(*i, r);
                 // On the ledger's thread, inside the service's runtime.
                 let counted = tokio::runtime::Handle::current().block_on(st.state.count(*i, r));
                 if let Err(e) = counted {
@@ -1267,7 +1259,6 @@ type LedgerAndState = (
     Arc<dyn LedgerBackend>,
     Arc<dyn ReleaseState>,
     Option<crate::postgres::Database>,
-    crate::ledger::review::Reviews,
 );
 
 /// The ledger and the release state: in PostgreSQL when a database is configured (shared by
@@ -1281,21 +1272,16 @@ fn open_ledger_and_state(vault: &Vault) -> Result<LedgerAndState, ServeError> {
             .map_err(|e| setup(format!("database {}: {e}", section.redacted_url())))?;
         tracing::info!(database = %db.redacted_url(), "release state and ledger in PostgreSQL");
         let ledger = db.ledger().with_origin(&vault.config().ledger.origin);
-        return Ok((
-            Arc::new(ledger),
-            Arc::new(db.state()),
-            Some(db),
-            Default::default(),
-        ));
+        return Ok((Arc::new(ledger), Arc::new(db.state()), Some(db)));
     }
-    // One read of the ledger: opening it also counts each licence's use and the reviews.
+    // One read of the ledger: opening it also counts each licence's use and the approvals.
     let mut alloc = Allocations::default();
-    let mut reviews = crate::ledger::review::Reviews::default();
+    let mut book = crate::release::approvals::ApprovalBook::default();
     let (ledger, rec) = vault
         .ledger_visiting(&mut |i, e| {
             let r = crate::ledger::record::Record::parse(e)?;
             alloc.add(i, &r);
-            reviews.add(i, &r);
+            book.add(i, &r);
             Ok(())
         })
         .map_err(|e| setup(format!("opening the ledger and counting licence use: {e}")))?;
@@ -1314,9 +1300,8 @@ fn open_ledger_and_state(vault: &Vault) -> Result<LedgerAndState, ServeError> {
     }
     Ok((
         Arc::new(ledger),
-        Arc::new(LocalState::new(alloc)),
+        Arc::new(LocalState::new(alloc, book)),
         None,
-        reviews,
     ))
 }
 
@@ -1411,7 +1396,7 @@ impl Server {
         };
         let kw = vault.key_wrap().map_err(setup)?;
         let wm_key = vault.watermark_key(&kw).map_err(setup)?;
-        let (ledger, state, db, reviews) = open_ledger_and_state(&vault)?;
+        let (ledger, state, db) = open_ledger_and_state(&vault)?;
         // Subscribed before the version in force is read: a publish after it is heard.
         let policy_versions = db.as_ref().map(|d| d.policy_versions());
         let (policy, applied) = match &db {
@@ -1468,7 +1453,6 @@ impl Server {
             db,
             cfg,
             limits,
-            reviews: Mutex::new(reviews),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use weightvault_core::facts::Usage;
 use weightvault_ledger::record::Record;
 use weightvault_ledger::usage::Allocations;
+use weightvault_release::approvals::ApprovalBook;
 
 /// A state that cannot be read or written (a shared store unreachable); the request fails
 /// closed.
@@ -96,15 +97,28 @@ pub trait ReleaseState: Send + Sync {
     /// changed the use it was judged under. It must therefore be a pure function of the use
     /// it is given (no side effects, no counting of its own calls); the record of the last
     /// call is the one recorded.
+    ///
+    /// `now` is the decision's time: a database state reads the daily quota counters of its
+    /// UTC day (and the day before), not every day's.
     async fn decide(
         &self,
         judge: &mut Judge<'_>,
         ledger: &Arc<dyn LedgerBackend>,
+        now: OffsetDateTime,
     ) -> Result<(Judged, u64), DecideError>;
 
     /// Counts a record appended at `index` by anything else (stream ends, spooled records).
     /// A state whose ledger counts each entry as it is sequenced has nothing to do.
     async fn count(&self, index: u64, record: &Record) -> Result<(), StateError>;
+
+    /// The approvals of held releases in force at `now` when each lasts `hours`
+    /// ([`ApprovalBook`]): counted from the ledger's records as [`ReleaseState::count`] and
+    /// [`ReleaseState::decide`] see them, or read from a database state's shared ledger.
+    async fn approvals(
+        &self,
+        hours: u32,
+        now: OffsetDateTime,
+    ) -> Result<Vec<crate::policy::Approval>, StateError>;
 
     /// Licence use not counting the decision at `index` (to decide it again).
     async fn used_by_others(&self, index: u64) -> Result<BTreeMap<String, Usage>, StateError>;
@@ -157,6 +171,8 @@ struct Inner {
     /// Each client's nonces, oldest first (some may be taken or expired already).
     by_client: HashMap<[u8; 32], std::collections::VecDeque<String>>,
     alloc: Allocations,
+    /// Reviews open and approvals made, from the ledger.
+    book: ApprovalBook,
     /// Counters (licence and daily quotas) and bytes each decision on its way to the
     /// ledger holds.
     held: HashMap<u64, (Vec<String>, u64)>,
@@ -165,18 +181,19 @@ struct Inner {
 }
 
 /// The service's state in this process's memory (one replica; gone when it stops, except the
-/// allocations, which are counted from the ledger at start).
+/// allocations and the approvals, which are counted from the ledger at start).
 pub struct LocalState {
     inner: Mutex<Inner>,
     withdrawn: tokio::sync::broadcast::Sender<Withdrawal>,
 }
 
 impl LocalState {
-    /// A state whose allocations start from those counted in the ledger.
-    pub fn new(alloc: Allocations) -> Self {
+    /// A state whose allocations and approvals start from those counted in the ledger.
+    pub fn new(alloc: Allocations, book: ApprovalBook) -> Self {
         LocalState {
             inner: Mutex::new(Inner {
                 alloc,
+                book,
                 ..Inner::default()
             }),
             withdrawn: tokio::sync::broadcast::channel(256).0,
@@ -222,6 +239,7 @@ impl LocalState {
         let mut s = self.lock();
         s.held.remove(&hold.0);
         s.alloc.add(index, record);
+        s.book.add(index, record);
     }
 
     /// The held decision never reached the ledger: its allocation is free again.
@@ -292,6 +310,7 @@ impl ReleaseState for LocalState {
         &self,
         judge: &mut Judge<'_>,
         ledger: &Arc<dyn LedgerBackend>,
+        _now: OffsetDateTime,
     ) -> Result<(Judged, u64), DecideError> {
         let (judged, hold) = self.reserve(judge);
         // The append waits for the log's fsync (shared with concurrent appends) off the
@@ -313,8 +332,18 @@ impl ReleaseState for LocalState {
     }
 
     async fn count(&self, index: u64, record: &Record) -> Result<(), StateError> {
-        self.lock().alloc.add(index, record);
+        let mut s = self.lock();
+        s.alloc.add(index, record);
+        s.book.add(index, record);
         Ok(())
+    }
+
+    async fn approvals(
+        &self,
+        hours: u32,
+        now: OffsetDateTime,
+    ) -> Result<Vec<crate::policy::Approval>, StateError> {
+        Ok(self.lock().book.in_force(hours, now))
     }
 
     async fn used_by_others(&self, index: u64) -> Result<BTreeMap<String, Usage>, StateError> {
@@ -447,7 +476,10 @@ mod tests {
 
     #[test]
     fn concurrent_decisions_appending_outside_the_lock_never_exceed_an_allocation() {
-        let st = Arc::new(LocalState::new(Allocations::default()));
+        let st = Arc::new(LocalState::new(
+            Allocations::default(),
+            ApprovalBook::default(),
+        ));
         let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let allowed: u64 = std::thread::scope(|s| {
             let hs: Vec<_> = (0..24)
@@ -485,7 +517,7 @@ mod tests {
 
     #[test]
     fn a_held_allocation_counts_for_others_until_committed_or_cancelled() {
-        let st = LocalState::new(Allocations::default());
+        let st = LocalState::new(Allocations::default(), ApprovalBook::default());
         let (a, ha) = st.reserve(&mut judge_under(1, 10));
         assert!(a.decision.allowed);
         let (b, hb) = st.reserve(&mut judge_under(1, 10));
@@ -504,7 +536,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_nonce_is_taken_once_and_only_by_its_client() {
-        let st = LocalState::new(Allocations::default());
+        let st = LocalState::new(Allocations::default(), ApprovalBook::default());
         let (me, other) = ([1u8; 32], [2u8; 32]);
         let later = NOW + time::Duration::minutes(1);
         let n = st.issue_nonce(&me, NOW, later).await.unwrap();
@@ -533,7 +565,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_holds_a_bounded_number_of_nonces_and_expired_ones_are_forgotten() {
-        let st = LocalState::new(Allocations::default());
+        let st = LocalState::new(Allocations::default(), ApprovalBook::default());
         let (me, other) = ([1u8; 32], [2u8; 32]);
         let later = NOW + time::Duration::minutes(1);
         let mut mine = Vec::new();

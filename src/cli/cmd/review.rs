@@ -1,9 +1,10 @@
 //! `weightvault review list|show|approve|reject`: a compliance officer's side of the releases
-//! the policy held for review. Reads the reviews from the vault's ledger; an approval or a
-//! rejection is itself a ledger record (who, when, why), which the running service counts
-//! within a second (it ingests the ledger's spool) and which lets the same requester, model,
-//! host country and check results through for `[review] approval_hours` (rules.toml), and
-//! nothing else.
+//! the policy held for review. Reads the reviews from the vault's ledger (the shared
+//! database's, with `[database]`); an approval or a rejection is itself a ledger record (who,
+//! when, why), which the running service counts within a second (it ingests the ledger's
+//! spool; every replica on a shared database reads it before its next decision) and which
+//! lets the same requester, model, host country and check results through for `[review]
+//! approval_hours` (rules.toml), and nothing else.
 
 use crate::cli::operator;
 use crate::cli::{policy_dir, Globals, ReviewCommand};
@@ -209,9 +210,6 @@ fn decide(
     policies: Option<std::path::PathBuf>,
 ) -> Result<()> {
     let (v, rv) = reviews(g)?;
-    if v.has_shared_ledger() {
-        bail!("review decisions are recorded in the vault's own ledger; with a shared database ([database]) they are not yet supported");
-    }
     let r = find(&rv, id)?;
     if let Some((i, d)) = &r.decision {
         bail!(
@@ -249,7 +247,18 @@ fn decide(
     rec.host_country = h.host_country.clone();
     rec.follows = Some(id);
     rec.reason = Some(reason.to_string());
-    let recorded = v.record(&rec)?;
+    // Where the service reads it: the shared database's ledger when the vault has one (every
+    // replica reads the approvals from it before deciding), else the vault's own.
+    let recorded = match v.shared_ledger() {
+        Some(l) => {
+            let l = l.context("connecting to the shared database")?;
+            crate::ledger::spool::Recorded::Appended(
+                crate::ledger::backend::LedgerBackend::append(&l, &rec)
+                    .context("recording the decision in the shared database's ledger")?,
+            )
+        }
+        None => v.record(&rec)?,
+    };
     let verb = if approve { "approved" } else { "rejected" };
     g.report(
         serde_json::json!({

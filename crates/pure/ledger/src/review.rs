@@ -41,6 +41,15 @@ pub fn key_of(reason: &str) -> Option<&str> {
     key.bytes().all(|b| b.is_ascii_hexdigit()).then_some(key)
 }
 
+/// Whether `r` opens or decides a review (a held decision, a `review` record): what a reader
+/// of the approvals needs from the ledger, and nothing else does.
+pub fn concerns_reviews(r: &Record) -> bool {
+    matches!(
+        (&r.kind, &r.outcome),
+        (Kind::ReleaseDecision, Outcome::Held) | (Kind::Review, _)
+    )
+}
+
 /// Every review seen in a ledger.
 #[derive(Debug, Default, Clone)]
 pub struct Reviews {
@@ -81,15 +90,6 @@ impl Reviews {
     /// Reviews still waiting for a decision.
     pub fn pending(&self) -> impl Iterator<Item = &Review> {
         self.by_id.values().filter(|r| r.decision.is_none())
-    }
-
-    /// The approvals made, each with the approval's time (RFC 3339) and who approved:
-    /// `(review id, key, approver, approval time)`.
-    pub fn approvals(&self) -> impl Iterator<Item = (u64, &str, &str, &str)> {
-        self.by_id.values().filter(|r| r.approved()).map(|r| {
-            let (_, d) = r.decision.as_ref().expect("approved");
-            (r.id, r.key.as_str(), d.requester.as_str(), d.time.as_str())
-        })
     }
 }
 
@@ -137,12 +137,12 @@ mod tests {
         rv.add(7, &decided(4, "rejected"));
         rv.add(8, &decided(99, "approved"));
         assert_eq!(rv.pending().count(), 0);
-        let a: Vec<_> = rv.approvals().collect();
-        assert_eq!(a, [(4, k.as_str(), "officer", "2026-06-01T13:00:00Z")]);
+        assert!(rv.by_id[&4].approved());
+        assert_eq!(rv.by_id[&4].decision.as_ref().unwrap().0, 6);
         let mut rv2 = Reviews::default();
         rv2.add(4, &held(&k));
         rv2.add(6, &decided(4, "rejected"));
-        assert_eq!(rv2.approvals().count(), 0);
+        assert!(!rv2.by_id[&4].approved());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct Allocations {
 /// its organisation's, on the UTC day of its time (`quota:requester:ID:DAY`,
 /// `quota:organisation:ID:DAY`, the keys the release decision reads).
 pub fn quota_counters(r: &Record) -> Vec<String> {
-    let Some(day) = r.time.get(..10) else {
+    let Some(day) = r.time.get(..10).filter(|d| is_day(d)) else {
         return vec![];
     };
     let mut out = vec![format!("quota:requester:{}:{day}", r.requester)];
@@ -34,6 +34,47 @@ pub fn quota_counters(r: &Record) -> Vec<String> {
         out.push(format!("quota:organisation:{o}:{day}"));
     }
     out
+}
+
+/// What one allowed release decision counts against: one release and its bytes on each
+/// counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counts {
+    /// The licence it was allowed under, if any (stream ends that follow it count their bytes
+    /// towards this licence too).
+    pub licence: Option<String>,
+    /// Its daily quota counters ([`quota_counters`]).
+    pub quotas: Vec<String>,
+    /// The bytes it lets out.
+    pub bytes: u64,
+}
+
+/// What `r` counts against, if it is an allowed release decision: the one rule every state
+/// (in memory, or a database's counters) counts by.
+pub fn counts_of(r: &Record) -> Option<Counts> {
+    if r.kind != Kind::ReleaseDecision || r.outcome != Outcome::Allowed {
+        return None;
+    }
+    Some(Counts {
+        licence: r
+            .authority
+            .as_ref()
+            .and_then(RecordAuthority::licence)
+            .map(str::to_string),
+        quotas: quota_counters(r),
+        bytes: r.bytes.unwrap_or(0),
+    })
+}
+
+/// `YYYY-MM-DD` in shape (the first ten characters of an RFC 3339 time).
+fn is_day(d: &str) -> bool {
+    d.bytes().enumerate().all(|(i, b)| {
+        if i == 4 || i == 7 {
+            b == b'-'
+        } else {
+            b.is_ascii_digit()
+        }
+    })
 }
 
 impl Allocations {
@@ -61,27 +102,21 @@ impl Allocations {
 
     /// Counts one record appended at ledger index `index`.
     pub fn add(&mut self, index: u64, r: &Record) {
-        match r.kind {
-            Kind::ReleaseDecision if r.outcome == Outcome::Allowed => {
-                let size = r.bytes.unwrap_or(0);
-                let mut counters = quota_counters(r);
-                if let Some(id) = r.authority.as_ref().and_then(RecordAuthority::licence) {
-                    self.of.insert(index, (id.to_string(), size));
-                    counters.push(id.to_string());
-                }
-                for c in &counters {
-                    let u = self.used.entry(c.clone()).or_default();
-                    u.releases += 1;
-                    u.bytes = u.bytes.saturating_add(size);
-                }
-                self.quota_of.insert(index, (counters, size));
+        if let Some(c) = counts_of(r) {
+            if let Some(id) = &c.licence {
+                self.of.insert(index, (id.clone(), c.bytes));
             }
-            Kind::StreamEnd => {
-                if let Some((id, _)) = r.follows.and_then(|f| self.of.get(&f)) {
-                    *self.streamed.entry(id.clone()).or_default() += r.bytes.unwrap_or(0);
-                }
+            let counters: Vec<String> = c.licence.into_iter().chain(c.quotas).collect();
+            for k in &counters {
+                let u = self.used.entry(k.clone()).or_default();
+                u.releases += 1;
+                u.bytes = u.bytes.saturating_add(c.bytes);
             }
-            _ => {}
+            self.quota_of.insert(index, (counters, c.bytes));
+        } else if r.kind == Kind::StreamEnd {
+            if let Some((id, _)) = r.follows.and_then(|f| self.of.get(&f)) {
+                *self.streamed.entry(id.clone()).or_default() += r.bytes.unwrap_or(0);
+            }
         }
     }
 }

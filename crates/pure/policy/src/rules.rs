@@ -111,6 +111,9 @@ pub struct Rules {
     pub quotas: Vec<Quota>,
 }
 
+/// The longest `[review] approval_hours` may be (30 days): an approval is bounded in time.
+pub const MAX_APPROVAL_HOURS: u32 = 24 * 30;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
@@ -188,7 +191,7 @@ pub(crate) fn parse_rules(ctx: &Ctx<'_>) -> Result<ParsedRules, PolicyError> {
     }
     periods.sort_by_key(|p| p.from);
     let hours = *f.review.approval_hours.get_ref();
-    if !(1..=24 * 30).contains(&hours) {
+    if !(1..=MAX_APPROVAL_HOURS).contains(&hours) {
         return Err(ctx.at(
             &f.review.approval_hours,
             "approval_hours is from 1 to 720 (30 days): an approval is bounded in time",

@@ -209,31 +209,9 @@ pub struct Asked<'a> {
     /// The watermark codeword id this release gets if it is allowed (`None`: releases are not
     /// watermarked).
     pub codeword: Option<[u8; 16]>,
-    /// Compliance officers' approvals of held requests still in force ([`approvals`]).
+    /// Compliance officers' approvals of held requests still in force
+    /// ([`crate::approvals::ApprovalBook::in_force`]).
     pub approvals: Vec<policy::Approval>,
-}
-
-/// The approvals in force at `now` among those recorded in `reviews`: each lets the same
-/// request through for `hours` after it was made (`rules.toml` `[review] approval_hours`).
-pub fn approvals(
-    reviews: &weightvault_ledger::review::Reviews,
-    hours: u32,
-    now: OffsetDateTime,
-) -> Vec<policy::Approval> {
-    reviews
-        .approvals()
-        .filter_map(|(id, key, by, at)| {
-            let at =
-                OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
-            let until = at + time::Duration::hours(i64::from(hours));
-            (now <= until).then(|| policy::Approval {
-                review: id,
-                key: key.to_string(),
-                by: by.to_string(),
-                until,
-            })
-        })
-        .collect()
 }
 
 /// A decided request: the decision, the record that carries it to the ledger, and what is

@@ -14,5 +14,6 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod approvals;
 pub mod engine;
 pub mod wire;
