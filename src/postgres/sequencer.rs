@@ -194,16 +194,18 @@ const WRITE: &str = "WITH h AS (
     ), q AS (
         SELECT n.idx, c.counter, n.alloc_bytes
         FROM unnest($7::int8[], $8::text[]) AS c (ord, counter) JOIN n ON n.ord = c.ord
+    ), qa AS (
+        SELECT idx, array_agg(counter) AS counters FROM q GROUP BY idx
     ), s AS (
-        SELECT n.*, coalesce(
+        SELECT n.*, qa.counters, coalesce(
                    (SELECT f.alloc_licence FROM wv_entries f WHERE f.idx = n.follows),
                    p.alloc_licence) AS streamed_licence
         FROM n LEFT JOIN n AS p ON p.idx = n.follows AND p.idx < n.idx
+               LEFT JOIN qa ON qa.idx = n.idx
     ), e AS (
         INSERT INTO wv_entries (idx, record, leaf, alloc_licence, alloc_bytes, alloc_quotas,
                                 streamed_licence, streamed_bytes, reviewing)
-        SELECT idx, record, leaf, alloc_licence, alloc_bytes,
-               (SELECT array_agg(q.counter) FROM q WHERE q.idx = s.idx), streamed_licence,
+        SELECT idx, record, leaf, alloc_licence, alloc_bytes, counters, streamed_licence,
                CASE WHEN streamed_licence IS NOT NULL THEN coalesce(bytes, 0) END, reviewing
         FROM s
         RETURNING alloc_licence, alloc_bytes, streamed_licence, streamed_bytes
