@@ -88,12 +88,6 @@ impl PgState {
     }
 }
 
-/// `YYYY-MM-DD` of `t` in UTC (the day of a daily quota counter).
-fn day_of(t: OffsetDateTime) -> String {
-    let d = t.to_offset(time::UtcOffset::UTC).date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
 fn state_err(e: PgError) -> StateError {
     StateError(Box::new(e))
 }
@@ -340,7 +334,7 @@ impl ReleaseState for PgState {
             .send(super::sequencer::Work::Decide {
                 turns,
                 reply,
-                since: day_of(now - time::Duration::DAY),
+                since: crate::release::state::utc_day(now - time::Duration::DAY),
             })
             .await
             .map_err(|_| unavailable(PgError::Stopped))?;

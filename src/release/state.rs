@@ -173,6 +173,8 @@ struct Inner {
     alloc: Allocations,
     /// Reviews open and approvals made, from the ledger.
     book: ApprovalBook,
+    /// The day whose predecessors' quota counters were last forgotten.
+    forgot_before: String,
     /// Counters (licence and daily quotas) and bytes each decision on its way to the
     /// ledger holds.
     held: HashMap<u64, (Vec<String>, u64)>,
@@ -203,6 +205,12 @@ impl LocalState {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("release state lock")
     }
+}
+
+/// `YYYY-MM-DD` of `t` in UTC: the day of a daily quota counter.
+pub fn utc_day(t: OffsetDateTime) -> String {
+    let d = t.to_offset(time::UtcOffset::UTC).date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 fn random_hex16() -> String {
@@ -245,6 +253,17 @@ impl LocalState {
     /// The held decision never reached the ledger: its allocation is free again.
     pub fn cancel(&self, hold: Hold) {
         self.lock().held.remove(&hold.0);
+    }
+
+    /// Forgets the daily quota counters of the days before the one before `now`'s, once a
+    /// day (see [`Allocations::forget_days_before`]).
+    fn forget_old_days(&self, now: OffsetDateTime) {
+        let since = utc_day(now - time::Duration::DAY);
+        let mut s = self.lock();
+        if s.forgot_before != since {
+            s.alloc.forget_days_before(&since);
+            s.forgot_before = since;
+        }
     }
 
     /// Licence use not counting the decision at `index`.
@@ -310,8 +329,9 @@ impl ReleaseState for LocalState {
         &self,
         judge: &mut Judge<'_>,
         ledger: &Arc<dyn LedgerBackend>,
-        _now: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<(Judged, u64), DecideError> {
+        self.forget_old_days(now);
         let (judged, hold) = self.reserve(judge);
         // The append waits for the log's fsync (shared with concurrent appends) off the
         // runtime's workers, without the state's lock.
@@ -513,6 +533,54 @@ mod tests {
         let (j, hold) = st.reserve(&mut judge_under(5, 100));
         assert_eq!(j.decision.allowed, allowed < 5);
         st.cancel(hold);
+    }
+
+    #[test]
+    fn a_decision_forgets_the_quota_counters_of_days_no_decision_reads() {
+        let mut alloc = Allocations::default();
+        for (i, day) in ["2026-11-28", "2026-11-30", "2026-12-01"]
+            .iter()
+            .enumerate()
+        {
+            let mut r = Record::action(
+                &format!("{day}T08:00:00Z"),
+                "release-decision",
+                "r",
+                "m",
+                None,
+                vec![],
+                "allowed",
+            );
+            r.bytes = Some(1);
+            alloc.add(i as u64, &r);
+        }
+        let st = LocalState::new(alloc, ApprovalBook::default());
+        let dir = tempfile::tempdir().unwrap();
+        let ledger: Arc<dyn LedgerBackend> =
+            Arc::new(crate::ledger::Ledger::open(dir.path(), "test").unwrap().0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        rt.block_on(st.decide(
+            &mut |used| {
+                seen.lock()
+                    .unwrap()
+                    .push(used.keys().cloned().collect::<Vec<_>>());
+                judge_under(5, 1)(used)
+            },
+            &ledger,
+            NOW,
+        ))
+        .unwrap();
+        // NOW is 2026-12-01: the day before and that day stay.
+        assert_eq!(
+            seen.lock().unwrap()[0],
+            [
+                "quota:requester:r:2026-11-30",
+                "quota:requester:r:2026-12-01"
+            ]
+        );
     }
 
     #[test]

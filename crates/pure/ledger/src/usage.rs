@@ -100,6 +100,19 @@ impl Allocations {
         used
     }
 
+    /// Forgets the daily quota counters of the UTC days before `day` (`YYYY-MM-DD`): no
+    /// decision from now on reads them, and they would otherwise grow with every day and
+    /// requester (the release state copies the counters on each decision).
+    pub fn forget_days_before(&mut self, day: &str) {
+        let old =
+            |k: &str| k.starts_with("quota:") && k.get(k.len().saturating_sub(10)..) < Some(day);
+        self.used.retain(|k, _| !old(k));
+        self.quota_of.retain(|_, (counters, _)| {
+            counters.retain(|k| !old(k));
+            !counters.is_empty()
+        });
+    }
+
     /// Counts one record appended at ledger index `index`.
     pub fn add(&mut self, index: u64, r: &Record) {
         if let Some(c) = counts_of(r) {
@@ -118,5 +131,70 @@ impl Allocations {
                 *self.streamed.entry(id.clone()).or_default() += r.bytes.unwrap_or(0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(time: &str, requester: &str, licence: Option<&str>) -> Record {
+        let mut r = Record::action(
+            time,
+            "release-decision",
+            requester,
+            "m",
+            None,
+            vec![],
+            "allowed",
+        );
+        r.organisation = Some("o".into());
+        r.authority = licence.map(|l| RecordAuthority::Licence(l.into()));
+        r.bytes = Some(10);
+        r
+    }
+
+    #[test]
+    fn decisions_count_towards_licence_and_days_and_old_days_are_forgotten() {
+        let mut a = Allocations::default();
+        a.add(0, &allowed("2026-12-06T23:59:59Z", "r", Some("L")));
+        a.add(1, &allowed("2026-12-07T00:00:00Z", "r", None));
+        a.add(2, &allowed("2026-12-07T10:00:00Z", "q", Some("L")));
+        a.add(3, &allowed("t", "r", Some("L")));
+        let keys: Vec<&str> = a.used.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "L",
+                "quota:organisation:o:2026-12-06",
+                "quota:organisation:o:2026-12-07",
+                "quota:requester:q:2026-12-07",
+                "quota:requester:r:2026-12-06",
+                "quota:requester:r:2026-12-07",
+            ]
+        );
+        assert_eq!(a.used["L"].releases, 3);
+        assert_eq!(a.used["quota:organisation:o:2026-12-07"].bytes, 20);
+        assert_eq!(
+            a.used_by_others(2)["quota:organisation:o:2026-12-07"].releases,
+            1
+        );
+        a.forget_days_before("2026-12-07");
+        let keys: Vec<&str> = a.used.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "L",
+                "quota:organisation:o:2026-12-07",
+                "quota:requester:q:2026-12-07",
+                "quota:requester:r:2026-12-07",
+            ]
+        );
+        // A licence's decisions still count without their old days.
+        assert_eq!(a.used_by_others(0)["L"].releases, 2);
+        assert_eq!(
+            a.used_by_others(1)["quota:requester:r:2026-12-07"].releases,
+            0
+        );
     }
 }
