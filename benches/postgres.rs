@@ -16,7 +16,7 @@ use weightvault::ledger::record::Record;
 use weightvault::policy::{Authority, HostClaims, ReleaseDecision, ReleaseRequest, Usage};
 use weightvault::postgres::Database;
 use weightvault::release::engine::Judged;
-use weightvault::release::state::ReleaseState;
+use weightvault::release::state::{Reads, ReleaseState};
 use weightvault_testkit::postgres::TestPostgres;
 
 fn record(i: u64) -> Record {
@@ -159,16 +159,28 @@ fn decisions(dbs: &[Database; 2], concurrent: usize, rounds: usize) -> Vec<Durat
     let ledgers: [Arc<dyn LedgerBackend>; 2] =
         [Arc::new(dbs[0].ledger()), Arc::new(dbs[1].ledger())];
     let mut all = Vec::new();
-    // The records' time: the batches read that day's quota counters.
+    // The records' day: each decision reads the licence and that day's quota counters of
+    // its organisation and of one requester, as a real one does.
     let now = time::macros::datetime!(2026-11-22 12:00 UTC);
     rt.block_on(async {
         for _ in 0..rounds {
             let mut tasks = Vec::new();
             for k in 0..concurrent {
                 let (st, l) = (states[k % 2].clone(), ledgers[k % 2].clone());
+                let reads = Reads {
+                    now,
+                    counters: vec![
+                        "L".into(),
+                        "quota:organisation:acme:2026-11-22".into(),
+                        format!(
+                            "quota:requester:spiffe://acme.example/ns/serving/sa/llm-{}:2026-11-22",
+                            k % 97
+                        ),
+                    ],
+                };
                 tasks.push(tokio::spawn(async move {
                     let t = Instant::now();
-                    st.decide(&mut judge(u64::MAX), &l, now).await.unwrap();
+                    st.decide(&mut judge(u64::MAX), &l, &reads).await.unwrap();
                     t.elapsed()
                 }));
             }

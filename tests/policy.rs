@@ -1164,6 +1164,45 @@ fn addresses_geolocate() {
     }
 }
 
+/// A release state gives each decision only the counters `counters_read` names: every row of
+/// the table decides the same with those alone as with every licence's and every party's
+/// quota counters of the day set to used up (so a counter the policy reads but
+/// `counters_read` leaves out would change a decision).
+#[test]
+fn every_row_decides_the_same_given_only_the_counters_it_reads() {
+    let p = policy();
+    for r in &table() {
+        let mut full = r.request();
+        let day = full.time.date();
+        let used_up = weightvault::policy::Usage {
+            releases: 1 << 40,
+            bytes: 1 << 60,
+        };
+        let everyone = p
+            .requesters
+            .keys()
+            .map(|id| weightvault::policy::rules::quota_counter("requester", id, day))
+            .chain(
+                p.organisations
+                    .keys()
+                    .map(|id| weightvault::policy::rules::quota_counter("organisation", id, day)),
+            )
+            .chain(p.licences.iter().map(|l| l.id.clone()));
+        for k in everyone {
+            full.used.entry(k).or_insert(used_up);
+        }
+        let reads = weightvault::policy::counters_read(p, &full.requester, full.time);
+        let mut narrow = full.clone();
+        narrow.used.retain(|k, _| reads.contains(k));
+        assert_eq!(
+            decide(p, geo(), &narrow),
+            decide(p, geo(), &full),
+            "{}: reads {reads:?}",
+            r.name
+        );
+    }
+}
+
 #[test]
 fn decision_table() {
     let rows = table();

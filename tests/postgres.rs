@@ -19,7 +19,7 @@ use weightvault::ledger::LedgerError;
 use weightvault::policy::{Authority, HostClaims, ReleaseDecision, ReleaseRequest, Usage};
 use weightvault::postgres::{Database, PgError};
 use weightvault::release::engine::{Grant, Judged};
-use weightvault::release::state::{DecideError, ReleaseState, Withdrawal};
+use weightvault::release::state::{DecideError, Reads, ReleaseState, Withdrawal};
 use weightvault_testkit::postgres::TestPostgres;
 
 const NOW: OffsetDateTime = datetime!(2026-12-01 12:00 UTC);
@@ -82,6 +82,27 @@ fn judge_under(max: u64, size: u64) -> impl FnMut(&BTreeMap<String, Usage>) -> J
             files: vec![],
             codeword: None,
         }
+    }
+}
+
+/// What `judge_under` reads: licence `L`.
+fn reads_l() -> Reads {
+    Reads {
+        now: NOW,
+        counters: vec!["L".into()],
+    }
+}
+
+/// What `judge_quota` at `at` reads: requester `r`'s and organisation `o`'s counters of the
+/// day, and licence `L`.
+fn reads_quota(at: OffsetDateTime) -> Reads {
+    Reads {
+        now: at,
+        counters: vec![
+            format!("quota:requester:r:{}", day(at)),
+            format!("quota:organisation:o:{}", day(at)),
+            "L".into(),
+        ],
     }
 }
 
@@ -227,7 +248,10 @@ fn a_hundred_decisions_at_two_replicas_against_ten_left_allow_exactly_ten() {
                 (b.clone(), lb.clone())
             };
             tasks.push(tokio::spawn(async move {
-                let (j, i) = st.decide(&mut judge_under(10, 100), &l, NOW).await.unwrap();
+                let (j, i) = st
+                    .decide(&mut judge_under(10, 100), &l, &reads_l())
+                    .await
+                    .unwrap();
                 (j.decision.allowed, i, j.record)
             }));
         }
@@ -268,7 +292,7 @@ fn a_hundred_decisions_at_two_replicas_against_ten_left_allow_exactly_ten() {
     assert_eq!(recount.streamed["L"], 64);
     // And another decision at either replica is denied.
     let (j, _) = runtime()
-        .block_on(a.decide(&mut judge_under(10, 100), &la, NOW))
+        .block_on(a.decide(&mut judge_under(10, 100), &la, &reads_l()))
         .unwrap();
     assert!(!j.decision.allowed);
     // A live release is judged again without its own allocation.
@@ -549,7 +573,7 @@ fn postgres_stopped_refuses_decisions_and_appends_and_they_resume_when_it_is_bac
     let r = Record::policy_reload("t", &[], None);
     assert_eq!(ledger.append(&r).unwrap(), 0);
     let (j, i) = rt
-        .block_on(st.decide(&mut judge_under(5, 1), &l, NOW))
+        .block_on(st.decide(&mut judge_under(5, 1), &l, &reads_l()))
         .unwrap();
     assert!(j.decision.allowed && i == 1);
 
@@ -561,7 +585,7 @@ fn postgres_stopped_refuses_decisions_and_appends_and_they_resume_when_it_is_bac
             "append {what}: {e}"
         );
         let e = rt
-            .block_on(st.decide(&mut judge_under(5, 1), &l, NOW))
+            .block_on(st.decide(&mut judge_under(5, 1), &l, &reads_l()))
             .unwrap_err();
         assert!(
             matches!(e, DecideError::Ledger(LedgerError::Unavailable(_))),
@@ -585,7 +609,7 @@ fn postgres_stopped_refuses_decisions_and_appends_and_they_resume_when_it_is_bac
     }
     assert_eq!(next, Some(2), "nothing refused was written; appends resume");
     let (j, i) = rt
-        .block_on(st.decide(&mut judge_under(5, 1), &l, NOW))
+        .block_on(st.decide(&mut judge_under(5, 1), &l, &reads_l()))
         .unwrap();
     assert!(j.decision.allowed);
     assert_eq!(i, 3);
@@ -683,7 +707,7 @@ fn a_record_too_long_for_a_tile_is_refused_and_its_batch_decided_without_it() {
                     }
                     j
                 };
-                st.decide(&mut judge, &l, NOW)
+                st.decide(&mut judge, &l, &reads_l())
                     .await
                     .map(|(j, i)| (j.decision.allowed, i))
             }));
@@ -811,7 +835,10 @@ fn a_daily_quota_at_two_replicas_allows_exactly_its_count_and_each_day_apart() {
             // Every sixth decision is dated two days ago: another day's counter.
             let at = if k % 6 == 5 { two_days_ago } else { now };
             tasks.push(tokio::spawn(async move {
-                let (j, i) = st.decide(&mut judge_quota(7, at), &l, at).await.unwrap();
+                let (j, i) = st
+                    .decide(&mut judge_quota(7, at), &l, &reads_quota(at))
+                    .await
+                    .unwrap();
                 (j.decision.allowed, i, at)
             }));
         }
@@ -849,7 +876,7 @@ fn a_daily_quota_at_two_replicas_allows_exactly_its_count_and_each_day_apart() {
     );
     // Another decision today is refused at either replica.
     let (j, _) = runtime()
-        .block_on(a.decide(&mut judge_quota(7, now), &la, now))
+        .block_on(a.decide(&mut judge_quota(7, now), &la, &reads_quota(now)))
         .unwrap();
     assert!(!j.decision.allowed);
     // A live release is judged again without its own allocation.
@@ -990,11 +1017,11 @@ fn entries_written_before_schema_version_3_are_counted_by_its_migration() {
     // And what is appended now counts on from them.
     let l: Arc<dyn LedgerBackend> = Arc::new(db.ledger());
     let (j, i) = runtime()
-        .block_on(st.decide(&mut judge_quota(3, now), &l, now))
+        .block_on(st.decide(&mut judge_quota(3, now), &l, &reads_quota(now)))
         .unwrap();
     assert!(j.decision.allowed && i == 4);
     let (j, _) = runtime()
-        .block_on(st.decide(&mut judge_quota(3, now), &l, now))
+        .block_on(st.decide(&mut judge_quota(3, now), &l, &reads_quota(now)))
         .unwrap();
     assert!(
         !j.decision.allowed,

@@ -64,9 +64,8 @@ pub(super) enum Work {
     Decide {
         turns: mpsc::UnboundedSender<Turn>,
         reply: oneshot::Sender<Indexed>,
-        /// The first UTC day (`YYYY-MM-DD`) whose quota counters its judge may read: the
-        /// day before the decision's.
-        since: String,
+        /// The counters its judge reads (`Reads::counters`): it is given these alone.
+        reads: Vec<String>,
     },
 }
 
@@ -104,7 +103,7 @@ struct Item {
 struct Judging {
     turns: mpsc::UnboundedSender<Turn>,
     under: Option<BTreeMap<String, Usage>>,
-    since: String,
+    reads: Vec<String>,
 }
 
 impl From<Work> for Item {
@@ -118,13 +117,13 @@ impl From<Work> for Item {
             Work::Decide {
                 turns,
                 reply,
-                since,
+                reads,
             } => Item {
                 record: None,
                 judging: Some(Judging {
                     turns,
                     under: None,
-                    since,
+                    reads,
                 }),
                 reply,
             },
@@ -166,11 +165,13 @@ fn fail_all(items: Vec<Item>, e: &PgError) {
 }
 
 const LOCK_HEAD: &str = "SELECT size FROM wv_ledger_head FOR UPDATE";
-/// The counters a batch's decisions are judged under: every licence's, and the daily quota
-/// counters from the UTC day `$1` on (the day before the earliest decision's: older days
-/// cannot be asked, and reading them would cost what the table has grown to).
+/// The counters a batch's decisions read (`$1`, their `reads` together): licences' and daily
+/// quota counters, each found by its key (a quota counter's day is the end of its key), so
+/// that a batch reads what its decisions ask and not what the tables have grown to.
 const COUNTERS: &str = "SELECT licence, releases, bytes FROM wv_licence_usage
-    UNION ALL SELECT counter, releases, bytes FROM wv_quota_usage WHERE day >= $1";
+        WHERE licence = ANY($1::text[])
+    UNION ALL SELECT counter, releases, bytes FROM wv_quota_usage
+        WHERE (day, counter) IN (SELECT right(k, 10), k FROM unnest($1::text[]) AS k)";
 /// A batch's entries numbered from the head, and what they count added to the counters, in
 /// one statement: the head's `UPDATE` comes first (everything else reads its result), so its
 /// row lock is taken before any counter's. An allowed decision counts towards its licence and
@@ -250,20 +251,26 @@ async fn commit_batch(pool: &Pool, mut items: Vec<Item>) {
         Ok(s) => s,
         Err(e) => return broken(client, items, &PgError::Db(e)),
     };
-    let since = items
+    let reads: Option<std::collections::BTreeSet<&str>> = items
         .iter()
-        .filter_map(|it| Some(it.judging.as_ref()?.since.clone()))
-        .min();
-    let began = since.is_some();
-    if let Some(since) = since {
-        let since: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
+        .filter_map(|it| it.judging.as_ref())
+        .map(|j| j.reads.iter().map(String::as_str))
+        .fold(None, |all, r| {
+            let mut all = all.unwrap_or_default();
+            all.extend(r);
+            Some(all)
+        });
+    let began = reads.is_some();
+    if let Some(reads) = reads {
+        let reads: Vec<&str> = reads.into_iter().collect();
+        let reads: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&reads];
         let read = async {
             // Sent together; the server runs them in order, so the read after the lock sees
             // the counters the previous holder committed.
             let (_, _head, rows) = tokio::try_join!(
                 client.batch_execute("BEGIN"),
                 client.query_one(&lock_head, &[]),
-                client.query(&read_counters, &since),
+                client.query(&read_counters, &reads),
             )?;
             let used: BTreeMap<String, Usage> = rows
                 .iter()
@@ -364,8 +371,9 @@ async fn commit_batch(pool: &Pool, mut items: Vec<Item>) {
     }
 }
 
-/// Judges every decision of `items` under the licence use `base` plus the allocations of the
-/// records before it, in the order of `items`; a decision that goes away, or is not judged by
+/// Judges every decision of `items` under the counters `base` (those the batch's decisions
+/// read) plus what the records before it count, in the order of `items`, each given the
+/// counters it reads; a decision that goes away, or is not judged by
 /// the deadline, leaves the batch (the latter answered with an error).
 ///
 /// Every decision whose counters are not yet those its predecessors' current records leave is
@@ -374,12 +382,19 @@ async fn commit_batch(pool: &Pool, mut items: Vec<Item>) {
 async fn judge_in_order(items: &mut Vec<Item>, base: &BTreeMap<String, Usage>) {
     let deadline = Instant::now() + JUDGE_TIMEOUT;
     for round in 0.. {
+        // The batch's counters after the records before each item; each decision is given
+        // the ones it reads.
         let mut used = base.clone();
         let mut asks = Vec::new();
         for (k, it) in items.iter().enumerate() {
             if let Some(judging) = &it.judging {
-                if judging.under.as_ref() != Some(&used) {
-                    asks.push((k, used.clone()));
+                let mine: BTreeMap<String, Usage> = judging
+                    .reads
+                    .iter()
+                    .filter_map(|c| Some((c.clone(), *used.get(c)?)))
+                    .collect();
+                if judging.under.as_ref() != Some(&mine) {
+                    asks.push((k, mine));
                     if round >= PARALLEL_ROUNDS {
                         break;
                     }

@@ -25,7 +25,7 @@ use crate::ledger::backend::LedgerBackend;
 use crate::ledger::record::Record;
 use crate::release::approvals::ApprovalBook;
 use crate::release::engine::{Grant, Judged};
-use crate::release::state::{DecideError, Judge, ReleaseState, StateError, Withdrawal};
+use crate::release::state::{DecideError, Judge, Reads, ReleaseState, StateError, Withdrawal};
 use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -322,7 +322,7 @@ impl ReleaseState for PgState {
         &self,
         judge: &mut Judge<'_>,
         _ledger: &Arc<dyn LedgerBackend>,
-        now: OffsetDateTime,
+        reads: &Reads,
     ) -> Result<(Judged, u64), DecideError> {
         let unavailable =
             |e: PgError| DecideError::Ledger(crate::ledger::LedgerError::Unavailable(Box::new(e)));
@@ -334,7 +334,7 @@ impl ReleaseState for PgState {
             .send(super::sequencer::Work::Decide {
                 turns,
                 reply,
-                since: crate::release::state::utc_day(now - time::Duration::DAY),
+                reads: reads.counters.clone(),
             })
             .await
             .map_err(|_| unavailable(PgError::Stopped))?;

@@ -469,7 +469,10 @@ async fn decide_and_record(
         .decide(
             &mut |used| engine::judge(policy, &*st.geo, asked, used),
             &st.ledger,
-            asked.now,
+            &crate::release::state::Reads {
+                now: asked.now,
+                counters: crate::policy::counters_read(policy, &asked.client.name, asked.now),
+            },
         )
         .await
         .map_err(|e| match e {

@@ -6,7 +6,7 @@
 //! the handlers.
 //!
 //! Deciding under an allocation without holding a lock across the ledger's fsync:
-//! [`ReleaseState::reserve`] decides under the state's lock with the licence use the ledger
+//! [`LocalState::reserve`] decides under the state's lock with the licence use the ledger
 //! counts *plus* what decisions still on their way to the ledger hold, and an allowed
 //! decision under a licence leaves a hold of its own; the caller appends the record (so
 //! concurrent decisions share the log's group commit) and then [`ReleaseState::commit`]s the
@@ -58,6 +58,17 @@ pub struct Hold(u64);
 /// How a release decision is judged: the licence use in, the decision and its record out.
 pub type Judge<'a> = dyn FnMut(&BTreeMap<String, Usage>) -> Judged + Send + 'a;
 
+/// What a decision reads of the usage counters.
+#[derive(Debug, Clone)]
+pub struct Reads {
+    /// The decision's time.
+    pub now: OffsetDateTime,
+    /// The counters its judge looks up ([`crate::policy::counters_read`]): its licences' and
+    /// its daily quota counters. A state gives it these alone, so that what a decision costs
+    /// does not grow with every requester and day the state counts.
+    pub counters: Vec<String>,
+}
+
 /// What the release service remembers between requests.
 ///
 /// Asynchronous (boxed futures, `async_trait`), because a state shared by replicas is a
@@ -98,13 +109,13 @@ pub trait ReleaseState: Send + Sync {
     /// it is given (no side effects, no counting of its own calls); the record of the last
     /// call is the one recorded.
     ///
-    /// `now` is the decision's time: a database state reads the daily quota counters of its
-    /// UTC day (and the day before), not every day's.
+    /// `judge` is given the counters `reads` names and no others (those a state lacks are
+    /// absent: nothing used).
     async fn decide(
         &self,
         judge: &mut Judge<'_>,
         ledger: &Arc<dyn LedgerBackend>,
-        now: OffsetDateTime,
+        reads: &Reads,
     ) -> Result<(Judged, u64), DecideError>;
 
     /// Counts a record appended at `index` by anything else (stream ends, spooled records).
@@ -222,11 +233,14 @@ fn random_hex16() -> String {
 impl LocalState {
     /// Decides with `judge` under the current licence use (counted plus held), atomically
     /// with holding the allocation an allowed decision takes.
-    pub fn reserve(&self, judge: &mut Judge<'_>) -> (Judged, Hold) {
+    pub fn reserve(&self, judge: &mut Judge<'_>, reads: &[String]) -> (Judged, Hold) {
         let mut s = self.lock();
-        let mut used = s.alloc.used.clone();
+        let mut used: BTreeMap<String, Usage> = reads
+            .iter()
+            .filter_map(|k| Some((k.clone(), *s.alloc.used.get(k)?)))
+            .collect();
         for (counters, size) in s.held.values() {
-            for c in counters {
+            for c in counters.iter().filter(|c| reads.contains(c)) {
                 let u = used.entry(c.clone()).or_default();
                 u.releases += 1;
                 u.bytes = u.bytes.saturating_add(*size);
@@ -329,10 +343,10 @@ impl ReleaseState for LocalState {
         &self,
         judge: &mut Judge<'_>,
         ledger: &Arc<dyn LedgerBackend>,
-        now: OffsetDateTime,
+        reads: &Reads,
     ) -> Result<(Judged, u64), DecideError> {
-        self.forget_old_days(now);
-        let (judged, hold) = self.reserve(judge);
+        self.forget_old_days(reads.now);
+        let (judged, hold) = self.reserve(judge, &reads.counters);
         // The append waits for the log's fsync (shared with concurrent appends) off the
         // runtime's workers, without the state's lock.
         let (l, rec) = (ledger.clone(), judged.record.clone());
@@ -433,6 +447,11 @@ mod tests {
 
     const NOW: OffsetDateTime = datetime!(2026-12-01 12:00 UTC);
 
+    /// What `judge_under` reads: licence `L`.
+    fn l() -> Vec<String> {
+        vec!["L".into()]
+    }
+
     /// A decision under licence `L` of `size` bytes, allowed while fewer than `max` releases
     /// are used (what `engine::judge` does with the policy's allocation, reduced to it).
     fn judge_under(max: u64, size: u64) -> impl FnMut(&BTreeMap<String, Usage>) -> Judged {
@@ -506,7 +525,7 @@ mod tests {
                 .map(|k| {
                     let (st, next) = (st.clone(), next.clone());
                     s.spawn(move || {
-                        let (j, hold) = st.reserve(&mut judge_under(5, 100));
+                        let (j, hold) = st.reserve(&mut judge_under(5, 100), &l());
                         // The ledger append happens here, without the state's lock; one in
                         // three fails and gives its allocation back.
                         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -530,7 +549,7 @@ mod tests {
         assert!(allowed <= 5, "{allowed} releases under an allocation of 5");
         assert_eq!(used["L"].bytes, allowed * 100);
         // With every hold settled, what failed to reach the ledger is free again.
-        let (j, hold) = st.reserve(&mut judge_under(5, 100));
+        let (j, hold) = st.reserve(&mut judge_under(5, 100), &l());
         assert_eq!(j.decision.allowed, allowed < 5);
         st.cancel(hold);
     }
@@ -562,16 +581,23 @@ mod tests {
             .build()
             .unwrap();
         let seen = std::sync::Mutex::new(Vec::new());
-        rt.block_on(st.decide(
-            &mut |used| {
-                seen.lock()
-                    .unwrap()
-                    .push(used.keys().cloned().collect::<Vec<_>>());
-                judge_under(5, 1)(used)
-            },
-            &ledger,
-            NOW,
-        ))
+        rt.block_on(
+            st.decide(
+                &mut |used| {
+                    seen.lock()
+                        .unwrap()
+                        .push(used.keys().cloned().collect::<Vec<_>>());
+                    judge_under(5, 1)(used)
+                },
+                &ledger,
+                &Reads {
+                    now: NOW,
+                    counters: ["2026-11-28", "2026-11-30", "2026-12-01"]
+                        .map(|d| format!("quota:requester:r:{d}"))
+                        .to_vec(),
+                },
+            ),
+        )
         .unwrap();
         // NOW is 2026-12-01: the day before and that day stay.
         assert_eq!(
@@ -586,16 +612,16 @@ mod tests {
     #[test]
     fn a_held_allocation_counts_for_others_until_committed_or_cancelled() {
         let st = LocalState::new(Allocations::default(), ApprovalBook::default());
-        let (a, ha) = st.reserve(&mut judge_under(1, 10));
+        let (a, ha) = st.reserve(&mut judge_under(1, 10), &l());
         assert!(a.decision.allowed);
-        let (b, hb) = st.reserve(&mut judge_under(1, 10));
+        let (b, hb) = st.reserve(&mut judge_under(1, 10), &l());
         assert!(
             !b.decision.allowed,
             "the last release is held by the first decision"
         );
         st.cancel(hb);
         st.cancel(ha);
-        let (c, hc) = st.reserve(&mut judge_under(1, 10));
+        let (c, hc) = st.reserve(&mut judge_under(1, 10), &l());
         assert!(c.decision.allowed, "a cancelled hold frees the allocation");
         st.commit(hc, 7, &c.record);
         assert_eq!(st.used_by_others_now(7)["L"].releases, 0);

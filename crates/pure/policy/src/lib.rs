@@ -384,6 +384,27 @@ impl Checks {
     }
 }
 
+/// The usage counters a decision for `requester` at `time` reads ([`ReleaseRequest::used`]):
+/// the licences its organisation holds, and its own and its organisation's daily quota
+/// counters of that day. A release state gives a decision these and no others: the rest
+/// cannot change it (`tests/policy.rs` decides every row of the decision table both ways),
+/// and copying every counter of every requester and day into each decision would cost what
+/// they number.
+pub fn counters_read(policy: &PolicyData, requester: &str, time: OffsetDateTime) -> Vec<String> {
+    let day = time.date();
+    let mut out = vec![rules::quota_counter("requester", requester, day)];
+    if let Some(org) = policy.requesters.get(requester).map(|w| &w.organisation) {
+        out.push(rules::quota_counter("organisation", org, day));
+        let held = policy.licences_by_licensee.get(org.as_str());
+        out.extend(
+            held.into_iter()
+                .flatten()
+                .map(|&i| policy.licences[i].id.clone()),
+        );
+    }
+    out
+}
+
 /// Decides a release. Pure: the same inputs give the same decision. Every check runs (its own
 /// function in [`checks`]), even after one has failed, in [`CheckId::ALL`] order.
 pub fn decide(policy: &PolicyData, geo: &dyn GeoLookup, req: &ReleaseRequest) -> ReleaseDecision {

@@ -257,6 +257,24 @@ impl Judged {
     }
 }
 
+/// The counters of `used` that a decision for `requester` at `time` reads
+/// ([`policy::counters_read`]): what its request carries (and a grant keeps), not every
+/// counter a state holds.
+pub fn read_by(
+    policy: &PolicyData,
+    requester: &str,
+    time: OffsetDateTime,
+    used: &BTreeMap<String, Usage>,
+) -> BTreeMap<String, Usage> {
+    policy::counters_read(policy, requester, time)
+        .into_iter()
+        .filter_map(|k| {
+            let u = used.get(&k).copied()?;
+            Some((k, u))
+        })
+        .collect()
+}
+
 /// Step 4: decides a request under the licence use `used` (what the ledger counts, plus what
 /// concurrent decisions hold) and builds its ledger record.
 pub fn judge(
@@ -286,7 +304,7 @@ pub fn judge(
         },
         source_ip: Some(asked.source),
         time: asked.now,
-        used: used.clone(),
+        used: read_by(policy, &asked.client.name, asked.now, used),
         size,
         approvals: asked.approvals.clone(),
         dry_run: false,
@@ -653,7 +671,7 @@ pub fn rejudge(
             continue;
         }
         let mut req = l.grant.request.clone();
-        req.used = l.used_by_others.clone();
+        req.used = read_by(policy, &req.requester, req.time, &l.used_by_others);
         let d = policy::decide(policy, geo, &req);
         if !d.allowed {
             out.push((k, failed_names(&d)));
