@@ -179,17 +179,21 @@ fn unreached(what: &str, e: reqwest::Error) -> FetchError {
     use std::io::ErrorKind::*;
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(x) = src {
-        if let Some(io) = x.downcast_ref::<std::io::Error>() {
+        // An I/O error may carry another inside it (the TLS connector's errors come as kind
+        // `Other` around the socket's), which `source()` skips: looked into too.
+        let mut io = x.downcast_ref::<std::io::Error>();
+        while let Some(i) = io {
             if matches!(
-                io.kind(),
+                i.kind(),
                 ConnectionRefused
                     | ConnectionReset
                     | ConnectionAborted
                     | UnexpectedEof
                     | BrokenPipe
             ) {
-                return FetchError::Broken(format!("{what}: {e}: {io}"));
+                return FetchError::Broken(format!("{what}: {e}: {i}"));
             }
+            io = i.get_ref().and_then(|r| r.downcast_ref::<std::io::Error>());
         }
         // A connection accepted and then closed before the answer (a load balancer in TCP
         // mode whose backend just went away) is cut too.
@@ -879,4 +883,44 @@ fn finish_file(file: &std::fs::File, h: &StreamHeader, path: &str) -> Result<(),
     file.set_len(h.file_len())
         .and_then(|()| file.sync_all())
         .map_err(|e| other(format!("syncing {path}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A load balancer in TCP mode whose backend just went away accepts the connection and
+    /// closes it: the TLS handshake meets a reset or an end of stream, which is a transfer to
+    /// try again (it was taken as fatal: the I/O error came wrapped in another).
+    #[tokio::test]
+    async fn a_connection_closed_in_the_handshake_is_worth_trying_again() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for linger in [true, false].into_iter().cycle() {
+                let (s, _) = l.accept().await.unwrap();
+                if linger {
+                    // Reset (RST), as a killed backend's connection is.
+                    s.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+                }
+                drop(s);
+            }
+        });
+        let c = reqwest::Client::builder().build().unwrap();
+        for _ in 0..2 {
+            let e = c.get(format!("https://{addr}/")).send().await.unwrap_err();
+            match unreached("asking", e) {
+                FetchError::Broken(_) => {}
+                other => panic!("not taken as broken: {other:?}"),
+            }
+        }
+        // A server that is not there at all: refused, also tried again.
+        drop(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let gone = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let e = c.get(format!("https://{gone}/")).send().await.unwrap_err();
+        assert!(matches!(unreached("asking", e), FetchError::Broken(_)));
+    }
 }
