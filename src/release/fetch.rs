@@ -901,7 +901,7 @@ mod tests {
                 let (s, _) = l.accept().await.unwrap();
                 if linger {
                     // Reset (RST), as a killed backend's connection is.
-                    s.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+                    s.set_zero_linger().unwrap();
                 }
                 drop(s);
             }
