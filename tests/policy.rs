@@ -1382,6 +1382,13 @@ fn loader_errors_name_file_and_line() {
         ),
         (
             "licences.toml",
+            "id = \"D-2026-0002\"",
+            "id = \"quota:requester:x:2026-06-01\"",
+            "may not start with 'quota:'",
+            0,
+        ),
+        (
+            "licences.toml",
             "destinations = [\"IN\"]",
             "destinations = [\"India\"]",
             "unknown country code 'India'",

@@ -985,7 +985,12 @@ fn entries_written_before_schema_version_3_are_counted_by_its_migration() {
         "L".into(),
     ));
     let (held, review) = held_and_review(&"ef".repeat(32), &time);
-    let records = [allowed.clone(), allowed, held, review(2, "approved")];
+    // A denied decision whose unsigned evidence carried a NUL (PostgreSQL's jsonb refuses
+    // one): the migration reads records as records, not as jsonb.
+    let mut odd = allowed.clone();
+    odd.outcome = weightvault::ledger::words::Outcome::parse("denied");
+    odd.host_id = Some("host\u{0}-x".into());
+    let records = [allowed.clone(), allowed, held, review(2, "approved"), odd];
     for (i, r) in records.iter().enumerate() {
         let bytes = r.canonical();
         let leaf = merkle::leaf_hash(&bytes);
@@ -997,7 +1002,7 @@ fn entries_written_before_schema_version_3_are_counted_by_its_migration() {
             hex::encode(leaf)
         ));
     }
-    pg("UPDATE wv_ledger_head SET size = 4");
+    pg("UPDATE wv_ledger_head SET size = 5");
     pg("INSERT INTO wv_licence_usage VALUES ('L', 2, 200, 0)");
 
     let db = connect(&DatabaseSection::new(url));
@@ -1019,7 +1024,7 @@ fn entries_written_before_schema_version_3_are_counted_by_its_migration() {
     let (j, i) = runtime()
         .block_on(st.decide(&mut judge_quota(3, now), &l, &reads_quota(now)))
         .unwrap();
-    assert!(j.decision.allowed && i == 4);
+    assert!(j.decision.allowed && i == 5);
     let (j, _) = runtime()
         .block_on(st.decide(&mut judge_quota(3, now), &l, &reads_quota(now)))
         .unwrap();
@@ -1027,4 +1032,11 @@ fn entries_written_before_schema_version_3_are_counted_by_its_migration() {
         !j.decision.allowed,
         "the quota of 3 counts the two from before"
     );
+    // A replica of the previous version, still running, cannot write entries that would go
+    // uncounted: its insert (without `reviewing`) is refused.
+    let old = cluster().psql(
+        name,
+        "INSERT INTO wv_entries (idx, record, leaf) VALUES (1000, '\\x00', '\\x00')",
+    );
+    assert!(old.is_err(), "{old:?}");
 }

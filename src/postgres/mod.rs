@@ -273,12 +273,90 @@ async fn migrate(pool: &Pool) -> Result<i32, PgError> {
     }
     for (v, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > found) {
         tx.batch_execute(sql).await?;
+        if *v == schema::COUNTED_FROM_RECORDS {
+            backfill_v3(&tx).await?;
+        }
         tx.execute("INSERT INTO wv_schema_version (version) VALUES ($1)", &[v])
             .await?;
         tracing::info!(version = v, "database schema migrated");
     }
     tx.commit().await?;
     Ok(known)
+}
+
+/// Counts the entries written before schema version 3 from their records, by the rules new
+/// entries are counted by: each allowed decision's quota counters (`wv_quota_usage`,
+/// `alloc_quotas`, `alloc_bytes`), and which entries concern reviews (`reviewing`). Read in
+/// chunks of the index, inside the migration's transaction (replicas wait for it, since the
+/// migration holds the entries' table). An entry that does not parse as a record stops the
+/// migration, naming it: the ledger is not what this build can count.
+async fn backfill_v3(tx: &tokio_postgres::Transaction<'_>) -> Result<(), PgError> {
+    use crate::ledger::record::Record;
+    const CHUNK: i64 = 10_000;
+    let mut quotas: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    let mut from = 0i64;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT idx, record FROM wv_entries WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                &[&from, &CHUNK],
+            )
+            .await?;
+        let Some(last) = rows.last() else { break };
+        from = last.get::<_, i64>(0) + 1;
+        let (mut idx, mut reviewing, mut bytes) = (vec![], vec![], vec![]);
+        // An allowed decision's quota counters: its requester's and its organisation's.
+        let (mut first, mut second): (Vec<Option<String>>, Vec<Option<String>>) = (vec![], vec![]);
+        for r in &rows {
+            let i: i64 = r.get(0);
+            let rec = Record::parse(r.get::<_, &[u8]>(1))
+                .map_err(|e| PgError::Batch(format!("ledger entry {i}: {e}")))?;
+            let reviews = crate::ledger::review::concerns_reviews(&rec);
+            let c = crate::ledger::usage::counts_of(&rec).filter(|c| !c.quotas.is_empty());
+            if !reviews && c.is_none() {
+                continue;
+            }
+            let (qs, size) = c.map_or((vec![], None), |c| (c.quotas, Some(i64_of(c.bytes))));
+            if qs.len() > 2 {
+                return Err(PgError::Batch(format!(
+                    "ledger entry {i}: {} quota counters, at most 2 expected",
+                    qs.len()
+                )));
+            }
+            for q in &qs {
+                let e = quotas.entry(q.clone()).or_default();
+                e.0 += 1;
+                e.1 = e.1.saturating_add(size.unwrap_or(0));
+            }
+            let mut qs = qs.into_iter();
+            idx.push(i);
+            reviewing.push(reviews);
+            bytes.push(size);
+            first.push(qs.next());
+            second.push(qs.next());
+        }
+        tx.execute(
+            "UPDATE wv_entries e SET reviewing = u.reviewing,
+                 alloc_quotas = CASE WHEN u.q1 IS NOT NULL
+                     THEN array_remove(ARRAY[u.q1, u.q2], NULL) END,
+                 alloc_bytes = coalesce(u.bytes, e.alloc_bytes)
+             FROM unnest($1::int8[], $2::bool[], $3::int8[], $4::text[], $5::text[])
+                 AS u (idx, reviewing, bytes, q1, q2)
+             WHERE e.idx = u.idx",
+            &[&idx, &reviewing, &bytes, &first, &second],
+        )
+        .await?;
+    }
+    let (keys, counts): (Vec<&String>, Vec<&(i64, i64)>) = quotas.iter().unzip();
+    let releases: Vec<i64> = counts.iter().map(|c| c.0).collect();
+    let bytes: Vec<i64> = counts.iter().map(|c| c.1).collect();
+    tx.execute(
+        "INSERT INTO wv_quota_usage (day, counter, releases, bytes)
+         SELECT right(k, 10), k, r, b FROM unnest($1::text[], $2::int8[], $3::int8[]) AS q (k, r, b)",
+        &[&keys, &releases, &bytes],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Reads an `i64` column as the `u64` it stores (every count and index is non-negative by

@@ -11,6 +11,10 @@ pub const MIGRATION_LOCK: i64 = 0x7776_7363_6865_6d61;
 /// `(version, SQL)`, in order.
 pub const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
+/// Entries written before version 3 are counted by [`super::backfill_v3`] after its SQL, from
+/// their records by the same rules as new ones (`usage::counts_of`, `review::concerns_reviews`).
+pub const COUNTED_FROM_RECORDS: i32 = 3;
+
 /// The version this build writes.
 pub fn latest() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.0)
@@ -105,8 +109,9 @@ CREATE TABLE wv_policies (
 const V3: &str = r#"
 -- Daily quotas (rules.toml [[quota]]): what the allowed release decisions of each UTC day
 -- count towards each quota counter (`quota:requester:ID:DAY`, `quota:organisation:ID:DAY`),
--- updated in the transaction that appends them, as the licence counters are. By day first,
--- so that a batch reads the counters of the days it may ask and not every day's.
+-- updated in the transaction that appends them, as the licence counters are, and read by
+-- key (day, counter). Entries written before are counted by the migration from their
+-- records (`backfill_v3`, in Rust: the same rules as new entries).
 CREATE TABLE wv_quota_usage (
     day      text   NOT NULL,
     counter  text   NOT NULL,
@@ -122,26 +127,8 @@ ALTER TABLE wv_entries ADD COLUMN alloc_quotas text[];
 ALTER TABLE wv_entries ADD COLUMN reviewing boolean NOT NULL DEFAULT false;
 CREATE INDEX wv_entries_reviewing ON wv_entries (idx) WHERE reviewing;
 
--- Entries written before this version: their records (canonical JSON) say what they count.
--- Read once, here, under the migration lock.
-CREATE TEMPORARY TABLE wv_v3 ON COMMIT DROP AS
-    SELECT idx, convert_from(record, 'UTF8')::jsonb AS j FROM wv_entries;
-UPDATE wv_entries e SET reviewing = true FROM wv_v3 v
-    WHERE e.idx = v.idx AND (v.j ->> 'kind' = 'review'
-        OR (v.j ->> 'kind' = 'release-decision' AND v.j ->> 'outcome' = 'held'));
-CREATE TEMPORARY TABLE wv_v3_quotas ON COMMIT DROP AS
-    SELECT v.idx, c.counter, coalesce((v.j ->> 'bytes')::bigint, 0) AS bytes
-    FROM wv_v3 v,
-         LATERAL unnest(ARRAY[
-             'quota:requester:' || (v.j ->> 'requester') || ':' || left(v.j ->> 'time', 10),
-             'quota:organisation:' || (v.j ->> 'organisation') || ':' || left(v.j ->> 'time', 10)
-         ]) AS c (counter)
-    WHERE v.j ->> 'kind' = 'release-decision' AND v.j ->> 'outcome' = 'allowed'
-      AND v.j ->> 'time' ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}' AND c.counter IS NOT NULL;
-UPDATE wv_entries e SET alloc_quotas = q.counters, alloc_bytes = q.bytes
-    FROM (SELECT idx, array_agg(counter) AS counters, min(bytes) AS bytes
-          FROM wv_v3_quotas GROUP BY idx) AS q
-    WHERE e.idx = q.idx;
-INSERT INTO wv_quota_usage (day, counter, releases, bytes)
-    SELECT right(counter, 10), counter, count(*), sum(bytes) FROM wv_v3_quotas GROUP BY counter;
+-- A replica of an older version still running after this migration writes entries without
+-- `reviewing` and without their quota counters: it is refused (NOT NULL without a default)
+-- rather than let undercount. Every write of this version names the column.
+ALTER TABLE wv_entries ALTER COLUMN reviewing DROP DEFAULT;
 "#;

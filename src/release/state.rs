@@ -218,6 +218,10 @@ impl LocalState {
     }
 }
 
+/// How long the in-memory state keeps a day's quota counters: longer than a release lives
+/// (at most a week), so that a reload decides any live release again under its day's use.
+pub const KEEP_QUOTA_DAYS: time::Duration = time::Duration::days(8);
+
 /// `YYYY-MM-DD` of `t` in UTC: the day of a daily quota counter.
 pub fn utc_day(t: OffsetDateTime) -> String {
     let d = t.to_offset(time::UtcOffset::UTC).date();
@@ -269,10 +273,11 @@ impl LocalState {
         self.lock().held.remove(&hold.0);
     }
 
-    /// Forgets the daily quota counters of the days before the one before `now`'s, once a
-    /// day (see [`Allocations::forget_days_before`]).
+    /// Forgets the daily quota counters of the days no live release can be decided again
+    /// on (a release lives at most a week: `serve --release-ttl`; a reload decides it again
+    /// at its own time), once a day (see [`Allocations::forget_days_before`]).
     fn forget_old_days(&self, now: OffsetDateTime) {
-        let since = utc_day(now - time::Duration::DAY);
+        let since = utc_day(now - KEEP_QUOTA_DAYS);
         let mut s = self.lock();
         if s.forgot_before != since {
             s.alloc.forget_days_before(&since);
@@ -557,7 +562,7 @@ mod tests {
     #[test]
     fn a_decision_forgets_the_quota_counters_of_days_no_decision_reads() {
         let mut alloc = Allocations::default();
-        for (i, day) in ["2026-11-28", "2026-11-30", "2026-12-01"]
+        for (i, day) in ["2026-11-22", "2026-11-23", "2026-12-01"]
             .iter()
             .enumerate()
         {
@@ -592,18 +597,18 @@ mod tests {
                 &ledger,
                 &Reads {
                     now: NOW,
-                    counters: ["2026-11-28", "2026-11-30", "2026-12-01"]
+                    counters: ["2026-11-22", "2026-11-23", "2026-12-01"]
                         .map(|d| format!("quota:requester:r:{d}"))
                         .to_vec(),
                 },
             ),
         )
         .unwrap();
-        // NOW is 2026-12-01: the day before and that day stay.
+        // NOW is 2026-12-01: the eight days before and that day stay.
         assert_eq!(
             seen.lock().unwrap()[0],
             [
-                "quota:requester:r:2026-11-30",
+                "quota:requester:r:2026-11-23",
                 "quota:requester:r:2026-12-01"
             ]
         );

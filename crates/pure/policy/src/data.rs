@@ -201,6 +201,11 @@ pub(crate) fn parse_licences(
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for l in f.licences {
+        if l.id.get_ref().starts_with("quota:") {
+            // The ledger's counters share one namespace: licence ids and the daily quota
+            // counters (`quota:...`).
+            return Err(ctx.at(&l.id, "a licence id may not start with 'quota:'"));
+        }
         if !seen.insert(l.id.get_ref().clone()) {
             return Err(ctx.at(&l.id, format!("duplicate licence '{}'", l.id.get_ref())));
         }
