@@ -297,8 +297,8 @@ fn the_integrator_killed_mid_integration_is_replaced_and_the_tiles_hold_every_en
         &pg,
         "BEGIN;
          SELECT size FROM wv_ledger_head FOR UPDATE;
-         INSERT INTO wv_entries (idx, record, leaf)
-           SELECT h.size + g, e.record, e.leaf
+         INSERT INTO wv_entries (idx, record, leaf, reviewing)
+           SELECT h.size + g, e.record, e.leaf, false
            FROM wv_ledger_head h, generate_series(0, 139999) g,
                 (SELECT record, leaf FROM wv_entries WHERE idx = 0) e;
          UPDATE wv_ledger_head SET size = size + 140000;
