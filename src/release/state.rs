@@ -223,9 +223,9 @@ impl LocalState {
 pub const KEEP_QUOTA_DAYS: time::Duration = time::Duration::days(8);
 
 /// `YYYY-MM-DD` of `t` in UTC: the day of a daily quota counter.
-pub fn utc_day(t: OffsetDateTime) -> String {
-    let d = t.to_offset(time::UtcOffset::UTC).date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+fn utc_day(t: OffsetDateTime) -> String {
+    // The form the policy's quota counters use (`rules::quota_counter`: the date's Display).
+    t.to_offset(time::UtcOffset::UTC).date().to_string()
 }
 
 fn random_hex16() -> String {

@@ -41,13 +41,40 @@ pub fn key_of(reason: &str) -> Option<&str> {
     key.bytes().all(|b| b.is_ascii_hexdigit()).then_some(key)
 }
 
-/// Whether `r` opens or decides a review (a held decision, a `review` record): what a reader
-/// of the approvals needs from the ledger, and nothing else does.
+/// What a record does to reviews: the one reading of the ledger's review records that
+/// [`Reviews`] (the CLI) and the release service's approvals share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// A held decision opens the review whose id is its ledger index, with this review key
+    /// (from its reason).
+    Opens(&'a str),
+    /// A `review` record decides the review it follows.
+    Decides {
+        /// The review's id (the held decision's ledger index).
+        review: u64,
+        /// Approved, else rejected.
+        approved: bool,
+    },
+}
+
+/// What `r` does to reviews, if anything.
+pub fn step_of(r: &Record) -> Option<Step<'_>> {
+    match (&r.kind, &r.outcome) {
+        (Kind::ReleaseDecision, Outcome::Held) => {
+            r.reason.as_deref().and_then(key_of).map(Step::Opens)
+        }
+        (Kind::Review, Outcome::Approved | Outcome::Rejected) => Some(Step::Decides {
+            review: r.follows?,
+            approved: r.outcome == Outcome::Approved,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether `r` opens or decides a review ([`step_of`]): what a reader of the approvals needs
+/// from the ledger, and nothing else does.
 pub fn concerns_reviews(r: &Record) -> bool {
-    matches!(
-        (&r.kind, &r.outcome),
-        (Kind::ReleaseDecision, Outcome::Held) | (Kind::Review, _)
-    )
+    step_of(r).is_some()
 }
 
 /// Every review seen in a ledger.
@@ -62,28 +89,26 @@ impl Reviews {
     /// record decides the one it follows (the first decision stands; a later one for the same
     /// review is ignored: `weightvault review` refuses to write it).
     pub fn add(&mut self, index: u64, r: &Record) {
-        match (&r.kind, &r.outcome) {
-            (Kind::ReleaseDecision, Outcome::Held) => {
-                if let Some(key) = r.reason.as_deref().and_then(key_of) {
-                    self.by_id.insert(
-                        index,
-                        Review {
-                            id: index,
-                            held: r.clone(),
-                            key: key.to_string(),
-                            decision: None,
-                        },
-                    );
-                }
+        match step_of(r) {
+            Some(Step::Opens(key)) => {
+                self.by_id.insert(
+                    index,
+                    Review {
+                        id: index,
+                        held: r.clone(),
+                        key: key.to_string(),
+                        decision: None,
+                    },
+                );
             }
-            (Kind::Review, Outcome::Approved | Outcome::Rejected) => {
-                if let Some(rv) = r.follows.and_then(|f| self.by_id.get_mut(&f)) {
+            Some(Step::Decides { review, .. }) => {
+                if let Some(rv) = self.by_id.get_mut(&review) {
                     if rv.decision.is_none() {
                         rv.decision = Some((index, r.clone()));
                     }
                 }
             }
-            _ => {}
+            None => {}
         }
     }
 

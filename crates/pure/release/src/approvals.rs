@@ -14,8 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use weightvault_ledger::record::Record;
-use weightvault_ledger::review::key_of;
-use weightvault_ledger::words::{Kind, Outcome};
+use weightvault_ledger::review::{step_of, Step};
 use weightvault_policy::Approval;
 
 pub use weightvault_policy::rules::MAX_APPROVAL_HOURS;
@@ -42,18 +41,15 @@ impl ApprovalBook {
     /// (the review follows the held decision), so the first decision stands: a later one
     /// finds the review closed.
     pub fn add(&mut self, index: u64, r: &Record) {
-        match (&r.kind, &r.outcome) {
-            (Kind::ReleaseDecision, Outcome::Held) => {
-                if let Some(key) = r.reason.as_deref().and_then(key_of) {
-                    self.open.entry(index).or_insert_with(|| key.to_string());
-                }
+        match step_of(r) {
+            Some(Step::Opens(key)) => {
+                self.open.entry(index).or_insert_with(|| key.to_string());
             }
-            (Kind::Review, Outcome::Approved | Outcome::Rejected) => {
-                let Some((review, key)) = r.follows.and_then(|f| Some((f, self.open.remove(&f)?)))
-                else {
+            Some(Step::Decides { review, approved }) => {
+                let Some(key) = self.open.remove(&review) else {
                     return;
                 };
-                if r.outcome != Outcome::Approved {
+                if !approved {
                     return;
                 }
                 // An approval whose time does not parse lets nothing through.
@@ -62,7 +58,7 @@ impl ApprovalBook {
                     self.made.insert((at, review), Made { review, key, by });
                 }
             }
-            _ => {}
+            None => {}
         }
     }
 
