@@ -258,9 +258,9 @@ impl Judged {
 }
 
 /// The counters of `used` that a decision for `requester` at `time` reads
-/// ([`policy::counters_read`]): what its request carries (and a grant keeps), not every
-/// counter a state holds.
-pub fn read_by(
+/// ([`policy::counters_read`]): what a live release's request is decided again under, not
+/// every counter a state holds.
+fn read_by(
     policy: &PolicyData,
     requester: &str,
     time: OffsetDateTime,
@@ -276,7 +276,9 @@ pub fn read_by(
 }
 
 /// Step 4: decides a request under the licence use `used` (what the ledger counts, plus what
-/// concurrent decisions hold) and builds its ledger record.
+/// concurrent decisions hold) and builds its ledger record. `used` holds the counters the
+/// decision reads and no others: `ReleaseState::decide` gives exactly those
+/// ([`policy::counters_read`]), and the request (and a grant) keeps them as given.
 pub fn judge(
     policy: &PolicyData,
     geo: &dyn GeoLookup,
@@ -304,7 +306,7 @@ pub fn judge(
         },
         source_ip: Some(asked.source),
         time: asked.now,
-        used: read_by(policy, &asked.client.name, asked.now, used),
+        used: used.clone(),
         size,
         approvals: asked.approvals.clone(),
         dry_run: false,
